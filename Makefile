@@ -1,0 +1,39 @@
+# Two commands do all the set-up on a fresh machine (README): `make test` and `make run`.
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+# Editable install in strict mode: Twisted's plugin scan finds twisted/plugins/ only
+# through real directories on sys.path (see shared notes, DEPENDENCIES.md §4).
+# Strict mode links files, so a new module needs a reinstall: the stamp depends on
+# the list of sources, not just on setup.cfg.
+SOURCES := $(shell find twisted_paychan twisted -name '*.py' -o -name '*.pyi' 2>/dev/null | sort)
+STAMP   := $(VENV)/.installed-$(shell echo $(SOURCES) | cksum | cut -d' ' -f1)
+
+.PHONY: test run lint typecheck proto bench clean
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test,dev]' --config-settings editable_mode=strict
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+test: $(STAMP)
+	$(PY) -m pytest -q -n 2 tests
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy twisted_paychan
+
+proto: $(STAMP)
+	$(PY) -m twisted_paychan.wire.regenerate
+
+bench: $(STAMP)
+	for b in bench/bench_*.py; do $(PY) $$b || exit 1; done
+
+run: $(STAMP)
+	@echo "make run is reserved for the channel server (twistd paychan), which is not built yet."
+	@echo "See README.md: it arrives with the channel server."
+	@exit 1
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,108 @@
+"""
+The backend roles a payment channel needs, one zope interface each.
+
+Every asynchronous result is a Deferred (it may already have fired: in-memory doubles and the
+embedded node answer synchronously). Failures are Failures wrapping the exceptions named here,
+never bare strings. Hashes are internal-order bytes (see ``chain.types``).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from zope.interface import Attribute, Interface
+
+
+class ICancellable(Interface):
+    def cancel() -> None:
+        """Stop the notification; calling it twice is harmless."""
+
+
+class IChain(Interface):
+    """A view of the block chain and a way onto it."""
+
+    def broadcast(tx: bytes):  # -> Deferred[bytes]
+        """Submit a fully signed transaction.
+
+        Fires with its txid once the node has accepted it into its mempool (or already had it,
+        in the mempool or confirmed); fails with ``BroadcastRejected`` carrying a readable
+        reason otherwise.
+        """
+
+    def tx_status(txid: bytes):  # -> Deferred[TxStatus]
+        """Unknown, in the mempool, or confirmed with N confirmations."""
+
+    def get_transaction(txid: bytes):  # -> Deferred[bytes | None]
+        """The raw transaction, if the chain knows it (mempool or a block it indexes)."""
+
+    def tip():  # -> Deferred[ChainTip]
+        """Height, hash, time and median-time-past of the best block."""
+
+    def unspent_outputs(script_pubkey: bytes):  # -> Deferred[list[Utxo]]
+        """Unspent outputs paying exactly this script, confirmed and in the mempool, minus the
+        ones the mempool already spends."""
+
+    def watch_spend(outpoint, callback: Callable) -> ICancellable:
+        """Call ``callback(SpendEvent)`` when ``outpoint`` is spent (mempool or block), and
+        again whenever the spending transaction's status changes (confirmation, reorg). If it is
+        already spent, the first call comes soon after (never re-entrantly from this method)."""
+
+    def watch_blocks(callback: Callable) -> ICancellable:
+        """Call ``callback(ChainTip)`` for every new best block."""
+
+
+class ISigner(Interface):
+    """Signs with one key that stays inside the wallet. Synchronous, because a payment's
+    signature is on the hot path and never needs I/O once the key is loaded."""
+
+    public_key = Attribute("The SEC-encoded public key (bytes, 33-byte compressed).")
+
+    def sign(digest: bytes) -> bytes:
+        """A low-S DER signature (no sighash byte) over a 32-byte digest, deterministic
+        (RFC 6979)."""
+
+
+class IWallet(Interface):
+    """Keys and coins of one party."""
+
+    def new_channel_key():  # -> Deferred[ISigner]
+        """A fresh key for a channel, stored durably before it is returned."""
+
+    def signer_for(public_key: bytes):  # -> ISigner
+        """The signer of a key this wallet holds; raises KeyError if it does not hold it."""
+
+    def new_address():  # -> Deferred[str]
+        """A fresh receive address (for funding the wallet), stored before it is returned."""
+
+    def payout_script():  # -> Deferred[bytes]
+        """A scriptPubKey of ours for settlement payouts and change."""
+
+    def balance():  # -> Deferred[Balance]
+        """Confirmed and unconfirmed value of the coins the wallet may spend."""
+
+    def coins():  # -> Deferred[list[Utxo]]
+        """The wallet's spendable coins."""
+
+    def fund(script_pubkey: bytes, amount: int, fee_rate: int):  # -> Deferred[FundedTransaction]
+        """Build and sign a transaction paying ``amount`` to ``script_pubkey`` as output 0, with
+        change back to the wallet, at ``fee_rate`` sat/kB. Its inputs are reserved, so a
+        concurrent ``fund`` will not pick them, until ``release`` or until the chain shows them
+        spent. Fails with ``InsufficientFunds``."""
+
+    def release(funded) -> None:
+        """Give back the coins of a funded transaction that will never be broadcast."""
+
+
+class IFeeEstimator(Interface):
+    def fee_rate(target: str):  # -> Deferred[int]
+        """Fee rate in sat/kB for a named target (``"fast"``: next blocks, ``"normal"``,
+        ``"economy"``), never below the floor the estimator was configured with."""
+
+
+class InsufficientFunds(Exception):
+    """The wallet cannot pay the requested amount plus fees."""
+
+    def __init__(self, needed: int, available: int) -> None:
+        super().__init__(f"insufficient funds: need {needed} sat, have {available} sat")
+        self.needed = needed
+        self.available = available
