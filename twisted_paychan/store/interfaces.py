@@ -1,0 +1,67 @@
+"""
+The channel store role. One interface, two implementations (``memory``, ``sqlite``), one
+conformance suite (``tests/store/store_conformance.py``).
+"""
+
+from __future__ import annotations
+
+from zope.interface import Interface
+
+
+class IChannelStore(Interface):
+    """Durable records of both sides' channels.
+
+    Every write returns a Deferred that fires (with None) only when the write is durable; it
+    fails if the write could not be made, and the caller must then not acknowledge or send.
+    Reads return Deferreds too, so a store may live in another thread or process.
+    """
+
+    # -- server side ------------------------------------------------------------------------
+
+    def add_server_channel(record):  # -> Deferred[None]
+        """Store a new server record; fails with ``DuplicateChannel`` if its txid is stored."""
+
+    def record_payment(contract_txid: bytes, best_value: int, signature: bytes):  # -> Deferred[None]
+        """Durably set b and sig_C of an open server channel (the hot path: may be batched
+        with other channels' payments into one commit, never delayed past its own)."""
+
+    def update_server_channel(record):  # -> Deferred[None]
+        """Replace a stored server record (state changes, settlement)."""
+
+    def server_channel(contract_txid: bytes):  # -> Deferred[ServerChannelRecord | None]
+        """The record, or None."""
+
+    def server_channels():  # -> Deferred[list[ServerChannelRecord]]
+        """Every server record, oldest first."""
+
+    # -- client side ------------------------------------------------------------------------
+
+    def add_client_channel(record):  # -> Deferred[None]
+        """Store a new client record (with its signed refund) before the contract is sent."""
+
+    def record_client_change(contract_txid: bytes, client_change: int):  # -> Deferred[None]
+        """Durably set c before the payment that signs it is sent."""
+
+    def update_client_channel(record):  # -> Deferred[None]
+        """Replace a stored client record."""
+
+    def client_channel(contract_txid: bytes):  # -> Deferred[ClientChannelRecord | None]
+        """The record, or None."""
+
+    def client_channels():  # -> Deferred[list[ClientChannelRecord]]
+        """Every client record, oldest first."""
+
+    def close():  # -> Deferred[None]
+        """Finish pending writes and release the store."""
+
+
+class StoreError(Exception):
+    """A write could not be made durable."""
+
+
+class DuplicateChannel(StoreError):
+    """A record with this contract txid already exists."""
+
+
+class UnknownChannel(StoreError):
+    """No record with this contract txid."""

@@ -1,0 +1,75 @@
+"""
+In-memory channel store: the double of ``IChannelStore`` for tests and for embedding where
+durability is someone else's business. Writes "complete" at once (already-fired Deferreds).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Optional
+
+from twisted.internet import defer
+from zope.interface import implementer
+
+from twisted_paychan.store.interfaces import DuplicateChannel, IChannelStore, UnknownChannel
+from twisted_paychan.store.records import ClientChannelRecord, ServerChannelRecord
+
+
+@implementer(IChannelStore)
+class MemoryChannelStore:
+    def __init__(self) -> None:
+        self._server: dict[bytes, ServerChannelRecord] = {}
+        self._client: dict[bytes, ClientChannelRecord] = {}
+
+    def add_server_channel(self, record: ServerChannelRecord) -> defer.Deferred[None]:
+        if record.contract_txid in self._server:
+            return defer.fail(DuplicateChannel(record.contract_txid.hex()))
+        self._server[record.contract_txid] = record
+        return defer.succeed(None)
+
+    def record_payment(self, contract_txid: bytes, best_value: int, signature: bytes) -> defer.Deferred[None]:
+        old = self._server.get(contract_txid)
+        if old is None:
+            return defer.fail(UnknownChannel(contract_txid.hex()))
+        self._server[contract_txid] = replace(old, best_value=best_value, best_signature=signature)
+        return defer.succeed(None)
+
+    def update_server_channel(self, record: ServerChannelRecord) -> defer.Deferred[None]:
+        if record.contract_txid not in self._server:
+            return defer.fail(UnknownChannel(record.contract_txid.hex()))
+        self._server[record.contract_txid] = record
+        return defer.succeed(None)
+
+    def server_channel(self, contract_txid: bytes) -> defer.Deferred[Optional[ServerChannelRecord]]:
+        return defer.succeed(self._server.get(contract_txid))
+
+    def server_channels(self) -> defer.Deferred[list[ServerChannelRecord]]:
+        return defer.succeed(list(self._server.values()))
+
+    def add_client_channel(self, record: ClientChannelRecord) -> defer.Deferred[None]:
+        if record.contract_txid in self._client:
+            return defer.fail(DuplicateChannel(record.contract_txid.hex()))
+        self._client[record.contract_txid] = record
+        return defer.succeed(None)
+
+    def record_client_change(self, contract_txid: bytes, client_change: int) -> defer.Deferred[None]:
+        old = self._client.get(contract_txid)
+        if old is None:
+            return defer.fail(UnknownChannel(contract_txid.hex()))
+        self._client[contract_txid] = replace(old, client_change=client_change)
+        return defer.succeed(None)
+
+    def update_client_channel(self, record: ClientChannelRecord) -> defer.Deferred[None]:
+        if record.contract_txid not in self._client:
+            return defer.fail(UnknownChannel(record.contract_txid.hex()))
+        self._client[record.contract_txid] = record
+        return defer.succeed(None)
+
+    def client_channel(self, contract_txid: bytes) -> defer.Deferred[Optional[ClientChannelRecord]]:
+        return defer.succeed(self._client.get(contract_txid))
+
+    def client_channels(self) -> defer.Deferred[list[ClientChannelRecord]]:
+        return defer.succeed(list(self._client.values()))
+
+    def close(self) -> defer.Deferred[None]:
+        return defer.succeed(None)
