@@ -1,0 +1,319 @@
+"""
+``RegtestNode``: a regtest node in this process, on Bitcoin Core's consensus engine.
+
+The kernel (``kernel``) validates and stores blocks; around it this module keeps the indexes
+(``index``), a mempool judged by ``rules`` the way ``sendrawtransaction`` judges, and a miner
+(``miner``) whose blocks take their timestamps from the injected clock. Everything runs on the
+caller's thread, synchronously; listeners hear about new blocks and mempool changes right away
+and are expected to defer their own work (``EmbeddedChain`` delivers through the reactor).
+
+Time: a block's timestamp is the clock's ``seconds()``, raised to median-time-past + 1 when the
+clock lags (a ``task.Clock`` at 0 yields consecutive seconds after the 2011 regtest genesis).
+Tests move a lock time into the past by advancing the clock and mining 6 or more blocks, so
+the median of the last 11 timestamps passes it. The kernel itself refuses a block more than
+2 hours ahead of this machine's real clock (``time-too-new``); :class:`MiningFailed` says so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, Callable, Iterable, Optional, Sequence, Union
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from twisted_paychan.chain.embedded import miner, rules
+from twisted_paychan.chain.embedded.datadir import DatadirLock
+from twisted_paychan.chain.embedded.index import ChainIndex, ParsedBlock, parse_block
+from twisted_paychan.chain.embedded.kernel import BlockVerdict, Kernel, SpentCoin
+from twisted_paychan.chain.embedded.mempool import Mempool, MempoolEntry
+from twisted_paychan.chain.types import (
+    BroadcastRejected,
+    ChainTip,
+    OutPoint,
+    TxState,
+    TxStatus,
+    Utxo,
+)
+
+log = Logger()
+
+#: The witness script ``OP_TRUE``: anyone can spend an output paying to it.
+OP_TRUE_SCRIPT = b"\x51"
+#: P2WSH of ``OP_TRUE``: a standard output anyone can spend with the witness ``[OP_TRUE]``.
+#: The default coinbase payee, so tests can fund whatever they like from mined coins.
+ANYONE_CAN_SPEND = b"\x00\x20" + hashlib.sha256(OP_TRUE_SCRIPT).digest()
+
+
+class MiningFailed(RuntimeError):
+    """The kernel refused a block our miner built (``reason`` is Core's)."""
+
+    def __init__(self, reason: str) -> None:
+        hint = ""
+        if reason == "time-too-new":
+            hint = " (the clock is more than 2 hours ahead of this machine's real clock)"
+        super().__init__(f"the kernel refused a mined block: {reason}{hint}")
+        self.reason = reason
+
+
+class RegtestNode:
+    """A regtest node on ``datadir``, which it owns exclusively until :meth:`close`."""
+
+    def __init__(
+        self,
+        datadir: Union[str, Path],
+        reactor: IReactorTime,
+        coinbase_script: bytes = ANYONE_CAN_SPEND,
+    ) -> None:
+        self.datadir = Path(datadir)
+        self.reactor = reactor
+        self.coinbase_script = bytes(coinbase_script)
+        self._index = ChainIndex()
+        self._mempool = Mempool()
+        self._connected: list[ParsedBlock] = []
+        self._disconnected: list[ParsedBlock] = []
+        self._block_listeners: list[Callable[[ChainTip], Any]] = []
+        self._change_listeners: list[Callable[[], Any]] = []
+        self._auto_mine: Optional[LoopingCall] = None
+        self._lock = DatadirLock(self.datadir)
+        try:
+            self._kernel = Kernel(self.datadir, self._on_connected, self._on_disconnected)
+            for height in range(self._kernel.height + 1):
+                self._index.connect(parse_block(self._kernel.block_at(height)), height)
+        except BaseException:
+            self._lock.release()
+            raise
+        log.info("regtest node open on {datadir} at height {height}", datadir=str(self.datadir), height=self.height)
+
+    def close(self) -> None:
+        """Stop mining, flush and close the kernel, release the data directory."""
+        self.stop_mining()
+        self._kernel.close()
+        self._lock.release()
+
+    # -- listeners -------------------------------------------------------------------------
+
+    def on_block(self, callback: Callable[[ChainTip], Any]) -> None:
+        """``callback(tip)`` for each block that becomes part of the best chain, in order."""
+        self._block_listeners.append(callback)
+
+    def on_change(self, callback: Callable[[], Any]) -> None:
+        """``callback()`` after anything changed: a block, a reorg, a mempool acceptance."""
+        self._change_listeners.append(callback)
+
+    # -- chain state -----------------------------------------------------------------------
+
+    @property
+    def height(self) -> int:
+        return self._index.height
+
+    def tip(self) -> ChainTip:
+        return self.tip_at(self.height)
+
+    def tip_at(self, height: int) -> ChainTip:
+        record = self._index.blocks[height]
+        return ChainTip(height, record.block_hash, record.time, self._index.mtp_at(height))
+
+    def median_time_past(self) -> int:
+        return self._index.mtp_at(self.height)
+
+    def block_hash_at(self, height: int) -> bytes:
+        return self._index.blocks[height].block_hash
+
+    def height_of(self, block_hash: bytes) -> Optional[int]:
+        """Height of a block on the active chain, or None."""
+        return self._index.height_of(block_hash)
+
+    def header(self, block_hash: bytes) -> Optional[bytes]:
+        height = self._index.height_of(block_hash)
+        return None if height is None else self._index.blocks[height].header
+
+    def block(self, block_hash: bytes) -> Optional[bytes]:
+        """A raw block of the active chain, read back from the kernel's block files."""
+        height = self._index.height_of(block_hash)
+        return None if height is None else self._kernel.block_at(height)
+
+    def block_at(self, height: int) -> bytes:
+        return self._kernel.block_at(height)
+
+    def tx_status(self, txid: bytes) -> TxStatus:
+        if txid in self._mempool:
+            return TxStatus(TxState.MEMPOOL)
+        record = self._index.txs.get(txid)
+        if record is None:
+            return TxStatus(TxState.UNKNOWN)
+        return TxStatus(TxState.CONFIRMED, self.height - record.height + 1, record.height, record.block_hash)
+
+    def raw_transaction(self, txid: bytes) -> Optional[bytes]:
+        entry = self._mempool.get(txid)
+        if entry is not None:
+            return entry.raw
+        record = self._index.txs.get(txid)
+        return None if record is None else record.raw
+
+    def spender_of(self, outpoint: OutPoint) -> Optional[bytes]:
+        return self._index.spent_by.get(outpoint) or self._mempool.spends.get(outpoint)
+
+    def unspent_outputs(self, script_pubkey: bytes) -> list[Utxo]:
+        script_pubkey = bytes(script_pubkey)
+        found = self._index.unspent_for(script_pubkey) + self._mempool.outputs_paying(script_pubkey)
+        return sorted((u for u in found if u.outpoint not in self._mempool.spends), key=lambda u: u.outpoint)
+
+    def scan(self, scripts: Iterable[bytes]) -> list[Utxo]:
+        """Confirmed unspent outputs paying any of ``scripts`` (like ``scantxoutset``)."""
+        return self._index.scan(bytes(s) for s in scripts)
+
+    def mempool_entries(self) -> list[MempoolEntry]:
+        """The mempool in mining order."""
+        return list(self._mempool)
+
+    # -- transactions ----------------------------------------------------------------------
+
+    def accept(self, raw: bytes) -> bytes:
+        """Judge a transaction for the mempool like ``sendrawtransaction``; its txid, or
+        :class:`BroadcastRejected`. A transaction already known (mempool or chain) is fine."""
+        txid = self._accept(bytes(raw))
+        self._notify_change()
+        return txid
+
+    def _accept(self, raw: bytes) -> bytes:
+        tx = rules.parse_transaction(raw)
+        txid = tx.GetTxid()
+        if txid in self._mempool or txid in self._index.txs:
+            return txid
+        fee = rules.check_acceptance(
+            raw,
+            tx,
+            self._coin,
+            self._mempool.spends.get,
+            rules.NextBlock(self.height + 1, self.median_time_past()),
+            self._index.mtp_at,
+        )
+        self._mempool.add(MempoolEntry(txid, tx, raw, fee, rules.tx_weight(tx), self.reactor.seconds()))
+        return txid
+
+    def _coin(self, point: OutPoint) -> Optional[Utxo]:
+        return self._index.utxos.get(point) or self._mempool.coin(point)
+
+    # -- blocks ----------------------------------------------------------------------------
+
+    def next_block_time(self) -> int:
+        return max(int(self.reactor.seconds()), self.median_time_past() + 1)
+
+    def generate(self, count: int = 1, script_pubkey: Optional[bytes] = None) -> list[bytes]:
+        """Mine ``count`` blocks paying ``script_pubkey`` (default: the node's coinbase
+        script), the first ones taking the mempool; their hashes."""
+        if count < 0:
+            raise ValueError(f"cannot mine {count} blocks")
+        script = self.coinbase_script if script_pubkey is None else bytes(script_pubkey)
+        hashes = []
+        for _ in range(count):
+            entries = self._block_template()
+            block = miner.build_block(
+                self.block_hash_at(self.height),
+                self.height + 1,
+                self.next_block_time(),
+                script,
+                [e.raw for e in entries],
+                sum(e.fee for e in entries),
+                txids=[e.txid for e in entries],
+            )
+            verdict = self.submit_block(block.raw)
+            if not verdict.accepted:
+                raise MiningFailed(verdict.reason)
+            hashes.append(block.block_hash)
+        return hashes
+
+    def _block_template(self) -> list[MempoolEntry]:
+        """Mempool entries for the next block: front to back, within the weight limit, never a
+        child without its parents."""
+        budget = miner.MAX_BLOCK_WEIGHT - miner.COINBASE_WEIGHT_RESERVE
+        taken: set[bytes] = set()
+        chosen: list[MempoolEntry] = []
+        for entry in self._mempool:
+            weight = entry.weight
+            parents_in_pool = {bytes(txin.prevout.hash) for txin in entry.tx.vin} & self._mempool.entries.keys()
+            if weight > budget or not parents_in_pool <= taken:
+                continue
+            budget -= weight
+            taken.add(entry.txid)
+            chosen.append(entry)
+        return chosen
+
+    def submit_block(self, raw_block: bytes) -> BlockVerdict:
+        """Hand any block to the kernel (``submitblock``); indexes, mempool and listeners
+        follow whatever the active chain became."""
+        try:
+            block = parse_block(bytes(raw_block))
+        except Exception as e:  # python-bitcoinlib raises several types on bad input
+            return BlockVerdict(False, f"block decode failed: {e}")
+        try:
+            verdict = self._kernel.process_block(bytes(raw_block), block.block_hash)
+        finally:
+            self._after_blocks()
+        if not verdict.accepted:
+            log.debug("block {hash} not accepted: {reason}", hash=block.block_hash[::-1].hex(), reason=verdict.reason)
+        return verdict
+
+    def _on_connected(self, raw_block: bytes, height: int) -> None:
+        block = parse_block(raw_block)
+        self._index.connect(block, height)
+        self._connected.append(block)
+
+    def _on_disconnected(self, raw_block: bytes, height: int, spent: list[list[SpentCoin]]) -> None:
+        block = parse_block(raw_block)
+        self._index.disconnect(block, height, spent)
+        self._disconnected.append(block)
+
+    def _after_blocks(self) -> None:
+        connected, self._connected = self._connected, []
+        disconnected, self._disconnected = self._disconnected, []
+        if disconnected:
+            self._resubmit([raw for block in reversed(disconnected) for raw in block.raws[1:]])
+        else:
+            for block in connected:
+                self._mempool.remove_for_block(block.txs, block.txids)
+        if not connected and not disconnected:
+            return
+        first = self.height - len(connected) + 1
+        for height in range(first, self.height + 1):
+            tip = self.tip_at(height)
+            for callback in list(self._block_listeners):
+                callback(tip)
+        self._notify_change()
+
+    def _resubmit(self, returning: Sequence[bytes]) -> None:
+        """After a reorg: transactions of disconnected blocks, then the old mempool, judged
+        again against the new tip (as Core does)."""
+        old = self._mempool.clear()
+        for raw in [*returning, *(entry.raw for entry in old)]:
+            try:
+                self._accept(raw)
+            except BroadcastRejected as e:
+                log.info("dropped from the mempool after a reorg: {reason}", reason=e.reason)
+
+    def _notify_change(self) -> None:
+        for callback in list(self._change_listeners):
+            callback()
+
+    # -- automatic mining ------------------------------------------------------------------
+
+    def start_mining(self, interval: float) -> None:
+        """Mine a block every ``interval`` seconds of the reactor's clock until stopped."""
+        self.stop_mining()
+        loop = LoopingCall(self._mine_one)
+        loop.clock = self.reactor
+        self._auto_mine = loop
+        loop.start(interval, now=False).addErrback(
+            lambda f: log.failure("automatic mining stopped", failure=f)
+        )
+
+    def _mine_one(self) -> None:
+        self.generate(1)
+
+    def stop_mining(self) -> None:
+        if self._auto_mine is not None and self._auto_mine.running:
+            self._auto_mine.stop()
+        self._auto_mine = None
