@@ -1,0 +1,43 @@
+"""
+The wallet: keys and coins of one party, behind ``chain.interfaces.IWallet``.
+
+* ``addresses``  Base58Check and Bech32(m) addresses <-> output scripts, per network
+* ``keys``       keys by purpose (channel, receive, payout) and the ``ISigner`` that wraps them
+* ``coinselect`` which coins pay for a transaction (pure)
+* ``txbuild``    building and signing funding transactions (pure)
+* ``crypto``     passphrase encryption of private keys at rest
+* ``base``       the IWallet logic shared by both wallets
+* ``memory``     ``MemoryWallet``: the in-memory double
+* ``sqlite``     ``SqliteWallet``: the durable one
+
+``doc/wallet.md`` describes what the wallet stores and how channels use its keys.
+"""
+
+from twisted_paychan.wallet.addresses import MAINNET, REGTEST, TESTNET, Network
+from twisted_paychan.wallet.errors import (
+    AlreadyEncrypted,
+    PassphraseRequired,
+    WalletCorrupt,
+    WalletError,
+    WalletInUse,
+    WalletMismatch,
+    WrongPassphrase,
+)
+from twisted_paychan.wallet.memory import MemoryWallet
+from twisted_paychan.wallet.sqlite import SqliteWallet
+
+__all__ = [
+    "MAINNET",
+    "TESTNET",
+    "REGTEST",
+    "Network",
+    "MemoryWallet",
+    "SqliteWallet",
+    "WalletError",
+    "WalletInUse",
+    "PassphraseRequired",
+    "WrongPassphrase",
+    "AlreadyEncrypted",
+    "WalletCorrupt",
+    "WalletMismatch",
+]

@@ -1,0 +1,340 @@
+"""
+What every wallet does, whatever it stores things in.
+
+:class:`BaseWallet` implements IWallet over state held in memory: keys, the coins last seen on
+the chain, and the funded transactions whose coins are reserved. Subclasses make that state
+durable by overriding the ``_persist_*`` hooks, each called *before* the in-memory state changes
+and before any Deferred fires, so a caller never sees a key, an address or a funded transaction
+that a crash could take back (STYLE: persist, then acknowledge). :class:`MemoryWallet` leaves
+the hooks empty; :class:`SqliteWallet` writes through to SQLite.
+
+Coins come from the chain, never from our own bookkeeping: :meth:`refresh` asks
+``IChain.unspent_outputs`` for each receive and payout script (channel keys are not scanned; a
+channel watches its own outputs). It runs on every new block once :meth:`start` has been called,
+and on demand: ``balance``, ``coins`` and ``fund`` refresh first.
+
+A coin is *spendable* when it is confirmed (a coinbase also mature), or unconfirmed but created
+by a transaction this wallet funded (our own change), and not reserved. A reservation lasts
+until ``release`` or until the chain no longer lists the coin as unspent.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any, Final, Iterable, Optional, Union
+
+from twisted.internet.defer import Deferred, FirstError, gatherResults, maybeDeferred, succeed
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from twisted_paychan.chain.interfaces import ICancellable, IWallet
+from twisted_paychan.chain.types import Balance, ChainTip, FundedTransaction, OutPoint, Utxo, display_hex
+from twisted_paychan.constants import FEE_RATE_FLOOR, MAX_MONEY
+from twisted_paychan.wallet.addresses import Network, script_to_address
+from twisted_paychan.wallet.coinselect import (
+    P2PKH_INPUT_WEIGHT,
+    P2WPKH_INPUT_WEIGHT,
+    Candidate,
+    dust_threshold,
+    select_coins,
+)
+from twisted_paychan.wallet.keys import KeyPurpose, KeySigner, ScriptType, WalletKey, generate_key
+from twisted_paychan.wallet.txbuild import SpendableCoin, build_funding_transaction
+
+__all__ = ["BaseWallet", "FundedState", "FundedRecord", "COINBASE_MATURITY"]
+
+#: A coinbase output can be spent in a block 100 blocks after its own (consensus rule).
+COINBASE_MATURITY: Final = 100
+
+
+class FundedState(enum.Enum):
+    #: Its coins are reserved; it may or may not have been broadcast.
+    RESERVED = "reserved"
+    #: The chain showed all its coins spent: broadcast (or conflicted), nothing left to hold.
+    SPENT = "spent"
+    #: Given back with ``release``; it must never be broadcast.
+    RELEASED = "released"
+
+
+@dataclass(frozen=True)
+class FundedRecord:
+    funded: FundedTransaction
+    state: FundedState
+
+
+@implementer(IWallet)
+class BaseWallet:
+    """IWallet over in-memory state; see the module docstring. Not to be used directly."""
+
+    log = Logger()
+
+    def __init__(self, chain: Any, network: Network) -> None:
+        #: An IChain provider.
+        self._chain = chain
+        self.network = network
+        self._keys: dict[bytes, WalletKey] = {}
+        self._signers: dict[bytes, KeySigner] = {}
+        #: Receive and payout scripts, the ones scanned for coins, in creation order.
+        self._by_script: dict[bytes, WalletKey] = {}
+        self._payout: Optional[WalletKey] = None
+        self._coins: dict[OutPoint, Utxo] = {}
+        self._tip_height: Optional[int] = None
+        self._funded: dict[bytes, FundedRecord] = {}
+        self._reserved: dict[OutPoint, bytes] = {}
+        self._refresh_started = 0
+        self._refresh_applied = 0
+        self._watch: Optional[ICancellable] = None
+
+    # -- Persistence hooks: durable before they return ------------------------------------
+
+    def _persist_key(self, key: WalletKey) -> None:
+        """Store a new key."""
+
+    def _persist_funded(self, funded: FundedTransaction) -> None:
+        """Store a funded transaction in state RESERVED with its coins reserved."""
+
+    def _persist_unreserved(
+        self, outpoints: Iterable[OutPoint], states: dict[bytes, FundedState]
+    ) -> None:
+        """Drop these reservations and set these funded transactions' states."""
+
+    def _persist_coins(self, coins: Iterable[Utxo], tip_height: Optional[int]) -> None:
+        """Store the coin cache (a cache only: the chain is the truth)."""
+
+    # -- Loading (for subclasses restoring state) -----------------------------------------
+
+    def _load_key(self, key: WalletKey) -> None:
+        self._keys[key.public_key] = key
+        self._signers[key.public_key] = key.signer()
+        script = key.script_pubkey
+        if script is not None:
+            self._by_script[script] = key
+        if key.purpose is KeyPurpose.PAYOUT:
+            self._payout = key
+
+    def _load_funded(self, record: FundedRecord, reserved: Iterable[OutPoint]) -> None:
+        self._funded[record.funded.txid] = record
+        for outpoint in reserved:
+            self._reserved[outpoint] = record.funded.txid
+
+    def _new_key(self, purpose: KeyPurpose, script_type: Optional[ScriptType]) -> WalletKey:
+        key = generate_key(purpose, script_type)
+        self._persist_key(key)
+        self._load_key(key)
+        return key
+
+    def _ensure_payout_key(self) -> None:
+        if self._payout is None:
+            self._new_key(KeyPurpose.PAYOUT, ScriptType.P2WPKH)
+
+    # -- Keys -----------------------------------------------------------------------------
+
+    def new_channel_key(self) -> Deferred[KeySigner]:
+        key = self._new_key(KeyPurpose.CHANNEL, None)
+        self.log.info("new channel key {public_key}", public_key=key.public_key.hex())
+        return succeed(self._signers[key.public_key])
+
+    def signer_for(self, public_key: bytes) -> KeySigner:
+        try:
+            return self._signers[bytes(public_key)]
+        except KeyError:
+            raise KeyError(f"this wallet holds no key {bytes(public_key).hex()}") from None
+
+    def new_address(self, script_type: Union[ScriptType, str] = ScriptType.P2WPKH) -> Deferred[str]:
+        """A fresh receive address: P2WPKH unless ``script_type`` says ``"p2pkh"``."""
+        key = self._new_key(KeyPurpose.RECEIVE, ScriptType(script_type))
+        assert key.script_pubkey is not None
+        return succeed(script_to_address(key.script_pubkey, self.network))
+
+    def payout_script(self) -> Deferred[bytes]:
+        self._ensure_payout_key()
+        assert self._payout is not None and self._payout.script_pubkey is not None
+        return succeed(self._payout.script_pubkey)
+
+    def is_mine(self, script_pubkey: bytes) -> bool:
+        """Whether coins paid to ``script_pubkey`` are counted by this wallet."""
+        return bytes(script_pubkey) in self._by_script
+
+    def public_keys(self, purpose: Optional[KeyPurpose] = None) -> list[bytes]:
+        """The public keys held, in creation order, optionally only those for ``purpose``."""
+        return [k for k, v in self._keys.items() if purpose is None or v.purpose is purpose]
+
+    # -- Coins ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Refresh the coins on every new block (and once now)."""
+        if self._watch is None:
+            self._watch = self._chain.watch_blocks(self._on_block)
+            self._logged_refresh()
+
+    def stop(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
+
+    def _on_block(self, tip: ChainTip) -> None:
+        self._logged_refresh()
+
+    def _logged_refresh(self) -> None:
+        def failed(f: Failure) -> None:
+            self.log.failure("refreshing the wallet's coins failed", f)
+
+        self.refresh().addErrback(failed)
+
+    def refresh(self) -> Deferred[None]:
+        """Reload the coins of every scanned script from the chain."""
+        self._refresh_started += 1
+        seq = self._refresh_started
+        scripts = list(self._by_script)
+        queries: list[Deferred[Any]] = [maybeDeferred(self._chain.tip)]
+        queries += [maybeDeferred(self._chain.unspent_outputs, s) for s in scripts]
+        d: Deferred[list[Any]] = gatherResults(queries, consumeErrors=True)
+
+        def unwrap(f: Failure) -> Failure:
+            f.trap(FirstError)
+            return f.value.subFailure  # type: ignore[union-attr]
+
+        d.addErrback(unwrap)
+        return d.addCallback(lambda results: self._apply_refresh(seq, scripts, results))
+
+    def _apply_refresh(self, seq: int, scripts: list[bytes], results: list[Any]) -> None:
+        if seq <= self._refresh_applied:
+            return  # a later refresh already answered; this view is older
+        self._refresh_applied = seq
+        tip: ChainTip = results[0]
+        queried = set(scripts)
+        coins = {op: u for op, u in self._coins.items() if u.script_pubkey not in queried}
+        for utxos in results[1:]:
+            for u in utxos:
+                coins[u.outpoint] = u
+        gone = [op for op, _ in self._reserved.items() if op not in coins]
+        self._drop_reservations(gone, spent=True)
+        self._persist_coins(coins.values(), tip.height)
+        self._coins = coins
+        self._tip_height = tip.height
+
+    def _drop_reservations(self, outpoints: list[OutPoint], spent: bool) -> None:
+        """Unreserve ``outpoints``; a funded transaction left with none becomes SPENT (when the
+        chain spent them) or RELEASED."""
+        if not outpoints:
+            return
+        dropping = set(outpoints)
+        txids = {self._reserved[op] for op in dropping}
+        still = {t for op, t in self._reserved.items() if op not in dropping}
+        new_state = FundedState.SPENT if spent else FundedState.RELEASED
+        states = {t: new_state for t in txids if t not in still}
+        self._persist_unreserved(outpoints, states)
+        for op in outpoints:
+            del self._reserved[op]
+        for txid, state in states.items():
+            self._funded[txid] = FundedRecord(self._funded[txid].funded, state)
+
+    def _trusted_txids(self) -> set[bytes]:
+        return {t for t, r in self._funded.items() if r.state is not FundedState.RELEASED}
+
+    def _mature(self, u: Utxo) -> bool:
+        if not u.coinbase:
+            return True
+        return (
+            u.height is not None
+            and self._tip_height is not None
+            and self._tip_height + 1 - u.height >= COINBASE_MATURITY
+        )
+
+    def _spendable(self) -> list[Utxo]:
+        trusted = self._trusted_txids()
+        return [
+            u
+            for op, u in self._coins.items()
+            if op not in self._reserved
+            and self._mature(u)
+            and (u.height is not None or op.txid in trusted)
+        ]
+
+    def balance(self) -> Deferred[Balance]:
+        """Unreserved coins: confirmed (mature) ones, and unconfirmed ones (ours or incoming).
+        Immature coinbase outputs count in neither."""
+
+        def total(_: None) -> Balance:
+            free = [u for op, u in self._coins.items() if op not in self._reserved and self._mature(u)]
+            return Balance(
+                confirmed=sum(u.value for u in free if u.height is not None),
+                unconfirmed=sum(u.value for u in free if u.height is None),
+            )
+
+        return self.refresh().addCallback(total)
+
+    def coins(self) -> Deferred[list[Utxo]]:
+        return self.refresh().addCallback(lambda _: sorted(self._spendable(), key=_coin_order))
+
+    # -- Funding --------------------------------------------------------------------------
+
+    def fund(self, script_pubkey: bytes, amount: int, fee_rate: int) -> Deferred[FundedTransaction]:
+        """See IWallet. ``fee_rate`` is in sat per 1000 virtual bytes and is raised to the
+        relay floor (1000) if below it. Raises ValueError at once for an amount that is not
+        positive, above the money supply, or dust for ``script_pubkey``."""
+        script_pubkey = bytes(script_pubkey)
+        if not script_pubkey:
+            raise ValueError("empty output script")
+        if not 0 < amount <= MAX_MONEY:
+            raise ValueError(f"amount out of range: {amount}")
+        if amount < dust_threshold(script_pubkey):
+            raise ValueError(f"{amount} sat is dust for script {script_pubkey.hex()}")
+        rate = max(int(fee_rate), FEE_RATE_FLOOR)
+        self._ensure_payout_key()
+        return self.refresh().addCallback(lambda _: self._fund_now(script_pubkey, amount, rate))
+
+    def _fund_now(self, script_pubkey: bytes, amount: int, fee_rate: int) -> FundedTransaction:
+        # Synchronous from selection to reservation: no other fund() can interleave.
+        assert self._payout is not None and self._payout.script_pubkey is not None
+        change_script = self._payout.script_pubkey
+        candidates = [self._candidate(u) for u in self._spendable()]
+        selection = select_coins(candidates, amount, script_pubkey, change_script, fee_rate)
+        coins = [
+            SpendableCoin(c.utxo, self._signers[self._by_script[c.utxo.script_pubkey].public_key],
+                          self._script_type(c.utxo))
+            for c in selection.coins
+        ]
+        funded = build_funding_transaction(
+            coins, amount, script_pubkey, change_script if selection.change else None, fee_rate
+        )
+        self._persist_funded(funded)
+        self._load_funded(FundedRecord(funded, FundedState.RESERVED), funded.spent)
+        self.log.info(
+            "funded {txid}: {amount} sat, fee {fee} sat, {inputs} input(s)",
+            txid=display_hex(funded.txid), amount=amount, fee=funded.fee, inputs=len(funded.spent),
+        )
+        return funded
+
+    def _script_type(self, u: Utxo) -> ScriptType:
+        script_type = self._by_script[u.script_pubkey].script_type
+        assert script_type is not None
+        return script_type
+
+    def _candidate(self, u: Utxo) -> Candidate:
+        if self._script_type(u) is ScriptType.P2WPKH:
+            return Candidate(u, P2WPKH_INPUT_WEIGHT, witness=True)
+        return Candidate(u, P2PKH_INPUT_WEIGHT, witness=False)
+
+    def release(self, funded: FundedTransaction) -> None:
+        """See IWallet. Releasing twice, or after the chain showed the coins spent, does
+        nothing; a transaction this wallet never funded is a KeyError. Never release a
+        transaction that may have been broadcast: its coins could be spent twice."""
+        if funded.txid not in self._funded:
+            raise KeyError(f"this wallet did not fund {display_hex(funded.txid)}")
+        mine = [op for op, t in self._reserved.items() if t == funded.txid]
+        self._drop_reservations(mine, spent=False)
+        if mine:
+            self.log.info("released {txid}", txid=display_hex(funded.txid))
+
+    def reserved_transactions(self) -> list[FundedTransaction]:
+        """Funded transactions still holding coins: after a restart, each is either broadcast
+        (again; broadcasting is idempotent) or released."""
+        held = set(self._reserved.values())
+        return [r.funded for t, r in self._funded.items() if t in held]
+
+
+def _coin_order(u: Utxo) -> tuple[int, OutPoint]:
+    return (-u.value, u.outpoint)

@@ -1,0 +1,382 @@
+"""
+``SqliteWallet``: the durable wallet, one SQLite file per wallet.
+
+Durability. The database runs in WAL mode with ``synchronous=FULL``: a transaction that stores
+a key, a funded transaction with its reservations, or a release is on disk (fsync of the WAL)
+before the call that made it returns, so a crash can neither take back a key that was handed to
+a channel nor forget which coins a not-yet-broadcast transaction spends. The coin cache is the
+exception: it is only a copy of what the chain says and is rebuilt by the next refresh, so it
+is written with ``synchronous=NORMAL``. ``secure_delete`` is on, so a key overwritten by
+``encrypt`` does not linger in free pages.
+
+All SQLite calls run on the calling (reactor) thread. Each is a small write, a few milliseconds
+at most with the fsync; the keys a payment signs with are in memory and never wait for the disk.
+
+One process at a time. :meth:`SqliteWallet.open` takes an exclusive ``flock`` on
+``<file>.lock`` and holds it until :meth:`close`; a second open, from another process or from
+this one, fails with :class:`WalletInUse` rather than letting two wallets reserve the same coins.
+
+Encryption. With a passphrase, private keys are stored sealed (see ``crypto``); the passphrase is
+needed to open the wallet, since signing must not wait for a person. Everything else (public
+keys, coins, transactions) is stored in the clear.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sqlite3
+from contextlib import contextmanager
+from typing import IO, Any, Iterable, Iterator, Optional, Union
+
+from bitcoin.core import CTransaction
+
+from twisted_paychan.chain.types import FundedTransaction, OutPoint, Utxo
+from twisted_paychan.wallet.addresses import NETWORKS, REGTEST, Network
+from twisted_paychan.wallet.base import BaseWallet, FundedRecord, FundedState
+from twisted_paychan.wallet.crypto import DEFAULT_SCRYPT, KeyCipher, ScryptParams
+from twisted_paychan.wallet.errors import (
+    AlreadyEncrypted,
+    PassphraseRequired,
+    WalletCorrupt,
+    WalletError,
+    WalletInUse,
+    WalletMismatch,
+)
+from twisted_paychan.wallet.keys import KeyPurpose, ScriptType, WalletKey
+
+__all__ = ["SqliteWallet", "SCHEMA_VERSION"]
+
+#: ``PRAGMA user_version`` of the files this code writes.
+SCHEMA_VERSION = 1
+
+#: The tables, one statement each (run inside the creating transaction, in order).
+_SCHEMA = (
+    """CREATE TABLE meta (
+        name  TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    )""",
+    # secret: the raw 32-byte key, or nonce || ciphertext || tag when meta has 'kdf'.
+    """CREATE TABLE keys (
+        id            INTEGER PRIMARY KEY AUTOINCREMENT,
+        public_key    BLOB NOT NULL UNIQUE,
+        purpose       TEXT NOT NULL CHECK (purpose IN ('channel', 'receive', 'payout')),
+        script_type   TEXT CHECK (script_type IN ('p2wpkh', 'p2pkh')),
+        secret        BLOB NOT NULL
+    )""",
+    # A cache of the chain's unspent outputs paying our scripts (height NULL: unconfirmed).
+    """CREATE TABLE coins (
+        txid          BLOB NOT NULL,
+        vout          INTEGER NOT NULL,
+        value         INTEGER NOT NULL,
+        script_pubkey BLOB NOT NULL,
+        height        INTEGER,
+        coinbase      INTEGER NOT NULL,
+        PRIMARY KEY (txid, vout)
+    )""",
+    """CREATE TABLE funded (
+        txid          BLOB PRIMARY KEY,
+        tx            BLOB NOT NULL,
+        fee           INTEGER NOT NULL,
+        change_index  INTEGER,
+        state         TEXT NOT NULL CHECK (state IN ('reserved', 'spent', 'released'))
+    )""",
+    """CREATE TABLE reservations (
+        txid          BLOB NOT NULL,
+        vout          INTEGER NOT NULL,
+        funded_txid   BLOB NOT NULL REFERENCES funded (txid),
+        PRIMARY KEY (txid, vout)
+    )""",
+)
+
+
+def _create_private(path: str) -> None:
+    """Create ``path`` readable by its owner only, unless it exists. SQLite gives the WAL and
+    shared-memory files the same permissions as the database file."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    os.close(fd)
+
+
+def _lock(path: str) -> IO[bytes]:
+    lock_path = path + ".lock"
+    _create_private(lock_path)
+    f = open(lock_path, "ab")
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        raise WalletInUse(f"wallet {path} is already open (lock {lock_path} is held)") from None
+    except BaseException:
+        f.close()
+        raise
+    return f
+
+
+class SqliteWallet(BaseWallet):
+    """IWallet stored in one SQLite file. Use :meth:`open`, and :meth:`close` when done."""
+
+    def __init__(
+        self,
+        chain: Any,
+        network: Network,
+        db: sqlite3.Connection,
+        lock: IO[bytes],
+        path: str,
+    ) -> None:
+        super().__init__(chain, network)
+        self._db = db
+        self._lockfile: Optional[IO[bytes]] = lock
+        self.path = path
+        self._cipher: Optional[KeyCipher] = None
+
+    # -- Opening and closing --------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        path: Union[str, os.PathLike[str]],
+        chain: Any,
+        network: Network = REGTEST,
+        passphrase: Optional[str] = None,
+        scrypt: ScryptParams = DEFAULT_SCRYPT,
+    ) -> "SqliteWallet":
+        """Open the wallet at ``path``, creating it if there is no file.
+
+        A new wallet is encrypted when ``passphrase`` is given (with ``scrypt`` cost). An
+        existing encrypted wallet needs its passphrase (:class:`PassphraseRequired`,
+        :class:`WrongPassphrase`); giving one to an unencrypted wallet is an error too, so
+        nobody believes their keys are protected when they are not.
+        """
+        path = os.fspath(path)
+        lock = _lock(path)
+        db = None
+        try:
+            _create_private(path)  # an empty file is an empty database
+            db = sqlite3.connect(path, isolation_level=None)
+            wallet = cls(chain, network, db, lock, path)
+            wallet._setup(passphrase, scrypt)
+        except BaseException:
+            if db is not None:
+                db.close()
+            lock.close()
+            raise
+        wallet.log.info("opened wallet {path} ({network})", path=path, network=network.name)
+        return wallet
+
+    def close(self) -> None:
+        """Stop watching the chain, close the database and give up the lock. Idempotent."""
+        self.stop()
+        if self._lockfile is not None:
+            self._db.close()
+            self._lockfile.close()  # closing the file releases the flock
+            self._lockfile = None
+
+    @property
+    def is_encrypted(self) -> bool:
+        return self._meta("kdf") is not None
+
+    def _setup(self, passphrase: Optional[str], scrypt: ScryptParams) -> None:
+        db = self._db
+        try:
+            mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        except sqlite3.DatabaseError as e:
+            if type(e) is not sqlite3.DatabaseError:  # e.g. OperationalError: not about content
+                raise
+            raise WalletCorrupt(f"{self.path} is not a wallet: {e}") from e
+        if mode != "wal":
+            raise WalletError(f"SQLite refused WAL mode for {self.path} (got {mode})")
+        db.execute("PRAGMA synchronous = FULL")
+        db.execute("PRAGMA secure_delete = ON")
+        db.execute("PRAGMA foreign_keys = ON")
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version == 0:
+            self._create(passphrase, scrypt)
+        elif version != SCHEMA_VERSION:
+            raise WalletCorrupt(f"{self.path} has schema version {version}, this code reads {SCHEMA_VERSION}")
+        stored = self._meta("network")
+        if stored not in NETWORKS:
+            raise WalletCorrupt(f"{self.path} names no known network ({stored!r})")
+        if stored != self.network.name:
+            raise WalletMismatch(f"{self.path} is a {stored} wallet, not {self.network.name}")
+        self._unlock(passphrase)
+        self._load()
+        self._ensure_payout_key()
+
+    def _create(self, passphrase: Optional[str], scrypt: ScryptParams) -> None:
+        with self._transaction():
+            for statement in _SCHEMA:
+                self._db.execute(statement)
+            self._set_meta("network", self.network.name)
+            if passphrase is not None:
+                self._write_kdf(passphrase, scrypt)  # _unlock derives the key again: a check
+            self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def _unlock(self, passphrase: Optional[str]) -> None:
+        kdf = self._meta("kdf")
+        if kdf is None:
+            if passphrase is not None:
+                raise WalletError(f"{self.path} is not encrypted; call encrypt() to protect it")
+            return
+        if passphrase is None:
+            raise PassphraseRequired(f"{self.path} is encrypted; a passphrase is needed")
+        salt, verifier = self._meta("salt"), self._meta("verifier")
+        if salt is None or verifier is None:
+            raise WalletCorrupt("encrypted wallet without salt or verifier")
+        cipher = KeyCipher.derive(passphrase, bytes.fromhex(salt), ScryptParams.decode(kdf))
+        cipher.check_verifier(bytes.fromhex(verifier))
+        self._cipher = cipher
+
+    def _load(self) -> None:
+        for public_key, purpose, script_type, secret in self._db.execute(
+            "SELECT public_key, purpose, script_type, secret FROM keys ORDER BY id"
+        ):
+            if self._cipher is not None:
+                secret = self._cipher.open(secret, public_key)
+            key = WalletKey.from_secret(
+                secret, KeyPurpose(purpose), None if script_type is None else ScriptType(script_type)
+            )
+            if key.public_key != public_key:
+                raise WalletCorrupt(f"stored key {public_key.hex()} does not match its secret")
+            self._load_key(key)
+        for txid, vout, value, script_pubkey, height, coinbase in self._db.execute(
+            "SELECT txid, vout, value, script_pubkey, height, coinbase FROM coins"
+        ):
+            point = OutPoint(txid, vout)
+            self._coins[point] = Utxo(point, value, script_pubkey, height, bool(coinbase))
+        tip = self._meta("tip_height")
+        self._tip_height = None if tip is None else int(tip)
+        reserved: dict[bytes, list[OutPoint]] = {}
+        for txid, vout, funded_txid in self._db.execute(
+            "SELECT txid, vout, funded_txid FROM reservations"
+        ):
+            reserved.setdefault(funded_txid, []).append(OutPoint(txid, vout))
+        for txid, raw, fee, change_index, state in self._db.execute(
+            "SELECT txid, tx, fee, change_index, state FROM funded ORDER BY rowid"
+        ):
+            spent = tuple(
+                OutPoint(bytes(i.prevout.hash), i.prevout.n)
+                for i in CTransaction.deserialize(raw).vin
+            )
+            funded = FundedTransaction(raw, txid, fee, change_index, spent)
+            self._load_funded(FundedRecord(funded, FundedState(state)), reserved.get(txid, ()))
+
+    # -- Encryption -----------------------------------------------------------------------
+
+    def encrypt(self, passphrase: str, scrypt: ScryptParams = DEFAULT_SCRYPT) -> None:
+        """Encrypt every private key under ``passphrase``; from now on :meth:`open` needs it.
+
+        The plaintext keys are overwritten, the file is vacuumed and the WAL truncated, so the
+        file no longer holds them. Copies made before (backups, snapshots) still do.
+        """
+        if self.is_encrypted:
+            raise AlreadyEncrypted(f"{self.path} is already encrypted")
+        with self._transaction():
+            cipher = self._write_kdf(passphrase, scrypt)
+            for (public_key,) in self._db.execute("SELECT public_key FROM keys").fetchall():
+                secret = self._keys[public_key].secret
+                self._db.execute(
+                    "UPDATE keys SET secret = ? WHERE public_key = ?",
+                    (cipher.seal(secret, public_key), public_key),
+                )
+        self._cipher = cipher
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self._db.execute("VACUUM")
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self.log.info("encrypted the keys of wallet {path}", path=self.path)
+
+    def _write_kdf(self, passphrase: str, scrypt: ScryptParams) -> KeyCipher:
+        salt = KeyCipher.new_salt()
+        cipher = KeyCipher.derive(passphrase, salt, scrypt)
+        self._set_meta("kdf", scrypt.encode())
+        self._set_meta("salt", salt.hex())
+        self._set_meta("verifier", cipher.make_verifier().hex())
+        return cipher
+
+    # -- Persistence hooks ----------------------------------------------------------------
+
+    def _persist_key(self, key: WalletKey) -> None:
+        secret = key.secret if self._cipher is None else self._cipher.seal(key.secret, key.public_key)
+        with self._transaction():
+            self._db.execute(
+                "INSERT INTO keys (public_key, purpose, script_type, secret) VALUES (?, ?, ?, ?)",
+                (
+                    key.public_key,
+                    key.purpose.value,
+                    None if key.script_type is None else key.script_type.value,
+                    secret,
+                ),
+            )
+
+    def _persist_funded(self, funded: FundedTransaction) -> None:
+        with self._transaction():
+            self._db.execute(
+                # Funding the same coins for the same output after a release gives the same
+                # transaction again (signing is deterministic): the old row comes back to life.
+                "INSERT INTO funded (txid, tx, fee, change_index, state) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (txid) DO UPDATE SET state = excluded.state",
+                (funded.txid, funded.tx, funded.fee, funded.change_index, FundedState.RESERVED.value),
+            )
+            self._db.executemany(
+                "INSERT INTO reservations (txid, vout, funded_txid) VALUES (?, ?, ?)",
+                [(op.txid, op.index, funded.txid) for op in funded.spent],
+            )
+
+    def _persist_unreserved(
+        self, outpoints: Iterable[OutPoint], states: dict[bytes, FundedState]
+    ) -> None:
+        with self._transaction():
+            self._db.executemany(
+                "DELETE FROM reservations WHERE txid = ? AND vout = ?",
+                [(op.txid, op.index) for op in outpoints],
+            )
+            self._db.executemany(
+                "UPDATE funded SET state = ? WHERE txid = ?",
+                [(state.value, txid) for txid, state in states.items()],
+            )
+
+    def _persist_coins(self, coins: Iterable[Utxo], tip_height: Optional[int]) -> None:
+        rows = sorted(
+            (u.outpoint.txid, u.outpoint.index, u.value, u.script_pubkey, u.height, int(u.coinbase))
+            for u in coins
+        )
+        current = sorted(self._db.execute(
+            "SELECT txid, vout, value, script_pubkey, height, coinbase FROM coins"
+        ).fetchall())
+        if rows == current and self._meta("tip_height") == str(tip_height):
+            return
+        # A cache of the chain: losing the last write to a power cut costs one refresh.
+        self._db.execute("PRAGMA synchronous = NORMAL")
+        try:
+            with self._transaction():
+                self._db.execute("DELETE FROM coins")
+                self._db.executemany("INSERT INTO coins VALUES (?, ?, ?, ?, ?, ?)", rows)
+                self._set_meta("tip_height", str(tip_height))
+        finally:
+            self._db.execute("PRAGMA synchronous = FULL")
+
+    # -- SQLite helpers -------------------------------------------------------------------
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """BEGIN IMMEDIATE ... COMMIT, rolled back on any error. Not nestable."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def _meta(self, name: str) -> Optional[str]:
+        row = self._db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def _set_meta(self, name: str, value: str) -> None:
+        self._db.execute(
+            "INSERT INTO meta (name, value) VALUES (?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            (name, value),
+        )
