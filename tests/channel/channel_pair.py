@@ -1,0 +1,114 @@
+"""An in-memory client/server pair: two channel objects joined by message queues, on a
+MemoryChain, MemoryWallets and in-memory stores, driven by a task.Clock. Nothing is
+delivered re-entrantly: ``pump`` moves messages until both sides are quiet."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Optional
+
+from twisted.internet import task
+
+from twisted_paychan.chain.memory import MemoryChain
+from twisted_paychan.channel.errors import CloseReason
+from twisted_paychan.channel.settings import ClientSettings, ServerSettings
+from twisted_paychan.net.client_channel import ClientChannel
+from twisted_paychan.net.server_channel import NullServerHandler, ServerChannel
+from twisted_paychan.net.server_channels import ServerChannels
+from twisted_paychan.store.memory import MemoryChannelStore
+from twisted_paychan.wallet.addresses import REGTEST, address_to_script
+from twisted_paychan.wallet.memory import MemoryWallet
+from twisted_paychan.wire.messages import decode_message, encode_message
+
+START = 1_700_000_000
+SERVER_ID = hashlib.sha256(b"interop-server").digest()
+
+
+def result_of(d: Any) -> Any:
+    out: list = []
+    d.addBoth(out.append)
+    assert out, "the Deferred has not fired"
+    r = out[0]
+    if hasattr(r, "raiseException"):
+        r.raiseException()
+    return r
+
+
+def failure_of(d: Any) -> Any:
+    out: list = []
+    d.addBoth(out.append)
+    assert out and hasattr(out[0], "raiseException"), f"expected a failure, got {out}"
+    return out[0]
+
+
+class Pair:
+    def __init__(self, server_settings: Optional[ServerSettings] = None, funds: int = 50_000_000) -> None:
+        self.clock = task.Clock()
+        self.clock.advance(START)
+        self.chain = MemoryChain(self.clock)
+        self.server_wallet = MemoryWallet(self.chain)
+        self.client_wallet = MemoryWallet(self.chain)
+        self.server_store = MemoryChannelStore()
+        self.client_store = MemoryChannelStore()
+        self.server_settings = server_settings or ServerSettings(fee_rate=1000)
+        self.channels = ServerChannels(self.server_wallet, self.chain, self.server_store, self.server_settings, self.clock)
+        address = result_of(self.client_wallet.new_address())
+        self.chain.credit(address_to_script(address, REGTEST), funds)
+        self.chain.mine(1)
+        self.client_key = result_of(self.client_wallet.new_channel_key())
+        self.handler = NullServerHandler()
+        self.to_server: list[bytes] = []
+        self.to_client: list[bytes] = []
+        self.server: Optional[ServerChannel] = None
+        self.client: Optional[ClientChannel] = None
+        self.server_closed: Optional[CloseReason] = None
+        self.client_closed: Optional[CloseReason] = None
+        self.wire: list[tuple[str, bytes]] = []
+
+    def connect(self, client_settings: ClientSettings, resume: Any = None, handler: Any = None) -> ClientChannel:
+        self.to_server.clear()
+        self.to_client.clear()
+        self.server_closed = self.client_closed = None
+        self.server = ServerChannel(
+            self.channels, self.server_settings, handler or self.handler,
+            lambda msg: self._put("s2c", msg), self._server_close, self.clock,
+        )
+        self.client = ClientChannel(
+            self.client_wallet, self.chain, self.client_store, client_settings, SERVER_ID, self.client_key,
+            lambda msg: self._put("c2s", msg), self._client_close, self.clock, resume,
+        )
+        self.client.start()
+        self.pump()
+        return self.client
+
+    def _put(self, direction: str, msg: Any) -> None:
+        raw = encode_message(msg)  # every message goes through the real codec
+        self.wire.append((direction, raw))
+        (self.to_server if direction == "c2s" else self.to_client).append(raw)
+
+    def _server_close(self, reason: CloseReason) -> None:
+        self.server_closed = reason
+
+    def _client_close(self, reason: CloseReason) -> None:
+        self.client_closed = reason
+
+    def pump(self) -> None:
+        """Deliver queued messages both ways; a close on one side is EOF for the other."""
+        assert self.server is not None and self.client is not None
+        for _ in range(10_000):
+            self.clock.advance(0)
+            if self.to_server and self.server_closed is None:
+                self.server.message_received(decode_message(self.to_server.pop(0)))
+                continue
+            if self.to_client and self.client_closed is None:
+                self.client.message_received(decode_message(self.to_client.pop(0)))
+                continue
+            # Frames written before a close still arrive; after that the other side sees EOF.
+            if self.server_closed is not None and self.client_closed is None and not self.to_client:
+                self.client.connection_lost()
+                continue
+            if self.client_closed is not None and self.server_closed is None and not self.to_server:
+                self.server.connection_lost()
+                continue
+            return
+        raise AssertionError("the pair never went quiet")

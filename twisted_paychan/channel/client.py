@@ -1,0 +1,411 @@
+"""
+The client (payer) side of one channel connection, as a sans-IO state machine.
+
+Same shape as ``channel.server``: feed it messages, local commands and effect completions; it
+returns effects. The steps are bitcoinj's ``PaymentChannelClient.InitStep`` (Appendix B.1) plus
+the internal waits for our own effects (funding, storing). :data:`ClientMachine._HANDLERS` lists
+every message each step accepts; CLOSE and ERROR are accepted in every step, PAYMENT_ACK in
+every step (ignored with nothing in flight), anything else is ``ERROR{SYNTAX_ERROR}``.
+
+Money rules this machine keeps (spec §11.1): the record with the signed refund is stored before
+the contract is sent, and each new ``c`` is stored before the payment that signs it is sent.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import replace
+from typing import Any, Callable, Optional
+
+from twisted_paychan import constants as C
+from twisted_paychan.bitcoin.scripts import ChannelScript
+from twisted_paychan.channel import effects as fx
+from twisted_paychan.channel import transactions as ctx
+from twisted_paychan.channel import validation as check
+from twisted_paychan.channel.errors import (
+    ChannelUsageError,
+    CloseReason,
+    ErrorCode,
+    RemoteProtocolError,
+)
+from twisted_paychan.channel.settings import ClientSettings
+from twisted_paychan.store.records import ClientChannelRecord
+from twisted_paychan.wire import messages as m
+
+MT = m.MessageType
+
+
+class ClientStep(enum.Enum):
+    WAITING_FOR_CONNECTION_OPEN = "waiting for the connection"
+    WAITING_FOR_VERSION_NEGOTIATION = "waiting for server version"
+    WAITING_FOR_INITIATE = "waiting for initiate"
+    FUNDING_CONTRACT = "funding the contract"
+    WAITING_FOR_REFUND_RETURN = "waiting for the refund signature"
+    STORING_CHANNEL = "storing the new channel"
+    WAITING_FOR_CHANNEL_OPEN = "waiting for channel open"
+    CHANNEL_OPEN = "channel open"
+    WAITING_FOR_CHANNEL_CLOSE = "waiting for the server's close"
+    CHANNEL_CLOSED = "closed"
+
+
+#: Types a server must never send: answered with SYNTAX_ERROR in any step (§8.5).
+_CLIENT_TO_SERVER_ONLY = frozenset({MT.CLIENT_VERSION, MT.PROVIDE_REFUND, MT.PROVIDE_CONTRACT, MT.UPDATE_PAYMENT})
+
+
+class ClientMachine:
+    """One connection's view of one channel, client side. See the module docstring."""
+
+    def __init__(
+        self,
+        settings: ClientSettings,
+        server_id: bytes,
+        signer: Any,
+        resume: Optional[ClientChannelRecord] = None,
+    ) -> None:
+        if len(server_id) != 32:
+            raise ValueError("the server id is 32 bytes")
+        if resume is not None and resume.version != settings.versions.requested_major:
+            # [Recommended] offer a stored channel only in its own version (§9.1 item 6).
+            raise ValueError("a channel can be resumed only in the version it was opened with")
+        self.settings = settings
+        self.server_id = server_id
+        self.signer = signer
+        self.resume = resume
+        self.step = ClientStep.WAITING_FOR_CONNECTION_OPEN
+        self.major: Optional[int] = None
+        self.record: Optional[ClientChannelRecord] = None
+        #: The amount the server required, when it asked for more than we allow (§12.4 getMissing).
+        self.missing = 0
+        self._server_key: Optional[bytes] = None
+        self._expiry: Optional[int] = None
+        self._min_payment = 0
+        self._funded: Any = None
+        self._channel: Optional[ChannelScript] = None
+        self._unsigned_refund: Optional[bytes] = None
+        self._initial: Optional[ctx.SignedPayment] = None
+        #: The payment waiting to be stored, then waiting for its PAYMENT_ACK.
+        self._in_flight: Optional[ctx.SignedPayment] = None
+        self._in_flight_info: Optional[bytes] = None
+        self._in_flight_sent = False
+        self._settle_requested = False
+
+    _HANDLERS: dict[ClientStep, dict[int, str]] = {
+        ClientStep.WAITING_FOR_VERSION_NEGOTIATION: {MT.SERVER_VERSION: "_on_server_version"},
+        ClientStep.WAITING_FOR_INITIATE: {MT.INITIATE: "_on_initiate", MT.CHANNEL_OPEN: "_on_resumed"},
+        ClientStep.WAITING_FOR_REFUND_RETURN: {MT.RETURN_REFUND: "_on_return_refund"},
+        ClientStep.WAITING_FOR_CHANNEL_OPEN: {MT.CHANNEL_OPEN: "_on_channel_open"},
+    }
+
+    @property
+    def is_open(self) -> bool:
+        return self.step is ClientStep.CHANNEL_OPEN
+
+    @property
+    def payment_in_flight(self) -> bool:
+        return self._in_flight is not None
+
+    # -- starting -----------------------------------------------------------------------------
+
+    def start(self) -> list:
+        """The connection is up: ask for a version (and offer the stored channel, if any)."""
+        assert self.step is ClientStep.WAITING_FOR_CONNECTION_OPEN
+        self.step = ClientStep.WAITING_FOR_VERSION_NEGOTIATION
+        previous = None if self.resume is None else bytes(reversed(self.resume.contract_txid))
+        return [
+            fx.Send(
+                m.client_version(
+                    self.settings.versions.requested_major, self.settings.time_window, previous
+                )
+            )
+        ]
+
+    # -- input from the peer ------------------------------------------------------------------
+
+    def receive(self, message: Any, now: int) -> list:
+        if self.step is ClientStep.CHANNEL_CLOSED:
+            return []
+        try:
+            return self._dispatch(message, now)
+        except RemoteProtocolError as e:
+            return self._violation(e)
+
+    def _dispatch(self, message: Any, now: int) -> list:
+        t = message.type
+        if t == MT.CLOSE:
+            return self._on_close(message, now)
+        if t == MT.ERROR:
+            return self._on_error(message)
+        if t == MT.PAYMENT_ACK:
+            return self._on_payment_ack(message)
+        name = self._HANDLERS.get(self.step, {}).get(t)
+        if name is None:
+            what = "a client-to-server message" if t in _CLIENT_TO_SERVER_ONLY else "out of order"
+            raise RemoteProtocolError(ErrorCode.SYNTAX_ERROR, f"{m.type_name(t)} is {what} in step '{self.step.value}'")
+        handler: Callable[[Any, int], list] = getattr(self, name)
+        return handler(message, now)
+
+    def _violation(self, e: RemoteProtocolError) -> list:
+        out: list = []
+        if e.code is not None:
+            out.append(fx.Send(m.error(m.ErrorCode.Value(e.code.name), e.explanation, e.expected_value)))
+        return out + self._closed(e.reason, e.explanation)
+
+    def _closed(self, reason: CloseReason, detail: str = "") -> list:
+        self.step = ClientStep.CHANNEL_CLOSED
+        out: list = []
+        if self._funded is not None and self.record is None:
+            out.append(fx.ReleaseContract(self._funded))  # never sent: give the coins back
+            self._funded = None
+        return out + [fx.Close(reason, detail)]
+
+    # -- version negotiation (§3.3) -------------------------------------------------------------
+
+    def _on_server_version(self, message: Any, now: int) -> list:
+        if not message.HasField("server_version"):
+            raise RemoteProtocolError(ErrorCode.SYNTAX_ERROR, "SERVER_VERSION without server_version")
+        major = message.server_version.major
+        if not self.settings.versions.accepts(major):
+            raise RemoteProtocolError(
+                ErrorCode.NO_ACCEPTABLE_VERSION, f"server chose major {major}", CloseReason.NO_ACCEPTABLE_VERSION
+            )
+        if self.resume is not None and major != self.resume.version:
+            raise RemoteProtocolError(
+                ErrorCode.NO_ACCEPTABLE_VERSION,
+                f"cannot resume a version {self.resume.version} channel as version {major}",
+                CloseReason.NO_ACCEPTABLE_VERSION,
+            )
+        self.major = major
+        self.step = ClientStep.WAITING_FOR_INITIATE
+        return []
+
+    def _on_resumed(self, message: Any, now: int) -> list:
+        """CHANNEL_OPEN right after SERVER_VERSION: the server took our stored channel (§9.1)."""
+        if self.resume is None:
+            raise RemoteProtocolError(ErrorCode.SYNTAX_ERROR, "CHANNEL_OPEN but no resume was asked for")
+        self.record = self.resume
+        self._channel = ChannelScript(
+            self.record.version, self.record.client_key, self.record.server_key, self.record.expiry
+        )
+        self.step = ClientStep.CHANNEL_OPEN
+        return [fx.ChannelOpened(self.record.contract_txid, resumed=True)]
+
+    # -- opening (§5, §6) -----------------------------------------------------------------------
+
+    def _on_initiate(self, message: Any, now: int) -> list:
+        if not message.HasField("initiate"):
+            raise RemoteProtocolError(ErrorCode.SYNTAX_ERROR, "INITIATE without initiate")
+        i = message.initiate
+        s = self.settings
+        if i.expire_time_secs >= 2**63 or i.min_accepted_channel_size >= 2**63:
+            raise RemoteProtocolError(ErrorCode.SYNTAX_ERROR, "expiry or channel size out of range")
+        if not s.accepts_expiry(i.expire_time_secs, now):
+            raise RemoteProtocolError(
+                ErrorCode.TIME_WINDOW_UNACCEPTABLE,
+                f"expiry {i.expire_time_secs} is later than we accept",
+                CloseReason.TIME_WINDOW_UNACCEPTABLE,
+            )
+        if i.min_accepted_channel_size > s.channel_value:
+            self.missing = i.min_accepted_channel_size - s.channel_value
+            raise RemoteProtocolError(
+                ErrorCode.CHANNEL_VALUE_TOO_LARGE,
+                f"server wants at least {i.min_accepted_channel_size}, we lock {s.channel_value}",
+                CloseReason.SERVER_REQUESTED_TOO_MUCH_VALUE,
+            )
+        if i.min_payment > s.max_min_payment:
+            self.missing = i.min_payment - s.max_min_payment
+            raise RemoteProtocolError(
+                ErrorCode.MIN_PAYMENT_TOO_LARGE,
+                f"server wants a first payment of {i.min_payment}, we allow {s.max_min_payment}",
+                CloseReason.SERVER_REQUESTED_TOO_MUCH_VALUE,
+                expected_value=s.max_min_payment,
+            )
+        server_key = check.server_key(i.multisig_key)
+        assert self.major is not None
+        if not ctx.channel_value_usable(self.major, s.channel_value):
+            raise RemoteProtocolError(
+                ErrorCode.CHANNEL_VALUE_TOO_LARGE,
+                f"a channel of {s.channel_value} sat is too small to refund",
+                CloseReason.SERVER_REQUESTED_TOO_MUCH_VALUE,
+            )
+        if i.expire_time_secs < C.LOCKTIME_THRESHOLD or i.expire_time_secs > C.MAX_TIME:
+            raise RemoteProtocolError(ErrorCode.SYNTAX_ERROR, f"expiry {i.expire_time_secs} is not a lock-time timestamp")
+        # [Recommended] the initial payment's preconditions are checked before anything is
+        # funded or stored (bitcoinj stores the channel first and then fails, §5 step 6).
+        if i.min_payment > s.channel_value or now > i.expire_time_secs:
+            raise RemoteProtocolError(ErrorCode.SYNTAX_ERROR, "cannot make the initial payment")
+        self._server_key = server_key
+        self._expiry = i.expire_time_secs
+        self._min_payment = i.min_payment
+        self._channel = ChannelScript(self.major, self.signer.public_key, server_key, self._expiry)
+        out: list = []
+        if self.resume is not None:
+            out.append(fx.ResumeRefused(self.resume.contract_txid))
+            self.resume = None
+        self.step = ClientStep.FUNDING_CONTRACT
+        return out + [fx.FundContract(self._channel.script_pubkey, s.channel_value)]
+
+    def contract_funded(self, funded: Any, now: int) -> list:
+        """The wallet built and signed the contract (``FundContract`` completed)."""
+        self._funded = funded
+        if self.step is not ClientStep.FUNDING_CONTRACT:
+            return [fx.ReleaseContract(funded)]
+        assert self._channel is not None and self._expiry is not None
+        self._unsigned_refund = ctx.unsigned_refund(self._channel, funded.txid, self.settings.channel_value)
+        if self.major == 1:
+            self.step = ClientStep.WAITING_FOR_REFUND_RETURN
+            return [fx.Send(m.provide_refund(self.signer.public_key, self._unsigned_refund))]
+        refund = ctx.sign_v2_refund(self._unsigned_refund, self._channel, self.signer)
+        return self._store_channel(refund, funded, now)
+
+    def funding_failed(self, why: str) -> list:
+        """The wallet could not fund the contract. [Recommended] tell the server (bitcoinj
+        leaves the connection hanging, §13 item 17)."""
+        if self.step is not ClientStep.FUNDING_CONTRACT:
+            return []
+        return self._violation(
+            RemoteProtocolError(ErrorCode.CHANNEL_VALUE_TOO_LARGE, f"cannot fund the channel: {why}",
+                                CloseReason.SERVER_REQUESTED_TOO_MUCH_VALUE)
+        )
+
+    def _on_return_refund(self, message: Any, now: int) -> list:
+        if not message.HasField("return_refund"):
+            raise RemoteProtocolError(ErrorCode.SYNTAX_ERROR, "RETURN_REFUND without return_refund")
+        assert self._channel is not None and self._unsigned_refund is not None
+        refund = check.v1_refund_signature(
+            message.return_refund.signature, self._unsigned_refund, self._channel, self.signer
+        )
+        return self._store_channel(refund, self._funded, now)
+
+    def _store_channel(self, refund: bytes, funded: Any, now: int) -> list:
+        """Sign the initial payment and store everything before the contract leaves (§11.1)."""
+        assert self._channel is not None and self._expiry is not None and self._server_key is not None
+        value = self.settings.channel_value
+        initial = ctx.sign_payment(self._channel, funded.txid, value, self._min_payment, self.signer)
+        self._initial = initial
+        self.record = ClientChannelRecord(
+            contract_txid=funded.txid,
+            server_id=self.server_id,
+            version=self.major or 2,
+            contract=funded.tx,
+            refund=refund,
+            client_key=self.signer.public_key,
+            server_key=self._server_key,
+            value=value,
+            client_change=initial.client_change,
+            expiry=self._expiry,
+            refund_fees=funded.fee + C.REFUND_FEE,
+            created_at=now,
+            updated_at=now,
+        )
+        self.step = ClientStep.STORING_CHANNEL
+        return [fx.StoreClientChannel(self.record)]
+
+    def channel_stored(self) -> list:
+        """The record (refund included) is durable: now the contract may leave."""
+        assert self.record is not None and self._initial is not None
+        self._funded = None
+        if self.step is not ClientStep.STORING_CHANNEL:
+            return []
+        self.step = ClientStep.WAITING_FOR_CHANNEL_OPEN
+        client_key = self.record.client_key if self.major == 2 else None
+        return [
+            fx.Send(
+                m.provide_contract(
+                    self.record.contract,
+                    m.payment(self._initial.client_change, self._initial.signature),
+                    client_key,
+                )
+            )
+        ]
+
+    def _on_channel_open(self, message: Any, now: int) -> list:
+        assert self.record is not None
+        self.step = ClientStep.CHANNEL_OPEN
+        return [fx.ChannelOpened(self.record.contract_txid, resumed=False)]
+
+    # -- paying (§7.2, §7.4) ------------------------------------------------------------------
+
+    def pay(self, amount: int, info: Optional[bytes], now: int) -> list:
+        """Sign a payment of ``amount`` more; raises :class:`ChannelUsageError` if it cannot be
+        made. The new ``c`` is stored before the payment is sent (``change_stored``)."""
+        if self.step is not ClientStep.CHANNEL_OPEN:
+            raise ChannelUsageError(f"the channel is not open (step '{self.step.value}')")
+        if self._in_flight is not None:
+            raise ChannelUsageError("a payment is already waiting for its acknowledgement")
+        if amount < 0:
+            raise ChannelUsageError("a payment cannot be negative")
+        record = self.record
+        assert record is not None and self._channel is not None
+        if now > record.expiry:
+            raise ChannelUsageError("the channel has expired")
+        if amount > record.client_change:
+            raise ChannelUsageError(f"only {record.client_change} sat left in the channel")
+        payment = ctx.sign_payment(self._channel, record.contract_txid, record.client_change, amount, self.signer)
+        self._in_flight = payment
+        self._in_flight_info = info
+        self._in_flight_sent = False
+        return [fx.StoreClientChange(record.contract_txid, payment.client_change)]
+
+    def change_stored(self) -> list:
+        """The new ``c`` is durable: send the payment."""
+        payment, record = self._in_flight, self.record
+        assert payment is not None and record is not None
+        self.record = replace(record, client_change=payment.client_change)
+        if self.step is not ClientStep.CHANNEL_OPEN:
+            return []
+        self._in_flight_sent = True
+        return [fx.Send(m.update_payment(payment.client_change, payment.signature, self._in_flight_info))]
+
+    def _on_payment_ack(self, message: Any) -> list:
+        payment = self._in_flight
+        if payment is None or not self._in_flight_sent:
+            return []  # nothing in flight: ignored (§7.4)
+        self._in_flight = None
+        info = message.payment_ack.info if message.HasField("payment_ack") and message.payment_ack.HasField("info") else None
+        return [fx.PaymentAcked(payment.amount, info)]
+
+    # -- closing (§8) -------------------------------------------------------------------------
+
+    def settle(self) -> list:
+        """Ask the server to settle: CLOSE, then wait for its CLOSE (or EOF)."""
+        if self.step in (ClientStep.CHANNEL_CLOSED, ClientStep.WAITING_FOR_CHANNEL_CLOSE):
+            return []
+        if self.step is ClientStep.WAITING_FOR_CONNECTION_OPEN:
+            raise ChannelUsageError("not connected")
+        self._settle_requested = True
+        self.step = ClientStep.WAITING_FOR_CHANNEL_CLOSE
+        return [fx.Send(m.close())]
+
+    def disconnect(self) -> list:
+        """Close without settling; the stored channel stays resumable (§8.4)."""
+        if self.step is ClientStep.CHANNEL_CLOSED:
+            return []
+        return self._closed(CloseReason.CONNECTION_CLOSED, "disconnected by us")
+
+    def _on_close(self, message: Any, now: int) -> list:
+        out: list = []
+        if message.HasField("settlement"):
+            tx = message.settlement.tx
+            if self.record is not None and self._channel is not None:
+                if check.settlement_spends_contract(tx, self.record.contract_txid, self._channel, self.record.value):
+                    out.append(fx.SettlementSeen(self.record.contract_txid, bytes(tx)))
+                # An invalid settlement is ignored (§8.3), as bitcoinj does.
+        reason = CloseReason.CLIENT_REQUESTED_CLOSE if self._settle_requested else CloseReason.SERVER_REQUESTED_CLOSE
+        return out + self._closed(reason)
+
+    def _on_error(self, message: Any) -> list:
+        if not message.HasField("error"):
+            raise RemoteProtocolError(ErrorCode.SYNTAX_ERROR, "ERROR without error")
+        e = message.error
+        return self._closed(CloseReason.REMOTE_SENT_ERROR, f"{ErrorCode(e.code).name}: {e.explanation}")
+
+    def connection_lost(self) -> list:
+        """EOF. With stock bitcoinj this is how a settlement or an exhausting payment ends
+        (§1.4): the adapter then looks for the settlement on the chain."""
+        if self.step is ClientStep.CHANNEL_CLOSED:
+            return []
+        if self._settle_requested:
+            return self._closed(CloseReason.CLIENT_REQUESTED_CLOSE, "EOF after our CLOSE")
+        if self._in_flight is not None and self._in_flight.client_change == 0 and self._in_flight_sent:
+            return self._closed(CloseReason.CHANNEL_EXHAUSTED, "EOF after the exhausting payment")
+        return self._closed(CloseReason.CONNECTION_CLOSED)

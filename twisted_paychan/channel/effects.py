@@ -1,0 +1,156 @@
+"""
+What a state machine asks its adapter to do.
+
+A machine method returns a list of effects, to be carried out in order. Effects that take time
+(store, broadcast, fund, ask the application) are answered by the adapter calling the machine's
+matching completion method (named in each docstring) once they are done; a machine never has
+more than one such effect outstanding, because the protocol is sequential per channel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from twisted_paychan.channel.errors import CloseReason
+
+
+@dataclass(frozen=True)
+class Send:
+    """Write this ``TwoWayChannelMessage`` to the peer."""
+
+    message: Any
+
+
+@dataclass(frozen=True)
+class Close:
+    """Close the connection (after every Send before it has been written) for ``reason``."""
+
+    reason: CloseReason
+    detail: str = ""
+
+
+# -- server -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NewServerKey:
+    """Get a fresh channel key from the wallet -> ``server_key_ready(signer)``."""
+
+
+@dataclass(frozen=True)
+class FindChannel:
+    """Look up a stored server channel to resume -> ``resume_found(record)`` or
+    ``resume_not_found()``."""
+
+    contract_txid: bytes
+
+
+@dataclass(frozen=True)
+class BroadcastContract:
+    """Broadcast the client's contract -> ``contract_accepted()`` or ``contract_rejected(why)``."""
+
+    tx: bytes
+    contract_txid: bytes
+
+
+@dataclass(frozen=True)
+class StoreServerChannel:
+    """Durably store a new server record -> ``channel_stored()``."""
+
+    record: Any
+
+
+@dataclass(frozen=True)
+class StorePayment:
+    """Durably record the new best payment -> ``payment_stored()``."""
+
+    contract_txid: bytes
+    best_value: int
+    signature: bytes
+
+
+@dataclass(frozen=True)
+class NotifyPayment:
+    """Tell the application the server's value grew -> ``payment_acknowledged(info)`` or
+    ``payment_ack_failed(why)`` (not awaited for the initial payment)."""
+
+    contract_txid: bytes
+    increase: int
+    total: int
+    info: Optional[bytes]
+    awaited: bool
+
+
+@dataclass(frozen=True)
+class ChannelOpened:
+    """The channel is open on this connection (new or resumed)."""
+
+    contract_txid: bytes
+    resumed: bool
+
+
+@dataclass(frozen=True)
+class SettleChannel:
+    """Build, store and broadcast the settlement of this channel -> ``settled(tx)`` or
+    ``settle_failed(why, fee_unaffordable)``."""
+
+    contract_txid: bytes
+    reason: CloseReason
+
+
+# -- client -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FundContract:
+    """Have the wallet fund ``value`` to ``script_pubkey`` as output 0 -> ``contract_funded(tx)``
+    or ``funding_failed(why)``."""
+
+    script_pubkey: bytes
+    value: int
+
+
+@dataclass(frozen=True)
+class StoreClientChannel:
+    """Durably store the new client record, refund included -> ``channel_stored()``."""
+
+    record: Any
+
+
+@dataclass(frozen=True)
+class StoreClientChange:
+    """Durably record c before the payment that signs it leaves -> ``change_stored()``."""
+
+    contract_txid: bytes
+    client_change: int
+
+
+@dataclass(frozen=True)
+class ReleaseContract:
+    """The funded contract will never be sent: give its coins back to the wallet."""
+
+    funded: Any
+
+
+@dataclass(frozen=True)
+class PaymentAcked:
+    """The server acknowledged the payment in flight."""
+
+    amount: int
+    info: Optional[bytes]
+
+
+@dataclass(frozen=True)
+class SettlementSeen:
+    """The server sent a settlement that validly spends the contract."""
+
+    contract_txid: bytes
+    tx: bytes
+
+
+@dataclass(frozen=True)
+class ResumeRefused:
+    """The server answered our resume with INITIATE: the stored channel is free again."""
+
+    contract_txid: bytes

@@ -1,0 +1,442 @@
+"""
+The server (payee) side of one channel connection, as a sans-IO state machine.
+
+Feed it what happens (``receive(message, now)``, the completions of the effects it asked for,
+``connection_lost()``, ``close()``) and it returns the effects to carry out, in order
+(``channel.effects``). Every legal move is in :data:`ServerMachine._HANDLERS`: the steps, and for
+each the message types it accepts. CLOSE and ERROR are handled in every step; anything else
+out of place is answered with ``ERROR{SYNTAX_ERROR}`` (the spec's recommendation where bitcoinj
+silently drops).
+
+Messages that arrive while an effect is outstanding (a store, a broadcast, the application's
+ack) wait in a short queue and are handled once it completes, so the order of the wire is the
+order of processing. The queue is bounded: a well-behaved client has one payment in flight.
+
+Where bitcoinj and the specification's **[Recommended]** behaviour differ, this follows the
+recommendation (stays wire-compatible); each such place says so.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any, Callable, Optional
+
+from twisted_paychan.bitcoin.scripts import ChannelScript
+from twisted_paychan.channel import effects as fx
+from twisted_paychan.channel import validation as check
+from twisted_paychan.channel.errors import CloseReason, ErrorCode, RemoteProtocolError
+from twisted_paychan.channel.settings import ServerSettings
+from twisted_paychan.store.records import ServerChannelRecord, ServerChannelState
+from twisted_paychan.wire import messages as m
+
+MT = m.MessageType
+
+#: Messages a client may have queued behind an outstanding effect before we call it abuse.
+MAX_QUEUED_MESSAGES = 16
+
+
+class ServerStep(enum.Enum):
+    WAITING_ON_CLIENT_VERSION = "waiting on client version"
+    LOOKING_UP_RESUME = "looking up a channel to resume"
+    WAITING_ON_SERVER_KEY = "waiting on a channel key"
+    WAITING_ON_UNSIGNED_REFUND = "waiting on unsigned refund"
+    WAITING_ON_CONTRACT = "waiting on contract"
+    WAITING_ON_MULTISIG_ACCEPTANCE = "waiting on contract broadcast"
+    STORING_CHANNEL = "storing the new channel"
+    CHANNEL_OPEN = "channel open"
+    STORING_PAYMENT = "storing a payment"
+    WAITING_ON_APPLICATION = "waiting on the application's ack"
+    SETTLING = "settling"
+    CLOSED = "closed"
+
+
+#: Types a client must never send: bitcoinj answers them with SYNTAX_ERROR in any step.
+_SERVER_TO_CLIENT_ONLY = frozenset(
+    {MT.SERVER_VERSION, MT.INITIATE, MT.RETURN_REFUND, MT.CHANNEL_OPEN, MT.PAYMENT_ACK}
+)
+
+
+class ServerMachine:
+    """One connection's view of one channel, server side. See the module docstring."""
+
+    def __init__(self, settings: ServerSettings) -> None:
+        self.settings = settings
+        self.step = ServerStep.WAITING_ON_CLIENT_VERSION
+        self.major: Optional[int] = None
+        self.expiry: Optional[int] = None
+        self.signer: Any = None
+        self.client_key: Optional[bytes] = None
+        self.refund_output: Optional[bytes] = None
+        self.refund_outpoint: Optional[tuple[bytes, int]] = None
+        self.record: Optional[ServerChannelRecord] = None
+        #: Set when the connection is gone; effects already running still complete.
+        self.disconnected = False
+        self._queue: list[tuple[Any, int]] = []
+        self._pending_contract: Optional[check.CheckedContract] = None
+        self._pending_payment: Optional[check.CheckedPayment] = None
+        self._settle_reason = CloseReason.CLIENT_REQUESTED_CLOSE
+        self._exhausted = False
+        self._script: Optional[tuple[bytes, ChannelScript]] = None
+
+    # -- the transition table -----------------------------------------------------------------
+
+    _HANDLERS: dict[ServerStep, dict[int, str]] = {
+        ServerStep.WAITING_ON_CLIENT_VERSION: {MT.CLIENT_VERSION: "_on_client_version"},
+        ServerStep.WAITING_ON_UNSIGNED_REFUND: {MT.PROVIDE_REFUND: "_on_provide_refund"},
+        ServerStep.WAITING_ON_CONTRACT: {MT.PROVIDE_CONTRACT: "_on_provide_contract"},
+        ServerStep.CHANNEL_OPEN: {MT.UPDATE_PAYMENT: "_on_update_payment"},
+    }
+    #: Steps in which an effect is outstanding: incoming messages wait.
+    _BUSY = frozenset(
+        {
+            ServerStep.LOOKING_UP_RESUME,
+            ServerStep.WAITING_ON_SERVER_KEY,
+            ServerStep.STORING_CHANNEL,
+            ServerStep.STORING_PAYMENT,
+            ServerStep.WAITING_ON_APPLICATION,
+        }
+    )
+
+    # -- input from the peer --------------------------------------------------------------------
+
+    def receive(self, message: Any, now: int) -> list:
+        """Handle one decoded message from the client."""
+        if self.step in (ServerStep.SETTLING, ServerStep.CLOSED):
+            return []  # §8.2 step 1: everything is ignored once settling
+        if self.step in self._BUSY:
+            if len(self._queue) >= MAX_QUEUED_MESSAGES:
+                return self._violation(
+                    RemoteProtocolError(ErrorCode.SYNTAX_ERROR, "too many messages without waiting for replies")
+                )
+            self._queue.append((message, now))
+            return []
+        try:
+            return self._dispatch(message, now)
+        except RemoteProtocolError as e:
+            return self._violation(e)
+
+    def _dispatch(self, message: Any, now: int) -> list:
+        t = message.type
+        if t == MT.CLOSE:
+            return self._on_close()
+        if t == MT.ERROR:
+            return self._on_error(message)
+        name = self._HANDLERS.get(self.step, {}).get(t)
+        if name is None:
+            what = "a server-to-client message" if t in _SERVER_TO_CLIENT_ONLY else "out of order"
+            raise RemoteProtocolError(ErrorCode.SYNTAX_ERROR, f"{m.type_name(t)} is {what} in step '{self.step.value}'")
+        handler: Callable[[Any, int], list] = getattr(self, name)
+        return handler(message, now)
+
+    def _drain(self, out: list) -> list:
+        """Handle messages that queued while we were busy, until we are busy again."""
+        while self._queue and self.step not in self._BUSY and self.step not in (ServerStep.SETTLING, ServerStep.CLOSED):
+            message, now = self._queue.pop(0)
+            try:
+                out.extend(self._dispatch(message, now))
+            except RemoteProtocolError as e:
+                out.extend(self._violation(e))
+        return out
+
+    def _violation(self, e: RemoteProtocolError) -> list:
+        out: list = []
+        if e.code is not None:
+            out.append(fx.Send(m.error(m.ErrorCode.Value(e.code.name), e.explanation, e.expected_value)))
+        return out + self._closed(e.reason, e.explanation)
+
+    def _closed(self, reason: CloseReason, detail: str = "") -> list:
+        self.step = ServerStep.CLOSED
+        self._queue.clear()
+        return [fx.Close(reason, detail)]
+
+    # -- version negotiation and resume (§3.2, §9.2) -------------------------------------------
+
+    def _on_client_version(self, message: Any, now: int) -> list:
+        if not message.HasField("client_version"):
+            raise RemoteProtocolError(ErrorCode.SYNTAX_ERROR, "CLIENT_VERSION without client_version")
+        cv = message.client_version
+        if cv.major not in self.settings.versions:
+            raise RemoteProtocolError(
+                ErrorCode.NO_ACCEPTABLE_VERSION,
+                f"server speaks majors {sorted(self.settings.versions)}, client asked for {cv.major}",
+                CloseReason.NO_ACCEPTABLE_VERSION,
+            )
+        self.major = cv.major
+        self.expiry = now + self.settings.clamp_time_window(cv.time_window_secs)
+        out: list = [fx.Send(m.server_version(cv.major))]
+        resume_hash = cv.previous_channel_contract_hash
+        if len(resume_hash) == 32:  # any other length is silently ignored (§9.2 step 1)
+            self.step = ServerStep.LOOKING_UP_RESUME
+            return out + [fx.FindChannel(bytes(reversed(resume_hash)))]
+        self.step = ServerStep.WAITING_ON_SERVER_KEY
+        return out + [fx.NewServerKey()]
+
+    def resume_found(self, record: ServerChannelRecord) -> list:
+        """The stored channel to resume (``FindChannel`` completed)."""
+        assert self.step is ServerStep.LOOKING_UP_RESUME
+        if record.state is not ServerChannelState.OPEN or record.version != self.major:
+            # [Recommended] only resume a channel we can still pay on, in its own version;
+            # bitcoinj rebuilds it in the stored version whatever was negotiated (§9.2).
+            return self.resume_not_found()
+        self.record = record
+        self.expiry = record.expiry
+        self.step = ServerStep.CHANNEL_OPEN
+        out: list = [fx.Send(m.channel_open()), fx.ChannelOpened(record.contract_txid, resumed=True)]
+        return self._drain(out)
+
+    def resume_not_found(self) -> list:
+        assert self.step is ServerStep.LOOKING_UP_RESUME
+        self.step = ServerStep.WAITING_ON_SERVER_KEY
+        return [fx.NewServerKey()]
+
+    def server_key_ready(self, signer: Any) -> list:
+        """A fresh channel key from the wallet (``NewServerKey`` completed)."""
+        assert self.step is ServerStep.WAITING_ON_SERVER_KEY and self.expiry is not None
+        self.signer = signer
+        self.step = (
+            ServerStep.WAITING_ON_UNSIGNED_REFUND if self.major == 1 else ServerStep.WAITING_ON_CONTRACT
+        )
+        out: list = [
+            fx.Send(
+                m.initiate(
+                    signer.public_key,
+                    self.settings.min_channel_size,
+                    self.expiry,
+                    self.settings.min_payment,
+                )
+            )
+        ]
+        return self._drain(out)
+
+    # -- opening (§5 steps 5 and 7, §6 step 5) -------------------------------------------------
+
+    def _on_provide_refund(self, message: Any, now: int) -> list:
+        if not message.HasField("provide_refund"):
+            raise RemoteProtocolError(ErrorCode.SYNTAX_ERROR, "PROVIDE_REFUND without provide_refund")
+        assert self.expiry is not None
+        pr = message.provide_refund
+        refund = check.v1_refund(pr.tx, self.expiry)
+        self.client_key = check.client_key(pr.multisig_key)
+        self.refund_output = refund.output
+        self.refund_outpoint = refund.outpoint
+        signature = check.sign_v1_refund(pr.tx, self.client_key, self.signer)
+        self.step = ServerStep.WAITING_ON_CONTRACT
+        return [fx.Send(m.return_refund(signature))]
+
+    def _on_provide_contract(self, message: Any, now: int) -> list:
+        if not message.HasField("provide_contract"):
+            raise RemoteProtocolError(ErrorCode.SYNTAX_ERROR, "PROVIDE_CONTRACT without provide_contract")
+        assert self.expiry is not None and self.major is not None
+        pc = message.provide_contract
+        if self.major == 2:
+            if not pc.HasField("client_key"):
+                raise RemoteProtocolError(ErrorCode.SYNTAX_ERROR, "a version 2 contract needs client_key")
+            self.client_key = check.client_key(pc.client_key)
+        assert self.client_key is not None
+        channel = ChannelScript(self.major, self.client_key, self.signer.public_key, self.expiry)
+        contract = check.contract(pc.tx, channel, self.settings.min_channel_size)
+        if self.major == 1 and self.refund_outpoint != (contract.txid, 0):
+            # [Recommended] bitcoinj never checks that the refund it signed spends this contract.
+            raise RemoteProtocolError(ErrorCode.BAD_TRANSACTION, "the refund we signed does not spend this contract")
+        # [Recommended] the initial payment is checked before the contract goes on chain, and
+        # must pay at least min(P, V) (§5 step 7.10; bitcoinj checks neither).
+        payment = check.payment_update(pc.initial_payment, contract.value, 0, contract.txid, channel)
+        if payment.best_value < min(self.settings.min_payment, contract.value):
+            raise RemoteProtocolError(
+                ErrorCode.BAD_TRANSACTION,
+                f"initial payment {payment.best_value} is below the minimum {self.settings.min_payment}",
+            )
+        self._pending_contract = contract
+        self._pending_payment = payment
+        self.step = ServerStep.WAITING_ON_MULTISIG_ACCEPTANCE
+        return [fx.BroadcastContract(contract.tx, contract.txid)]
+
+    def contract_accepted(self, now: int) -> list:
+        """The chain took the contract (``BroadcastContract`` completed). Stored whatever
+        happened to the connection meanwhile ([Recommended], §13 item 7)."""
+        contract, payment = self._pending_contract, self._pending_payment
+        assert contract is not None and payment is not None and self.client_key is not None
+        assert self.expiry is not None and self.major is not None
+        self.record = ServerChannelRecord(
+            contract_txid=contract.txid,
+            version=self.major,
+            contract=contract.tx,
+            value=contract.value,
+            expiry=self.expiry,
+            server_key=self.signer.public_key,
+            client_key=self.client_key,
+            best_value=payment.best_value,
+            best_signature=payment.signature,
+            client_output=self.refund_output,
+            created_at=now,
+            updated_at=now,
+        )
+        if self.step is ServerStep.WAITING_ON_MULTISIG_ACCEPTANCE:
+            self.step = ServerStep.STORING_CHANNEL
+        return [fx.StoreServerChannel(self.record)]
+
+    def contract_rejected(self, why: str) -> list:
+        """The chain refused the contract. [Recommended] ``ERROR{OTHER}`` (bitcoinj sends
+        nothing and lets the client time out)."""
+        if self.step is not ServerStep.WAITING_ON_MULTISIG_ACCEPTANCE:
+            return []
+        return self._violation(RemoteProtocolError(ErrorCode.OTHER, f"contract rejected by the network: {why}"))
+
+    def channel_stored(self) -> list:
+        """The new record is durable (``StoreServerChannel`` completed)."""
+        assert self.record is not None and self._pending_payment is not None
+        payment, self._pending_payment = self._pending_payment, None
+        out: list = []
+        if payment.best_value > 0:
+            out.append(
+                fx.NotifyPayment(self.record.contract_txid, payment.best_value, payment.best_value,
+                                 payment.info, awaited=False)
+            )
+        if self.step is not ServerStep.STORING_CHANNEL or self.disconnected:
+            # The connection went away, or the client closed, while the contract was on its
+            # way: the channel is stored and can be resumed.
+            self.step = ServerStep.CLOSED
+            return out
+        self.step = ServerStep.CHANNEL_OPEN
+        out += [fx.Send(m.channel_open()), fx.ChannelOpened(self.record.contract_txid, resumed=False)]
+        if payment.client_change == 0:
+            # The initial payment exhausted the channel (§5 step 7.10): settle at once.
+            return out + self._settle(CloseReason.CHANNEL_EXHAUSTED)
+        return self._drain(out)
+
+    # -- payments (§7.3) ----------------------------------------------------------------------
+
+    def _on_update_payment(self, message: Any, now: int) -> list:
+        if not message.HasField("update_payment"):
+            raise RemoteProtocolError(ErrorCode.SYNTAX_ERROR, "UPDATE_PAYMENT without update_payment")
+        record = self.record
+        assert record is not None
+        payment = check.payment_update(
+            message.update_payment, record.value, record.best_value, record.contract_txid, self._channel_script()
+        )
+        self._pending_payment = payment
+        self.step = ServerStep.STORING_PAYMENT
+        return [fx.StorePayment(record.contract_txid, payment.best_value, payment.signature)]
+
+    def payment_stored(self) -> list:
+        """The payment is durable (``StorePayment`` completed): now the application, then the ack."""
+        record, payment = self.record, self._pending_payment
+        assert record is not None and payment is not None
+        increase = payment.best_value - record.best_value
+        self.record = record = _with_payment(record, payment)
+        if self.disconnected:
+            self.step = ServerStep.CLOSED
+            return []
+        self._exhausted = payment.client_change == 0
+        if increase > 0:
+            self.step = ServerStep.WAITING_ON_APPLICATION
+            return [fx.NotifyPayment(record.contract_txid, increase, payment.best_value, payment.info, awaited=True)]
+        return self.payment_acknowledged(None)
+
+    def payment_acknowledged(self, info: Optional[bytes]) -> list:
+        """The application accepted the payment, with optional ack info."""
+        self._pending_payment = None
+        if self.disconnected:
+            self.step = ServerStep.CLOSED
+            return []
+        out: list = [fx.Send(m.payment_ack(info))]
+        if self._exhausted:
+            # [Recommended] the ack goes out before the settlement starts (§7.3 step 4).
+            return out + self._settle(CloseReason.CHANNEL_EXHAUSTED)
+        self.step = ServerStep.CHANNEL_OPEN
+        return self._drain(out)
+
+    def payment_ack_failed(self, why: str) -> list:
+        """The application's ack Deferred failed: ``ERROR{OTHER}`` / UPDATE_PAYMENT_FAILED."""
+        self._pending_payment = None
+        if self.disconnected:
+            self.step = ServerStep.CLOSED
+            return []
+        return self._violation(
+            RemoteProtocolError(ErrorCode.OTHER, f"payment not accepted: {why}", CloseReason.UPDATE_PAYMENT_FAILED)
+        )
+
+    def _channel_script(self) -> ChannelScript:
+        """The channel's scripts, built once per connection (payments are the hot path)."""
+        record = self.record
+        assert record is not None
+        if self._script is None or self._script[0] != record.contract_txid:
+            self._script = (
+                record.contract_txid,
+                ChannelScript(record.version, record.client_key, record.server_key, record.expiry),
+            )
+        return self._script[1]
+
+    # -- closing (§8) -------------------------------------------------------------------------
+
+    def _on_close(self) -> list:
+        step = self.step
+        if step in (ServerStep.WAITING_ON_CLIENT_VERSION, ServerStep.WAITING_ON_UNSIGNED_REFUND) or (
+            step is ServerStep.WAITING_ON_CONTRACT and self.major == 2
+        ):
+            return self._closed(CloseReason.CLIENT_REQUESTED_CLOSE)  # no channel state: send nothing
+        if step is not ServerStep.CHANNEL_OPEN:
+            # [Recommended] a state exists but nothing can be settled yet (v1 after
+            # RETURN_REFUND, or the contract broadcast in progress): plain CLOSE.
+            return [fx.Send(m.close())] + self._closed(CloseReason.CLIENT_REQUESTED_CLOSE)
+        return self._settle(CloseReason.CLIENT_REQUESTED_CLOSE)
+
+    def _on_error(self, message: Any) -> list:
+        if not message.HasField("error"):
+            raise RemoteProtocolError(ErrorCode.SYNTAX_ERROR, "ERROR without error")
+        e = message.error
+        return self._closed(CloseReason.REMOTE_SENT_ERROR, f"{ErrorCode(e.code).name}: {e.explanation}")
+
+    def _settle(self, reason: CloseReason) -> list:
+        record = self.record
+        assert record is not None
+        if record.best_signature is None:
+            # [Recommended] nothing was ever paid: nothing to settle; plain CLOSE (§8.2 step 4).
+            return [fx.Send(m.close())] + self._closed(reason)
+        self._settle_reason = reason
+        self.step = ServerStep.SETTLING
+        return [fx.SettleChannel(record.contract_txid, reason)]
+
+    def settled(self, settlement_tx: bytes) -> list:
+        """The settlement was broadcast: CLOSE{settlement} and close (§8.2 step 6)."""
+        if self.disconnected or self.step is ServerStep.CLOSED:
+            return []
+        return [fx.Send(m.close(settlement_tx))] + self._closed(self._settle_reason)
+
+    def settle_failed(self, why: str, fee_unaffordable: bool) -> list:
+        """The settlement could not be made or broadcast; the adapter keeps the channel and
+        retries. The client hears why (§8.2 step 8: BAD_TRANSACTION when the fee is above b)."""
+        if self.disconnected or self.step is ServerStep.CLOSED:
+            return []
+        code = ErrorCode.BAD_TRANSACTION if fee_unaffordable else ErrorCode.OTHER
+        return self._violation(RemoteProtocolError(code, why, CloseReason.REMOTE_SENT_INVALID_MESSAGE
+                                                   if fee_unaffordable else self._settle_reason))
+
+    # -- local commands -----------------------------------------------------------------------
+
+    def close(self) -> list:
+        """The server ends this connection without settling (§8.1): plain CLOSE."""
+        if self.step is ServerStep.CLOSED:
+            return []
+        if self.step is ServerStep.SETTLING:
+            return []
+        return [fx.Send(m.close())] + self._closed(CloseReason.SERVER_REQUESTED_CLOSE)
+
+    def connection_lost(self) -> list:
+        """The transport is gone. Outstanding effects still complete (and store what they must)."""
+        self.disconnected = True
+        if self.step is ServerStep.CLOSED:
+            return []
+        busy = self.step in self._BUSY or self.step in (
+            ServerStep.WAITING_ON_MULTISIG_ACCEPTANCE, ServerStep.SETTLING
+        )
+        if not busy:
+            self.step = ServerStep.CLOSED
+        self._queue.clear()
+        return [fx.Close(CloseReason.CONNECTION_CLOSED)]
+
+
+def _with_payment(record: ServerChannelRecord, payment: "check.CheckedPayment") -> ServerChannelRecord:
+    from dataclasses import replace
+
+    return replace(record, best_value=payment.best_value, best_signature=payment.signature)

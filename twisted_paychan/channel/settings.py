@@ -1,0 +1,100 @@
+"""
+Configuration of each side, with the specification's defaults (PROTOCOL.md §12), validated
+when built so that a bad setting fails at start-up, not in the middle of a handshake.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from twisted_paychan import constants as C
+
+
+class VersionSelector(enum.Enum):
+    """What a client asks for and accepts (§3.1)."""
+
+    VERSION_1 = "1"
+    VERSION_2_ALLOW_1 = "2or1"
+    VERSION_2 = "2"
+
+    @property
+    def requested_major(self) -> int:
+        return 1 if self is VersionSelector.VERSION_1 else 2
+
+    def accepts(self, major: int) -> bool:
+        if self is VersionSelector.VERSION_1:
+            return major == 1
+        if self is VersionSelector.VERSION_2:
+            return major == 2
+        return major in (1, 2)
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    #: Sent in INITIATE and, unlike bitcoinj, enforced on the contract (§13 item 2).
+    min_channel_size: int = 100_000
+    #: Sent as ``min_payment`` and enforced on the initial payment.
+    min_payment: int = C.DEFAULT_MIN_PAYMENT
+    min_time_window: int = C.DEFAULT_MIN_TIME_WINDOW
+    max_time_window: int = C.DEFAULT_MAX_TIME_WINDOW
+    versions: frozenset = C.SERVER_MAJOR_VERSIONS
+    #: Settlement fee rate in sat/kB (never below the 1000 sat/kB floor).
+    fee_rate: int = C.BITCOINJ_DEFAULT_FEE_RATE
+    #: Seconds a connection may take to open a channel (and be idle before that).
+    handshake_timeout: float = 30.0
+    #: Seconds an open channel connection may stay idle; None keeps it forever (bitcoinj).
+    idle_timeout: float | None = None
+    #: Seconds before E at which the server settles on its own.
+    settle_offset: int = C.SERVER_SETTLE_OFFSET
+
+    def __post_init__(self) -> None:
+        if not C.HARD_MIN_TIME_WINDOW <= self.min_time_window <= self.max_time_window:
+            raise ValueError(
+                f"need {C.HARD_MIN_TIME_WINDOW} <= min_time_window <= max_time_window, "
+                f"got {self.min_time_window} and {self.max_time_window}"
+            )
+        if not self.versions or not set(self.versions) <= C.SERVER_MAJOR_VERSIONS:
+            raise ValueError(f"versions must be a non-empty subset of {{1, 2}}, got {set(self.versions)}")
+        if self.min_channel_size < 1 or self.min_payment < 0:
+            raise ValueError("min_channel_size must be positive and min_payment non-negative")
+        if self.fee_rate < 0:
+            raise ValueError("fee_rate must be non-negative")
+
+    @property
+    def effective_fee_rate(self) -> int:
+        return max(self.fee_rate, C.FEE_RATE_FLOOR)
+
+    def clamp_time_window(self, requested: int) -> int:
+        """§10.1: values of 2^63 and above read as negative in bitcoinj and clamp up."""
+        if requested >= 2**63 or requested < self.min_time_window:
+            return self.min_time_window
+        return min(requested, self.max_time_window)
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    #: V: the value locked into a new channel, and the largest min_accepted_channel_size accepted.
+    channel_value: int
+    time_window: int = C.DEFAULT_CLIENT_TIME_WINDOW
+    #: Largest min_payment accepted from a server.
+    max_min_payment: int = C.DEFAULT_MIN_PAYMENT
+    versions: VersionSelector = VersionSelector.VERSION_2_ALLOW_1
+    #: Contract fee rate in sat/kB.
+    fee_rate: int = C.BITCOINJ_DEFAULT_FEE_RATE
+    #: Seconds to connect and open the channel.
+    handshake_timeout: float = 30.0
+    #: Seconds to wait for a PAYMENT_ACK or the server's CLOSE; None waits forever (bitcoinj).
+    reply_timeout: float | None = 60.0
+
+    def __post_init__(self) -> None:
+        if self.channel_value <= 0 or self.channel_value > C.MAX_MONEY:
+            raise ValueError(f"channel_value out of range: {self.channel_value}")
+        if self.time_window < 0:
+            raise ValueError("time_window must be >= 0")
+        if self.max_min_payment < 0:
+            raise ValueError("max_min_payment must be >= 0")
+
+    def accepts_expiry(self, expiry: int, now: int) -> bool:
+        """bitcoinj's TCP client rule (§10.1): no lower bound."""
+        return expiry <= now + self.time_window + C.CLIENT_EXPIRY_SLACK

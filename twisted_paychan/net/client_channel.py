@@ -1,0 +1,260 @@
+"""
+A client channel for any transport: the Deferred-returning API over the sans-IO
+:class:`ClientMachine`, carrying out its effects through the wallet, chain and store.
+
+``opened`` fires once CHANNEL_OPEN arrives (new or resumed channel); ``pay`` returns a Deferred
+of a :class:`PaymentAck`; ``settle`` returns a Deferred of the settlement transaction, which
+comes either in the server's CLOSE or, from a stock bitcoinj server that only closes the socket
+(§1.4), from the chain (:class:`SettledOnChain`). Every pending Deferred fails with
+:class:`ChannelClosed` and the close reason on ERROR, EOF and disconnect.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Optional
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from twisted_paychan.channel import effects as fx
+from twisted_paychan.channel.client import ClientMachine
+from twisted_paychan.channel.errors import ChannelClosed, CloseReason
+from twisted_paychan.channel.settings import ClientSettings
+from twisted_paychan.chain.types import OutPoint, SpendEvent, display_hex
+from twisted_paychan.store.records import ClientChannelRecord, ClientChannelState
+
+
+@dataclass(frozen=True)
+class PaymentAck:
+    #: What was actually paid (more than asked when the change would have been dust).
+    amount: int
+    info: Optional[bytes]
+
+
+@dataclass(frozen=True)
+class ChannelOpen:
+    contract_txid: bytes
+    resumed: bool
+
+
+@dataclass(frozen=True)
+class SettledOnChain:
+    """The server closed without sending its CLOSE; the settlement was found on the chain."""
+
+    tx: bytes
+
+
+class ClientChannel:
+    """One connection to a server, client side, over any transport."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        wallet: Any,
+        chain: Any,
+        store: Any,
+        settings: ClientSettings,
+        server_id: bytes,
+        signer: Any,
+        send: Callable[[Any], None],
+        close: Callable[[CloseReason], None],
+        clock: IReactorTime,
+        resume: Optional[ClientChannelRecord] = None,
+    ) -> None:
+        self.wallet = wallet
+        self.chain = chain
+        self.store = store
+        self.settings = settings
+        self.machine = ClientMachine(settings, server_id, signer, resume)
+        self._send = send
+        self._close = close
+        self.clock = clock
+        self.close_reason: Optional[CloseReason] = None
+        self.opened: defer.Deferred[ChannelOpen] = defer.Deferred()
+        self._payment: Optional[defer.Deferred[PaymentAck]] = None
+        self._settlement: Optional[defer.Deferred[Any]] = None
+        self._settlement_tx: Optional[bytes] = None
+        self._settle_waiters: list[defer.Deferred[Any]] = []
+        self._settle_outcome: Any = None
+        self._queue: list = []
+        self._running = False
+        self._blocked = False
+
+    @property
+    def record(self) -> Optional[ClientChannelRecord]:
+        return self.machine.record
+
+    # -- the API ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._run(self.machine.start())
+
+    def pay(self, amount: int, info: Optional[bytes] = None) -> defer.Deferred[PaymentAck]:
+        """Pay ``amount`` more; raises ChannelUsageError at once if that cannot be done."""
+        effects = self.machine.pay(amount, info, int(self.clock.seconds()))
+        d: defer.Deferred[PaymentAck] = defer.Deferred()
+        self._payment = d
+        self._run(effects)
+        return d
+
+    def settle(self) -> defer.Deferred[Any]:
+        """Ask the server to settle; fires with the settlement tx bytes or SettledOnChain."""
+        d: defer.Deferred[Any] = defer.Deferred()
+        first = self._settlement is None
+        if first:
+            self._settlement = defer.Deferred()
+            self._settlement.addBoth(self._settled)
+        self._settle_waiters.append(d)
+        if self._settle_outcome is not None:
+            self._settled(self._settle_outcome)
+        elif first:
+            self._run(self.machine.settle())
+        return d
+
+    def _settled(self, outcome: Any) -> None:
+        """Hand the settlement outcome to everyone who asked for it (each their own Deferred)."""
+        self._settle_outcome = outcome
+        waiters, self._settle_waiters = self._settle_waiters, []
+        for d in waiters:
+            if isinstance(outcome, Failure):
+                d.errback(outcome)
+            else:
+                d.callback(outcome)
+
+    def disconnect(self) -> None:
+        """Close without settling; the channel stays stored and resumable."""
+        self._run(self.machine.disconnect())
+
+    # -- input --------------------------------------------------------------------------------
+
+    def message_received(self, message: Any) -> None:
+        self._run(self.machine.receive(message, int(self.clock.seconds())))
+
+    def connection_lost(self) -> None:
+        self._run(self.machine.connection_lost())
+
+    # -- effects ------------------------------------------------------------------------------
+
+    def _run(self, effects: list) -> None:
+        """Carry out effects in order. An effect that takes time blocks the rest until its
+        completion's effects (which come first) are known; a Deferred that has already fired
+        just goes on, without recursion."""
+        self._queue.extend(effects)
+        if self._running or self._blocked:
+            return
+        self._running = True
+        try:
+            while self._queue and not self._blocked:
+                d = self._perform(self._queue.pop(0))
+                if d is not None:
+                    self._blocked = True
+                    d.addCallback(self._resume).addErrback(self._internal_error)
+        finally:
+            self._running = False
+
+    def _resume(self, effects: list) -> None:
+        self._blocked = False
+        self._queue[:0] = effects
+        self._run([])
+
+    def _internal_error(self, failure: Failure) -> None:
+        self.log.failure("client channel effect failed; closing", failure)
+        self._queue.clear()
+        self._blocked = False
+        self._finish(CloseReason.CONNECTION_CLOSED, failure.getErrorMessage())
+
+    def _perform(self, effect: Any) -> Optional[defer.Deferred]:
+        m = self.machine
+        if isinstance(effect, fx.Send):
+            if self.close_reason is None:
+                self._send(effect.message)
+            return None
+        if isinstance(effect, fx.Close):
+            self._finish(effect.reason, effect.detail)
+            return None
+        if isinstance(effect, fx.FundContract):
+            d = defer.maybeDeferred(self.wallet.fund, effect.script_pubkey, effect.value, self.settings.fee_rate)
+            return d.addCallbacks(
+                lambda funded: m.contract_funded(funded, int(self.clock.seconds())),
+                lambda f: m.funding_failed(f.getErrorMessage()),
+            )
+        if isinstance(effect, fx.StoreClientChannel):
+            return self.store.add_client_channel(effect.record).addCallback(lambda _: m.channel_stored())
+        if isinstance(effect, fx.StoreClientChange):
+            d = self.store.record_client_change(effect.contract_txid, effect.client_change)
+            return d.addCallback(lambda _: m.change_stored())
+        if isinstance(effect, fx.ReleaseContract):
+            self.wallet.release(effect.funded)
+            return None
+        if isinstance(effect, fx.ResumeRefused):
+            self.log.info("server refused to resume channel {txid}; opening a new one",
+                          txid=display_hex(effect.contract_txid))
+            return None
+        if isinstance(effect, fx.ChannelOpened):
+            self.log.info("channel {txid}: open ({how})", txid=display_hex(effect.contract_txid),
+                          how="resumed" if effect.resumed else "new")
+            self.opened.callback(ChannelOpen(effect.contract_txid, effect.resumed))
+            return None
+        if isinstance(effect, fx.PaymentAcked):
+            waiting, self._payment = self._payment, None
+            if waiting is not None:
+                waiting.callback(PaymentAck(effect.amount, effect.info))
+            return None
+        if isinstance(effect, fx.SettlementSeen):
+            self._settlement_tx = effect.tx
+            record = self.machine.record
+            assert record is not None
+            settled = replace(record, state=ClientChannelState.SETTLED, close_tx=effect.tx,
+                              updated_at=int(self.clock.seconds()))
+            self.machine.record = settled
+            return self.store.update_client_channel(settled).addCallback(lambda _: [])
+        raise AssertionError(f"unknown effect {effect!r}")
+
+    def _finish(self, reason: CloseReason, detail: str = "") -> None:
+        if self.close_reason is not None:
+            return
+        self.close_reason = reason
+        self._close(reason)
+        error = ChannelClosed(reason, detail)
+        if not self.opened.called:
+            self.opened.errback(error)
+        payment, self._payment = self._payment, None
+        if payment is not None:
+            payment.errback(error)
+        settlement = self._settlement
+        if settlement is None or settlement.called:
+            return
+        if self._settlement_tx is not None:
+            settlement.callback(self._settlement_tx)
+        elif reason is CloseReason.CLIENT_REQUESTED_CLOSE and self.machine.record is not None:
+            self._learn_settlement_from_chain(settlement)
+        else:
+            settlement.errback(error)
+
+    def _learn_settlement_from_chain(self, settlement: defer.Deferred[Any]) -> None:
+        """A stock bitcoinj server closes without its CLOSE (§1.4): watch the contract output
+        and record the transaction that spends it as the settlement."""
+        record = self.machine.record
+        assert record is not None
+        watch: list = []
+
+        def spent(event: SpendEvent) -> None:
+            if settlement.called:
+                return
+            for w in watch:
+                w.cancel()
+            current = self.machine.record
+            assert current is not None
+            settled = replace(current, state=ClientChannelState.SETTLED, close_tx=event.spending_tx,
+                              updated_at=int(self.clock.seconds()))
+            self.machine.record = settled
+            d = self.store.update_client_channel(settled)
+            d.addCallback(lambda _: settlement.callback(SettledOnChain(event.spending_tx)))
+            d.addErrback(settlement.errback)
+
+        watch.append(self.chain.watch_spend(OutPoint(record.contract_txid, 0), spent))
+

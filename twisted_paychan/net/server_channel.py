@@ -1,0 +1,195 @@
+"""
+A server channel for any transport: feed it ``TwoWayChannelMessage``s, give it a ``send``
+and a ``close`` callable, and it runs the sans-IO :class:`ServerMachine`, carrying out each
+effect through the wallet, chain, store and application handler.
+
+Effects run strictly in order. An effect that takes time (a Deferred) holds back the ones after
+it, and its completion is fed back to the machine, whose new effects run next. Nothing is ever
+re-entered: messages that arrive meanwhile wait in the machine's queue.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import Interface
+
+from twisted_paychan.bitcoin.settlement import SettlementRejected, SettlementUnaffordable
+from twisted_paychan.channel import effects as fx
+from twisted_paychan.channel.errors import CloseReason
+from twisted_paychan.channel.server import ServerMachine
+from twisted_paychan.channel.settings import ServerSettings
+from twisted_paychan.chain.types import display_hex
+
+
+class IServerHandler(Interface):
+    """What the application hears about a channel connection (spec §12.3)."""
+
+    def channel_opened(contract_txid: bytes) -> None:
+        """The channel is open on this connection (new or resumed)."""
+
+    def payment_received(contract_txid: bytes, increase: int, total: int, info: Optional[bytes]):
+        """The server's value grew by ``increase`` to ``total`` (stored already). Return None,
+        bytes for the PAYMENT_ACK info, or a Deferred of either; a failed Deferred refuses the
+        payment (ERROR{OTHER}, UPDATE_PAYMENT_FAILED)."""
+
+    def channel_closed(reason: CloseReason) -> None:
+        """The connection ended, with the real reason."""
+
+
+class NullServerHandler:
+    """A handler that accepts everything and says nothing."""
+
+    def channel_opened(self, contract_txid: bytes) -> None:
+        pass
+
+    def payment_received(self, contract_txid: bytes, increase: int, total: int, info: Optional[bytes]) -> None:
+        return None
+
+    def channel_closed(self, reason: CloseReason) -> None:
+        pass
+
+
+class ServerChannel:
+    """One client connection, server side, over any transport."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        registry: Any,
+        settings: ServerSettings,
+        handler: Any,
+        send: Callable[[Any], None],
+        close: Callable[[CloseReason], None],
+        clock: IReactorTime,
+    ) -> None:
+        self.registry = registry
+        self.machine = ServerMachine(settings)
+        self.handler = handler
+        self._send = send
+        self._close = close
+        self.clock = clock
+        self.close_reason: Optional[CloseReason] = None
+        self.contract_txid: Optional[bytes] = None
+        self._queue: list = []
+        self._running = False
+        self._blocked = False
+        #: Fires with the close reason once the connection is over and every effect has run.
+        self.done: defer.Deferred[CloseReason] = defer.Deferred()
+
+    # -- input --------------------------------------------------------------------------------
+
+    def message_received(self, message: Any) -> None:
+        self._run(self.machine.receive(message, int(self.clock.seconds())))
+
+    def connection_lost(self) -> None:
+        self._run(self.machine.connection_lost())
+
+    def close(self) -> None:
+        """End this connection without settling (plain CLOSE)."""
+        self._run(self.machine.close())
+
+    # -- carrying out effects -----------------------------------------------------------------
+
+    def _run(self, effects: list) -> None:
+        """Carry out effects in order. An effect that takes time blocks the rest until its
+        completion's effects (which come first) are known; a Deferred that has already fired
+        just goes on, without recursion."""
+        self._queue.extend(effects)
+        if self._running or self._blocked:
+            return
+        self._running = True
+        try:
+            while self._queue and not self._blocked:
+                d = self._perform(self._queue.pop(0))
+                if d is not None:
+                    self._blocked = True
+                    d.addCallback(self._resume).addErrback(self._internal_error)
+        finally:
+            self._running = False
+
+    def _resume(self, effects: list) -> None:
+        self._blocked = False
+        self._queue[:0] = effects
+        self._run([])
+
+    def _internal_error(self, failure: Failure) -> None:
+        self.log.failure("server channel effect failed; closing", failure)
+        self._queue.clear()
+        self._blocked = False
+        self._finish(CloseReason.CONNECTION_CLOSED)
+
+    def _perform(self, effect: Any) -> Optional[defer.Deferred]:
+        """Do one effect; return a Deferred of the machine's next effects if it takes time."""
+        m = self.machine
+        now = lambda: int(self.clock.seconds())  # noqa: E731
+        if isinstance(effect, fx.Send):
+            if self.close_reason is None:
+                self._send(effect.message)
+            return None
+        if isinstance(effect, fx.Close):
+            self._finish(effect.reason)
+            return None
+        if isinstance(effect, fx.NewServerKey):
+            return defer.maybeDeferred(self.registry.wallet.new_channel_key).addCallback(m.server_key_ready)
+        if isinstance(effect, fx.FindChannel):
+            d = defer.maybeDeferred(self.registry.attach, effect.contract_txid, self)
+            return d.addCallback(lambda rec: m.resume_found(rec) if rec is not None else m.resume_not_found())
+        if isinstance(effect, fx.BroadcastContract):
+            d = self.registry.chain.broadcast(effect.tx)
+            return d.addCallbacks(
+                lambda _: m.contract_accepted(now()), lambda f: m.contract_rejected(f.getErrorMessage())
+            )
+        if isinstance(effect, fx.StoreServerChannel):
+            d = defer.maybeDeferred(self.registry.add_channel, effect.record, self)
+            return d.addCallback(lambda _: m.channel_stored())
+        if isinstance(effect, fx.StorePayment):
+            d = self.registry.store.record_payment(effect.contract_txid, effect.best_value, effect.signature)
+            return d.addCallback(lambda _: m.payment_stored())
+        if isinstance(effect, fx.NotifyPayment):
+            self.log.info(
+                "channel {txid}: payment +{increase} sat, total {total}",
+                txid=display_hex(effect.contract_txid), increase=effect.increase, total=effect.total,
+            )
+            d = defer.maybeDeferred(
+                self.handler.payment_received, effect.contract_txid, effect.increase, effect.total, effect.info
+            )
+            if not effect.awaited:
+                d.addErrback(lambda f: self.log.failure("payment handler failed on the initial payment", f))
+                return None
+            return d.addCallbacks(m.payment_acknowledged, lambda f: m.payment_ack_failed(f.getErrorMessage()))
+        if isinstance(effect, fx.ChannelOpened):
+            self.contract_txid = effect.contract_txid
+            self.log.info("channel {txid}: open ({how})", txid=display_hex(effect.contract_txid),
+                          how="resumed" if effect.resumed else "new")
+            self.handler.channel_opened(effect.contract_txid)
+            return None
+        if isinstance(effect, fx.SettleChannel):
+            d = self.registry.settle(effect.contract_txid, effect.reason)
+
+            def failed(f: Failure) -> list:
+                unaffordable = f.check(SettlementUnaffordable) is not None
+                if not unaffordable and not f.check(SettlementRejected):
+                    self.log.failure("settlement failed", f)
+                return m.settle_failed(f.getErrorMessage(), unaffordable)
+
+            return d.addCallbacks(lambda settlement: m.settled(settlement), failed)
+        raise AssertionError(f"unknown effect {effect!r}")
+
+    def _finish(self, reason: CloseReason) -> None:
+        if self.close_reason is not None:
+            return
+        self.close_reason = reason
+        self.log.info("channel {txid}: connection closed ({reason})",
+                      txid=display_hex(self.contract_txid) if self.contract_txid else "-", reason=reason.name)
+        self.registry.detach(self)
+        self._close(reason)
+        try:
+            self.handler.channel_closed(reason)
+        finally:
+            self.done.callback(reason)

@@ -1,0 +1,121 @@
+"""
+The server's channels as a whole: which connection each stored channel is attached to, and
+the settlement procedure (PROTOCOL.md §8.2) shared by client-requested closes, exhaustion, and
+(later) the expiry timers and the operator's ``paychan settle``.
+
+Settlement follows the specification's recommendations rather than bitcoinj: the record is
+never forgotten. The settlement is stored before it is broadcast; a settlement whose fee ``b``
+cannot pay, or whose broadcast fails, leaves the channel ``STUCK`` with a note saying why.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any, Optional
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from twisted_paychan.bitcoin.scripts import ChannelScript
+from twisted_paychan.bitcoin.settlement import SettlementRejected, SettlementUnaffordable, build_settlement
+from twisted_paychan.channel.errors import CloseReason
+from twisted_paychan.channel.settings import ServerSettings
+from twisted_paychan.chain.types import display_hex
+from twisted_paychan.store.records import ServerChannelRecord, ServerChannelState
+
+
+class ServerChannels:
+    log = Logger()
+
+    def __init__(self, wallet: Any, chain: Any, store: Any, settings: ServerSettings, clock: IReactorTime) -> None:
+        self.wallet = wallet
+        self.chain = chain
+        self.store = store
+        self.settings = settings
+        self.clock = clock
+        self._attached: dict[bytes, Any] = {}
+
+    # -- connections --------------------------------------------------------------------------
+
+    async def _attach(self, contract_txid: bytes, connection: Any) -> Optional[ServerChannelRecord]:
+        record = await self.store.server_channel(contract_txid)
+        if record is None or record.state is not ServerChannelState.OPEN:
+            return record
+        other = self._attached.get(contract_txid)
+        if other is not None and other is not connection:
+            # bitcoinj: the resuming connection takes the channel over (§9.2 step 3.1).
+            other.close()
+        self._attached[contract_txid] = connection
+        return record
+
+    def attach(self, contract_txid: bytes, connection: Any) -> defer.Deferred[Optional[ServerChannelRecord]]:
+        """The stored channel a connection wants to resume, now attached to it (or None)."""
+        return defer.ensureDeferred(self._attach(contract_txid, connection))
+
+    def add_channel(self, record: ServerChannelRecord, connection: Any) -> defer.Deferred[None]:
+        """Store a new channel (durably) and attach it to the connection that opened it."""
+        d = self.store.add_server_channel(record)
+
+        def stored(_: None) -> None:
+            self.log.info("channel {txid}: stored, value {value}, expires {expiry}",
+                          txid=display_hex(record.contract_txid), value=record.value, expiry=record.expiry)
+            if connection is not None and connection.close_reason is None:
+                self._attached[record.contract_txid] = connection
+
+        return d.addCallback(stored)
+
+    def detach(self, connection: Any) -> None:
+        for txid, attached in list(self._attached.items()):
+            if attached is connection:
+                del self._attached[txid]
+
+    def attached(self, contract_txid: bytes) -> Any:
+        return self._attached.get(contract_txid)
+
+    # -- settlement ---------------------------------------------------------------------------
+
+    def settle(self, contract_txid: bytes, reason: CloseReason) -> defer.Deferred[bytes]:
+        """Build, store and broadcast the settlement; fires with the raw settlement."""
+        return defer.ensureDeferred(self._settle(contract_txid, reason))
+
+    async def _settle(self, contract_txid: bytes, reason: CloseReason) -> bytes:
+        record = await self.store.server_channel(contract_txid)
+        if record is None:
+            raise KeyError(f"no stored channel {display_hex(contract_txid)}")
+        if record.best_signature is None:
+            raise SettlementUnaffordable(0, 0)  # nothing was ever paid: nothing to settle
+        now = int(self.clock.seconds())
+        if record.settlement_tx is None:
+            channel = ChannelScript(record.version, record.client_key, record.server_key, record.expiry)
+            signer = self.wallet.signer_for(record.server_key)
+            payout = await self.wallet.payout_script()
+            try:
+                settlement = build_settlement(
+                    channel, record.contract_txid, record.value, record.value - record.best_value,
+                    record.best_signature, signer, payout, self.settings.effective_fee_rate,
+                )
+            except SettlementUnaffordable as e:
+                await self._stuck(record, f"settlement fee exceeds what the channel pays the server: {e}", now)
+                raise
+            record = replace(record, state=ServerChannelState.SETTLING, settlement_tx=settlement.raw, note="",
+                             updated_at=now)
+            await self.store.update_server_channel(record)  # stored before it is broadcast
+        assert record.settlement_tx is not None
+        try:
+            await self.chain.broadcast(record.settlement_tx)
+        except Exception as e:
+            await self._stuck(record, f"settlement broadcast rejected: {e}", now, keep_tx=True)
+            raise SettlementRejected(str(e)) from e
+        if record.state is not ServerChannelState.SETTLING:
+            record = replace(record, state=ServerChannelState.SETTLING, note="", updated_at=now)
+            await self.store.update_server_channel(record)
+        self.log.info("channel {txid}: settled ({reason}), server gets {b} before fees",
+                      txid=display_hex(contract_txid), reason=reason.name, b=record.best_value)
+        return record.settlement_tx
+
+    async def _stuck(self, record: ServerChannelRecord, note: str, now: int, keep_tx: bool = False) -> None:
+        self.log.warn("channel {txid}: stuck: {note}", txid=display_hex(record.contract_txid), note=note)
+        stuck = replace(record, state=ServerChannelState.STUCK, note=note, updated_at=now,
+                        settlement_tx=record.settlement_tx if keep_tx else None)
+        await self.store.update_server_channel(stuck)
