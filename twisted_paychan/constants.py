@@ -43,6 +43,9 @@ LOCKTIME_THRESHOLD: Final = 500_000_000
 P2PKH_DUST_LIMIT: Final = 546
 #: Dust limit of a P2SH output, from a 3000 sat/kB dust relay fee.
 P2SH_DUST_LIMIT: Final = 540
+#: Dust limit of a P2WPKH output (the wallet's change and receive form), from the same fee:
+#: (31-byte output + 67-byte input, the witness counted at a quarter) * 3 sat per byte.
+P2WPKH_DUST_LIMIT: Final = 294
 #: bitcoinj REFERENCE_DEFAULT_MIN_TX_FEE: default min_payment, client's default acceptable
 #: min_payment, the fixed refund fee, and the fee-rate floor in sat/kB.
 REFERENCE_MIN_TX_FEE: Final = 1000
@@ -65,6 +68,21 @@ MAX_MONEY: Final = 21_000_000 * 100_000_000
 MAX_TIME: Final = 2**32 - 1
 #: Client clean-up depth for a settled channel (bitcoinj event horizon).
 CLEANUP_DEPTH: Final = 100
+
+# -- Bitcoin Core's consensus and relay rules --------------------------------------------------
+# Not channel protocol numbers, but every chain judges our transactions by them; named as Core
+# names them (consensus/consensus.h, policy/policy.h, script/script.h).
+
+#: A coinbase output may be spent only in a block at least this many blocks after its own.
+COINBASE_MATURITY: Final = 100
+#: Core's default -dustrelayfee in sat/kB: an output is dust when spending it would cost more
+#: than its value at this rate; the 546/540/294 limits above derive from it.
+DUST_RELAY_TX_FEE: Final = 3000
+#: Core's default -minrelaytxfee in sat/kB: a mempool refuses a transaction paying less. (The
+#: same 1000 as bitcoinj's REFERENCE_MIN_TX_FEE, but set by Core, not by bitcoinj.)
+DEFAULT_MIN_RELAY_TX_FEE: Final = 1000
+#: Scripts longer than this can never be spent, so their outputs are never dust.
+MAX_SCRIPT_SIZE: Final = 10_000
 
 # -- Sighash (§4.2) ---------------------------------------------------------------------------
 

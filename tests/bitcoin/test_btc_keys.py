@@ -12,6 +12,7 @@ from twisted_paychan.bitcoin.keys import (
     NonCanonicalPublicKey,
     NotACurvePoint,
     PublicKeyError,
+    Signer,
     check_public_key,
     is_canonical_public_key,
     load_public_key,
@@ -116,3 +117,15 @@ def test_generated_keys_are_fresh() -> None:
     a, b = KeySigner.generate(), KeySigner.generate()
     assert a.public_key != b.public_key
     assert KeySigner(a.secret).public_key == a.public_key
+
+
+def test_signer_signs_like_key_signer_but_never_gives_its_key_back() -> None:
+    # What a wallet hands to a channel: the same signatures, no way to read the secret.
+    secret = b"\x42" * 32
+    sealed, owned = Signer(secret), KeySigner(secret)
+    assert verifyObject(ISigner, sealed)
+    assert sealed.public_key == owned.public_key
+    assert sealed.sign(b"\x07" * 32) == owned.sign(b"\x07" * 32)
+    assert not hasattr(sealed, "secret")
+    assert not hasattr(sealed, "__dict__")  # __slots__: nothing can be attached either
+    assert secret.hex() not in repr(sealed) and secret.hex() not in repr(owned)

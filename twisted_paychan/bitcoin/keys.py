@@ -9,9 +9,11 @@ is not a point). Hence two error types under one base. We follow the spec's reco
 check both forms on both sides; hybrid keys (``06``/``07``), which libsecp256k1 would happily
 parse, are refused as not canonical.
 
-:class:`KeySigner` is the in-memory :class:`~twisted_paychan.chain.interfaces.ISigner`: RFC 6979
+:class:`Signer` is the in-memory :class:`~twisted_paychan.chain.interfaces.ISigner`: RFC 6979
 deterministic, low-S signatures from libsecp256k1 (via coincurve, always with ``hasher=None``
-because the digest already is the sighash).
+because the digest already is the sighash). It never gives its key back, so it is what the
+wallet hands to channels; :class:`KeySigner` adds ``secret`` and ``generate`` for code that
+stores the key itself (a server's own key, tests).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ __all__ = [
     "is_canonical_public_key",
     "check_public_key",
     "load_public_key",
+    "Signer",
     "KeySigner",
 ]
 
@@ -93,13 +96,16 @@ def check_public_key(data: bytes) -> bytes:
 
 
 @implementer(ISigner)
-class KeySigner:
-    """An :class:`ISigner` around a private key held in memory.
+class Signer:
+    """An :class:`ISigner` around a private key held in memory, which it never gives back.
 
     Signatures are deterministic (RFC 6979, libsecp256k1's default nonce) and low-S, exactly
     what bitcoinj produces, so a recorded bitcoinj signature is reproduced byte for byte from the
     same key and digest. ``compressed=False`` gives the 65-byte public key form, for tests of
     peers that use uncompressed keys; our own keys are always compressed.
+
+    This is what a wallet hands to a channel: it signs and shows its public key, nothing more.
+    Code that keeps the key itself uses :class:`KeySigner`, which can also return the secret.
     """
 
     __slots__ = ("_key", "public_key")
@@ -114,6 +120,23 @@ class KeySigner:
             raise ValueError("private key out of range (must be 1 .. n-1)") from e
         self.public_key: bytes = self._key.public_key.format(compressed=compressed)
 
+    def sign(self, digest: bytes) -> bytes:
+        """Low-S DER signature, no sighash byte, over a 32-byte digest."""
+        if len(digest) != 32:
+            raise ValueError(f"a sighash digest is 32 bytes, got {len(digest)}")
+        # hasher=None: the digest is already the sighash; the default would hash it again.
+        return bytes(self._key.sign(bytes(digest), hasher=None))
+
+    def __repr__(self) -> str:  # never the secret
+        return f"<{type(self).__name__} {self.public_key.hex()}>"
+
+
+class KeySigner(Signer):
+    """A :class:`Signer` whose owner may read the key back (:attr:`secret`) to store it, and
+    which can draw a fresh key (:meth:`generate`)."""
+
+    __slots__ = ()
+
     @classmethod
     def generate(cls, *, compressed: bool = True) -> "KeySigner":
         """A fresh random key (coincurve draws it from ``os.urandom``)."""
@@ -123,13 +146,3 @@ class KeySigner:
     def secret(self) -> bytes:
         """The raw 32-byte private key, for storage (bitcoinj stores server keys raw, §11)."""
         return bytes(self._key.secret)
-
-    def sign(self, digest: bytes) -> bytes:
-        """Low-S DER signature, no sighash byte, over a 32-byte digest."""
-        if len(digest) != 32:
-            raise ValueError(f"a sighash digest is 32 bytes, got {len(digest)}")
-        # hasher=None: the digest is already the sighash; the default would hash it again.
-        return bytes(self._key.sign(bytes(digest), hasher=None))
-
-    def __repr__(self) -> str:
-        return f"<KeySigner {self.public_key.hex()}>"

@@ -35,6 +35,8 @@ __all__ = [
     "cltv_redeem_script",
     "p2sh_script",
     "p2pkh_script",
+    "p2sh_script_for_hash",
+    "p2pkh_script_for_hash",
     "ChannelScript",
 ]
 
@@ -67,7 +69,7 @@ def _ripemd160(data: bytes) -> bytes:
 
 
 def hash160(data: bytes) -> bytes:
-    """RIPEMD-160(SHA-256(data))."""
+    """RIPEMD-160(SHA-256(data)), the hash inside P2PKH, P2SH and P2WPKH scripts."""
     return _ripemd160(hashlib.sha256(data).digest())
 
 
@@ -169,16 +171,26 @@ def cltv_redeem_script(client_key: bytes, server_key: bytes, expire_time: int) -
     )
 
 
+def p2sh_script_for_hash(script_hash: bytes) -> bytes:
+    """``OP_HASH160 <20> OP_EQUAL`` around a 20-byte script hash the caller has checked."""
+    return bytes((OP_HASH160, 20)) + script_hash + bytes((OP_EQUAL,))
+
+
+def p2pkh_script_for_hash(key_hash: bytes) -> bytes:
+    """``OP_DUP OP_HASH160 <20> OP_EQUALVERIFY OP_CHECKSIG`` around a 20-byte key hash the
+    caller has checked."""
+    return bytes((OP_DUP, OP_HASH160, 20)) + key_hash + bytes((OP_EQUALVERIFY, OP_CHECKSIG))
+
+
 def p2sh_script(redeem_script: bytes) -> bytes:
     """``OP_HASH160 <HASH160(redeem)> OP_EQUAL`` = ``a9 14 <20> 87``."""
-    return bytes((OP_HASH160, 20)) + hash160(redeem_script) + bytes((OP_EQUAL,))
+    return p2sh_script_for_hash(hash160(redeem_script))
 
 
 def p2pkh_script(public_key: bytes) -> bytes:
     """``OP_DUP OP_HASH160 <HASH160(key)> OP_EQUALVERIFY OP_CHECKSIG`` over the exact key bytes
     given (compressed or not): the client's change output (§4.5)."""
-    key = check_public_key(public_key)
-    return bytes((OP_DUP, OP_HASH160, 20)) + hash160(key) + bytes((OP_EQUALVERIFY, OP_CHECKSIG))
+    return p2pkh_script_for_hash(hash160(check_public_key(public_key)))
 
 
 @dataclass(frozen=True)

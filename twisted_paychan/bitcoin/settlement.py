@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from twisted_paychan.bitcoin import consensus
+from twisted_paychan.bitcoin.policy import dust_threshold
 from twisted_paychan.bitcoin.script_sigs import cooperative_script_sig
 from twisted_paychan.bitcoin.scripts import ChannelScript
 from twisted_paychan.bitcoin.sighash import payment_sighash_type, signature_hash
@@ -61,14 +62,12 @@ __all__ = [
     "Settlement",
     "SettlementUnaffordable",
     "SettlementRejected",
-    "dust_threshold",
+    "dust_threshold",  # from bitcoin.policy, re-exported: callers import it from here
     "fee_for_size",
     "build_settlement",
     "bitcoinj_settlement_fee_estimate",
 ]
 
-#: Bitcoin Core's dust relay fee (sat/kB), from which the 546/540 limits derive.
-DUST_RELAY_FEE = 3000
 #: Longest strict-DER low-S signature plus its sighash byte: 33-byte R, 32-byte S.
 MAX_LOW_S_SIGNATURE_SIZE = 72
 
@@ -100,29 +99,6 @@ class Settlement:
     @property
     def size(self) -> int:
         return len(self.raw)
-
-
-def dust_threshold(script_pubkey: bytes) -> int:
-    """Bitcoin Core's ``GetDustThreshold`` at the 3000 sat/kB dust relay fee.
-
-    The cost of spending the output later: its own serialised size plus 148 bytes for a legacy
-    input (67 for a witness program), times 3 sat per byte. P2PKH gives 546, P2SH 540,
-    P2WPKH 294, P2WSH and P2TR 330. Unspendable outputs (OP_RETURN, over 10000 bytes) are
-    never dust.
-    """
-    if (script_pubkey[:1] == b"\x6a") or len(script_pubkey) > 10_000:
-        return 0
-    size = 8 + len(compact_size(len(script_pubkey))) + len(script_pubkey)
-    size += 67 if _is_witness_program(script_pubkey) else 148
-    return size * DUST_RELAY_FEE // 1000
-
-
-def _is_witness_program(script: bytes) -> bool:
-    if not 4 <= len(script) <= 42:
-        return False
-    if script[0] != 0x00 and not 0x51 <= script[0] <= 0x60:
-        return False
-    return script[1] + 2 == len(script)
 
 
 def fee_for_size(fee_rate: int, size: int) -> int:

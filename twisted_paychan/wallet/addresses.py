@@ -21,6 +21,20 @@ import hashlib
 from dataclasses import dataclass
 from typing import Final, Sequence
 
+from twisted_paychan.bitcoin.policy import is_witness_program
+from twisted_paychan.bitcoin.scripts import (
+    OP_0,
+    OP_1,
+    OP_CHECKSIG,
+    OP_DUP,
+    OP_EQUAL,
+    OP_EQUALVERIFY,
+    OP_HASH160,
+    hash160,
+    p2pkh_script_for_hash,
+    p2sh_script_for_hash,
+)
+
 __all__ = [
     "AddressError",
     "Network",
@@ -64,38 +78,22 @@ TESTNET: Final = Network("testnet", 0x6F, 0xC4, "tb")
 REGTEST: Final = Network("regtest", 0x6F, 0xC4, "bcrt")
 NETWORKS: Final = {n.name: n for n in (MAINNET, TESTNET, REGTEST)}
 
+
 # -- Scripts ----------------------------------------------------------------------------------
-
-_OP_0: Final = 0x00
-_OP_1: Final = 0x51
-_OP_DUP: Final = 0x76
-_OP_HASH160: Final = 0xA9
-_OP_EQUAL: Final = 0x87
-_OP_EQUALVERIFY: Final = 0x88
-_OP_CHECKSIG: Final = 0xAC
-
-
-def hash160(data: bytes) -> bytes:
-    """RIPEMD160(SHA256(data)), the hash inside P2PKH, P2SH and P2WPKH scripts."""
-    sha = hashlib.sha256(data).digest()
-    try:
-        return hashlib.new("ripemd160", sha).digest()
-    except ValueError:  # OpenSSL 3 may leave RIPEMD160 out of its default provider
-        from bitcoin.core.contrib.ripemd160 import ripemd160
-
-        return bytes(ripemd160(sha))
+# The wallet's builders take a hash (an address carries one) and say AddressError on a bad
+# length; the templates and hash160 themselves are bitcoin.scripts', re-exported here.
 
 
 def p2pkh_script(key_hash: bytes) -> bytes:
     """OP_DUP OP_HASH160 <20> OP_EQUALVERIFY OP_CHECKSIG"""
     _need_len(key_hash, 20, "a P2PKH key hash")
-    return bytes([_OP_DUP, _OP_HASH160, 20]) + key_hash + bytes([_OP_EQUALVERIFY, _OP_CHECKSIG])
+    return p2pkh_script_for_hash(key_hash)
 
 
 def p2sh_script(script_hash: bytes) -> bytes:
     """OP_HASH160 <20> OP_EQUAL"""
     _need_len(script_hash, 20, "a P2SH script hash")
-    return bytes([_OP_HASH160, 20]) + script_hash + bytes([_OP_EQUAL])
+    return p2sh_script_for_hash(script_hash)
 
 
 def p2wpkh_script(key_hash: bytes) -> bytes:
@@ -107,7 +105,7 @@ def p2wpkh_script(key_hash: bytes) -> bytes:
 def witness_script(version: int, program: bytes) -> bytes:
     """OP_n <program>: a segwit output script, checked as BIP141 and BIP341 require."""
     _check_witness_program(version, program)
-    op = _OP_0 if version == 0 else _OP_1 + version - 1
+    op = OP_0 if version == 0 else OP_1 + version - 1
     return bytes([op, len(program)]) + program
 
 
@@ -297,13 +295,13 @@ def address_to_script(address: str, network: Network) -> bytes:
 def script_to_address(script_pubkey: bytes, network: Network) -> str:
     """The address of a standard output script; :class:`AddressError` for any other script."""
     s = bytes(script_pubkey)
-    if len(s) == 25 and s[:3] == bytes([_OP_DUP, _OP_HASH160, 20]) and s[23:] == bytes(
-        [_OP_EQUALVERIFY, _OP_CHECKSIG]
+    if len(s) == 25 and s[:3] == bytes([OP_DUP, OP_HASH160, 20]) and s[23:] == bytes(
+        [OP_EQUALVERIFY, OP_CHECKSIG]
     ):
         return base58check_encode(bytes([network.p2pkh_version]) + s[3:23])
-    if len(s) == 23 and s[:2] == bytes([_OP_HASH160, 20]) and s[22] == _OP_EQUAL:
+    if len(s) == 23 and s[:2] == bytes([OP_HASH160, 20]) and s[22] == OP_EQUAL:
         return base58check_encode(bytes([network.p2sh_version]) + s[2:22])
-    if 4 <= len(s) <= 42 and (s[0] == _OP_0 or _OP_1 <= s[0] <= _OP_1 + 15) and s[1] == len(s) - 2:
-        version = 0 if s[0] == _OP_0 else s[0] - _OP_1 + 1
+    if is_witness_program(s):
+        version = 0 if s[0] == OP_0 else s[0] - OP_1 + 1
         return encode_segwit_address(network.bech32_hrp, version, s[2:])
     raise AddressError(f"no address form for script {s.hex()}")

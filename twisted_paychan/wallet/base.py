@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Any, Final, Iterable, Optional, Union
+from typing import Any, Iterable, Optional, Union
 
 from twisted.internet.defer import Deferred, FirstError, gatherResults, maybeDeferred, succeed
 from twisted.logger import Logger
@@ -31,7 +31,7 @@ from zope.interface import implementer
 
 from twisted_paychan.chain.interfaces import ICancellable, IWallet
 from twisted_paychan.chain.types import Balance, ChainTip, FundedTransaction, OutPoint, Utxo, display_hex
-from twisted_paychan.constants import FEE_RATE_FLOOR, MAX_MONEY
+from twisted_paychan.constants import COINBASE_MATURITY, FEE_RATE_FLOOR, MAX_MONEY
 from twisted_paychan.wallet.addresses import Network, script_to_address
 from twisted_paychan.wallet.coinselect import (
     P2PKH_INPUT_WEIGHT,
@@ -40,13 +40,11 @@ from twisted_paychan.wallet.coinselect import (
     dust_threshold,
     select_coins,
 )
-from twisted_paychan.wallet.keys import KeyPurpose, KeySigner, ScriptType, WalletKey, generate_key
+from twisted_paychan.wallet.keys import KeyPurpose, ScriptType, Signer, WalletKey, generate_key
 from twisted_paychan.wallet.txbuild import SpendableCoin, build_funding_transaction
 
+# COINBASE_MATURITY lives in constants.py; it stays importable from here, as it always was.
 __all__ = ["BaseWallet", "FundedState", "FundedRecord", "COINBASE_MATURITY"]
-
-#: A coinbase output can be spent in a block 100 blocks after its own (consensus rule).
-COINBASE_MATURITY: Final = 100
 
 
 class FundedState(enum.Enum):
@@ -75,7 +73,7 @@ class BaseWallet:
         self._chain = chain
         self.network = network
         self._keys: dict[bytes, WalletKey] = {}
-        self._signers: dict[bytes, KeySigner] = {}
+        self._signers: dict[bytes, Signer] = {}
         #: Receive and payout scripts, the ones scanned for coins, in creation order.
         self._by_script: dict[bytes, WalletKey] = {}
         self._payout: Optional[WalletKey] = None
@@ -131,12 +129,12 @@ class BaseWallet:
 
     # -- Keys -----------------------------------------------------------------------------
 
-    def new_channel_key(self) -> Deferred[KeySigner]:
+    def new_channel_key(self) -> Deferred[Signer]:
         key = self._new_key(KeyPurpose.CHANNEL, None)
         self.log.info("new channel key {public_key}", public_key=key.public_key.hex())
         return succeed(self._signers[key.public_key])
 
-    def signer_for(self, public_key: bytes) -> KeySigner:
+    def signer_for(self, public_key: bytes) -> Signer:
         try:
             return self._signers[bytes(public_key)]
         except KeyError:

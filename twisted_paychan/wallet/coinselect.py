@@ -26,8 +26,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Final, Optional, Sequence
 
+from twisted_paychan.bitcoin import policy
 from twisted_paychan.chain.interfaces import InsufficientFunds
 from twisted_paychan.chain.types import Utxo
+from twisted_paychan.constants import DUST_RELAY_TX_FEE
 
 __all__ = [
     "Candidate",
@@ -42,9 +44,10 @@ __all__ = [
     "select_coins",
 ]
 
-#: Bitcoin Core's default -dustrelayfee in sat/kB: an output is dust when spending it would cost
-#: more than its value at this rate (546 sat for P2PKH, 294 for P2WPKH, 540 for P2SH).
-DUST_RELAY_FEE: Final = 3000
+#: Bitcoin Core's default -dustrelayfee in sat/kB (constants.DUST_RELAY_TX_FEE), under the name
+#: this module has exported: an output is dust when spending it would cost more than its value
+#: at this rate (546 sat for P2PKH, 294 for P2WPKH, 540 for P2SH).
+DUST_RELAY_FEE: Final = DUST_RELAY_TX_FEE
 #: Weight of a P2PKH input, signature at its longest: 32 txid + 4 index + 1 script length
 #: + 107 scriptSig (push of 72-byte signature, push of 33-byte key) + 4 sequence, times 4.
 P2PKH_INPUT_WEIGHT: Final = (32 + 4 + 1 + 107 + 4) * 4
@@ -66,20 +69,13 @@ def output_weight(script_pubkey: bytes) -> int:
     return (8 + _varint_len(len(script_pubkey)) + len(script_pubkey)) * 4
 
 
-def _is_witness_program(script_pubkey: bytes) -> bool:
-    s = script_pubkey
-    return (
-        4 <= len(s) <= 42 and (s[0] == 0 or 0x51 <= s[0] <= 0x60) and s[1] == len(s) - 2
-    )
-
-
 def dust_threshold(script_pubkey: bytes) -> int:
     """Bitcoin Core's dust limit for an output to this script (``GetDustThreshold``): the fee,
-    at :data:`DUST_RELAY_FEE`, of the output plus a typical input spending it."""
-    size = output_weight(script_pubkey) // 4
-    # A typical spending input: witness programs get the witness discount on their 107 bytes.
-    size += 32 + 4 + 1 + (107 // 4 if _is_witness_program(script_pubkey) else 107) + 4
-    return size * DUST_RELAY_FEE // 1000
+    at :data:`DUST_RELAY_FEE`, of the output plus a typical input spending it.
+
+    Unlike Core, an unspendable script (OP_RETURN) is not exempt: the wallet pays no script an
+    amount below what spending such an output would cost."""
+    return policy.dust_threshold(script_pubkey, exempt_unspendable=False)
 
 
 def fee_for_weight(weight: int, fee_rate: int) -> int:

@@ -1,9 +1,10 @@
 """
 The wallet's keys and what they are for.
 
-A private key never leaves the wallet: callers get an :class:`ISigner` that signs a digest and
-shows its public key, nothing more. Keys are random (not HD-derived), so a backup of the wallet
-file is only complete up to the last key it created; ``doc/wallet.md`` says what that means.
+A private key never leaves the wallet: callers get an :class:`ISigner` (a
+:class:`~twisted_paychan.bitcoin.keys.Signer`) that signs a digest and shows its public key,
+nothing more. Keys are random (not HD-derived), so a backup of the wallet file is only complete
+up to the last key it created; ``doc/wallet.md`` says what that means.
 
 Every key has a *purpose*: ``channel`` keys go into a channel's 2-of-2 contract and are never
 scanned for coins; ``receive`` keys back the addresses handed out for funding the wallet;
@@ -18,12 +19,11 @@ from dataclasses import dataclass
 from typing import Optional
 
 import coincurve
-from zope.interface import implementer
 
-from twisted_paychan.chain.interfaces import ISigner
+from twisted_paychan.bitcoin.keys import Signer
 from twisted_paychan.wallet.addresses import hash160, p2pkh_script, p2wpkh_script
 
-__all__ = ["KeyPurpose", "ScriptType", "KeySigner", "WalletKey", "generate_key"]
+__all__ = ["KeyPurpose", "ScriptType", "Signer", "KeySigner", "WalletKey", "generate_key"]
 
 
 class KeyPurpose(enum.Enum):
@@ -42,24 +42,9 @@ class ScriptType(enum.Enum):
         return p2wpkh_script(h) if self is ScriptType.P2WPKH else p2pkh_script(h)
 
 
-@implementer(ISigner)
-class KeySigner:
-    """Signs 32-byte digests with one private key (coincurve: RFC 6979, low S)."""
-
-    __slots__ = ("_key", "public_key")
-
-    def __init__(self, private_key: coincurve.PrivateKey) -> None:
-        self._key = private_key
-        self.public_key: bytes = private_key.public_key.format(compressed=True)
-
-    def sign(self, digest: bytes) -> bytes:
-        if len(digest) != 32:
-            raise ValueError(f"a sighash digest is 32 bytes, got {len(digest)}")
-        # hasher=None: the digest already is the sighash; coincurve would hash it again.
-        return bytes(self._key.sign(bytes(digest), hasher=None))
-
-    def __repr__(self) -> str:
-        return f"<KeySigner {self.public_key.hex()}>"
+#: The wallet's signer under the name this module has always exported. It is
+#: :class:`bitcoin.keys.Signer`, which has no ``secret``, not :class:`bitcoin.keys.KeySigner`.
+KeySigner = Signer
 
 
 @dataclass(frozen=True, repr=False)
@@ -76,8 +61,8 @@ class WalletKey:
     def script_pubkey(self) -> Optional[bytes]:
         return None if self.script_type is None else self.script_type.script_for(self.public_key)
 
-    def signer(self) -> KeySigner:
-        return KeySigner(coincurve.PrivateKey(self.secret))
+    def signer(self) -> Signer:
+        return Signer(self.secret)
 
     def __repr__(self) -> str:  # never print the secret
         return f"<WalletKey {self.purpose.value} {self.public_key.hex()}>"

@@ -43,7 +43,7 @@ from twisted_paychan.chain.types import FundedTransaction, Utxo
 from twisted_paychan.constants import FINAL_SEQUENCE
 from twisted_paychan.wallet.addresses import hash160, p2pkh_script
 from twisted_paychan.wallet.coinselect import dust_threshold, fee_for_weight
-from twisted_paychan.wallet.keys import KeySigner, ScriptType
+from twisted_paychan.wallet.keys import ScriptType, Signer
 
 __all__ = ["FUNDING_TX_VERSION", "SpendableCoin", "build_funding_transaction", "vsize_of"]
 
@@ -59,7 +59,7 @@ class SpendableCoin:
     """A coin with the key and script form needed to spend it."""
 
     utxo: Utxo
-    signer: KeySigner
+    signer: Signer
     script_type: ScriptType
 
 

@@ -20,9 +20,15 @@ from typing import Callable, Optional, Sequence
 
 from bitcoin.core import CTransaction, CTxOut
 
-from twisted_paychan.bitcoin import consensus
+from twisted_paychan.bitcoin import consensus, policy
 from twisted_paychan.chain.types import BroadcastRejected, OutPoint, Utxo
-from twisted_paychan.constants import LOCKTIME_THRESHOLD, MAX_MONEY
+from twisted_paychan.constants import (
+    COINBASE_MATURITY,
+    DEFAULT_MIN_RELAY_TX_FEE,
+    FINAL_SEQUENCE,
+    LOCKTIME_THRESHOLD,
+    MAX_MONEY,
+)
 
 #: Bitcoin Core's RPC error codes for a refused ``sendrawtransaction``.
 RPC_DESERIALIZATION_ERROR = -22
@@ -30,12 +36,6 @@ RPC_TRANSACTION_ERROR = -25  # missing inputs
 RPC_TRANSACTION_REJECTED = -26  # policy or consensus
 RPC_TRANSACTION_ALREADY_IN_CHAIN = -27
 
-#: A coinbase output may be spent in a block at least this many blocks after its own.
-COINBASE_MATURITY = 100
-#: Default -minrelaytxfee, in sat per 1000 virtual bytes.
-MIN_RELAY_FEE_RATE = 1000
-#: Default -dustrelayfee, in sat per 1000 virtual bytes.
-DUST_RELAY_FEE_RATE = 3000
 #: Largest standard transaction weight (MAX_STANDARD_TX_WEIGHT).
 MAX_STANDARD_TX_WEIGHT = 400_000
 #: Smallest transaction size without witness (MIN_STANDARD_TX_NONWITNESS_SIZE).
@@ -52,7 +52,6 @@ _SEQUENCE_DISABLE_FLAG = 1 << 31
 _SEQUENCE_TYPE_FLAG = 1 << 22
 _SEQUENCE_MASK = 0x0000FFFF
 _SEQUENCE_GRANULARITY = 9
-_FINAL_SEQUENCE = 0xFFFFFFFF
 
 
 def reject_missing(reason: str = "bad-txns-inputs-missingorspent") -> BroadcastRejected:
@@ -85,7 +84,7 @@ def is_final(tx: CTransaction, block_height: int, block_time: int) -> bool:
     limit = block_height if tx.nLockTime < LOCKTIME_THRESHOLD else block_time
     if tx.nLockTime < limit:
         return True
-    return all(txin.nSequence == _FINAL_SEQUENCE for txin in tx.vin)
+    return all(txin.nSequence == FINAL_SEQUENCE for txin in tx.vin)
 
 
 def tx_weight(tx: CTransaction) -> int:
@@ -97,29 +96,10 @@ def virtual_size(tx: CTransaction) -> int:
     return (tx_weight(tx) + 3) // 4
 
 
-def _is_unspendable(script: bytes) -> bool:
-    return (len(script) > 0 and script[0] == 0x6A) or len(script) > 10_000
-
-
-def _is_witness_program(script: bytes) -> bool:
-    if not 4 <= len(script) <= 42:
-        return False
-    if script[0] != 0 and not 0x51 <= script[0] <= 0x60:
-        return False
-    return script[1] + 2 == len(script)
-
-
 def dust_threshold(txout: CTxOut) -> int:
     """Bitcoin Core's GetDustThreshold at the default dust relay fee: an output is dust when
-    spending it would cost more than a third of its value."""
-    script = bytes(txout.scriptPubKey)
-    if _is_unspendable(script):
-        return 0
-    size = len(txout.serialize())
-    # Size of the input that would spend it: outpoint 36, scriptSig length 1, sequence 4,
-    # plus a typical signature+key (107 bytes, a quarter of that as witness).
-    size += 32 + 4 + 1 + (107 // 4 if _is_witness_program(script) else 107) + 4
-    return size * DUST_RELAY_FEE_RATE // 1000
+    spending it would cost more than a third of its value (:func:`bitcoin.policy.dust_threshold`)."""
+    return policy.dust_threshold(bytes(txout.scriptPubKey))
 
 
 def check_transaction(tx: CTransaction) -> None:
@@ -251,7 +231,7 @@ def check_acceptance(
         raise reject("bad-txns-in-belowout")
     fee = value_in - value_out
     vsize = virtual_size(tx)
-    min_fee = vsize * MIN_RELAY_FEE_RATE // 1000
+    min_fee = vsize * DEFAULT_MIN_RELAY_TX_FEE // 1000
     if fee < min_fee:
         raise reject(f"min relay fee not met, {fee} < {min_fee}")
     check_scripts(raw, tx, coins)
