@@ -20,6 +20,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from twisted_paychan.channel import effects as fx
+from twisted_paychan.net.effect_runner import EffectRunner
 from twisted_paychan.channel.client import ClientMachine
 from twisted_paychan.channel.errors import ChannelClosed, CloseReason
 from twisted_paychan.channel.settings import ClientSettings
@@ -47,7 +48,7 @@ class SettledOnChain:
     tx: bytes
 
 
-class ClientChannel:
+class ClientChannel(EffectRunner):
     """One connection to a server, client side, over any transport."""
 
     log = Logger()
@@ -65,6 +66,7 @@ class ClientChannel:
         clock: IReactorTime,
         resume: Optional[ClientChannelRecord] = None,
     ) -> None:
+        super().__init__()
         self.wallet = wallet
         self.chain = chain
         self.store = store
@@ -80,9 +82,6 @@ class ClientChannel:
         self._settlement_tx: Optional[bytes] = None
         self._settle_waiters: list[defer.Deferred[Any]] = []
         self._settle_outcome: Any = None
-        self._queue: list = []
-        self._running = False
-        self._blocked = False
 
     @property
     def record(self) -> Optional[ClientChannelRecord]:
@@ -139,32 +138,7 @@ class ClientChannel:
 
     # -- effects ------------------------------------------------------------------------------
 
-    def _run(self, effects: list) -> None:
-        """Carry out effects in order. An effect that takes time blocks the rest until its
-        completion's effects (which come first) are known; a Deferred that has already fired
-        just goes on, without recursion."""
-        self._queue.extend(effects)
-        if self._running or self._blocked:
-            return
-        self._running = True
-        try:
-            while self._queue and not self._blocked:
-                d = self._perform(self._queue.pop(0))
-                if d is not None:
-                    self._blocked = True
-                    d.addCallback(self._resume).addErrback(self._internal_error)
-        finally:
-            self._running = False
-
-    def _resume(self, effects: list) -> None:
-        self._blocked = False
-        self._queue[:0] = effects
-        self._run([])
-
-    def _internal_error(self, failure: Failure) -> None:
-        self.log.failure("client channel effect failed; closing", failure)
-        self._queue.clear()
-        self._blocked = False
+    def _effect_failed(self, failure: Failure) -> None:
         self._finish(CloseReason.CONNECTION_CLOSED, failure.getErrorMessage())
 
     def _perform(self, effect: Any) -> Optional[defer.Deferred]:

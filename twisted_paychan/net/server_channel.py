@@ -20,6 +20,7 @@ from zope.interface import Interface
 
 from twisted_paychan.bitcoin.settlement import SettlementRejected, SettlementUnaffordable
 from twisted_paychan.channel import effects as fx
+from twisted_paychan.net.effect_runner import EffectRunner
 from twisted_paychan.channel.errors import CloseReason
 from twisted_paychan.channel.server import ServerMachine
 from twisted_paychan.channel.settings import ServerSettings
@@ -54,7 +55,7 @@ class NullServerHandler:
         pass
 
 
-class ServerChannel:
+class ServerChannel(EffectRunner):
     """One client connection, server side, over any transport."""
 
     log = Logger()
@@ -68,6 +69,7 @@ class ServerChannel:
         close: Callable[[CloseReason], None],
         clock: IReactorTime,
     ) -> None:
+        super().__init__()
         self.registry = registry
         self.machine = ServerMachine(settings)
         self.handler = handler
@@ -76,9 +78,6 @@ class ServerChannel:
         self.clock = clock
         self.close_reason: Optional[CloseReason] = None
         self.contract_txid: Optional[bytes] = None
-        self._queue: list = []
-        self._running = False
-        self._blocked = False
         #: Fires with the close reason once the connection is over and every effect has run.
         self.done: defer.Deferred[CloseReason] = defer.Deferred()
 
@@ -96,32 +95,7 @@ class ServerChannel:
 
     # -- carrying out effects -----------------------------------------------------------------
 
-    def _run(self, effects: list) -> None:
-        """Carry out effects in order. An effect that takes time blocks the rest until its
-        completion's effects (which come first) are known; a Deferred that has already fired
-        just goes on, without recursion."""
-        self._queue.extend(effects)
-        if self._running or self._blocked:
-            return
-        self._running = True
-        try:
-            while self._queue and not self._blocked:
-                d = self._perform(self._queue.pop(0))
-                if d is not None:
-                    self._blocked = True
-                    d.addCallback(self._resume).addErrback(self._internal_error)
-        finally:
-            self._running = False
-
-    def _resume(self, effects: list) -> None:
-        self._blocked = False
-        self._queue[:0] = effects
-        self._run([])
-
-    def _internal_error(self, failure: Failure) -> None:
-        self.log.failure("server channel effect failed; closing", failure)
-        self._queue.clear()
-        self._blocked = False
+    def _effect_failed(self, failure: Failure) -> None:
         self._finish(CloseReason.CONNECTION_CLOSED)
 
     def _perform(self, effect: Any) -> Optional[defer.Deferred]:
