@@ -77,6 +77,8 @@ class ClientChannel(EffectRunner):
         self.clock = clock
         self.close_reason: Optional[CloseReason] = None
         self.opened: defer.Deferred[ChannelOpen] = defer.Deferred()
+        #: Fires with the close reason when the connection is over.
+        self.closed: defer.Deferred[CloseReason] = defer.Deferred()
         self._payment: Optional[defer.Deferred[PaymentAck]] = None
         self._settlement: Optional[defer.Deferred[Any]] = None
         self._settlement_tx: Optional[bytes] = None
@@ -193,6 +195,7 @@ class ClientChannel(EffectRunner):
             return
         self.close_reason = reason
         self._close(reason)
+        self.closed.callback(reason)
         error = ChannelClosed(reason, detail)
         if not self.opened.called:
             self.opened.errback(error)

@@ -78,6 +78,8 @@ class ServerChannel(EffectRunner):
         self.clock = clock
         self.close_reason: Optional[CloseReason] = None
         self.contract_txid: Optional[bytes] = None
+        #: Called when the channel opens (the TCP adapter swaps its handshake timeout).
+        self.on_open: Optional[Callable[[], None]] = None
         #: Fires with the close reason once the connection is over and every effect has run.
         self.done: defer.Deferred[CloseReason] = defer.Deferred()
 
@@ -141,6 +143,8 @@ class ServerChannel(EffectRunner):
             self.contract_txid = effect.contract_txid
             self.log.info("channel {txid}: open ({how})", txid=display_hex(effect.contract_txid),
                           how="resumed" if effect.resumed else "new")
+            if self.on_open is not None:
+                self.on_open()
             self.handler.channel_opened(effect.contract_txid)
             return None
         if isinstance(effect, fx.SettleChannel):

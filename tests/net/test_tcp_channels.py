@@ -1,0 +1,101 @@
+"""Our client pays our server over real TCP on 127.0.0.1, on the embedded chain, both versions:
+contracts and settlements are mined, and Bitcoin Core's consensus code accepts them."""
+
+import pytest
+import pytest_twisted
+from bitcoin.core import CTransaction
+from twisted.internet import defer, reactor, task
+
+from tcp_setup import Loopback
+from twisted_paychan.bitcoin import consensus
+from twisted_paychan.chain.types import TxState
+from twisted_paychan.channel.errors import ChannelClosed, CloseReason
+from twisted_paychan.channel.settings import ClientSettings, ServerSettings, VersionSelector
+from twisted_paychan.net.client_channel import SettledOnChain
+from twisted_paychan.store.records import ClientChannelState
+
+SELECTORS = {1: VersionSelector.VERSION_1, 2: VersionSelector.VERSION_2}
+
+
+@pytest.fixture(params=[1, 2], ids=["v1", "v2"])
+def version(request):
+    return request.param
+
+
+@pytest_twisted.ensureDeferred
+async def test_open_pay_settle_over_tcp(tmp_path, version):
+    net = Loopback(tmp_path)
+    await net.start()
+    try:
+        settings = ClientSettings(channel_value=1_000_000, versions=SELECTORS[version], fee_rate=1000)
+        conn = await net.connect(settings)
+        assert not conn.resumed
+        for i in range(5):
+            ack = await conn.pay(1000, b"\xde\xad\xbe\xef" if i % 2 else None)
+            assert ack.amount == 1000
+        server_record = await net.server_store.server_channel(conn.contract_txid)
+        assert server_record.best_value == 6000
+        settlement = await conn.settle()
+        assert isinstance(settlement, bytes)
+        contract = CTransaction.deserialize(server_record.contract)
+        assert consensus.verify_input(settlement, 0, bytes(contract.vout[0].scriptPubKey), contract.vout[0].nValue)
+        net.chain.mine(1)
+        assert (await net.chain.tx_status(conn.contract_txid)).state is TxState.CONFIRMED
+        tx = CTransaction.deserialize(settlement)
+        status = await net.chain.tx_status(tx.GetTxid())
+        assert status.state is TxState.CONFIRMED
+        assert tx.vout[0].nValue == 994_000
+        client_record = await net.client_store.client_channel(conn.contract_txid)
+        assert client_record.state is ClientChannelState.SETTLED
+    finally:
+        await net.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_disconnect_and_resume_over_tcp(tmp_path, version):
+    net = Loopback(tmp_path)
+    await net.start()
+    try:
+        settings = ClientSettings(channel_value=500_000, versions=SELECTORS[version], fee_rate=1000)
+        conn = await net.connect(settings)
+        await conn.pay(2000)
+        conn.disconnect()
+        await conn.channel.closed
+        again = await net.connect(settings)
+        assert again.resumed and again.contract_txid == conn.contract_txid
+        await again.pay(3000)
+        record = await net.server_store.server_channel(conn.contract_txid)
+        assert record.best_value == 6000
+        again.disconnect()
+        await again.channel.closed
+    finally:
+        await net.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_v2_or_1_client_falls_back_to_v1_server(tmp_path):
+    """A VERSION_2_ALLOW_1 client whose server closes after a version-2 CLIENT_VERSION
+    reconnects once asking for version 1 (recording c2)."""
+    net = Loopback(tmp_path, ServerSettings(fee_rate=1000, versions=frozenset({1})))
+    await net.start()
+    try:
+        settings = ClientSettings(channel_value=300_000, versions=VersionSelector.VERSION_2_ALLOW_1, fee_rate=1000)
+        conn = await net.connect(settings)
+        assert conn.channel.machine.major == 1
+        await conn.pay(1000)
+        conn.disconnect()
+        await conn.channel.closed
+    finally:
+        await net.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_v2_only_client_against_v1_server_fails(tmp_path):
+    net = Loopback(tmp_path, ServerSettings(fee_rate=1000, versions=frozenset({1})))
+    await net.start()
+    try:
+        settings = ClientSettings(channel_value=300_000, versions=VersionSelector.VERSION_2, fee_rate=1000)
+        with pytest.raises(ChannelClosed):
+            await net.connect(settings)
+    finally:
+        await net.stop()

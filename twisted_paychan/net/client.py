@@ -1,0 +1,189 @@
+"""
+The payment-channel client over TCP (or any stream endpoint).
+
+``connect`` returns a Deferred of a :class:`ClientConnection` once CHANNEL_OPEN arrives, for a
+new channel or a stored one it resumed. A client whose version selector allows version 1 and
+whose server drops the connection right after a version-2 CLIENT_VERSION (a v1-only bitcoinj
+server does exactly that, recording ``c2``) reconnects once asking for version 1.
+
+Which stored channel to resume (§9.1): one for this server id, in the requested version, not
+settled, with value left, not past its expiry, and not in use by another connection of this
+process. [Recommended] a channel whose resume the server refused is free again at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any, Optional, cast
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
+from twisted.internet.protocol import Factory, connectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from twisted_paychan.channel.errors import ChannelClosed, CloseReason
+from twisted_paychan.channel.settings import ClientSettings, VersionSelector
+from twisted_paychan.net.client_channel import ChannelOpen, ClientChannel, PaymentAck
+from twisted_paychan.net.tcp import quickack, set_nodelay
+from twisted_paychan.store.records import ClientChannelRecord, ClientChannelState
+from twisted_paychan.wire.framing import CloseKind, MessageProtocol
+from twisted_paychan.wire.framing import CloseReason as WireCloseReason
+
+#: Contract txids of channels in use by a connection of this process (bitcoinj's "active").
+_ACTIVE: set[bytes] = set()
+
+
+class ClientChannelProtocol(MessageProtocol):
+    log = Logger()
+
+    def __init__(self, channel_factory: Any, clock: IReactorTime, handshake_timeout: float) -> None:
+        super().__init__(clock=clock, idleTimeout=handshake_timeout)
+        self._channel_factory = channel_factory
+        self.channel: Optional[ClientChannel] = None
+        #: Why the connection closed, from the channel's point of view.
+        self.close_reason: Optional[CloseReason] = None
+
+    def connectionMade(self) -> None:
+        set_nodelay(self.transport)
+        self.channel = self._channel_factory(self.sendMessage, self._channel_closed)
+        self.channel.opened.addCallback(self._opened)  # connect() awaits it, failures included
+        self.channel.start()
+
+    def _opened(self, opened: ChannelOpen) -> ChannelOpen:
+        self.setIdleTimeout(None)
+        return opened
+
+    def dataReceived(self, data: bytes) -> None:
+        quickack(self.transport)
+        super().dataReceived(data)
+
+    def messageReceived(self, msg: Any) -> None:
+        assert self.channel is not None
+        self.channel.message_received(msg)
+
+    def _channel_closed(self, reason: CloseReason) -> None:
+        self.close_reason = reason
+        self.disconnect(reason.name)
+
+    def connectionClosing(self, reason: WireCloseReason) -> None:
+        if reason.kind is not CloseKind.LOCAL and self.channel is not None:
+            self.channel.connection_lost()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        super().connectionLost(reason)
+        if self.channel is not None:
+            self.channel.connection_lost()
+
+
+class ClientConnection:
+    """An open channel on a live connection: pay, settle, or disconnect and resume later."""
+
+    def __init__(self, protocol: ClientChannelProtocol, opened: ChannelOpen) -> None:
+        self.protocol = protocol
+        assert protocol.channel is not None
+        self.channel: ClientChannel = protocol.channel
+        self.contract_txid = opened.contract_txid
+        self.resumed = opened.resumed
+
+    @property
+    def record(self) -> Optional[ClientChannelRecord]:
+        return self.channel.record
+
+    def pay(self, amount: int, info: Optional[bytes] = None) -> defer.Deferred[PaymentAck]:
+        return self.channel.pay(amount, info)
+
+    def settle(self) -> defer.Deferred[Any]:
+        return self.channel.settle()
+
+    def disconnect(self) -> None:
+        """Close without settling; the channel stays stored and can be resumed."""
+        self.channel.disconnect()
+
+
+async def find_resumable(
+    store: Any, server_id: bytes, version: int, now: int
+) -> Optional[ClientChannelRecord]:
+    for record in await store.client_channels():
+        if (
+            record.server_id == server_id
+            and record.version == version
+            and record.state is ClientChannelState.OPEN
+            and record.client_change > 0
+            and record.expiry > now
+            and record.contract_txid not in _ACTIVE
+        ):
+            return record
+    return None
+
+
+async def _attempt(
+    reactor: Any, endpoint: IStreamClientEndpoint, wallet: Any, chain: Any, store: Any,
+    settings: ClientSettings, server_id: bytes, signer: Any,
+) -> tuple[Optional[ClientConnection], Optional[ClientChannelProtocol]]:
+    now = int(reactor.seconds())
+    resume = await find_resumable(store, server_id, settings.versions.requested_major, now)
+    if resume is not None:
+        _ACTIVE.add(resume.contract_txid)
+
+    def make_channel(send: Any, close: Any) -> ClientChannel:
+        return ClientChannel(wallet, chain, store, settings, server_id, signer, send, close, reactor, resume)
+
+    factory = Factory.forProtocol(lambda: ClientChannelProtocol(make_channel, reactor, settings.handshake_timeout))
+    try:
+        protocol = cast(ClientChannelProtocol, await endpoint.connect(factory))
+    except Exception:
+        if resume is not None:
+            _ACTIVE.discard(resume.contract_txid)
+        raise
+    assert protocol.channel is not None
+    channel = protocol.channel
+    try:
+        opened = await channel.opened
+    except ChannelClosed:
+        if resume is not None:
+            _ACTIVE.discard(resume.contract_txid)
+        if channel.machine.major is None and channel.close_reason in (
+            CloseReason.CONNECTION_CLOSED, CloseReason.REMOTE_SENT_ERROR
+        ):
+            # Closed before SERVER_VERSION: a v1-only server (bitcoinj's ERROR is lost and we
+            # see EOF; ours arrives as NO_ACCEPTABLE_VERSION). The caller may retry with v1.
+            return None, protocol
+        raise
+    if resume is not None and opened.contract_txid != resume.contract_txid:
+        _ACTIVE.discard(resume.contract_txid)  # refused resume: the old channel is free again
+    _ACTIVE.add(opened.contract_txid)
+
+    def release(_: Any) -> None:
+        _ACTIVE.discard(opened.contract_txid)
+
+    channel.closed.addBoth(release)
+    return ClientConnection(protocol, opened), protocol
+
+
+def connect(
+    reactor: Any,
+    endpoint: IStreamClientEndpoint,
+    wallet: Any,
+    chain: Any,
+    store: Any,
+    settings: ClientSettings,
+    server_id: bytes,
+    signer: Any,
+) -> defer.Deferred[ClientConnection]:
+    """Open (or resume) a channel to the server at ``endpoint``; see the module docstring."""
+
+    async def run() -> ClientConnection:
+        connection, protocol = await _attempt(reactor, endpoint, wallet, chain, store, settings, server_id, signer)
+        if connection is not None:
+            return connection
+        assert protocol is not None and protocol.channel is not None
+        if settings.versions is VersionSelector.VERSION_2_ALLOW_1:
+            v1 = replace(settings, versions=VersionSelector.VERSION_1)
+            connection, protocol = await _attempt(reactor, endpoint, wallet, chain, store, v1, server_id, signer)
+            if connection is not None:
+                return connection
+        assert protocol is not None
+        raise ChannelClosed(protocol.close_reason or CloseReason.CONNECTION_CLOSED, "server closed before answering")
+
+    return defer.ensureDeferred(run())

@@ -1,0 +1,96 @@
+"""
+The payment-channel server over TCP (or any stream endpoint): a Factory whose protocols frame
+messages (``wire.framing``) and hand them to a :class:`ServerChannel`.
+
+Construct it with a wallet, a chain, a channel store, an application handler factory and
+:class:`ServerSettings`; listen with ``endpoint.listen(factory)``. The handshake has a timeout
+(``handshake_timeout``); an open channel may be given an idle timeout (``idle_timeout``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+from twisted.internet.interfaces import IAddress, IReactorTime
+from twisted.internet.protocol import Factory, connectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from twisted_paychan.channel.errors import CloseReason
+from twisted_paychan.channel.settings import ServerSettings
+from twisted_paychan.net.server_channel import NullServerHandler, ServerChannel
+from twisted_paychan.net.server_channels import ServerChannels
+from twisted_paychan.net.tcp import quickack, set_nodelay
+from twisted_paychan.wire.framing import CloseKind, MessageProtocol
+from twisted_paychan.wire.framing import CloseReason as WireCloseReason
+
+
+class ServerChannelProtocol(MessageProtocol):
+    log = Logger()
+
+    def __init__(self, factory: "PaymentChannelServerFactory", handler: Any) -> None:
+        super().__init__(clock=factory.clock, idleTimeout=factory.settings.handshake_timeout)
+        self.factory = factory
+        self.handler = handler
+        self.channel: Optional[ServerChannel] = None
+
+    def connectionMade(self) -> None:
+        set_nodelay(self.transport)
+        self.channel = ServerChannel(
+            self.factory.channels, self.factory.settings, self.handler, self.sendMessage,
+            self._channel_closed, self.factory.clock,
+        )
+        self.channel.on_open = self._channel_opened
+
+    def dataReceived(self, data: bytes) -> None:
+        quickack(self.transport)
+        super().dataReceived(data)
+
+    def messageReceived(self, msg: Any) -> None:
+        assert self.channel is not None
+        self.channel.message_received(msg)
+
+    def _channel_opened(self) -> None:
+        """The handshake timeout gives way to the (optional) idle timeout of an open channel."""
+        if self.connected:
+            self.setIdleTimeout(self.factory.settings.idle_timeout)
+
+    def _channel_closed(self, reason: CloseReason) -> None:
+        """The channel decided to close (its last ERROR or CLOSE is already written)."""
+        self.disconnect(reason.name)
+
+    def connectionClosing(self, reason: WireCloseReason) -> None:
+        # The wire layer closed (bad frame, idle timeout) or we did: tell the channel, which
+        # ignores it if it asked for the close itself.
+        if reason.kind is not CloseKind.LOCAL and self.channel is not None:
+            self.channel.connection_lost()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        super().connectionLost(reason)
+        if self.channel is not None:
+            self.channel.connection_lost()
+
+
+class PaymentChannelServerFactory(Factory):
+    """Serve payment channels. ``handler_factory(address)`` makes the application handler for
+    each new connection (bitcoinj's ``HandlerFactory.onNewConnection``); None closes it."""
+
+    def __init__(
+        self,
+        wallet: Any,
+        chain: Any,
+        store: Any,
+        settings: ServerSettings,
+        clock: IReactorTime,
+        handler_factory: Optional[Callable[[Optional[IAddress]], Any]] = None,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.channels = ServerChannels(wallet, chain, store, settings, clock)
+        self.handler_factory = handler_factory or (lambda address: NullServerHandler())
+
+    def buildProtocol(self, addr: Optional[IAddress]) -> Optional[ServerChannelProtocol]:
+        handler = self.handler_factory(addr)
+        if handler is None:
+            return None
+        return ServerChannelProtocol(self, handler)
