@@ -75,6 +75,8 @@ class PaymentChannelServerFactory(Factory):
     """Serve payment channels. ``handler_factory(address)`` makes the application handler for
     each new connection (bitcoinj's ``HandlerFactory.onNewConnection``); None closes it."""
 
+    noisy = False  # channel events are logged by the channels, with their contract txid
+
     def __init__(
         self,
         wallet: Any,
