@@ -106,6 +106,7 @@ class ChannelServerService(service.MultiService):
         self.wallet.start()
         self.store = open_store(data_dir, self.reactor)
         self.factory = PaymentChannelServerFactory(self.wallet, self.chain, self.store, o["settings"], self.reactor)
+        self.factory.channels.start()  # re-arm the settle-before-expiry timers
         strports.service(o["listen"], self.factory).setServiceParent(self)
         self.log.info("paychan server: data in {data_dir}, chain {chain}, listening on {listen}",
                       data_dir=data_dir, chain=o["chain"], listen=o["listen"])
@@ -135,6 +136,8 @@ class ChannelServerService(service.MultiService):
         rpc_service(chain, data_dir, listen, self.reactor).setServiceParent(self)
 
     async def _stop_backends(self) -> None:
+        if self.factory is not None:
+            self.factory.channels.stop()
         if self.store is not None:
             await self.store.close()
         if self.wallet is not None:

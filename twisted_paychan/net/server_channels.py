@@ -1,7 +1,7 @@
 """
 The server's channels as a whole: which connection each stored channel is attached to, and
 the settlement procedure (PROTOCOL.md §8.2) shared by client-requested closes, exhaustion, and
-(later) the expiry timers and the operator's ``paychan settle``.
+the expiry timers, and (later) the operator's ``paychan settle``.
 
 Settlement follows the specification's recommendations rather than bitcoinj: the record is
 never forgotten. The settlement is stored before it is broadcast; a settlement whose fee ``b``
@@ -35,6 +35,8 @@ class ServerChannels:
         self.settings = settings
         self.clock = clock
         self._attached: dict[bytes, Any] = {}
+        self._timers: dict[bytes, Any] = {}
+        self._watches: dict[bytes, Any] = {}
 
     # -- connections --------------------------------------------------------------------------
 
@@ -62,6 +64,7 @@ class ServerChannels:
                           txid=display_hex(record.contract_txid), value=record.value, expiry=record.expiry)
             if connection is not None and connection.close_reason is None:
                 self._attached[record.contract_txid] = connection
+            self._arm(record)
 
         return d.addCallback(stored)
 
@@ -112,6 +115,10 @@ class ServerChannels:
             await self.store.update_server_channel(record)
         self.log.info("channel {txid}: settled ({reason}), server gets {b} before fees",
                       txid=display_hex(contract_txid), reason=reason.name, b=record.best_value)
+        timer = self._timers.pop(contract_txid, None)
+        if timer is not None and timer.active():
+            timer.cancel()
+        self._watch_settlement(record)
         return record.settlement_tx
 
     async def _stuck(self, record: ServerChannelRecord, note: str, now: int, keep_tx: bool = False) -> None:
@@ -119,3 +126,98 @@ class ServerChannels:
         stuck = replace(record, state=ServerChannelState.STUCK, note=note, updated_at=now,
                         settlement_tx=record.settlement_tx if keep_tx else None)
         await self.store.update_server_channel(stuck)
+
+    # -- expiry: settle before the client's refund becomes valid (§10.2) ----------------------
+
+    #: Seconds between retries of a settlement that failed (fee, broadcast).
+    retry_interval = 600.0
+
+    def start(self) -> defer.Deferred[None]:
+        """Arm a timer for every stored channel that is not finished; ones already past their
+        moment fire at once. Settlements in flight are watched until they confirm."""
+        return defer.ensureDeferred(self._start())
+
+    async def _start(self) -> None:
+        for record in await self.store.server_channels():
+            self._arm(record)
+
+    def stop(self) -> None:
+        for call in self._timers.values():
+            if call.active():
+                call.cancel()
+        self._timers.clear()
+        for watch in self._watches.values():
+            watch.cancel()
+        self._watches.clear()
+
+    def settle_at(self, record: ServerChannelRecord) -> int:
+        return record.expiry - self.settings.settle_offset
+
+    def _arm(self, record: ServerChannelRecord, delay: Optional[float] = None) -> None:
+        txid = record.contract_txid
+        if record.state in (ServerChannelState.SETTLED, ServerChannelState.REFUNDED):
+            return
+        if record.state is ServerChannelState.SETTLING:
+            self._watch_settlement(record)
+            return
+        if delay is None:
+            delay = max(0.0, self.settle_at(record) - self.clock.seconds())
+        old = self._timers.get(txid)
+        if old is not None and old.active():
+            old.cancel()
+        self._timers[txid] = self.clock.callLater(delay, self._expiry_fired, txid)
+
+    def _expiry_fired(self, contract_txid: bytes) -> None:
+        self._timers.pop(contract_txid, None)
+        d = defer.ensureDeferred(self._settle_for_expiry(contract_txid))
+        d.addErrback(self._expiry_failed, contract_txid)
+
+    async def _settle_for_expiry(self, contract_txid: bytes) -> None:
+        record = await self.store.server_channel(contract_txid)
+        if record is None or record.state in (ServerChannelState.SETTLED, ServerChannelState.REFUNDED):
+            return
+        connection = self._attached.get(contract_txid)
+        if connection is not None:
+            connection.close()  # a connected client gets a plain CLOSE first (§10.2)
+        self.log.info("channel {txid}: expiry near, settling", txid=display_hex(contract_txid))
+        await self.settle(contract_txid, CloseReason.SERVER_REQUESTED_CLOSE)
+        settled = await self.store.server_channel(contract_txid)
+        if settled is not None:
+            self._watch_settlement(settled)
+
+    def _expiry_failed(self, failure: Any, contract_txid: bytes) -> None:
+        # Never lose the timer (a bitcoinj bug): log, and try again later.
+        self.log.failure("channel {txid}: settlement before expiry failed; retrying in {delay} s",
+                         failure, txid=display_hex(contract_txid), delay=self.retry_interval)
+        self._timers[contract_txid] = self.clock.callLater(self.retry_interval, self._expiry_fired, contract_txid)
+
+    def _watch_settlement(self, record: ServerChannelRecord) -> None:
+        """Follow the contract output until our settlement (or the client's refund) confirms."""
+        from twisted_paychan.chain.types import OutPoint, TxState
+
+        txid = record.contract_txid
+        if txid in self._watches:
+            return
+
+        def spent(event: Any) -> None:
+            if event.status.state is not TxState.CONFIRMED:
+                return
+            watch = self._watches.pop(txid, None)
+            if watch is not None:
+                watch.cancel()
+            d = defer.ensureDeferred(self._closed_on_chain(txid, event.spending_tx))
+            d.addErrback(lambda f: self.log.failure("recording the settlement failed", f))
+
+        self._watches[txid] = self.chain.watch_spend(OutPoint(txid, 0), spent)
+
+    async def _closed_on_chain(self, contract_txid: bytes, spending_tx: bytes) -> None:
+        record = await self.store.server_channel(contract_txid)
+        if record is None:
+            return
+        ours = record.settlement_tx is not None and spending_tx == record.settlement_tx
+        state = ServerChannelState.SETTLED if ours else ServerChannelState.REFUNDED
+        note = "" if ours else "the contract was spent by another transaction (the client's refund?)"
+        await self.store.update_server_channel(
+            replace(record, state=state, note=note, updated_at=int(self.clock.seconds()))
+        )
+        self.log.info("channel {txid}: {state} on chain", txid=display_hex(contract_txid), state=state.value)

@@ -1,0 +1,81 @@
+"""The server settles every channel before its client's refund can be valid (spec §10.2),
+from a timer on the injected clock that survives restarts and failures."""
+
+from dataclasses import replace
+
+from bitcoin.core import CTransaction
+
+from channel_pair import Pair, result_of
+from twisted_paychan.bitcoin import consensus
+from twisted_paychan.channel.errors import CloseReason
+from twisted_paychan.channel.settings import ClientSettings, VersionSelector
+from twisted_paychan.net.server_channels import ServerChannels
+from twisted_paychan.store.records import ServerChannelState
+
+
+def opened_and_paid(version=2):
+    pair = Pair()
+    sel = VersionSelector.VERSION_1 if version == 1 else VersionSelector.VERSION_2
+    client = pair.connect(ClientSettings(channel_value=1_000_000, versions=sel, fee_rate=1000))
+    txid = result_of(client.opened).contract_txid
+    d = client.pay(50_000)
+    pair.pump()
+    result_of(d)
+    return pair, client, txid
+
+
+def test_settles_at_expiry_minus_offset_and_records_confirmation():
+    pair, client, txid = opened_and_paid()
+    record = result_of(pair.server_store.server_channel(txid))
+    due = record.expiry - 7200
+    pair.clock.advance(due - pair.clock.seconds() - 1)
+    assert result_of(pair.server_store.server_channel(txid)).state is ServerChannelState.OPEN
+    pair.clock.advance(1)
+    pair.pump()
+    # The connected client was told (plain CLOSE), then the settlement went out.
+    assert pair.server_closed is CloseReason.SERVER_REQUESTED_CLOSE
+    assert pair.client_closed is CloseReason.SERVER_REQUESTED_CLOSE
+    settling = result_of(pair.server_store.server_channel(txid))
+    assert settling.state is ServerChannelState.SETTLING
+    contract = CTransaction.deserialize(settling.contract)
+    assert consensus.verify_input(settling.settlement_tx, 0, bytes(contract.vout[0].scriptPubKey),
+                                  contract.vout[0].nValue)
+    pair.chain.mine(1)
+    pair.clock.advance(0)
+    pair.clock.advance(0)
+    assert result_of(pair.server_store.server_channel(txid)).state is ServerChannelState.SETTLED
+
+
+def test_restart_rearms_and_fires_at_once_when_past():
+    pair, client, txid = opened_and_paid(version=1)
+    client.disconnect()
+    pair.pump()
+    pair.channels.stop()
+    record = result_of(pair.server_store.server_channel(txid))
+    pair.clock.advance(record.expiry - pair.clock.seconds())  # the server was down past E - 7200
+    restarted = ServerChannels(pair.server_wallet, pair.chain, pair.server_store, pair.server_settings, pair.clock)
+    result_of(restarted.start())
+    pair.clock.advance(0)
+    assert result_of(pair.server_store.server_channel(txid)).state is ServerChannelState.SETTLING
+
+
+def test_failing_settlement_is_retried_not_lost():
+    pair, client, txid = opened_and_paid()
+    client.disconnect()
+    pair.pump()
+    calls = []
+    real_settle = pair.channels.settle
+
+    def flaky(contract_txid, reason):
+        calls.append(contract_txid)
+        if len(calls) == 1:
+            raise RuntimeError("node unreachable")
+        return real_settle(contract_txid, reason)
+
+    pair.channels.settle = flaky
+    record = result_of(pair.server_store.server_channel(txid))
+    pair.clock.advance(record.expiry - 7200 - pair.clock.seconds())
+    assert result_of(pair.server_store.server_channel(txid)).state is ServerChannelState.OPEN
+    pair.clock.advance(pair.channels.retry_interval)
+    assert len(calls) == 2
+    assert result_of(pair.server_store.server_channel(txid)).state is ServerChannelState.SETTLING
