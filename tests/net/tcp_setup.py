@@ -43,10 +43,10 @@ class Loopback:
         self.client_key = await self.client_wallet.new_channel_key()
         self.port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(self.factory)
 
-    def connect(self, settings: ClientSettings) -> defer.Deferred:
+    def connect(self, settings: ClientSettings, **kw: Any) -> defer.Deferred:
         endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", self.port.getHost().port)
         return connect(reactor, endpoint, self.client_wallet, self.chain, self.client_store, settings,
-                       SERVER_ID, self.client_key)
+                       SERVER_ID, self.client_key, **kw)
 
     async def stop(self) -> None:
         if self.port is not None:

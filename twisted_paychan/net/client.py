@@ -119,7 +119,7 @@ async def find_resumable(
 
 async def _attempt(
     reactor: Any, endpoint: IStreamClientEndpoint, wallet: Any, chain: Any, store: Any,
-    settings: ClientSettings, server_id: bytes, signer: Any,
+    settings: ClientSettings, server_id: bytes, signer: Any, protocol_class: type,
 ) -> tuple[Optional[ClientConnection], Optional[ClientChannelProtocol]]:
     now = int(reactor.seconds())
     resume = await find_resumable(store, server_id, settings.versions.requested_major, now)
@@ -129,7 +129,7 @@ async def _attempt(
     def make_channel(send: Any, close: Any) -> ClientChannel:
         return ClientChannel(wallet, chain, store, settings, server_id, signer, send, close, reactor, resume)
 
-    factory = Factory.forProtocol(lambda: ClientChannelProtocol(make_channel, reactor, settings.handshake_timeout))
+    factory = Factory.forProtocol(lambda: protocol_class(make_channel, reactor, settings.handshake_timeout))
     try:
         protocol = cast(ClientChannelProtocol, await endpoint.connect(factory))
     except Exception:
@@ -170,17 +170,21 @@ def connect(
     settings: ClientSettings,
     server_id: bytes,
     signer: Any,
+    *,
+    protocol_class: type = ClientChannelProtocol,
 ) -> defer.Deferred[ClientConnection]:
-    """Open (or resume) a channel to the server at ``endpoint``; see the module docstring."""
+    """Open (or resume) a channel to the server at ``endpoint``; see the module docstring.
+    ``protocol_class`` (a :class:`ClientChannelProtocol` subclass) lets a test or an embedding
+    application change how frames are written."""
 
     async def run() -> ClientConnection:
-        connection, protocol = await _attempt(reactor, endpoint, wallet, chain, store, settings, server_id, signer)
+        connection, protocol = await _attempt(reactor, endpoint, wallet, chain, store, settings, server_id, signer, protocol_class)
         if connection is not None:
             return connection
         assert protocol is not None and protocol.channel is not None
         if settings.versions is VersionSelector.VERSION_2_ALLOW_1:
             v1 = replace(settings, versions=VersionSelector.VERSION_1)
-            connection, protocol = await _attempt(reactor, endpoint, wallet, chain, store, v1, server_id, signer)
+            connection, protocol = await _attempt(reactor, endpoint, wallet, chain, store, v1, server_id, signer, protocol_class)
             if connection is not None:
                 return connection
         assert protocol is not None
