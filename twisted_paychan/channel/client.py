@@ -211,7 +211,9 @@ class ClientMachine:
                 f"server wants at least {i.min_accepted_channel_size}, we lock {s.channel_value}",
                 CloseReason.SERVER_REQUESTED_TOO_MUCH_VALUE,
             )
-        if i.min_payment > s.max_min_payment:
+        # bitcoinj reads a min_payment of 2^63 or more as a negative long: it passes this check
+        # and fails below as an initial payment that cannot be made (SYNTAX_ERROR, A.2).
+        if s.max_min_payment < i.min_payment < 2**63:
             self.missing = i.min_payment - s.max_min_payment
             raise RemoteProtocolError(
                 ErrorCode.MIN_PAYMENT_TOO_LARGE,
@@ -386,6 +388,7 @@ class ClientMachine:
         out: list = []
         if message.HasField("settlement"):
             tx = message.settlement.tx
+            check.settlement_parses(tx)  # §8.3 step 1: BAD_TRANSACTION if it does not
             if self.record is not None and self._channel is not None:
                 if check.settlement_spends_contract(tx, self.record.contract_txid, self._channel, self.record.value):
                     out.append(fx.SettlementSeen(self.record.contract_txid, bytes(tx)))

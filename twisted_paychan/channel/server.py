@@ -76,6 +76,8 @@ class ServerMachine:
         self._pending_payment: Optional[check.CheckedPayment] = None
         self._settle_reason = CloseReason.CLIENT_REQUESTED_CLOSE
         self._exhausted = False
+        #: An exhausting initial payment: CHANNEL_OPEN waits for the settlement's outcome.
+        self._open_after_settle = False
         self._script: Optional[tuple[bytes, ChannelScript]] = None
 
     # -- the transition table -----------------------------------------------------------------
@@ -298,10 +300,14 @@ class ServerMachine:
             self.step = ServerStep.CLOSED
             return out
         self.step = ServerStep.CHANNEL_OPEN
-        out += [fx.Send(m.channel_open()), fx.ChannelOpened(self.record.contract_txid, resumed=False)]
         if payment.client_change == 0:
-            # The initial payment exhausted the channel (§5 step 7.10): settle at once.
+            # The initial payment exhausted the channel (§5 step 7.10): settle at once. Like
+            # bitcoinj, CHANNEL_OPEN still goes out before CLOSE{settlement} (or before a quiet
+            # close when the broadcast fails), but not when b cannot pay the settlement fee:
+            # that is ERROR{BAD_TRANSACTION} and no CHANNEL_OPEN. So it waits for the outcome.
+            self._open_after_settle = True
             return out + self._settle(CloseReason.CHANNEL_EXHAUSTED)
+        out += [fx.Send(m.channel_open()), fx.ChannelOpened(self.record.contract_txid, resumed=False)]
         return self._drain(out)
 
     # -- payments (§7.3) ----------------------------------------------------------------------
@@ -401,16 +407,27 @@ class ServerMachine:
         """The settlement was broadcast: CLOSE{settlement} and close (§8.2 step 6)."""
         if self.disconnected or self.step is ServerStep.CLOSED:
             return []
-        return [fx.Send(m.close(settlement_tx))] + self._closed(self._settle_reason)
+        return self._late_open() + [fx.Send(m.close(settlement_tx))] + self._closed(self._settle_reason)
 
     def settle_failed(self, why: str, fee_unaffordable: bool) -> list:
         """The settlement could not be made or broadcast; the adapter keeps the channel and
-        retries. The client hears why (§8.2 step 8: BAD_TRANSACTION when the fee is above b)."""
+        retries ([Recommended], §13 item 6). On the wire as §8.2 says: a fee above b is
+        ``ERROR{BAD_TRANSACTION}`` / REMOTE_SENT_INVALID_MESSAGE (step 8); a failed broadcast
+        sends nothing and closes with the reason at hand (step 7)."""
         if self.disconnected or self.step is ServerStep.CLOSED:
             return []
-        code = ErrorCode.BAD_TRANSACTION if fee_unaffordable else ErrorCode.OTHER
-        return self._violation(RemoteProtocolError(code, why, CloseReason.REMOTE_SENT_INVALID_MESSAGE
-                                                   if fee_unaffordable else self._settle_reason))
+        if fee_unaffordable:
+            self._open_after_settle = False
+            return self._violation(RemoteProtocolError(ErrorCode.BAD_TRANSACTION, why))
+        return self._late_open() + self._closed(self._settle_reason, why)
+
+    def _late_open(self) -> list:
+        """CHANNEL_OPEN held back by an exhausting initial payment (see ``channel_stored``)."""
+        if not self._open_after_settle:
+            return []
+        self._open_after_settle = False
+        assert self.record is not None
+        return [fx.Send(m.channel_open()), fx.ChannelOpened(self.record.contract_txid, resumed=False)]
 
     # -- local commands -----------------------------------------------------------------------
 

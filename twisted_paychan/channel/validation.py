@@ -176,6 +176,15 @@ def v1_refund_signature(
     return signed
 
 
+def settlement_parses(raw: bytes) -> None:
+    """§8.3 step 1: a settlement in the server's CLOSE that does not parse is
+    ``BAD_TRANSACTION``; one that parses but is invalid is silently ignored (step 3)."""
+    try:
+        parse_transaction(bytes(raw))
+    except TransactionParseError as e:
+        raise _bad(f"settlement does not parse: {e}") from e
+
+
 def settlement_spends_contract(raw: bytes, contract_txid: bytes, channel: ChannelScript, value: int) -> bool:
     """§8.3: a settlement counts if it parses, passes the sanity checks and its input 0 validly
     spends contract output 0 (Bitcoin Core's interpreter decides). Amounts are not checked."""
