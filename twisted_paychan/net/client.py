@@ -22,6 +22,7 @@ from twisted.internet.protocol import Factory, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from twisted_paychan import constants as C
 from twisted_paychan.channel.errors import ChannelClosed, CloseReason
 from twisted_paychan.channel.settings import ClientSettings, VersionSelector
 from twisted_paychan.net.client_channel import ChannelOpen, ClientChannel, PaymentAck
@@ -110,7 +111,7 @@ async def find_resumable(
             and record.version == version
             and record.state is ClientChannelState.OPEN
             and record.client_change > 0
-            and record.expiry > now
+            and record.expiry - C.SERVER_SETTLE_OFFSET > now  # the server settles from E - 7200 on
             and record.contract_txid not in _ACTIVE
         ):
             return record
@@ -125,6 +126,10 @@ async def _attempt(
     resume = await find_resumable(store, server_id, settings.versions.requested_major, now)
     if resume is not None:
         _ACTIVE.add(resume.contract_txid)
+    if resume is not None and (signer is None or signer.public_key != resume.client_key):
+        signer = wallet.signer_for(resume.client_key)  # the key the stored channel was made with
+    elif signer is None:
+        signer = await wallet.new_channel_key()
 
     def make_channel(send: Any, close: Any) -> ClientChannel:
         return ClientChannel(wallet, chain, store, settings, server_id, signer, send, close, reactor, resume)
@@ -174,7 +179,8 @@ def connect(
     protocol_class: type = ClientChannelProtocol,
 ) -> defer.Deferred[ClientConnection]:
     """Open (or resume) a channel to the server at ``endpoint``; see the module docstring.
-    ``protocol_class`` (a :class:`ClientChannelProtocol` subclass) lets a test or an embedding
+    ``signer`` is the client channel key; None takes the stored channel's key for a resume and
+    a fresh wallet key for a new channel. ``protocol_class`` (a :class:`ClientChannelProtocol` subclass) lets a test or an embedding
     application change how frames are written."""
 
     async def run() -> ClientConnection:
