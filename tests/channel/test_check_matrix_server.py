@@ -579,11 +579,6 @@ def test_update_payment_at_the_dust_limit_is_accepted(version):
     assert of_kind(s.receive(s.update(546)), fx.StorePayment)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "§7.3 check 5 (contract double-spent) is not implemented: nothing watches the contract for "
-    "conflicts, and the machine never re-reads its record (CONTRACT_FAILED is never set or "
-    "consulted). Needs a chain watcher in twisted_paychan/net plus a way to tell the machine."
-))
 def test_update_payment_on_a_double_spent_contract(version):
     """A.1 "UPDATE_PAYMENT failing §7.3 check 5": once the contract is known double-spent the
     update is refused (bitcoinj: a plain CLOSE / SERVER_REQUESTED_CLOSE, then its

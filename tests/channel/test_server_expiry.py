@@ -79,3 +79,33 @@ def test_failing_settlement_is_retried_not_lost():
     pair.clock.advance(pair.channels.retry_interval)
     assert len(calls) == 2
     assert result_of(pair.server_store.server_channel(txid)).state is ServerChannelState.SETTLING
+
+
+def test_double_spent_contract_stops_payments():
+    """A spend of one of the contract's inputs by another transaction marks the channel
+    CONTRACT_FAILED; the next payment is refused with BAD_TRANSACTION (§7.3 check 5)."""
+    from bitcoin.core import CTransaction
+
+    from channel_pair import failure_of
+    from twisted_paychan.chain.types import OutPoint, SpendEvent, TxState, TxStatus
+    from twisted_paychan.channel.errors import ChannelClosed
+
+    pair, client, txid = opened_and_paid()
+    record = result_of(pair.server_store.server_channel(txid))
+    contract = CTransaction.deserialize(record.contract)
+    first = contract.vin[0].prevout
+    # What the chain reports when another transaction spends the contract's coin.
+    watched = pair.channels._input_watches[txid]
+    assert watched
+    event = SpendEvent(OutPoint(bytes(first.hash), first.n), b"\x77" * 32, b"conflict",
+                       TxStatus(TxState.CONFIRMED, 1))
+    from twisted.internet import defer
+
+    result_of(defer.ensureDeferred(pair.channels._contract_failed(txid, event)))
+    failed = result_of(pair.server_store.server_channel(txid))
+    assert failed.state is ServerChannelState.CONTRACT_FAILED and "double-spent" in failed.note
+    d = client.pay(1000)
+    pair.pump()
+    assert failure_of(d).check(ChannelClosed)
+    assert pair.server_closed is CloseReason.REMOTE_SENT_INVALID_MESSAGE
+    assert result_of(pair.server_store.server_channel(txid)).best_value == record.best_value

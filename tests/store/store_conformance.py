@@ -9,7 +9,7 @@ import pytest
 import pytest_twisted
 from zope.interface.verify import verifyObject
 
-from twisted_paychan.store.interfaces import DuplicateChannel, IChannelStore, StoreError, UnknownChannel
+from twisted_paychan.store.interfaces import ChannelNotOpen, DuplicateChannel, IChannelStore, StoreError, UnknownChannel
 from twisted_paychan.store.records import (
     ClientChannelRecord,
     ClientChannelState,
@@ -127,6 +127,17 @@ async def check_failure_does_not_spoil_others(store):
     assert (await store.server_channel(rec.contract_txid)).best_value == 200
 
 
+async def check_payment_refused_unless_open(store):
+    rec = server_record(8)
+    await store.add_server_channel(rec)
+    await store.record_payment(rec.contract_txid, 100, b"a")
+    await store.update_server_channel(replace(rec, best_value=100, best_signature=b"a",
+                                              state=ServerChannelState.CONTRACT_FAILED))
+    with pytest.raises(ChannelNotOpen):
+        await store.record_payment(rec.contract_txid, 200, b"b")
+    assert (await store.server_channel(rec.contract_txid)).best_value == 100
+
+
 CONFORMANCE = [
     check_provides_interface,
     check_server_round_trip,
@@ -138,4 +149,5 @@ CONFORMANCE = [
     check_client_change,
     check_update_client_channel,
     check_failure_does_not_spoil_others,
+    check_payment_refused_unless_open,
 ]

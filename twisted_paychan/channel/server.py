@@ -339,6 +339,16 @@ class ServerMachine:
             return [fx.NotifyPayment(record.contract_txid, increase, payment.best_value, payment.info, awaited=True)]
         return self.payment_acknowledged(None)
 
+    def payment_refused(self, why: str) -> list:
+        """The store refused the payment: the channel no longer takes payments (its contract
+        was double-spent or never confirmed, or it is being settled). §7.3 check 5:
+        ``BAD_TRANSACTION``; the server's value does not grow and nothing is acknowledged."""
+        self._pending_payment = None
+        if self.disconnected:
+            self.step = ServerStep.CLOSED
+            return []
+        return self._violation(RemoteProtocolError(ErrorCode.BAD_TRANSACTION, f"channel closed to payments: {why}"))
+
     def payment_acknowledged(self, info: Optional[bytes]) -> list:
         """The application accepted the payment, with optional ack info."""
         self._pending_payment = None

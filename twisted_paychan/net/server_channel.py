@@ -25,6 +25,7 @@ from twisted_paychan.channel.errors import CloseReason
 from twisted_paychan.channel.server import ServerMachine
 from twisted_paychan.channel.settings import ServerSettings
 from twisted_paychan.chain.types import display_hex
+from twisted_paychan.store.interfaces import ChannelNotOpen
 
 
 class IServerHandler(Interface):
@@ -126,7 +127,12 @@ class ServerChannel(EffectRunner):
             return d.addCallback(lambda _: m.channel_stored())
         if isinstance(effect, fx.StorePayment):
             d = self.registry.store.record_payment(effect.contract_txid, effect.best_value, effect.signature)
-            return d.addCallback(lambda _: m.payment_stored())
+
+            def refused(f: Failure) -> list:
+                f.trap(ChannelNotOpen)
+                return m.payment_refused(f.getErrorMessage())
+
+            return d.addCallbacks(lambda _: m.payment_stored(), refused)
         if isinstance(effect, fx.NotifyPayment):
             self.log.info(
                 "channel {txid}: payment +{increase} sat, total {total}",

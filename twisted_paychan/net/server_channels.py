@@ -37,6 +37,7 @@ class ServerChannels:
         self._attached: dict[bytes, Any] = {}
         self._timers: dict[bytes, Any] = {}
         self._watches: dict[bytes, Any] = {}
+        self._input_watches: dict[bytes, list] = {}
 
     # -- connections --------------------------------------------------------------------------
 
@@ -149,14 +150,21 @@ class ServerChannels:
         for watch in self._watches.values():
             watch.cancel()
         self._watches.clear()
+        for watches in self._input_watches.values():
+            for w in watches:
+                w.cancel()
+        self._input_watches.clear()
 
     def settle_at(self, record: ServerChannelRecord) -> int:
         return record.expiry - self.settings.settle_offset
 
     def _arm(self, record: ServerChannelRecord, delay: Optional[float] = None) -> None:
         txid = record.contract_txid
-        if record.state in (ServerChannelState.SETTLED, ServerChannelState.REFUNDED):
+        if record.state in (ServerChannelState.SETTLED, ServerChannelState.REFUNDED,
+                            ServerChannelState.CONTRACT_FAILED):
             return
+        if record.state is ServerChannelState.OPEN:
+            self._watch_contract_inputs(record)
         if record.state is ServerChannelState.SETTLING:
             self._watch_settlement(record)
             return
@@ -221,3 +229,46 @@ class ServerChannels:
             replace(record, state=state, note=note, updated_at=int(self.clock.seconds()))
         )
         self.log.info("channel {txid}: {state} on chain", txid=display_hex(contract_txid), state=state.value)
+
+    # -- the contract itself: a double spend ends the channel (§7.3 check 5, §13 item 4) -------
+
+    #: Confirmations after which a contract is taken as final and no longer watched.
+    contract_final_depth = 6
+
+    def _watch_contract_inputs(self, record: ServerChannelRecord) -> None:
+        from bitcoin.core import CTransaction
+
+        from twisted_paychan.chain.types import OutPoint
+
+        txid = record.contract_txid
+        if txid in self._input_watches:
+            return
+        contract = CTransaction.deserialize(record.contract)
+        watches = []
+
+        def spent(event: Any) -> None:
+            if event.spending_txid == txid:
+                if event.status.confirmations >= self.contract_final_depth:
+                    for w in self._input_watches.pop(txid, []):
+                        w.cancel()
+                return
+            d = defer.ensureDeferred(self._contract_failed(txid, event))
+            d.addErrback(lambda f: self.log.failure("recording a double-spent contract failed", f))
+
+        for txin in contract.vin:
+            point = OutPoint(bytes(txin.prevout.hash), txin.prevout.n)
+            watches.append(self.chain.watch_spend(point, spent))
+        self._input_watches[txid] = watches
+
+    async def _contract_failed(self, contract_txid: bytes, event: Any) -> None:
+        record = await self.store.server_channel(contract_txid)
+        if record is None or record.state is not ServerChannelState.OPEN:
+            return
+        note = f"contract double-spent by {display_hex(event.spending_txid)}"
+        await self.store.update_server_channel(
+            replace(record, state=ServerChannelState.CONTRACT_FAILED, note=note, updated_at=int(self.clock.seconds()))
+        )
+        self.log.warn("channel {txid}: {note}; no more payments accepted", txid=display_hex(contract_txid), note=note)
+        timer = self._timers.pop(contract_txid, None)
+        if timer is not None and timer.active():
+            timer.cancel()

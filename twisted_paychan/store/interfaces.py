@@ -23,7 +23,9 @@ class IChannelStore(Interface):
 
     def record_payment(contract_txid: bytes, best_value: int, signature: bytes):  # -> Deferred[None]
         """Durably set b and sig_C of an open server channel (the hot path: may be batched
-        with other channels' payments into one commit, never delayed past its own)."""
+        with other channels' payments into one commit, never delayed past its own). Fails with
+        ``ChannelNotOpen`` unless the record is OPEN: a payment on a channel that is settling or
+        whose contract failed is refused at the moment it would be stored."""
 
     def update_server_channel(record):  # -> Deferred[None]
         """Replace a stored server record (state changes, settlement)."""
@@ -65,3 +67,11 @@ class DuplicateChannel(StoreError):
 
 class UnknownChannel(StoreError):
     """No record with this contract txid."""
+
+
+class ChannelNotOpen(StoreError):
+    """The channel no longer takes payments (settling, settled, or its contract failed)."""
+
+    def __init__(self, contract_txid: bytes, state: str) -> None:
+        super().__init__(f"channel {contract_txid.hex()} is {state}")
+        self.state = state

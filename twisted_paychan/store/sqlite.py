@@ -30,6 +30,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from twisted_paychan.store.interfaces import (
+    ChannelNotOpen,
     DuplicateChannel,
     IChannelStore,
     StoreError,
@@ -267,15 +268,17 @@ class SqliteChannelStore:
         def op(db: sqlite3.Connection) -> None:
             cur = db.execute(
                 "UPDATE server_channels SET best_value = ?, best_signature = ? "
-                "WHERE contract_txid = ? AND best_value <= ?",
+                "WHERE contract_txid = ? AND best_value <= ? AND state = 'open'",
                 (best_value, signature, contract_txid, best_value),
             )
             if cur.rowcount != 1:
                 row = db.execute(
-                    "SELECT best_value FROM server_channels WHERE contract_txid = ?", (contract_txid,)
+                    "SELECT best_value, state FROM server_channels WHERE contract_txid = ?", (contract_txid,)
                 ).fetchone()
                 if row is None:
                     raise UnknownChannel(contract_txid.hex())
+                if row[1] != ServerChannelState.OPEN.value:
+                    raise ChannelNotOpen(contract_txid, row[1])
                 raise StoreError(f"refusing to lower b from {row[0]} to {best_value}")
 
         return self._submit(op, True)
