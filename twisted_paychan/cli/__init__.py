@@ -1,0 +1,13 @@
+"""
+The ``paychan`` command line.
+
+``main``      argument parsing, error reporting and exit codes
+``runner``    runs one command on a fresh reactor of its own
+``output``    human-readable or ``--json`` output
+``chains``    what ``--chain`` names: the embedded node in-process, or a node over JSON-RPC
+``regtest``   ``paychan regtest``: a standalone embedded node serving JSON-RPC
+``wallet``    ``paychan wallet``: the SQLite wallet's addresses, balance and coins
+``funding``   ``paychan regtest-fund`` and ``paychan regtest-mine``
+
+The library never prints; these modules do, and only through ``output``.
+"""

@@ -1,0 +1,167 @@
+"""
+``paychan``: the command line of twisted-paychan.
+
+    paychan regtest --data-dir DIR [--rpc-listen tcp:18443:interface=127.0.0.1]
+                    [--rpc-user U --rpc-password P] [--mine-every SECONDS] [--fee-rate SAT_PER_KB]
+    paychan wallet --data-dir DIR [--chain embedded|URL] [--passphrase-file F] new-address|balance|coins
+    paychan regtest-fund [--chain embedded|URL] ADDRESS SATS
+    paychan regtest-mine [--chain embedded|URL] N
+
+Every command takes ``--json`` (one JSON document on stdout) and ``--chain``/``--rpc-cookie``/
+``--data-dir`` where they apply. Exit status: 0 success, 1 an error the user can act on (the
+message says what; no traceback), 2 bad usage, 70 an internal error (with a traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from typing import Any, Awaitable, Callable, Optional, Sequence, TextIO
+
+from twisted_paychan.cli import runner
+from twisted_paychan.cli.output import Output, UserError
+from twisted_paychan.rpc.server import DEFAULT_ENDPOINT
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_INTERNAL = 70
+
+Command = Callable[[Any, argparse.Namespace, Output], Awaitable[int]]
+
+
+def _common(json_only: bool = False) -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON document")
+    if not json_only:
+        parent.add_argument("--data-dir", default=argparse.SUPPRESS, help="data directory (node, wallet, cookie)")
+        parent.add_argument(
+            "--chain",
+            default=argparse.SUPPRESS,
+            help="'embedded' (the node in --data-dir, in this process; the default) or an RPC URL "
+            "http://[user:password@]host:port",
+        )
+        parent.add_argument("--rpc-cookie", default=argparse.SUPPRESS, metavar="PATH", help="RPC cookie file (bitcoind's .cookie)")
+    return parent
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common()
+    parser = argparse.ArgumentParser(
+        prog="paychan", description="bitcoinj-compatible micropayment channels on Twisted", parents=[common]
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+
+    regtest = commands.add_parser("regtest", parents=[_common(json_only=True)], help="run an embedded regtest node serving JSON-RPC")
+    regtest.add_argument("--data-dir", default=argparse.SUPPRESS, help="the node's data directory (created if needed)")
+    regtest.add_argument("--rpc-listen", default=DEFAULT_ENDPOINT, metavar="ENDPOINT", help=f"Twisted endpoint (default {DEFAULT_ENDPOINT})")
+    regtest.add_argument("--rpc-user", help="accept this user (with --rpc-password) instead of writing a cookie")
+    regtest.add_argument("--rpc-password")
+    regtest.add_argument("--mine-every", type=float, metavar="SECONDS", help="mine a block every SECONDS")
+    regtest.add_argument("--fee-rate", type=int, metavar="SAT_PER_KB", help="what estimatesmartfee answers (default: no estimate)")
+    regtest.add_argument("--no-log", dest="log", action="store_false", help="do not log to stderr")
+    regtest.add_argument("-v", "--verbose", action="store_true", help="log debug messages too")
+
+    wallet_common = argparse.ArgumentParser(add_help=False, parents=[common])
+    wallet_common.add_argument(
+        "--passphrase-file", default=argparse.SUPPRESS, metavar="FILE", help="file holding the wallet's passphrase"
+    )
+    wallet = commands.add_parser("wallet", parents=[wallet_common], help="the wallet in DATA_DIR/wallet.sqlite")
+    actions = wallet.add_subparsers(dest="wallet_command", metavar="ACTION")
+    actions.required = True
+    new_address = actions.add_parser("new-address", parents=[wallet_common], help="a fresh receive address")
+    new_address.add_argument("--type", choices=("p2wpkh", "p2pkh"), default="p2wpkh")
+    actions.add_parser("balance", parents=[wallet_common], help="confirmed and unconfirmed balance")
+    actions.add_parser("coins", parents=[wallet_common], help="the spendable coins")
+
+    fund = commands.add_parser("regtest-fund", parents=[common], help="mine coins and send SATS to ADDRESS, confirmed")
+    fund.add_argument("address", metavar="ADDRESS")
+    fund.add_argument("sats", metavar="SATS", type=int)
+    fund.add_argument("--fee-rate", type=int, default=2000, metavar="SAT_PER_KB")
+
+    mine = commands.add_parser("regtest-mine", parents=[common], help="mine N blocks")
+    mine.add_argument("blocks", metavar="N", type=int)
+    mine.add_argument("--address", help="pay the coinbases here (default: anyone-can-spend P2WSH(OP_TRUE))")
+    return parser
+
+
+def _defaults(args: argparse.Namespace) -> argparse.Namespace:
+    defaults = (("json", False), ("data_dir", None), ("chain", "embedded"), ("rpc_cookie", None), ("passphrase_file", None))
+    for name, value in defaults:
+        if not hasattr(args, name):
+            setattr(args, name, value)
+    return args
+
+
+def _command(args: argparse.Namespace) -> Command:
+    if args.command == "regtest":
+        from twisted_paychan.cli.regtest import run_regtest
+
+        return run_regtest
+    if args.command == "wallet":
+        from twisted_paychan.cli.wallet import run_wallet
+
+        return run_wallet
+    from twisted_paychan.cli.funding import run_fund, run_mine
+
+    return run_fund if args.command == "regtest-fund" else run_mine
+
+
+def _user_message(error: BaseException) -> Optional[str]:
+    """The message for an error the user can act on, or None for a bug."""
+    from twisted_paychan.chain.embedded.datadir import DatadirInUse
+    from twisted_paychan.chain.interfaces import InsufficientFunds
+    from twisted_paychan.chain.types import BroadcastRejected
+    from twisted_paychan.rpc.connection import RpcAuthError, RpcConnectionError, RpcProtocolError
+    from twisted_paychan.rpc.errors import RpcError
+    from twisted_paychan.wallet.errors import WalletError
+
+    if isinstance(error, UserError):
+        return error.message
+    if isinstance(error, RpcError):
+        return f"the node refused: {error.message} (code {error.code})"
+    if isinstance(error, BroadcastRejected):
+        return f"the node refused the transaction: {error.reason} (code {error.code})"
+    if isinstance(error, (RpcConnectionError, RpcAuthError, RpcProtocolError, DatadirInUse, WalletError, InsufficientFunds)):
+        return str(error)
+    return None
+
+
+def main(
+    argv: Optional[Sequence[str]] = None,
+    *,
+    stdout: Optional[TextIO] = None,
+    stderr: Optional[TextIO] = None,
+) -> int:
+    """Run ``paychan`` with ``argv`` (default: the process's arguments); the exit status."""
+    stdout = sys.stdout if stdout is None else stdout
+    stderr = sys.stderr if stderr is None else stderr
+    parser = build_parser()
+    try:
+        args = _defaults(parser.parse_args(None if argv is None else list(argv)))
+    except SystemExit as e:  # argparse has printed usage (or --help)
+        return int(e.code) if isinstance(e.code, int) else EXIT_USAGE
+    out = Output(stdout, stderr, args.json)
+    command = _command(args)
+    try:
+        return runner.run(
+            lambda reactor: command(reactor, args, out),
+            install_signal_handlers=args.command == "regtest",
+        )
+    except KeyboardInterrupt:
+        out.error("interrupted")
+        return 130
+    except Exception as e:
+        message = _user_message(e)
+        if message is None:
+            out.error(f"internal error: {type(e).__name__}: {e}")
+            traceback.print_exc(file=stderr)
+            return EXIT_INTERNAL
+        out.error(message)
+        return e.exit_code if isinstance(e, UserError) else EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

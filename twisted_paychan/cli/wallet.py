@@ -1,0 +1,108 @@
+"""
+``paychan wallet``: the SQLite wallet of a data directory (``DATA_DIR/wallet.sqlite``), against
+the chain ``--chain`` names.
+
+``new-address`` prints a fresh receive address (stored before it is printed); ``balance`` and
+``coins`` refresh the wallet's coins from the chain first. The wallet's network is the chain's
+(a wallet file made for another network is refused).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any, Optional
+
+from twisted_paychan.chain.types import display_hex
+from twisted_paychan.cli.chains import open_chain
+from twisted_paychan.cli.output import Output, UserError, format_sat
+from twisted_paychan.rpc.jsonenc import btc
+from twisted_paychan.wallet import SqliteWallet
+from twisted_paychan.wallet.errors import PassphraseRequired, WalletError, WrongPassphrase
+
+WALLET_FILE = "wallet.sqlite"
+
+
+def _passphrase(path: Optional[str]) -> Optional[str]:
+    if path is None:
+        return None
+    try:
+        text = Path(path).read_text()
+    except OSError as e:
+        raise UserError(f"cannot read the passphrase file {path}: {e.strerror or e}") from None
+    passphrase = text.rstrip("\r\n")
+    if not passphrase:
+        raise UserError(f"the passphrase file {path} is empty")
+    return passphrase
+
+
+async def run_wallet(reactor: Any, args: argparse.Namespace, out: Output) -> int:
+    if args.data_dir is None:
+        raise UserError("paychan wallet needs --data-dir (where wallet.sqlite lives)")
+    passphrase = _passphrase(args.passphrase_file)
+    access = await open_chain(reactor, args.chain, args.data_dir, args.rpc_cookie)
+    try:
+        path = Path(args.data_dir) / WALLET_FILE
+        Path(args.data_dir).mkdir(parents=True, exist_ok=True)
+        try:
+            wallet = SqliteWallet.open(path, access.chain, access.network, passphrase=passphrase)
+        except PassphraseRequired:
+            raise UserError(f"{path} is encrypted: give its passphrase with --passphrase-file") from None
+        except WrongPassphrase:
+            raise UserError(f"the passphrase does not unlock {path}") from None
+        except WalletError as e:
+            raise UserError(str(e)) from None
+        try:
+            return await _wallet_command(wallet, args, out)
+        finally:
+            wallet.close()
+    finally:
+        await access.close()
+
+
+async def _wallet_command(wallet: SqliteWallet, args: argparse.Namespace, out: Output) -> int:
+    if args.wallet_command == "new-address":
+        address = await wallet.new_address(args.type)
+        out.emit(address, {"address": address, "type": args.type, "network": wallet.network.name})
+    elif args.wallet_command == "balance":
+        balance = await wallet.balance()
+        out.emit(
+            "\n".join(
+                [
+                    f"confirmed:   {format_sat(balance.confirmed)}",
+                    f"unconfirmed: {format_sat(balance.unconfirmed)}",
+                    f"total:       {format_sat(balance.total)}",
+                ]
+            ),
+            {
+                "confirmed": balance.confirmed,
+                "unconfirmed": balance.unconfirmed,
+                "total": balance.total,
+                "confirmed_btc": btc(balance.confirmed),
+                "unconfirmed_btc": btc(balance.unconfirmed),
+                "total_btc": btc(balance.total),
+            },
+        )
+    else:
+        coins = await wallet.coins()
+        lines = [
+            f"{display_hex(c.outpoint.txid)}:{c.outpoint.index}  {format_sat(c.value)}  "
+            + ("unconfirmed" if c.height is None else f"height {c.height}")
+            for c in coins
+        ]
+        out.emit(
+            "\n".join(lines) if lines else "no coins",
+            [
+                {
+                    "txid": display_hex(c.outpoint.txid),
+                    "vout": c.outpoint.index,
+                    "value": c.value,
+                    "amount": btc(c.value),
+                    "height": c.height,
+                    "coinbase": c.coinbase,
+                    "script_pubkey": c.script_pubkey.hex(),
+                }
+                for c in coins
+            ],
+        )
+    return 0
