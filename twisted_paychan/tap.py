@@ -91,7 +91,7 @@ class ChannelServerService(service.MultiService):
         self.wallet: Any = None
         self.store: Any = None
         self.factory: Any = None
-        self._extra: list[Any] = []
+        self.rpc: Any = None
 
     def startService(self) -> None:
         from twisted_paychan.net.server import PaymentChannelServerFactory
@@ -117,34 +117,47 @@ class ChannelServerService(service.MultiService):
         if chain_arg == "embedded":
             from twisted_paychan.chain.embedded.chain import EmbeddedChain
 
-            chain = EmbeddedChain.open(os.path.join(data_dir, "chain"), self.reactor)
-            self._serve_rpc(chain, data_dir)
-            return chain
-        from twisted_paychan.rpc.client import RpcChain  # type: ignore[import-not-found]
+            embedded = EmbeddedChain.open(os.path.join(data_dir, "chain"), self.reactor)
+            self._serve_rpc(embedded, data_dir)
+            return embedded
+        from twisted_paychan.rpc.client import RpcChain
 
-        return RpcChain.from_url(chain_arg, self.reactor)
+        remote = RpcChain.from_url(self.reactor, chain_arg)
+        remote.start()
+        return remote
 
     def _serve_rpc(self, chain: Any, data_dir: str) -> None:
+        """Serve the embedded node over Bitcoin Core's JSON-RPC, so that clients, ``paychan``
+        commands and other tools share this server's chain (cookie in ``DATA_DIR/chain``)."""
         listen = self.options["rpc-listen"]
         if listen == "none":
             return
-        try:
-            from twisted_paychan.rpc.server import rpc_service  # type: ignore[attr-defined]
-        except ImportError:
-            self.log.warn("JSON-RPC server not available; embedded chain not served")
-            return
-        rpc_service(chain, data_dir, listen, self.reactor).setServiceParent(self)
+        from twisted_paychan.rpc.server import serve_node
+
+        d = serve_node(self.reactor, chain.node, listen, fee_rate=self.options["fee-rate"])
+
+        def serving(server: Any) -> None:
+            self.rpc = server
+
+        def failed(f: Any) -> None:
+            self.log.failure("cannot serve JSON-RPC on {listen}", f, listen=listen)
+
+        d.addCallbacks(serving, failed)
 
     async def _stop_backends(self) -> None:
         if self.factory is not None:
             self.factory.channels.stop()
+        if self.rpc is not None:
+            await self.rpc.stop()
         if self.store is not None:
             await self.store.close()
         if self.wallet is not None:
             self.wallet.stop()
             self.wallet.close()
         if self.chain is not None:
-            self.chain.close()
+            closing = self.chain.close() if hasattr(self.chain, "close") else self.chain.stop()
+            if closing is not None:
+                await closing
 
     def stopService(self) -> Any:
         from twisted.internet import defer

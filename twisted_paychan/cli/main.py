@@ -6,6 +6,9 @@
     paychan wallet --data-dir DIR [--chain embedded|URL] [--passphrase-file F] new-address|balance|coins
     paychan regtest-fund [--chain embedded|URL] ADDRESS SATS
     paychan regtest-mine [--chain embedded|URL] N
+    paychan pay --server ENDPOINT [--chain URL] --data-dir DIR --value SATS --amount SATS --count N
+                [--version 1|2|2or1] [--info HEX] [--settle | --keep-open]
+    paychan channels --data-dir DIR
 
 Every command takes ``--json`` (one JSON document on stdout) and ``--chain``/``--rpc-cookie``/
 ``--data-dir`` where they apply. Exit status: 0 success, 1 an error the user can act on (the
@@ -81,6 +84,13 @@ def build_parser() -> argparse.ArgumentParser:
     fund.add_argument("sats", metavar="SATS", type=int)
     fund.add_argument("--fee-rate", type=int, default=2000, metavar="SAT_PER_KB")
 
+    pay = commands.add_parser("pay", parents=[common], help="open or resume a channel to a server and pay it")
+    from twisted_paychan.cli.pay import add_arguments as pay_arguments
+
+    pay_arguments(pay)
+
+    commands.add_parser("channels", parents=[common], help="the channels stored in --data-dir")
+
     mine = commands.add_parser("regtest-mine", parents=[common], help="mine N blocks")
     mine.add_argument("blocks", metavar="N", type=int)
     mine.add_argument("--address", help="pay the coinbases here (default: anyone-can-spend P2WSH(OP_TRUE))")
@@ -104,6 +114,14 @@ def _command(args: argparse.Namespace) -> Command:
         from twisted_paychan.cli.wallet import run_wallet
 
         return run_wallet
+    if args.command == "pay":
+        from twisted_paychan.cli.pay import run_pay
+
+        return run_pay
+    if args.command == "channels":
+        from twisted_paychan.cli.channels import run_channels
+
+        return run_channels
     from twisted_paychan.cli.funding import run_fund, run_mine
 
     return run_fund if args.command == "regtest-fund" else run_mine

@@ -1,0 +1,140 @@
+"""
+``paychan pay``: open (or resume) a channel to a server and pay it.
+
+    paychan pay --server ENDPOINT --chain URL --data-dir DIR --value SATS --amount SATS
+                --count N [--version 1|2|2or1] [--info HEX] [--settle | --keep-open]
+
+The client's wallet and channel store live in ``DATA_DIR`` (fund the wallet first, e.g. with
+``paychan wallet new-address`` and ``paychan regtest-fund``). Progress goes to stderr; the
+summary to stdout (``--json`` for machines). ``--keep-open`` (the default) disconnects without
+settling, so the next ``paychan pay`` resumes the same channel; ``--settle`` asks the server to
+settle and waits for the settlement (from its CLOSE, or from the chain when the server only
+closes the socket, as stock bitcoinj does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import time
+from pathlib import Path
+from typing import Any
+
+from twisted.internet.endpoints import clientFromString
+from twisted.internet.error import ConnectError
+
+from twisted_paychan.bitcoin.txid import txid as txid_of
+from twisted_paychan.chain.types import display_hex
+from twisted_paychan.channel.errors import ChannelClosed, ChannelUsageError
+from twisted_paychan.channel.settings import ClientSettings, VersionSelector
+from twisted_paychan.cli.chains import open_chain
+from twisted_paychan.cli.output import Output, UserError
+from twisted_paychan.cli.wallet import WALLET_FILE
+from twisted_paychan.net.client import connect
+from twisted_paychan.net.client_channel import SettledOnChain
+from twisted_paychan.store.sqlite import StoreLocked, open_store
+from twisted_paychan.wallet import SqliteWallet
+
+_VERSIONS = {"1": VersionSelector.VERSION_1, "2": VersionSelector.VERSION_2, "2or1": VersionSelector.VERSION_2_ALLOW_1}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--server", required=True, metavar="ENDPOINT", help="e.g. tcp:127.0.0.1:4242")
+    p.add_argument("--value", type=int, required=True, metavar="SATS", help="value to lock in a new channel")
+    p.add_argument("--amount", type=int, required=True, metavar="SATS", help="size of each payment")
+    p.add_argument("--count", type=int, default=1, metavar="N", help="number of payments (default 1)")
+    p.add_argument("--version", choices=sorted(_VERSIONS), default="2or1")
+    p.add_argument("--info", metavar="HEX", help="info bytes sent with each payment")
+    p.add_argument("--fee-rate", type=int, default=1000, metavar="SAT_PER_KB", help="contract fee rate")
+    p.add_argument("--server-id", default=None, help="string naming the server (default: the endpoint)")
+    end = p.add_mutually_exclusive_group()
+    end.add_argument("--settle", action="store_true", help="settle the channel after paying")
+    end.add_argument("--keep-open", action="store_true", help="keep the channel for later (default)")
+
+
+async def run_pay(reactor: Any, args: argparse.Namespace, out: Output) -> int:
+    if args.data_dir is None:
+        raise UserError("paychan pay needs --data-dir (the client's wallet and channels)")
+    if args.amount < 0 or args.count < 0 or args.value <= 0:
+        raise UserError("--value must be positive, --amount and --count not negative")
+    try:
+        info = bytes.fromhex(args.info) if args.info else None
+    except ValueError:
+        raise UserError("--info must be hex") from None
+    try:
+        settings = ClientSettings(channel_value=args.value, versions=_VERSIONS[args.version], fee_rate=args.fee_rate)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    Path(args.data_dir).mkdir(parents=True, exist_ok=True)
+    server_id = hashlib.sha256((args.server_id or args.server).encode()).digest()
+    access = await open_chain(reactor, args.chain, args.data_dir, args.rpc_cookie)
+    try:
+        wallet = SqliteWallet.open(Path(args.data_dir) / WALLET_FILE, access.chain, access.network)
+        try:
+            store = open_store(args.data_dir, reactor)
+        except StoreLocked:
+            wallet.close()
+            raise UserError(f"the channel store in {args.data_dir} is in use by another paychan process") from None
+        try:
+            return await _pay(reactor, args, out, wallet, access.chain, store, settings, server_id, info)
+        finally:
+            await store.close()
+            wallet.close()
+    finally:
+        await access.close()
+
+
+async def _pay(reactor: Any, args: Any, out: Output, wallet: Any, chain: Any, store: Any,
+               settings: ClientSettings, server_id: bytes, info: Any) -> int:
+    endpoint = clientFromString(reactor, args.server)
+    try:
+        conn = await connect(reactor, endpoint, wallet, chain, store, settings, server_id, None)
+    except ChannelClosed as e:
+        raise UserError(f"could not open a channel: {e}") from None
+    except (ConnectError, ConnectionError) as e:
+        raise UserError(f"cannot reach {args.server}: {e}") from None
+    how = "resumed" if conn.resumed else "opened"
+    out.stderr.write(f"channel {display_hex(conn.contract_txid)} {how}\n")
+    paid = 0
+    started = time.perf_counter()
+    try:
+        for i in range(args.count):
+            ack = await conn.pay(args.amount, info)
+            paid += ack.amount
+            if args.count <= 20 or (i + 1) % max(1, args.count // 10) == 0:
+                out.stderr.write(f"  payment {i + 1}/{args.count}: {ack.amount} sat acknowledged\n")
+    except (ChannelClosed, ChannelUsageError) as e:
+        raise UserError(f"payment failed after {paid} sat: {e}") from None
+    elapsed = time.perf_counter() - started
+    record = conn.record
+    assert record is not None
+    result: dict[str, Any] = {
+        "contract_txid": display_hex(conn.contract_txid),
+        "resumed": conn.resumed,
+        "payments": args.count,
+        "paid": paid,
+        "channel_value": record.value,
+        "channel_paid": record.value - record.client_change,
+        "seconds": round(elapsed, 3),
+    }
+    if args.settle:
+        try:
+            settlement = await conn.settle()
+        except ChannelClosed as e:
+            raise UserError(f"settlement failed: {e}") from None
+        tx = settlement.tx if isinstance(settlement, SettledOnChain) else settlement
+        result["settlement_txid"] = display_hex(txid_of(tx))
+        result["settlement_from"] = "chain" if isinstance(settlement, SettledOnChain) else "server"
+    else:
+        conn.disconnect()
+        await conn.channel.closed
+    lines = [
+        f"paid {paid} sat in {args.count} payment(s) over channel {result['contract_txid']} ({how})",
+        f"channel: {result['channel_paid']} of {result['channel_value']} sat paid",
+    ]
+    if "settlement_txid" in result:
+        lines.append(f"settled by {result['settlement_txid']}")
+    else:
+        lines.append("kept open: the next paychan pay resumes it")
+    out.emit("\n".join(lines), result)
+    return 0
