@@ -25,6 +25,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from twisted_paychan.chain.embedded import miner, rules
+from twisted_paychan.chain.embedded.journal import BlockJournal
 from twisted_paychan.chain.embedded.datadir import DatadirLock
 from twisted_paychan.chain.embedded.index import ChainIndex, ParsedBlock, parse_block
 from twisted_paychan.chain.embedded.kernel import BlockVerdict, Kernel, SpentCoin
@@ -45,6 +46,10 @@ OP_TRUE_SCRIPT = b"\x51"
 #: P2WSH of ``OP_TRUE``: a standard output anyone can spend with the witness ``[OP_TRUE]``.
 #: The default coinbase payee, so tests can fund whatever they like from mined coins.
 ANYONE_CAN_SPEND = b"\x00\x20" + hashlib.sha256(OP_TRUE_SCRIPT).digest()
+
+
+#: The node's own record of its active chain (see ``journal``).
+JOURNAL_FILE = "paychan-blocks.journal"
 
 
 class MiningFailed(RuntimeError):
@@ -73,6 +78,8 @@ class RegtestNode:
         self._index = ChainIndex()
         self._mempool = Mempool()
         self._connected: list[ParsedBlock] = []
+        #: Raw blocks connected since the journal was last written.
+        self._connected_raw: list[bytes] = []
         self._disconnected: list[ParsedBlock] = []
         self._block_listeners: list[Callable[[ChainTip], Any]] = []
         self._change_listeners: list[Callable[[], Any]] = []
@@ -82,6 +89,10 @@ class RegtestNode:
             self._kernel = Kernel(self.datadir, self._on_connected, self._on_disconnected)
             for height in range(self._kernel.height + 1):
                 self._index.connect(parse_block(self._kernel.block_at(height)), height)
+            self._connected.clear()
+            self._connected_raw.clear()
+            self._journal = BlockJournal(self.datadir / JOURNAL_FILE)
+            self._replay_journal()
         except BaseException:
             self._lock.release()
             raise
@@ -90,6 +101,7 @@ class RegtestNode:
     def close(self) -> None:
         """Stop mining, flush and close the kernel, release the data directory."""
         self.stop_mining()
+        self._journal.close()
         self._kernel.close()
         self._lock.release()
 
@@ -258,6 +270,7 @@ class RegtestNode:
         return verdict
 
     def _on_connected(self, raw_block: bytes, height: int) -> None:
+        self._connected_raw.append(bytes(raw_block))
         block = parse_block(raw_block)
         self._index.connect(block, height)
         self._connected.append(block)
@@ -267,9 +280,32 @@ class RegtestNode:
         self._index.disconnect(block, height, spent)
         self._disconnected.append(block)
 
+    def _replay_journal(self) -> None:
+        """Give the kernel back any block it lost in a crash (see ``journal``)."""
+        known = self._kernel.height
+        replayed = 0
+        for height, raw in enumerate(self._journal.blocks(), start=1):
+            if height <= known:
+                continue
+            verdict = self._kernel.process_block(raw, parse_block(raw).block_hash)
+            if not verdict.accepted:
+                log.warn("journal block {height} not accepted again: {reason}", height=height, reason=verdict.reason)
+                break
+            replayed += 1
+        self._connected.clear()
+        self._disconnected.clear()
+        self._connected_raw.clear()
+        if replayed:
+            log.info("replayed {n} block(s) the kernel had not flushed before a crash", n=replayed)
+
     def _after_blocks(self) -> None:
         connected, self._connected = self._connected, []
         disconnected, self._disconnected = self._disconnected, []
+        connected_raw, self._connected_raw = self._connected_raw, []
+        if disconnected:
+            self._journal.rewrite(self._kernel.block_at(h) for h in range(1, self.height + 1))
+        else:
+            self._journal.append(connected_raw)
         if disconnected:
             self._resubmit([raw for block in reversed(disconnected) for raw in block.raws[1:]])
         else:
