@@ -51,6 +51,12 @@ class ClientChannels:
     async def _start(self) -> None:
         self._block_watch = self.chain.watch_blocks(self._new_block)
         for record in await self.store.client_channels():
+            if record.state is ClientChannelState.OPEN:
+                try:  # the node may have lost its mempool in a crash; the contract is ours too
+                    await self.chain.broadcast(record.contract)
+                except Exception as e:
+                    self.log.debug("channel {txid}: contract rebroadcast refused: {why}",
+                                   txid=display_hex(record.contract_txid), why=e)
             self.track(record)
 
     def stop(self) -> None:

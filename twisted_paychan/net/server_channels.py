@@ -140,7 +140,22 @@ class ServerChannels:
 
     async def _start(self) -> None:
         for record in await self.store.server_channels():
+            await self._rebroadcast(record)
             self._arm(record)
+
+    async def _rebroadcast(self, record: ServerChannelRecord) -> None:
+        """A node loses its mempool in a crash (ours, or bitcoind's without a clean shutdown):
+        put back what this channel depends on, the contract and any settlement in flight."""
+        wanted = []
+        if record.state in (ServerChannelState.OPEN, ServerChannelState.SETTLING, ServerChannelState.STUCK):
+            wanted.append(record.contract)
+        if record.state is ServerChannelState.SETTLING and record.settlement_tx is not None:
+            wanted.append(record.settlement_tx)
+        for tx in wanted:
+            try:
+                await self.chain.broadcast(tx)
+            except Exception as e:
+                self.log.debug("channel {txid}: rebroadcast refused: {why}", txid=display_hex(record.contract_txid), why=e)
 
     def stop(self) -> None:
         for call in self._timers.values():
