@@ -134,10 +134,9 @@ class ServerChannel(EffectRunner):
 
             return d.addCallbacks(lambda _: m.payment_stored(), refused)
         if isinstance(effect, fx.NotifyPayment):
-            self.log.info(
-                "channel {txid}: payment +{increase} sat, total {total}",
-                txid=display_hex(effect.contract_txid), increase=effect.increase, total=effect.total,
-            )
+            # Per payment: debug level, and the txid formatted only if someone writes it.
+            self.log.debug("channel {txid}: payment +{increase} sat, total {total}",
+                           txid=_DisplayTxid(effect.contract_txid), increase=effect.increase, total=effect.total)
             d = defer.maybeDeferred(
                 self.handler.payment_received, effect.contract_txid, effect.increase, effect.total, effect.info
             )
@@ -177,3 +176,15 @@ class ServerChannel(EffectRunner):
             self.handler.channel_closed(reason)
         finally:
             self.done.callback(reason)
+
+
+class _DisplayTxid:
+    """A txid that turns into display hex only when a log event is actually formatted."""
+
+    __slots__ = ("raw",)
+
+    def __init__(self, raw: bytes) -> None:
+        self.raw = raw
+
+    def __str__(self) -> str:
+        return display_hex(self.raw)

@@ -1,0 +1,159 @@
+"""
+Payments per second between a client process and a server process over loopback TCP, with
+durable stores (SQLite, synchronous commits) on both sides, on the embedded regtest chain.
+
+    python bench/bench_payments.py [--payments N] [--channels K] [--idle M]
+
+Starts ``twistd paychan`` (the real server) in a child process, then in this process a client
+that reaches the server's chain over JSON-RPC. Prints: one channel's rate and latency
+percentiles, K channels at once, the server's CPU time per payment (from /proc), and the
+server's memory per open idle channel connection.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import resource
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from twisted.internet import defer, task  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+async def main(reactor, args) -> None:
+    from twisted.internet.endpoints import clientFromString
+
+    from twisted_paychan.channel.settings import ClientSettings, VersionSelector
+    from twisted_paychan.net.client import connect
+    from twisted_paychan.rpc.client import RpcChain
+    from twisted_paychan.store.sqlite import SqliteChannelStore
+    from twisted_paychan.wallet.sqlite import SqliteWallet
+
+    tmp = Path(tempfile.mkdtemp(prefix="paychan-bench-"))
+    port, rpc_port = free_port(), free_port()
+    # PAYCHAN_PROFILE=FILE profiles the server with cProfile (twistd --profile) into FILE.
+    profile = os.environ.get("PAYCHAN_PROFILE")
+    profiling = ["--profile", profile, "--profiler", "cprofile", "--savestats"] if profile else []
+    server = subprocess.Popen(
+        [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "--nodaemon", "--pidfile=",
+         f"--logfile={tmp / 'server.log'}", *profiling, "paychan", "--data-dir", str(tmp / "server"),
+         "--listen", f"tcp:{port}:interface=127.0.0.1", "--rpc-listen", f"tcp:{rpc_port}:interface=127.0.0.1",
+         "--fee-rate", "1000"],
+        env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    cookie = tmp / "server" / "chain" / ".cookie"
+    try:
+        for _ in range(600):
+            if cookie.exists():
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                    break
+                except OSError:
+                    pass
+            await task.deferLater(reactor, 0.05, lambda: None)
+        chain = RpcChain.from_url(reactor, f"http://127.0.0.1:{rpc_port}", cookie_path=cookie, poll_interval=1.0)
+        await chain.start()
+        wallet = SqliteWallet.open(tmp / "client-wallet.sqlite", chain)
+        store = SqliteChannelStore(str(tmp / "client-channels.sqlite"), reactor)
+        address = await wallet.new_address()
+        await chain.connection.call("generatetoaddress", 5, address)
+        await chain.connection.call("generatetoaddress", 100, await wallet.new_address())
+        endpoint = clientFromString(reactor, f"tcp:127.0.0.1:{port}")
+        settings = ClientSettings(channel_value=50_000_000, versions=VersionSelector.VERSION_2, fee_rate=1000)
+
+        async def open_channel(n: int):
+            return await connect(reactor, endpoint, wallet, chain, store, settings,
+                                 hashlib.sha256(b"bench %d" % n).digest(), None)
+
+        print(f"twisted-paychan payments, client and server in separate processes, durable stores; "
+              f"Python {sys.version.split()[0]}")
+        # -- one channel -----------------------------------------------------------------------
+        conn = await open_channel(0)
+        for _ in range(200):  # warm up (SQLite WAL files grow to their working size)
+            await conn.pay(1)
+        latencies = []
+        cpu0 = cpu_seconds(server.pid)
+        start = time.perf_counter()
+        for _ in range(args.payments):
+            t = time.perf_counter()
+            await conn.pay(1)
+            latencies.append(time.perf_counter() - t)
+        elapsed = time.perf_counter() - start
+        cpu1 = cpu_seconds(server.pid)
+        latencies.sort()
+        q = statistics.quantiles(latencies, n=100)
+        print(f"1 channel:   {args.payments / elapsed:8.0f} payments/s   latency p50 {q[49]*1e3:.2f} ms  "
+              f"p99 {q[98]*1e3:.2f} ms  max {latencies[-1]*1e3:.2f} ms")
+        print(f"             server CPU {((cpu1 - cpu0) / args.payments) * 1e6:.0f} us per payment")
+
+        # -- K channels at once ----------------------------------------------------------------
+        conns = [conn] + [await open_channel(n) for n in range(1, args.channels)]
+        per = args.payments // args.channels * 2
+
+        async def stream(c):
+            for _ in range(per):
+                await c.pay(1)
+
+        cpu0 = cpu_seconds(server.pid)
+        start = time.perf_counter()
+        await defer.gatherResults([defer.ensureDeferred(stream(c)) for c in conns])
+        elapsed = time.perf_counter() - start
+        cpu1 = cpu_seconds(server.pid)
+        total = per * args.channels
+        print(f"{args.channels} channels: {total / elapsed:8.0f} payments/s in total   "
+              f"server CPU {((cpu1 - cpu0) / total) * 1e6:.0f} us per payment")
+
+        # -- memory per idle open channel connection ---------------------------------------------
+        before = rss_bytes(server.pid)
+        idle = [await open_channel(1000 + n) for n in range(args.idle)]
+        await task.deferLater(reactor, 0.5, lambda: None)
+        after = rss_bytes(server.pid)
+        print(f"{args.idle} idle open channels: server RSS +{(after - before) / 1024:.0f} KiB, "
+              f"{(after - before) / args.idle / 1024:.1f} KiB per connection")
+        for c in conns + idle:
+            c.disconnect()
+        await store.close()
+        wallet.close()
+        await chain.stop()
+        print(f"client process CPU: {resource.getrusage(resource.RUSAGE_SELF).ru_utime:.1f} s user")
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser()
+    p.add_argument("--payments", type=int, default=3000)
+    p.add_argument("--channels", type=int, default=10)
+    p.add_argument("--idle", type=int, default=100)
+    args = p.parse_args()
+    task.react(lambda reactor: defer.ensureDeferred(main(reactor, args)))
