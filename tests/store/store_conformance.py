@@ -138,6 +138,21 @@ async def check_payment_refused_unless_open(store):
     assert (await store.server_channel(rec.contract_txid)).best_value == 100
 
 
+async def check_set_server_state_keeps_payments(store):
+    """Settlement freezes the channel: the state changes, b and sig_C stay as stored."""
+    rec = server_record(9)
+    await store.add_server_channel(rec)
+    await store.record_payment(rec.contract_txid, 700, b"sig700")
+    await store.set_server_state(rec.contract_txid, ServerChannelState.SETTLING, "operator")
+    got = await store.server_channel(rec.contract_txid)
+    assert (got.state, got.note, got.best_value, got.best_signature) == (
+        ServerChannelState.SETTLING, "operator", 700, b"sig700")
+    with pytest.raises(ChannelNotOpen):
+        await store.record_payment(rec.contract_txid, 800, b"sig800")
+    with pytest.raises(UnknownChannel):
+        await store.set_server_state(b"\x42" * 32, ServerChannelState.SETTLING)
+
+
 CONFORMANCE = [
     check_provides_interface,
     check_server_round_trip,
@@ -150,4 +165,5 @@ CONFORMANCE = [
     check_update_client_channel,
     check_failure_does_not_spoil_others,
     check_payment_refused_unless_open,
+    check_set_server_state_keeps_payments,
 ]

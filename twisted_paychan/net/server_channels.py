@@ -90,6 +90,12 @@ class ServerChannels:
         if record.best_signature is None:
             raise SettlementUnaffordable(0, 0)  # nothing was ever paid: nothing to settle
         now = int(self.clock.seconds())
+        if record.state is ServerChannelState.OPEN:
+            # Freeze first: payments queued before this are in the record read next, payments
+            # after it are refused, so the settlement pays the server every acknowledged payment.
+            await self.store.set_server_state(contract_txid, ServerChannelState.SETTLING, "settling")
+            record = await self.store.server_channel(contract_txid)
+            assert record is not None
         if record.settlement_tx is None:
             channel = ChannelScript(record.version, record.client_key, record.server_key, record.expiry)
             signer = self.wallet.signer_for(record.server_key)

@@ -30,6 +30,11 @@ class IChannelStore(Interface):
     def update_server_channel(record):  # -> Deferred[None]
         """Replace a stored server record (state changes, settlement)."""
 
+    def set_server_state(contract_txid: bytes, state, note: str = ""):  # -> Deferred[None]
+        """Change only a server record's state and note. Settlement starts with this (OPEN ->
+        SETTLING), so that from then on payments are refused while every payment stored
+        before it is in the record the settlement is built from."""
+
     def server_channel(contract_txid: bytes):  # -> Deferred[ServerChannelRecord | None]
         """The record, or None."""
 

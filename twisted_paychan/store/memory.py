@@ -44,6 +44,13 @@ class MemoryChannelStore:
         self._server[record.contract_txid] = record
         return defer.succeed(None)
 
+    def set_server_state(self, contract_txid: bytes, state: ServerChannelState, note: str = "") -> defer.Deferred[None]:
+        old = self._server.get(contract_txid)
+        if old is None:
+            return defer.fail(UnknownChannel(contract_txid.hex()))
+        self._server[contract_txid] = replace(old, state=state, note=note)
+        return defer.succeed(None)
+
     def server_channel(self, contract_txid: bytes) -> defer.Deferred[Optional[ServerChannelRecord]]:
         return defer.succeed(self._server.get(contract_txid))
 

@@ -297,6 +297,17 @@ class SqliteChannelStore:
 
         return self._submit(op, True)
 
+    def set_server_state(self, contract_txid: bytes, state: ServerChannelState, note: str = "") -> defer.Deferred[None]:
+        def op(db: sqlite3.Connection) -> None:
+            cur = db.execute(
+                "UPDATE server_channels SET state = ?, note = ? WHERE contract_txid = ?",
+                (state.value, note, contract_txid),
+            )
+            if cur.rowcount != 1:
+                raise UnknownChannel(contract_txid.hex())
+
+        return self._submit(op, True)
+
     def server_channel(self, contract_txid: bytes) -> defer.Deferred[Optional[ServerChannelRecord]]:
         def op(db: sqlite3.Connection) -> Optional[ServerChannelRecord]:
             row = db.execute(
