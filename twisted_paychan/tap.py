@@ -54,6 +54,8 @@ class Options(usage.Options):
          _positive_int("time-window-max")],
         ["fee-rate", None, C.FEE_RATE_FLOOR, "Settlement fee rate, sat/kB (at least 1000).", _positive_int("fee-rate")],
         ["handshake-timeout", None, 30, "Seconds a client may take to open a channel.", _positive_int("handshake-timeout")],
+        ["admin-listen", None, "default",
+         "Endpoint for operator commands (paychan settle); default: unix socket DATA_DIR/admin.sock, 'none' to switch off."],
     ]
 
     def postOptions(self) -> None:
@@ -76,6 +78,18 @@ class Options(usage.Options):
         chain = self["chain"]
         if chain != "embedded" and not chain.startswith(("http://", "https://")):
             raise usage.UsageError("--chain is 'embedded' or an http(s) RPC URL")
+
+
+def admin_endpoint(option: str, data_dir: str) -> Optional[str]:
+    """The operator endpoint for ``--admin-listen`` (None when switched off)."""
+    if option == "none":
+        return None
+    if option == "default":
+        path = os.path.join(data_dir, "admin.sock")
+        if os.path.exists(path):
+            os.unlink(path)  # left behind by a crash; the store lock guards against two servers
+        return f"unix:{path}:mode=600"
+    return option
 
 
 class ChannelServerService(service.MultiService):
@@ -108,6 +122,11 @@ class ChannelServerService(service.MultiService):
         self.factory = PaymentChannelServerFactory(self.wallet, self.chain, self.store, o["settings"], self.reactor)
         self.factory.channels.start()  # re-arm the settle-before-expiry timers
         strports.service(o["listen"], self.factory).setServiceParent(self)
+        admin = admin_endpoint(o["admin-listen"], data_dir)
+        if admin is not None:
+            from twisted_paychan.net.admin import AdminFactory
+
+            strports.service(admin, AdminFactory(self.factory.channels)).setServiceParent(self)
         self.log.info("paychan server: data in {data_dir}, chain {chain}, listening on {listen}",
                       data_dir=data_dir, chain=o["chain"], listen=o["listen"])
         super().startService()

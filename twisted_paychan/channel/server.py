@@ -449,6 +449,13 @@ class ServerMachine:
             return []
         return [fx.Send(m.close())] + self._closed(CloseReason.SERVER_REQUESTED_CLOSE)
 
+    def settled_elsewhere(self, settlement_tx: bytes) -> list:
+        """The server settled this channel on its own (operator): CLOSE{settlement}, close
+        with SERVER_REQUESTED_CLOSE. Nothing to do if this connection is already ending."""
+        if self.step in (ServerStep.CLOSED, ServerStep.SETTLING) or self.disconnected:
+            return []
+        return [fx.Send(m.close(settlement_tx))] + self._closed(CloseReason.SERVER_REQUESTED_CLOSE)
+
     def connection_lost(self) -> list:
         """The transport is gone. Outstanding effects still complete (and store what they must)."""
         self.disconnected = True

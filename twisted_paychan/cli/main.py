@@ -9,6 +9,7 @@
     paychan pay --server ENDPOINT [--chain URL] --data-dir DIR --value SATS --amount SATS --count N
                 [--version 1|2|2or1] [--info HEX] [--settle | --keep-open]
     paychan channels --data-dir DIR
+    paychan settle --data-dir DIR (CONTRACT_TXID | --all)
 
 Every command takes ``--json`` (one JSON document on stdout) and ``--chain``/``--rpc-cookie``/
 ``--data-dir`` where they apply. Exit status: 0 success, 1 an error the user can act on (the
@@ -91,6 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("channels", parents=[common], help="the channels stored in --data-dir")
 
+    settle = commands.add_parser("settle", parents=[common], help="settle stored server channels now")
+    from twisted_paychan.cli.settle import add_arguments as settle_arguments
+
+    settle_arguments(settle)
+    settle.add_argument("--fee-rate", type=int, default=1000, metavar="SAT_PER_KB",
+                        help="settlement fee rate when the server is not running (default 1000)")
+
     mine = commands.add_parser("regtest-mine", parents=[common], help="mine N blocks")
     mine.add_argument("blocks", metavar="N", type=int)
     mine.add_argument("--address", help="pay the coinbases here (default: anyone-can-spend P2WSH(OP_TRUE))")
@@ -122,6 +130,10 @@ def _command(args: argparse.Namespace) -> Command:
         from twisted_paychan.cli.channels import run_channels
 
         return run_channels
+    if args.command == "settle":
+        from twisted_paychan.cli.settle import run_settle
+
+        return run_settle
     from twisted_paychan.cli.funding import run_fund, run_mine
 
     return run_fund if args.command == "regtest-fund" else run_mine

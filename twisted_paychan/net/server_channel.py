@@ -96,6 +96,10 @@ class ServerChannel(EffectRunner):
         """End this connection without settling (plain CLOSE)."""
         self._run(self.machine.close())
 
+    def settled_by_server(self, settlement_tx: bytes) -> None:
+        """The channel was settled outside this connection (operator, timer): tell the client."""
+        self._run(self.machine.settled_elsewhere(settlement_tx))
+
     # -- carrying out effects -----------------------------------------------------------------
 
     def _effect_failed(self, failure: Failure) -> None:

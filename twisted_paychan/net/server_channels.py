@@ -79,6 +79,19 @@ class ServerChannels:
 
     # -- settlement ---------------------------------------------------------------------------
 
+    def settle_now(self, contract_txid: bytes) -> defer.Deferred[bytes]:
+        """Settle on the operator's request, whether or not a client is connected; a connected
+        client gets CLOSE with the settlement."""
+        connection = self._attached.get(contract_txid)
+        d = self.settle(contract_txid, CloseReason.SERVER_REQUESTED_CLOSE)
+
+        def tell_client(raw: bytes) -> bytes:
+            if connection is not None and connection.close_reason is None:
+                connection.settled_by_server(raw)
+            return raw
+
+        return d.addCallback(tell_client)
+
     def settle(self, contract_txid: bytes, reason: CloseReason) -> defer.Deferred[bytes]:
         """Build, store and broadcast the settlement; fires with the raw settlement."""
         return defer.ensureDeferred(self._settle(contract_txid, reason))
@@ -112,6 +125,7 @@ class ServerChannels:
                              updated_at=now)
             await self.store.update_server_channel(record)  # stored before it is broadcast
         assert record.settlement_tx is not None
+        await self._ensure_contract_known(record)
         try:
             await self.chain.broadcast(record.settlement_tx)
         except Exception as e:
@@ -127,6 +141,19 @@ class ServerChannels:
             timer.cancel()
         self._watch_settlement(record)
         return record.settlement_tx
+
+    async def _ensure_contract_known(self, record: ServerChannelRecord) -> None:
+        """The settlement spends the contract: if the node has forgotten an unconfirmed contract
+        (its mempool is not kept across restarts), give it back first."""
+        from twisted_paychan.chain.types import TxState
+
+        status = await self.chain.tx_status(record.contract_txid)
+        if status.state is TxState.UNKNOWN:
+            try:
+                await self.chain.broadcast(record.contract)
+            except Exception as e:
+                self.log.warn("channel {txid}: contract not accepted again: {why}",
+                              txid=display_hex(record.contract_txid), why=e)
 
     async def _stuck(self, record: ServerChannelRecord, note: str, now: int, keep_tx: bool = False) -> None:
         self.log.warn("channel {txid}: stuck: {note}", txid=display_hex(record.contract_txid), note=note)

@@ -1,0 +1,111 @@
+"""
+``paychan settle --data-dir DIR (CONTRACT_TXID | --all)``: settle stored server channels now.
+
+With the server running, the request goes to it over its operator socket (``DATA_DIR/
+admin.sock``), and a connected client gets CLOSE with the settlement. With the server stopped,
+the command opens the data directory itself (chain, wallet, store) and settles from there.
+Either way the settlement is stored before it is broadcast, and a channel that cannot be
+settled (fee above what it pays the server, broadcast refused) is kept as ``stuck`` with the
+reason, shown by ``paychan channels``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from twisted.internet.endpoints import UNIXClientEndpoint, connectProtocol
+from twisted.internet.defer import Deferred
+from twisted.protocols.basic import LineOnlyReceiver
+
+from twisted_paychan.cli.chains import open_chain
+from twisted_paychan.cli.output import Output, UserError
+from twisted_paychan.cli.wallet import WALLET_FILE
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("contract", nargs="?", metavar="CONTRACT_TXID", help="the channel's contract txid")
+    p.add_argument("--all", action="store_true", help="every open or stuck channel")
+
+
+class _Ask(LineOnlyReceiver):
+    delimiter = b"\n"
+
+    def __init__(self, request: dict) -> None:
+        self.request = request
+        self.answer: Deferred[dict] = Deferred()
+
+    def connectionMade(self) -> None:
+        self.sendLine(json.dumps(self.request).encode())
+
+    def lineReceived(self, line: bytes) -> None:
+        if not self.answer.called:
+            self.answer.callback(json.loads(line))
+
+    def connectionLost(self, reason: Any = None) -> None:
+        if not self.answer.called:
+            self.answer.errback(UserError("the server closed the operator socket without answering"))
+
+
+async def run_settle(reactor: Any, args: argparse.Namespace, out: Output) -> int:
+    if args.data_dir is None:
+        raise UserError("paychan settle needs --data-dir (the server's data directory)")
+    if bool(args.contract) == bool(args.all):
+        raise UserError("name one CONTRACT_TXID or give --all")
+    which = "all" if args.all else args.contract
+    socket_path = Path(args.data_dir) / "admin.sock"
+    if socket_path.exists():
+        try:
+            ask = _Ask({"command": "settle", "contract": which})
+            await connectProtocol(UNIXClientEndpoint(reactor, str(socket_path)), ask)
+            answer = await ask.answer
+        except (ConnectionError, OSError) as e:
+            raise UserError(f"cannot reach the server at {socket_path}: {e}") from None
+        if "error" in answer:
+            raise UserError(answer["error"])
+        results = answer["results"]
+        where = "by the running server"
+    else:
+        results = await _settle_offline(reactor, args, which)
+        where = "from the data directory (server not running)"
+    lines = [f"{len(results)} channel(s) {where}"]
+    for r in results:
+        outcome = f"settled by {r['settlement_txid']}" if r["settlement_txid"] else f"NOT settled: {r['error']}"
+        lines.append(f"  {r['contract_txid']}: {outcome}")
+    out.emit("\n".join(lines), {"results": results})
+    return 0 if all(r["settlement_txid"] for r in results) else 1
+
+
+async def _settle_offline(reactor: Any, args: argparse.Namespace, which: str) -> list:
+    from twisted_paychan.channel.settings import ServerSettings
+    from twisted_paychan.net.admin import settle_channels
+    from twisted_paychan.net.server_channels import ServerChannels
+    from twisted_paychan.store.sqlite import StoreLocked, open_store
+    from twisted_paychan.wallet import SqliteWallet
+
+    if not (Path(args.data_dir) / "channels.sqlite").exists():
+        raise UserError(f"no channel store in {args.data_dir}")
+    access = await open_chain(reactor, args.chain, args.data_dir, args.rpc_cookie)
+    try:
+        wallet = SqliteWallet.open(os.path.join(args.data_dir, WALLET_FILE), access.chain, access.network)
+        try:
+            try:
+                store = open_store(args.data_dir, threaded=False)
+            except StoreLocked:
+                raise UserError(f"the channel store in {args.data_dir} is in use, but no operator socket "
+                                "answers: is the server running with --admin-listen none?") from None
+            try:
+                channels = ServerChannels(wallet, access.chain, store, ServerSettings(fee_rate=args.fee_rate), reactor)
+                try:
+                    return await settle_channels(channels, which)
+                finally:
+                    channels.stop()
+            finally:
+                await store.close()
+        finally:
+            wallet.close()
+    finally:
+        await access.close()
