@@ -42,10 +42,16 @@ def failure_of(d: Any) -> Any:
 
 
 class Pair:
-    def __init__(self, server_settings: Optional[ServerSettings] = None, funds: int = 50_000_000) -> None:
+    def __init__(
+        self,
+        server_settings: Optional[ServerSettings] = None,
+        funds: int = 50_000_000,
+        chain_dir: Any = None,
+        start: float = START,
+    ) -> None:
         self.clock = task.Clock()
-        self.clock.advance(START)
-        self.chain = MemoryChain(self.clock)
+        self.clock.advance(start)
+        self.chain = MemoryChain(self.clock) if chain_dir is None else _embedded(chain_dir, self.clock)
         self.server_wallet = MemoryWallet(self.chain)
         self.client_wallet = MemoryWallet(self.chain)
         self.server_store = MemoryChannelStore()
@@ -53,8 +59,12 @@ class Pair:
         self.server_settings = server_settings or ServerSettings(fee_rate=1000)
         self.channels = ServerChannels(self.server_wallet, self.chain, self.server_store, self.server_settings, self.clock)
         address = result_of(self.client_wallet.new_address())
-        self.chain.credit(address_to_script(address, REGTEST), funds)
-        self.chain.mine(1)
+        if chain_dir is None:
+            self.chain.credit(address_to_script(address, REGTEST), funds)
+            self.chain.mine(1)
+        else:  # a coinbase of 50 BTC, matured, on Bitcoin Core's consensus engine
+            self.mine(1, address_to_script(address, REGTEST))
+            self.mine(100)
         self.client_key = result_of(self.client_wallet.new_channel_key())
         self.handler = NullServerHandler()
         self.to_server: list[bytes] = []
@@ -64,6 +74,17 @@ class Pair:
         self.server_closed: Optional[CloseReason] = None
         self.client_closed: Optional[CloseReason] = None
         self.wire: list[tuple[str, bytes]] = []
+
+    def mine(self, count: int = 1, script: Optional[bytes] = None, spacing: int = 600) -> None:
+        """Mine blocks ``spacing`` seconds apart on the pair's clock, delivering notifications."""
+        for _ in range(count):
+            self.clock.advance(spacing)
+            if script is None:
+                self.chain.mine(1)
+            else:
+                self.chain.mine(1, script)
+            self.clock.advance(0)
+            self.clock.advance(0)
 
     def connect(self, client_settings: ClientSettings, resume: Any = None, handler: Any = None) -> ClientChannel:
         self.to_server.clear()
@@ -112,3 +133,9 @@ class Pair:
                 continue
             return
         raise AssertionError("the pair never went quiet")
+
+
+def _embedded(datadir: Any, clock: Any) -> Any:
+    from twisted_paychan.chain.embedded.chain import EmbeddedChain
+
+    return EmbeddedChain.open(datadir, clock)

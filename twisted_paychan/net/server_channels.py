@@ -213,8 +213,10 @@ class ServerChannels:
             return
         if record.state is ServerChannelState.OPEN:
             self._watch_contract_inputs(record)
-        if record.state is ServerChannelState.SETTLING:
+        if record.state in (ServerChannelState.SETTLING, ServerChannelState.STUCK):
+            # Follow the contract output: our settlement, or the client's refund, will spend it.
             self._watch_settlement(record)
+        if record.state is ServerChannelState.SETTLING:
             return
         if delay is None:
             delay = max(0.0, self.settle_at(record) - self.clock.seconds())
@@ -242,10 +244,19 @@ class ServerChannels:
             self._watch_settlement(settled)
 
     def _expiry_failed(self, failure: Any, contract_txid: bytes) -> None:
+        watching = contract_txid in self._watches
         # Never lose the timer (a bitcoinj bug): log, and try again later.
         self.log.failure("channel {txid}: settlement before expiry failed; retrying in {delay} s",
                          failure, txid=display_hex(contract_txid), delay=self.retry_interval)
         self._timers[contract_txid] = self.clock.callLater(self.retry_interval, self._expiry_fired, contract_txid)
+        if not watching:
+            def watch(record: Optional[ServerChannelRecord]) -> None:
+                if record is not None:
+                    self._watch_settlement(record)
+
+            d = self.store.server_channel(contract_txid)
+            d.addCallback(watch)
+            d.addErrback(lambda f: self.log.failure("watching a stuck channel failed", f))
 
     def _watch_settlement(self, record: ServerChannelRecord) -> None:
         """Follow the contract output until our settlement (or the client's refund) confirms."""
@@ -276,6 +287,9 @@ class ServerChannels:
         await self.store.update_server_channel(
             replace(record, state=state, note=note, updated_at=int(self.clock.seconds()))
         )
+        timer = self._timers.pop(contract_txid, None)
+        if timer is not None and timer.active():
+            timer.cancel()
         self.log.info("channel {txid}: {state} on chain", txid=display_hex(contract_txid), state=state.value)
 
     # -- the contract itself: a double spend ends the channel (§7.3 check 5, §13 item 4) -------
