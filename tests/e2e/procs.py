@@ -27,7 +27,8 @@ def free_port() -> int:
 class ServerProcess:
     """``twistd -n paychan`` in a child process."""
 
-    def __init__(self, data_dir: Path, *extra: str) -> None:
+    def __init__(self, data_dir: Path, *extra: str, env: Optional[dict] = None) -> None:
+        self.env = env or {}
         self.data_dir = data_dir
         self.port = free_port()
         self.rpc_port = free_port()
@@ -56,16 +57,21 @@ class ServerProcess:
             "--rpc-listen", f"tcp:{self.rpc_port}:interface=127.0.0.1",
             "--fee-rate", "1000", *self.extra,
         ]
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        env = {**os.environ, "PYTHONPATH": str(REPO), **self.env}
         self.proc = subprocess.Popen(argv, cwd=str(REPO), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                if self.proc.returncode == -9:
+                    return  # a crash point fired while we waited
                 raise RuntimeError(f"server exited with {self.proc.returncode}: {self.log.read_text()[-2000:]}")
             if self.cookie.exists() and _listening(self.port) and _listening(self.rpc_port):
                 return
             await task.deferLater(reactor, 0.05, lambda: None)
         raise RuntimeError("server did not start in 30 s")
+
+    def crashed(self) -> bool:
+        return self.proc is not None and self.proc.poll() == -signal.SIGKILL
 
     def kill(self) -> None:
         """SIGKILL: no clean-up of any kind."""

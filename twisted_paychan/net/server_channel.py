@@ -25,6 +25,7 @@ from twisted_paychan.channel.errors import CloseReason
 from twisted_paychan.channel.server import ServerMachine
 from twisted_paychan.channel.settings import ServerSettings
 from twisted_paychan.chain.types import display_hex
+from twisted_paychan.faults import crash_point
 from twisted_paychan.store.interfaces import ChannelNotOpen
 
 
@@ -123,12 +124,20 @@ class ServerChannel(EffectRunner):
             return d.addCallback(lambda rec: m.resume_found(rec) if rec is not None else m.resume_not_found())
         if isinstance(effect, fx.BroadcastContract):
             d = self.registry.chain.broadcast(effect.tx)
-            return d.addCallbacks(
-                lambda _: m.contract_accepted(now()), lambda f: m.contract_rejected(f.getErrorMessage())
-            )
+
+            def accepted(_: Any) -> list:
+                crash_point("contract-broadcast")
+                return m.contract_accepted(now())
+
+            return d.addCallbacks(accepted, lambda f: m.contract_rejected(f.getErrorMessage()))
         if isinstance(effect, fx.StoreServerChannel):
             d = defer.maybeDeferred(self.registry.add_channel, effect.record, self)
-            return d.addCallback(lambda _: m.channel_stored())
+
+            def stored(_: Any) -> list:
+                crash_point("channel-stored")
+                return m.channel_stored()
+
+            return d.addCallback(stored)
         if isinstance(effect, fx.StorePayment):
             d = self.registry.store.record_payment(effect.contract_txid, effect.best_value, effect.signature)
 
@@ -136,7 +145,11 @@ class ServerChannel(EffectRunner):
                 f.trap(ChannelNotOpen)
                 return m.payment_refused(f.getErrorMessage())
 
-            return d.addCallbacks(lambda _: m.payment_stored(), refused)
+            def payment_stored(_: Any) -> list:
+                crash_point("payment-stored")
+                return m.payment_stored()
+
+            return d.addCallbacks(payment_stored, refused)
         if isinstance(effect, fx.NotifyPayment):
             # Per payment: debug level, and the txid formatted only if someone writes it.
             self.log.debug("channel {txid}: payment +{increase} sat, total {total}",

@@ -22,6 +22,7 @@ from twisted_paychan.bitcoin.settlement import SettlementRejected, SettlementUna
 from twisted_paychan.channel.errors import CloseReason
 from twisted_paychan.channel.settings import ServerSettings
 from twisted_paychan.chain.types import display_hex
+from twisted_paychan.faults import crash_point
 from twisted_paychan.store.records import ServerChannelRecord, ServerChannelState
 
 
@@ -124,6 +125,7 @@ class ServerChannels:
             record = replace(record, state=ServerChannelState.SETTLING, settlement_tx=settlement.raw, note="",
                              updated_at=now)
             await self.store.update_server_channel(record)  # stored before it is broadcast
+            crash_point("settlement-stored")
         assert record.settlement_tx is not None
         await self._ensure_contract_known(record)
         try:
@@ -131,6 +133,7 @@ class ServerChannels:
         except Exception as e:
             await self._stuck(record, f"settlement broadcast rejected: {e}", now, keep_tx=True)
             raise SettlementRejected(str(e)) from e
+        crash_point("settlement-broadcast")
         if record.state is not ServerChannelState.SETTLING:
             record = replace(record, state=ServerChannelState.SETTLING, note="", updated_at=now)
             await self.store.update_server_channel(record)
