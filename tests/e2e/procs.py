@@ -70,8 +70,13 @@ class ServerProcess:
             await task.deferLater(reactor, 0.05, lambda: None)
         raise RuntimeError("server did not start in 30 s")
 
-    def crashed(self) -> bool:
-        return self.proc is not None and self.proc.poll() == -signal.SIGKILL
+    async def crashed(self) -> bool:
+        """Whether the process died by SIGKILL (waiting a little for the kernel to reap it)."""
+        assert self.proc is not None
+        deadline = time.monotonic() + 10
+        while self.proc.poll() is None and time.monotonic() < deadline:
+            await task.deferLater(reactor, 0.02, lambda: None)
+        return self.proc.poll() == -signal.SIGKILL
 
     def kill(self) -> None:
         """SIGKILL: no clean-up of any kind."""

@@ -44,7 +44,7 @@ async def test_server_crash_at_each_step(tmp_path, point, version):
             await conn.channel.closed  # CLOSE{settlement}, or EOF if the server died first
         except ChannelClosed:
             pass
-        assert server.crashed(), "the crash point was never reached"
+        assert await server.crashed(), "the crash point was never reached"
 
         server.env = {}
         await server.start()
