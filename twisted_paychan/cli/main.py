@@ -10,6 +10,7 @@
                 [--version 1|2|2or1] [--info HEX] [--settle | --keep-open]
     paychan channels --data-dir DIR
     paychan settle --data-dir DIR (CONTRACT_TXID | --all)
+    paychan watch --data-dir DIR [--chain URL]
 
 Every command takes ``--json`` (one JSON document on stdout) and ``--chain``/``--rpc-cookie``/
 ``--data-dir`` where they apply. Exit status: 0 success, 1 an error the user can act on (the
@@ -92,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("channels", parents=[common], help="the channels stored in --data-dir")
 
+    commands.add_parser("watch", parents=[common], help="broadcast refunds of expired client channels (runs until stopped)")
+
     settle = commands.add_parser("settle", parents=[common], help="settle stored server channels now")
     from twisted_paychan.cli.settle import add_arguments as settle_arguments
 
@@ -130,6 +133,10 @@ def _command(args: argparse.Namespace) -> Command:
         from twisted_paychan.cli.channels import run_channels
 
         return run_channels
+    if args.command == "watch":
+        from twisted_paychan.cli.watch import run_watch
+
+        return run_watch
     if args.command == "settle":
         from twisted_paychan.cli.settle import run_settle
 
@@ -178,7 +185,7 @@ def main(
     try:
         return runner.run(
             lambda reactor: command(reactor, args, out),
-            install_signal_handlers=args.command == "regtest",
+            install_signal_handlers=args.command in ("regtest", "watch"),
         )
     except KeyboardInterrupt:
         out.error("interrupted")
