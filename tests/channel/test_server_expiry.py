@@ -21,6 +21,8 @@ def opened_and_paid(version=2):
     d = client.pay(50_000)
     pair.pump()
     result_of(d)
+    pair.chain.mine(1)  # the contract confirms (one that does not is the next test file's case)
+    pair.clock.advance(0)
     return pair, client, txid
 
 
@@ -109,3 +111,28 @@ def test_double_spent_contract_stops_payments():
     assert failure_of(d).check(ChannelClosed)
     assert pair.server_closed is CloseReason.REMOTE_SENT_INVALID_MESSAGE
     assert result_of(pair.server_store.server_channel(txid)).best_value == record.best_value
+
+
+def test_contract_that_never_confirms_stops_payments():
+    """§13 item 4 / issue: a contract still unconfirmed after the timeout marks the channel
+    CONTRACT_FAILED with the reason; payments are then refused (BAD_TRANSACTION)."""
+    from channel_pair import failure_of
+    from twisted_paychan.channel.errors import ChannelClosed
+
+    pair = Pair()
+    client = pair.connect(ClientSettings(channel_value=1_000_000, versions=VersionSelector.VERSION_2, fee_rate=1000))
+    txid = result_of(client.opened).contract_txid  # in the mempool; nobody mines
+    pair.clock.advance(pair.channels.contract_confirm_timeout - 1)
+    assert result_of(pair.server_store.server_channel(txid)).state is ServerChannelState.OPEN
+    pair.clock.advance(1)
+    failed = result_of(pair.server_store.server_channel(txid))
+    assert failed.state is ServerChannelState.CONTRACT_FAILED and "not confirmed" in failed.note
+    d = client.pay(1000)
+    pair.pump()
+    assert failure_of(d).check(ChannelClosed)
+
+
+def test_confirmed_contract_keeps_its_channel_open():
+    pair, client, txid = opened_and_paid()
+    pair.clock.advance(pair.channels.contract_confirm_timeout)
+    assert result_of(pair.server_store.server_channel(txid)).state is ServerChannelState.OPEN

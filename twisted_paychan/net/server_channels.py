@@ -39,6 +39,7 @@ class ServerChannels:
         self._timers: dict[bytes, Any] = {}
         self._watches: dict[bytes, Any] = {}
         self._input_watches: dict[bytes, list] = {}
+        self._confirm_timers: dict[bytes, Any] = {}
 
     # -- connections --------------------------------------------------------------------------
 
@@ -205,6 +206,10 @@ class ServerChannels:
             for w in watches:
                 w.cancel()
         self._input_watches.clear()
+        for call in self._confirm_timers.values():
+            if call.active():
+                call.cancel()
+        self._confirm_timers.clear()
 
     def settle_at(self, record: ServerChannelRecord) -> int:
         return record.expiry - self.settings.settle_offset
@@ -216,6 +221,7 @@ class ServerChannels:
             return
         if record.state is ServerChannelState.OPEN:
             self._watch_contract_inputs(record)
+            self._arm_confirmation_check(record)
         if record.state in (ServerChannelState.SETTLING, ServerChannelState.STUCK):
             # Follow the contract output: our settlement, or the client's refund, will spend it.
             self._watch_settlement(record)
@@ -337,3 +343,35 @@ class ServerChannels:
         timer = self._timers.pop(contract_txid, None)
         if timer is not None and timer.active():
             timer.cancel()
+
+    # -- a contract that never confirms (§13 item 4) ------------------------------------------
+
+    #: Seconds a contract may stay unconfirmed before its channel stops taking payments.
+    contract_confirm_timeout = 6 * 3600.0
+
+    def _arm_confirmation_check(self, record: ServerChannelRecord) -> None:
+        txid = record.contract_txid
+        if txid in self._confirm_timers:
+            return
+        delay = max(0.0, record.created_at + self.contract_confirm_timeout - self.clock.seconds())
+        self._confirm_timers[txid] = self.clock.callLater(delay, self._check_confirmation, txid)
+
+    def _check_confirmation(self, contract_txid: bytes) -> None:
+        self._confirm_timers.pop(contract_txid, None)
+        d = defer.ensureDeferred(self._confirmation_due(contract_txid))
+        d.addErrback(lambda f: self.log.failure("checking a contract's confirmation failed", f))
+
+    async def _confirmation_due(self, contract_txid: bytes) -> None:
+        from twisted_paychan.chain.types import TxState
+
+        record = await self.store.server_channel(contract_txid)
+        if record is None or record.state is not ServerChannelState.OPEN:
+            return
+        status = await self.chain.tx_status(contract_txid)
+        if status.state is TxState.CONFIRMED:
+            return
+        hours = self.contract_confirm_timeout / 3600
+        note = (f"contract not confirmed after {hours:g} h "
+                f"({'still in the mempool' if status.state is TxState.MEMPOOL else 'unknown to the node'})")
+        await self.store.set_server_state(contract_txid, ServerChannelState.CONTRACT_FAILED, note)
+        self.log.warn("channel {txid}: {note}; no more payments accepted", txid=display_hex(contract_txid), note=note)
