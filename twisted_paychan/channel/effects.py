@@ -12,7 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from twisted_paychan.channel.errors import CloseReason
+from twisted_paychan.channel.errors import CloseReason, RemoteProtocolError
+from twisted_paychan.wire import messages as m
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,14 @@ class Send:
     """Write this ``TwoWayChannelMessage`` to the peer."""
 
     message: Any
+
+
+def send_error(e: RemoteProtocolError) -> list:
+    """The ``Send(ERROR)`` that tells the peer about its violation ``e``, or nothing when ``e``
+    carries no wire code; both machines follow it with their own close."""
+    if e.code is None:
+        return []
+    return [Send(m.error(m.ErrorCode.Value(e.code.name), e.explanation, e.expected_value))]
 
 
 @dataclass(frozen=True)

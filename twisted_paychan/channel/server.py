@@ -141,10 +141,7 @@ class ServerMachine:
         return out
 
     def _violation(self, e: RemoteProtocolError) -> list:
-        out: list = []
-        if e.code is not None:
-            out.append(fx.Send(m.error(m.ErrorCode.Value(e.code.name), e.explanation, e.expected_value)))
-        return out + self._closed(e.reason, e.explanation)
+        return fx.send_error(e) + self._closed(e.reason, e.explanation)
 
     def _closed(self, reason: CloseReason, detail: str = "") -> list:
         self.step = ServerStep.CLOSED

@@ -9,7 +9,8 @@ what it knows, :meth:`SpendWatch.event` says what the watcher should hear: the s
 status, ``MEMPOOL`` or ``CONFIRMED`` with the confirmation count, or ``UNKNOWN`` once if the
 spend vanished (evicted, or reorganised out and not back in the mempool). A watcher hears an
 event only when it differs from the last one, so it hears every block that deepens a
-confirmed spend, like the embedded chain's watchers.
+confirmed spend, like the embedded chain's watchers (the bookkeeping both share is
+``chain.watchlists``).
 """
 
 from __future__ import annotations
@@ -17,32 +18,22 @@ from __future__ import annotations
 from typing import Any, Callable, Optional
 
 from twisted.logger import Logger
-from zope.interface import implementer
 
-from twisted_paychan.chain.interfaces import ICancellable
-from twisted_paychan.chain.types import ChainTip, OutPoint, SpendEvent, TxState, TxStatus
+from twisted_paychan.chain import watchlists
+from twisted_paychan.chain.types import OutPoint, SpendEvent, TxState, TxStatus
+from twisted_paychan.chain.watchlists import Watch
 from twisted_paychan.rpc.follower import Header
+
+__all__ = ["SpendWatch", "Watch", "WatchLists"]
 
 log = Logger()
 
 
-@implementer(ICancellable)
-class Watch:
-    def __init__(self, owner: "WatchLists", callback: Callable[..., Any]) -> None:
-        self._owner = owner
-        self.callback = callback
-        self.cancelled = False
-
-    def cancel(self) -> None:
-        if not self.cancelled:
-            self.cancelled = True
-            self._owner.forget(self)
-
-
-class SpendWatch(Watch):
-    def __init__(self, owner: "WatchLists", outpoint: OutPoint, callback: Callable[[SpendEvent], Any]) -> None:
-        super().__init__(owner, callback)
-        self.outpoint = outpoint
+class SpendWatch(watchlists.SpendWatch):
+    def __init__(
+        self, owner: watchlists.WatchLists[Any], outpoint: OutPoint, callback: Callable[[SpendEvent], Any]
+    ) -> None:
+        super().__init__(owner, outpoint, callback)
         #: The initial look for a spend made before the watch started has been done.
         self.checked = False
         self.spender_txid: Optional[bytes] = None
@@ -51,7 +42,6 @@ class SpendWatch(Watch):
         self.spend_block: Optional[Header] = None
         #: The spender was in the mempool at the last poll.
         self.in_mempool = False
-        self.last: Optional[SpendEvent] = None
 
     @property
     def resolved(self) -> bool:
@@ -78,29 +68,9 @@ class SpendWatch(Watch):
         return SpendEvent(self.outpoint, self.spender_txid, self.spender_raw, status)
 
 
-class WatchLists:
+class WatchLists(watchlists.WatchLists[SpendWatch]):
     def __init__(self) -> None:
-        self.spends: list[SpendWatch] = []
-        self.blocks: list[Watch] = []
-
-    def add_spend(self, outpoint: OutPoint, callback: Callable[[SpendEvent], Any]) -> SpendWatch:
-        watch = SpendWatch(self, outpoint, callback)
-        self.spends.append(watch)
-        return watch
-
-    def add_blocks(self, callback: Callable[[ChainTip], Any]) -> Watch:
-        watch = Watch(self, callback)
-        self.blocks.append(watch)
-        return watch
-
-    def forget(self, watch: Watch) -> None:
-        if isinstance(watch, SpendWatch):
-            self.spends.remove(watch)
-        else:
-            self.blocks.remove(watch)
-
-    def __bool__(self) -> bool:
-        return bool(self.spends or self.blocks)
+        super().__init__(SpendWatch)
 
     def events(self, connected: list[Header], tip: Header) -> list[tuple[Watch, object]]:
         """What to deliver after a poll: each new block to the block watchers, then each spend
@@ -110,17 +80,11 @@ class WatchLists:
             queue.extend((w, header.chain_tip()) for w in self.blocks)
         for watch in self.spends:
             event = watch.event(tip)
-            if event is not None and event != watch.last:
-                watch.last = event
+            if event is not None and watch.is_news(event):
                 queue.append((watch, event))
         return queue
 
     @staticmethod
     def deliver(queue: list[tuple[Watch, object]]) -> None:
         for watch, event in queue:
-            if watch.cancelled:
-                continue
-            try:
-                watch.callback(event)
-            except Exception:
-                log.failure("chain watcher callback {callback!r} raised", callback=watch.callback)
+            watchlists.deliver(watch, event, log)

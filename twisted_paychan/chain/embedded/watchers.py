@@ -17,32 +17,12 @@ from typing import Any, Callable, Optional
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
-from zope.interface import implementer
 
 from twisted_paychan.chain.interfaces import ICancellable
 from twisted_paychan.chain.types import ChainTip, OutPoint, SpendEvent, TxState, TxStatus
+from twisted_paychan.chain.watchlists import SpendWatch, Watch, WatchLists, deliver
 
 log = Logger()
-
-
-@implementer(ICancellable)
-class _Watch:
-    def __init__(self, owner: "Watchers", callback: Callable[..., Any]) -> None:
-        self._owner = owner
-        self.callback = callback
-        self.cancelled = False
-
-    def cancel(self) -> None:
-        if not self.cancelled:
-            self.cancelled = True
-            self._owner._forget(self)
-
-
-class _SpendWatch(_Watch):
-    def __init__(self, owner: "Watchers", outpoint: OutPoint, callback: Callable[..., Any]) -> None:
-        super().__init__(owner, callback)
-        self.outpoint = outpoint
-        self.last: Optional[SpendEvent] = None
 
 
 class Watchers:
@@ -63,31 +43,27 @@ class Watchers:
         self._spender_of = spender_of
         self._status_of = status_of
         self._raw_of = raw_of
-        self._spends: list[_SpendWatch] = []
-        self._blocks: list[_Watch] = []
-        self._queue: deque[tuple[_Watch, object]] = deque()
+        self._lists = WatchLists(SpendWatch)
+        self._queue: deque[tuple[Watch, object]] = deque()
         self._flush_call: Optional[IDelayedCall] = None
 
     def watch_spend(self, outpoint: OutPoint, callback: Callable[[SpendEvent], Any]) -> ICancellable:
-        watch = _SpendWatch(self, outpoint, callback)
-        self._spends.append(watch)
+        watch = self._lists.add_spend(outpoint, callback)
         self._refresh_one(watch)
         return watch
 
     def watch_blocks(self, callback: Callable[[ChainTip], Any]) -> ICancellable:
-        watch = _Watch(self, callback)
-        self._blocks.append(watch)
-        return watch
+        return self._lists.add_blocks(callback)
 
     def refresh(self) -> None:
-        for watch in list(self._spends):
+        for watch in list(self._lists.spends):
             self._refresh_one(watch)
 
     def new_tip(self, tip: ChainTip) -> None:
-        for watch in list(self._blocks):
+        for watch in list(self._lists.blocks):
             self._enqueue(watch, tip)
 
-    def _refresh_one(self, watch: _SpendWatch) -> None:
+    def _refresh_one(self, watch: SpendWatch) -> None:
         txid = self._spender_of(watch.outpoint)
         if txid is None:
             if watch.last is None or watch.last.status.state is TxState.UNKNOWN:
@@ -99,11 +75,10 @@ class Watchers:
             if raw is None:  # pragma: no cover - a spender the chain cannot show is a chain bug
                 return
             event = SpendEvent(watch.outpoint, txid, raw, self._status_of(txid))
-        if event != watch.last:
-            watch.last = event
+        if watch.is_news(event):
             self._enqueue(watch, event)
 
-    def _enqueue(self, watch: _Watch, event: object) -> None:
+    def _enqueue(self, watch: Watch, event: object) -> None:
         self._queue.append((watch, event))
         if self._flush_call is None:
             self._flush_call = self._reactor.callLater(0, self._flush)
@@ -113,15 +88,4 @@ class Watchers:
         # Deliver only what was queued before this flush; callbacks may queue more.
         for _ in range(len(self._queue)):
             watch, event = self._queue.popleft()
-            if watch.cancelled:
-                continue
-            try:
-                watch.callback(event)
-            except Exception:
-                log.failure("chain watcher callback {callback!r} raised", callback=watch.callback)
-
-    def _forget(self, watch: _Watch) -> None:
-        if isinstance(watch, _SpendWatch):
-            self._spends.remove(watch)
-        else:
-            self._blocks.remove(watch)
+            deliver(watch, event, log)
