@@ -37,9 +37,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def cpu_seconds(pid: int) -> float:
+def cpu_times(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process, all its threads."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
 def rss_bytes(pid: int) -> int:
@@ -101,19 +103,20 @@ async def main(reactor, args) -> None:
         for _ in range(200):  # warm up (SQLite WAL files grow to their working size)
             await conn.pay(1)
         latencies = []
-        cpu0 = cpu_seconds(server.pid)
+        cpu0 = cpu_times(server.pid)
         start = time.perf_counter()
         for _ in range(args.payments):
             t = time.perf_counter()
             await conn.pay(1)
             latencies.append(time.perf_counter() - t)
         elapsed = time.perf_counter() - start
-        cpu1 = cpu_seconds(server.pid)
+        cpu1 = cpu_times(server.pid)
         latencies.sort()
         q = statistics.quantiles(latencies, n=100)
         print(f"1 channel:   {args.payments / elapsed:8.0f} payments/s   latency p50 {q[49]*1e3:.2f} ms  "
               f"p99 {q[98]*1e3:.2f} ms  max {latencies[-1]*1e3:.2f} ms")
-        print(f"             server CPU {((cpu1 - cpu0) / args.payments) * 1e6:.0f} us per payment")
+        user, system = ((b - a) / args.payments * 1e6 for a, b in zip(cpu0, cpu1))
+        print(f"             server CPU {user + system:.0f} us per payment ({user:.0f} user + {system:.0f} system)")
 
         # -- K channels at once ----------------------------------------------------------------
         conns = [conn] + [await open_channel(n) for n in range(1, args.channels)]
@@ -123,14 +126,15 @@ async def main(reactor, args) -> None:
             for _ in range(per):
                 await c.pay(1)
 
-        cpu0 = cpu_seconds(server.pid)
+        cpu0 = cpu_times(server.pid)
         start = time.perf_counter()
         await defer.gatherResults([defer.ensureDeferred(stream(c)) for c in conns])
         elapsed = time.perf_counter() - start
-        cpu1 = cpu_seconds(server.pid)
+        cpu1 = cpu_times(server.pid)
         total = per * args.channels
+        user, system = ((b - a) / total * 1e6 for a, b in zip(cpu0, cpu1))
         print(f"{args.channels} channels: {total / elapsed:8.0f} payments/s in total   "
-              f"server CPU {((cpu1 - cpu0) / total) * 1e6:.0f} us per payment")
+              f"server CPU {user + system:.0f} us per payment ({user:.0f} user + {system:.0f} system)")
 
         # -- memory per idle open channel connection ---------------------------------------------
         before = rss_bytes(server.pid)

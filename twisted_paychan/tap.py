@@ -38,6 +38,8 @@ class Options(usage.Options):
     synopsis = "[options]"
     longdesc = "Serve bitcoinj-compatible payment channels (protocol versions 1 and 2)."
 
+    optFlags = [["verbose", "v", "Log every payment and RPC request too (debug lines)."]]
+
     optParameters = [
         ["listen", None, "tcp:4242:interface=127.0.0.1", "Endpoint to accept channel clients on."],
         ["data-dir", None, "paychan-data", "Directory for the channel store, the wallet and the embedded chain."],
@@ -59,6 +61,10 @@ class Options(usage.Options):
     ]
 
     def postOptions(self) -> None:
+        if self["verbose"]:
+            from twisted_paychan import logs
+
+            logs.set_verbose()
         try:
             versions = frozenset(int(v) for v in str(self["versions"]).split(",") if v.strip())
         except ValueError:

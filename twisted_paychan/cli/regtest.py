@@ -26,6 +26,7 @@ from twisted.logger import (
     textFileLogObserver,
 )
 
+from twisted_paychan import logs
 from twisted_paychan.chain.embedded.datadir import DatadirInUse
 from twisted_paychan.cli.chains import node_directory
 from twisted_paychan.cli.output import Output, UserError
@@ -35,6 +36,7 @@ from twisted_paychan.rpc.service import NodeRpcService
 
 def _start_logging(verbose: bool) -> None:
     level = LogLevel.debug if verbose else LogLevel.info
+    logs.set_verbose(verbose)
     observer = FilteringLogObserver(textFileLogObserver(sys.stderr), [LogLevelFilterPredicate(level)])
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
 

@@ -25,6 +25,7 @@ from twisted_paychan.channel.errors import CloseReason
 from twisted_paychan.channel.server import ServerMachine
 from twisted_paychan.channel.settings import ServerSettings
 from twisted_paychan.chain.types import display_hex
+from twisted_paychan import logs
 from twisted_paychan.faults import crash_point
 from twisted_paychan.store.interfaces import ChannelNotOpen
 
@@ -151,9 +152,9 @@ class ServerChannel(EffectRunner):
 
             return d.addCallbacks(payment_stored, refused)
         if isinstance(effect, fx.NotifyPayment):
-            # Per payment: debug level, and the txid formatted only if someone writes it.
-            self.log.debug("channel {txid}: payment +{increase} sat, total {total}",
-                           txid=_DisplayTxid(effect.contract_txid), increase=effect.increase, total=effect.total)
+            if logs.verbose:  # once per payment: only when asked for (see ``logs``)
+                self.log.debug("channel {txid}: payment +{increase} sat, total {total}",
+                               txid=_DisplayTxid(effect.contract_txid), increase=effect.increase, total=effect.total)
             d = defer.maybeDeferred(
                 self.handler.payment_received, effect.contract_txid, effect.increase, effect.total, effect.info
             )

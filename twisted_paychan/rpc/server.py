@@ -24,6 +24,7 @@ from twisted.protocols.policies import WrappingFactory
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
+from twisted_paychan import logs
 from twisted_paychan.chain.embedded.node import RegtestNode
 from twisted_paychan.rpc import protocol
 from twisted_paychan.rpc.auth import WWW_AUTHENTICATE, Cookie, Credentials
@@ -80,6 +81,8 @@ class _QuietSite(Site):
     """A Site whose access log goes to debug level: RPC clients poll every few seconds."""
 
     def log(self, request: Any) -> None:
+        if not logs.verbose:  # once per request: only when asked for (see ``twisted_paychan.logs``)
+            return
         log.debug(
             "{method} {uri} {code}",
             method=request.method.decode(errors="replace"),
