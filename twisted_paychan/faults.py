@@ -13,8 +13,11 @@ import os
 import signal
 from typing import Final
 
-#: Where a server can be made to die.
+#: Where a server (or, for the ``client-`` ones, a client) can be made to die.
 POINTS: Final = frozenset({
+    "client-contract-funded",  # the wallet signed the contract; nothing stored or sent
+    "client-channel-stored",   # the refund is stored; the contract not sent yet
+    "client-change-stored",    # a new c is stored; its UPDATE_PAYMENT not sent
     "contract-broadcast",     # the node accepted the contract; the channel is not stored yet
     "channel-stored",         # stored; CHANNEL_OPEN not sent
     "payment-stored",         # a payment is durable; its PAYMENT_ACK not sent

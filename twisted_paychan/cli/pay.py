@@ -86,6 +86,10 @@ async def run_pay(reactor: Any, args: argparse.Namespace, out: Output) -> int:
 
 async def _pay(reactor: Any, args: Any, out: Output, wallet: Any, chain: Any, store: Any,
                settings: ClientSettings, server_id: bytes, info: Any) -> int:
+    from twisted_paychan.net.client_channels import release_abandoned_contracts
+
+    for txid in await release_abandoned_contracts(wallet, store, chain):
+        out.stderr.write(f"released the coins of contract {display_hex(txid)}, never sent (a crash?)\n")
     endpoint = clientFromString(reactor, args.server)
     try:
         conn = await connect(reactor, endpoint, wallet, chain, store, settings, server_id, None)

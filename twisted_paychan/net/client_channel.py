@@ -20,6 +20,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from twisted_paychan.channel import effects as fx
+from twisted_paychan.faults import crash_point
 from twisted_paychan.net.effect_runner import EffectRunner
 from twisted_paychan.channel.client import ClientMachine
 from twisted_paychan.channel.errors import ChannelClosed, CloseReason
@@ -154,15 +155,26 @@ class ClientChannel(EffectRunner):
             return None
         if isinstance(effect, fx.FundContract):
             d = defer.maybeDeferred(self.wallet.fund, effect.script_pubkey, effect.value, self.settings.fee_rate)
-            return d.addCallbacks(
-                lambda funded: m.contract_funded(funded, int(self.clock.seconds())),
-                lambda f: m.funding_failed(f.getErrorMessage()),
-            )
+
+            def funded(tx: Any) -> list:
+                crash_point("client-contract-funded")
+                return m.contract_funded(tx, int(self.clock.seconds()))
+
+            return d.addCallbacks(funded, lambda f: m.funding_failed(f.getErrorMessage()))
         if isinstance(effect, fx.StoreClientChannel):
-            return self.store.add_client_channel(effect.record).addCallback(lambda _: m.channel_stored())
+            def stored(_: Any) -> list:
+                crash_point("client-channel-stored")
+                return m.channel_stored()
+
+            return self.store.add_client_channel(effect.record).addCallback(stored)
         if isinstance(effect, fx.StoreClientChange):
             d = self.store.record_client_change(effect.contract_txid, effect.client_change)
-            return d.addCallback(lambda _: m.change_stored())
+
+            def change_stored(_: Any) -> list:
+                crash_point("client-change-stored")
+                return m.change_stored()
+
+            return d.addCallback(change_stored)
         if isinstance(effect, fx.ReleaseContract):
             self.wallet.release(effect.funded)
             return None

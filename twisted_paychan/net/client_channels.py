@@ -156,3 +156,20 @@ class ClientChannels:
             watch = self._spend_watches.pop(contract_txid, None)
             if watch is not None:
                 watch.cancel()
+
+
+async def release_abandoned_contracts(wallet: Any, store: Any, chain: Any) -> list[bytes]:
+    """After a crash between funding a contract and storing its channel, the wallet still holds
+    the contract's coins although nothing will ever send it: give them back. A funded
+    transaction is abandoned when no stored channel has it as its contract and the chain does
+    not know it (so it cannot have left this process). Returns the txids released."""
+    contracts = {r.contract_txid for r in await store.client_channels()}
+    released = []
+    for funded in wallet.reserved_transactions():
+        if funded.txid in contracts:
+            continue
+        status = await chain.tx_status(funded.txid)
+        if status.state is TxState.UNKNOWN:
+            wallet.release(funded)
+            released.append(funded.txid)
+    return released
