@@ -136,3 +136,63 @@ def test_confirmed_contract_keeps_its_channel_open():
     pair, client, txid = opened_and_paid()
     pair.clock.advance(pair.channels.contract_confirm_timeout)
     assert result_of(pair.server_store.server_channel(txid)).state is ServerChannelState.OPEN
+
+
+def _fee(pair, raw):
+    """A settlement's fee: the contract output it spends minus its outputs."""
+    tx = CTransaction.deserialize(raw)
+    contract_txid = bytes(tx.vin[0].prevout.hash)
+    contract = CTransaction.deserialize(result_of(pair.server_store.server_channel(contract_txid)).contract)
+    return contract.vout[0].nValue - sum(o.nValue for o in tx.vout)
+
+
+def test_settlement_refused_as_too_cheap_is_retried_at_a_higher_rate():
+    """A node that refuses the settlement's fee (a real one in a busy mempool): the channel is
+    kept STUCK with the reason, and the retry pays twice the rate."""
+    from twisted.internet import defer
+
+    from twisted_paychan.chain.types import BroadcastRejected
+
+    pair, client, txid = opened_and_paid()
+    client.disconnect()
+    pair.pump()
+    seen = []
+    real_broadcast = pair.chain.broadcast
+
+    def picky(raw):
+        if CTransaction.deserialize(raw).vin[0].prevout.hash == txid:
+            seen.append(raw)
+            if len(seen) == 1:
+                return defer.fail(BroadcastRejected("min relay fee not met", -26))
+        return real_broadcast(raw)
+
+    pair.chain.broadcast = picky
+    record = result_of(pair.server_store.server_channel(txid))
+    pair.clock.advance(record.expiry - 7200 - pair.clock.seconds())
+    stuck = result_of(pair.server_store.server_channel(txid))
+    assert stuck.state is ServerChannelState.STUCK and "fee" in stuck.note
+    pair.clock.advance(pair.channels.retry_interval)
+    assert len(seen) == 2
+    assert result_of(pair.server_store.server_channel(txid)).state is ServerChannelState.SETTLING
+    assert _fee(pair, seen[1]) > _fee(pair, seen[0])
+
+
+def test_expiry_settlement_falls_back_to_the_floor_rate():
+    """At expiry, a settlement b cannot pay at the configured rate is made at the 1000 sat/kB
+    floor instead: the server gets what it can before the client's refund takes everything."""
+    from twisted_paychan.channel.settings import ServerSettings
+
+    pair = Pair(ServerSettings(fee_rate=100_000))
+    client = pair.connect(ClientSettings(channel_value=1_000_000, versions=VersionSelector.VERSION_2, fee_rate=1000))
+    txid = result_of(client.opened).contract_txid
+    d = client.pay(2000)  # b = 3000: too little for 100,000 sat/kB, enough at the floor
+    pair.pump()
+    result_of(d)
+    pair.chain.mine(1)
+    client.disconnect()
+    pair.pump()
+    record = result_of(pair.server_store.server_channel(txid))
+    pair.clock.advance(record.expiry - 7200 - pair.clock.seconds())
+    settled = result_of(pair.server_store.server_channel(txid))
+    assert settled.state is ServerChannelState.SETTLING
+    assert _fee(pair, settled.settlement_tx) < 1000

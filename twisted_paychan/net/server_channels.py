@@ -20,6 +20,7 @@ from twisted.logger import Logger
 from twisted_paychan.bitcoin.scripts import ChannelScript
 from twisted_paychan.bitcoin.settlement import SettlementRejected, SettlementUnaffordable, build_settlement
 from twisted_paychan.channel.errors import CloseReason
+from twisted_paychan.constants import FEE_RATE_FLOOR
 from twisted_paychan.channel.settings import ServerSettings
 from twisted_paychan.chain.types import display_hex
 from twisted_paychan.faults import crash_point
@@ -40,6 +41,8 @@ class ServerChannels:
         self._watches: dict[bytes, Any] = {}
         self._input_watches: dict[bytes, list] = {}
         self._confirm_timers: dict[bytes, Any] = {}
+        #: Settlements the node refused as too cheap: how many times to double the fee rate.
+        self._fee_bumps: dict[bytes, int] = {}
 
     # -- connections --------------------------------------------------------------------------
 
@@ -111,29 +114,33 @@ class ServerChannels:
             await self.store.set_server_state(contract_txid, ServerChannelState.SETTLING, "settling")
             record = await self.store.server_channel(contract_txid)
             assert record is not None
-        if record.settlement_tx is None:
-            channel = ChannelScript(record.version, record.client_key, record.server_key, record.expiry)
-            signer = self.wallet.signer_for(record.server_key)
-            payout = await self.wallet.payout_script()
-            try:
-                settlement = build_settlement(
-                    channel, record.contract_txid, record.value, record.value - record.best_value,
-                    record.best_signature, signer, payout, self.settings.effective_fee_rate,
-                )
-            except SettlementUnaffordable as e:
-                await self._stuck(record, f"settlement fee exceeds what the channel pays the server: {e}", now)
-                raise
-            record = replace(record, state=ServerChannelState.SETTLING, settlement_tx=settlement.raw, note="",
-                             updated_at=now)
-            await self.store.update_server_channel(record)  # stored before it is broadcast
+        bumps = self._fee_bumps.get(contract_txid, 0)
+        if record.settlement_tx is None or bumps:
+            # The floor rate is a last resort for the server's own settlements (expiry, operator),
+            # where otherwise the client's refund takes everything; a client's CLOSE gets the
+            # configured policy (BAD_TRANSACTION when b cannot pay it, §8.2 step 8).
+            settlement = await self._build(record, bumps, floor=reason is CloseReason.SERVER_REQUESTED_CLOSE)
+            if settlement is None:
+                if record.settlement_tx is None:
+                    await self._stuck(record, "settlement fee exceeds what the channel pays the server, "
+                                              "even at the minimum fee rate", now)
+                    raise SettlementUnaffordable(record.best_value, 0)
+            else:
+                record = replace(record, state=ServerChannelState.SETTLING, settlement_tx=settlement.raw, note="",
+                                 updated_at=now)
+                await self.store.update_server_channel(record)  # stored before it is broadcast
             crash_point("settlement-stored")
         assert record.settlement_tx is not None
         await self._ensure_contract_known(record)
         try:
             await self.chain.broadcast(record.settlement_tx)
         except Exception as e:
+            if "fee" in str(e):
+                # Too cheap for the node: the next attempt pays twice the rate (while b can).
+                self._fee_bumps[contract_txid] = bumps + 1
             await self._stuck(record, f"settlement broadcast rejected: {e}", now, keep_tx=True)
             raise SettlementRejected(str(e)) from e
+        self._fee_bumps.pop(contract_txid, None)
         crash_point("settlement-broadcast")
         if record.state is not ServerChannelState.SETTLING:
             record = replace(record, state=ServerChannelState.SETTLING, note="", updated_at=now)
@@ -145,6 +152,32 @@ class ServerChannels:
             timer.cancel()
         self._watch_settlement(record)
         return record.settlement_tx
+
+    async def _build(self, record: ServerChannelRecord, bumps: int, floor: bool) -> Optional[Any]:
+        """The settlement at the configured rate doubled ``bumps`` times; when b cannot pay that:
+        the previous rate's (None, keep what is stored) after a bump, or (``floor``) the 1000
+        sat/kB floor for a first settlement, so the server gets what it can before the client's
+        refund."""
+        channel = ChannelScript(record.version, record.client_key, record.server_key, record.expiry)
+        signer = self.wallet.signer_for(record.server_key)
+        payout = await self.wallet.payout_script()
+        rates = [self.settings.effective_fee_rate * 2**bumps]
+        if floor and not bumps and rates[0] > FEE_RATE_FLOOR:
+            rates.append(FEE_RATE_FLOOR)
+        assert record.best_signature is not None
+        for rate in rates:
+            try:
+                settlement = build_settlement(
+                    channel, record.contract_txid, record.value, record.value - record.best_value,
+                    record.best_signature, signer, payout, rate,
+                )
+            except SettlementUnaffordable:
+                continue
+            if rate != self.settings.effective_fee_rate:
+                self.log.info("channel {txid}: settlement at {rate} sat/kB", txid=display_hex(record.contract_txid),
+                              rate=rate)
+            return settlement
+        return None
 
     async def _ensure_contract_known(self, record: ServerChannelRecord) -> None:
         """The settlement spends the contract: if the node has forgotten an unconfirmed contract
