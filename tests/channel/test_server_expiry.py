@@ -196,3 +196,24 @@ def test_expiry_settlement_falls_back_to_the_floor_rate():
     settled = result_of(pair.server_store.server_channel(txid))
     assert settled.state is ServerChannelState.SETTLING
     assert _fee(pair, settled.settlement_tx) < 1000
+
+
+def test_settlement_dropped_by_the_node_is_offered_again_until_it_confirms():
+    pair, client, txid = opened_and_paid()
+    result_of(pair.channels.start())  # the server's block watch
+    d = client.settle()
+    pair.pump()
+    settlement = result_of(d)
+    settlement_txid = CTransaction.deserialize(settlement).GetTxid()
+    # The node forgets it (eviction, or a restart without its mempool).
+    pair.chain._mempool.remove([settlement_txid])
+    pair.chain._txs.pop(settlement_txid, None)
+    pair.chain.mine(1)  # a block without it; the server offers it again
+    pair.clock.advance(0)
+    pair.clock.advance(0)
+    assert settlement_txid in pair.chain.mempool
+    pair.chain.mine(1)
+    pair.clock.advance(0)
+    pair.clock.advance(0)
+    assert result_of(pair.server_store.server_channel(txid)).state is ServerChannelState.SETTLED
+    pair.channels.stop()

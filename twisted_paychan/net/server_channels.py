@@ -43,6 +43,7 @@ class ServerChannels:
         self._confirm_timers: dict[bytes, Any] = {}
         #: Settlements the node refused as too cheap: how many times to double the fee rate.
         self._fee_bumps: dict[bytes, int] = {}
+        self._block_watch: Any = None
 
     # -- connections --------------------------------------------------------------------------
 
@@ -209,6 +210,8 @@ class ServerChannels:
         return defer.ensureDeferred(self._start())
 
     async def _start(self) -> None:
+        if self._block_watch is None:
+            self._block_watch = self.chain.watch_blocks(self._new_block)
         for record in await self.store.server_channels():
             await self._rebroadcast(record)
             self._arm(record)
@@ -228,6 +231,9 @@ class ServerChannels:
                 self.log.debug("channel {txid}: rebroadcast refused: {why}", txid=display_hex(record.contract_txid), why=e)
 
     def stop(self) -> None:
+        if self._block_watch is not None:
+            self._block_watch.cancel()
+            self._block_watch = None
         for call in self._timers.values():
             if call.active():
                 call.cancel()
@@ -299,6 +305,22 @@ class ServerChannels:
             d = self.store.server_channel(contract_txid)
             d.addCallback(watch)
             d.addErrback(lambda f: self.log.failure("watching a stuck channel failed", f))
+
+    def _new_block(self, tip: Any) -> None:
+        """Until a settlement confirms it is offered again with every block: a node may have
+        dropped it from its mempool (restart, eviction) and nobody else will send it."""
+        for txid in list(self._watches):
+            d = defer.ensureDeferred(self._rebroadcast_settlement(txid))
+            d.addErrback(lambda f: self.log.failure("rebroadcasting a settlement failed", f))
+
+    async def _rebroadcast_settlement(self, contract_txid: bytes) -> None:
+        record = await self.store.server_channel(contract_txid)
+        if record is None or record.state is not ServerChannelState.SETTLING or record.settlement_tx is None:
+            return
+        try:
+            await self.chain.broadcast(record.settlement_tx)
+        except Exception as e:
+            self.log.debug("channel {txid}: settlement not taken again: {why}", txid=display_hex(contract_txid), why=e)
 
     def _watch_settlement(self, record: ServerChannelRecord) -> None:
         """Follow the contract output until our settlement (or the client's refund) confirms."""
