@@ -36,6 +36,7 @@ def test_eof_after_close_settlement_learned_from_chain():
     assert isinstance(outcome, SettledOnChain)
     record = result_of(pair.client_store.client_channel(txid))
     assert record.state is ClientChannelState.SETTLED and record.close_tx == outcome.tx
+    assert record.note == ""  # it pays our change in full
 
 
 def test_eof_after_exhausting_payment():

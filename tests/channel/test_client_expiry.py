@@ -86,3 +86,24 @@ def test_settlement_on_chain_is_recorded_not_refunded(version):
     pair.clock.advance(0)
     got = result_of(pair.client_store.client_channel(txid))
     assert got.state is ClientChannelState.SETTLED and got.close_tx == settlement
+
+
+def test_a_spend_that_does_not_pay_our_change_is_flagged(version):
+    """Learning the outcome from the chain, the client checks that the settlement pays its
+    change; a spend of the contract that does not is recorded with a note saying so."""
+    from bitcoin.core import COutPoint, CMutableTransaction, CMutableTxIn, CMutableTxOut, CScript
+    from twisted.internet import defer
+
+    from twisted_paychan.chain.types import OutPoint, SpendEvent, TxStatus
+    from twisted_paychan.channel.validation import settlement_pays_change
+
+    pair, txid = abandoned_channel(version)
+    record = result_of(pair.client_store.client_channel(txid))
+    short = CMutableTransaction([CMutableTxIn(COutPoint(txid, 0))],
+                                [CMutableTxOut(record.client_change - 1, CScript(b"\x51"))]).serialize()
+    assert not settlement_pays_change(short, record.client_key, record.client_change)
+    refunds = ClientChannels(pair.chain, pair.client_store, pair.clock)
+    event = SpendEvent(OutPoint(txid, 0), b"\x55" * 32, short, TxStatus(TxState.CONFIRMED, 1))
+    result_of(defer.ensureDeferred(refunds._record_spend(txid, event)))
+    got = result_of(pair.client_store.client_channel(txid))
+    assert got.state is ClientChannelState.SETTLED and "does not pay our change" in got.note

@@ -200,3 +200,21 @@ def settlement_spends_contract(raw: bytes, contract_txid: bytes, channel: Channe
         return consensus.verify_input(serialize(tx, include_witness=True), 0, channel.script_pubkey, value)
     except consensus.JudgeArgumentError:
         return False
+
+
+def settlement_pays_change(raw: bytes, client_key: bytes, client_change: int) -> bool:
+    """Whether a transaction spending the contract pays the client at least its change ``c``
+    to P2PKH(K_C) as output 0 (§4.9). Any payment the client signed leaves it at least the
+    current ``c`` (``c`` only ever falls), so a settlement that does not is not one of ours."""
+    if client_change == 0:
+        return True
+    from twisted_paychan.bitcoin.scripts import p2pkh_script
+
+    try:
+        tx = parse_transaction(bytes(raw))
+    except TransactionParseError:
+        return False
+    if not tx.vout:
+        return False
+    out = tx.vout[0]
+    return out.nValue >= client_change and bytes(out.scriptPubKey) == p2pkh_script(client_key)

@@ -21,6 +21,7 @@ from twisted.python.failure import Failure
 
 from twisted_paychan.channel import effects as fx
 from twisted_paychan.faults import crash_point
+from twisted_paychan.net.client_channels import settlement_note
 from twisted_paychan.net.effect_runner import EffectRunner
 from twisted_paychan.channel.client import ClientMachine
 from twisted_paychan.channel.errors import ChannelClosed, CloseReason
@@ -238,7 +239,10 @@ class ClientChannel(EffectRunner):
                 w.cancel()
             current = self.machine.record
             assert current is not None
-            settled = replace(current, state=ClientChannelState.SETTLED, close_tx=event.spending_tx,
+            note = settlement_note(event.spending_tx, current)  # checks it pays our change
+            if note:
+                self.log.warn("channel {txid}: {note}", txid=display_hex(current.contract_txid), note=note)
+            settled = replace(current, state=ClientChannelState.SETTLED, close_tx=event.spending_tx, note=note,
                               updated_at=int(self.clock.seconds()))
             self.machine.record = settled
             d = self.store.update_client_channel(settled)

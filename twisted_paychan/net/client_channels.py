@@ -143,10 +143,14 @@ class ClientChannels:
         if refund and not confirmed:
             return  # our refund is in the mempool: wait for it to confirm
         state = ClientChannelState.REFUNDED if refund else ClientChannelState.SETTLED
+        note = "" if refund else settlement_note(event.spending_tx, record)
         if record.state is not state or record.close_tx != event.spending_tx:
             await self.store.update_client_channel(
-                replace(record, state=state, close_tx=event.spending_tx, updated_at=int(self.clock.seconds()))
+                replace(record, state=state, close_tx=event.spending_tx, note=note,
+                        updated_at=int(self.clock.seconds()))
             )
+            if note:
+                self.log.warn("channel {txid}: {note}", txid=display_hex(contract_txid), note=note)
             self.log.info("channel {txid}: {state}", txid=display_hex(contract_txid), state=state.value)
         self._due.discard(contract_txid)
         timer = self._timers.pop(contract_txid, None)
@@ -173,3 +177,12 @@ async def release_abandoned_contracts(wallet: Any, store: Any, chain: Any) -> li
             wallet.release(funded)
             released.append(funded.txid)
     return released
+
+
+def settlement_note(spending_tx: bytes, record: ClientChannelRecord) -> str:
+    """Empty when the settlement pays our change; otherwise what is wrong, for the record."""
+    from twisted_paychan.channel.validation import settlement_pays_change
+
+    if settlement_pays_change(spending_tx, record.client_key, record.client_change):
+        return ""
+    return f"the transaction that closed the channel does not pay our change of {record.client_change} sat"
