@@ -314,6 +314,8 @@ def server_broadcasting(version: int, initial_change: Optional[int] = None, **kw
     s = server_waiting_on_contract(version, **kwargs)
     c0 = s.value - MIN_PAYMENT if initial_change is None else initial_change
     out = s.receive(s.provide_contract(initial=s.payment(c0)))
+    assert [type(e) for e in out] == [fx.StoreServerChannel], out  # stored before it goes out
+    out = s.machine.channel_stored()
     assert [type(e) for e in out] == [fx.BroadcastContract], out
     s.client_change = c0
     return s
@@ -323,8 +325,6 @@ def server_open(version: int, **kwargs: Any) -> ServerSession:
     """CHANNEL_OPEN sent, after the initial payment of P."""
     s = server_broadcasting(version, **kwargs)
     out = s.machine.contract_accepted(NOW)
-    assert [type(e) for e in out] == [fx.StoreServerChannel]
-    out = s.machine.channel_stored()
     assert sent_types(out) == [MT.CHANNEL_OPEN], out
     assert s.step is ServerStep.CHANNEL_OPEN
     return s

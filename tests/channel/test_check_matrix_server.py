@@ -333,7 +333,7 @@ def test_provide_contract_v1_ignores_client_key():
     """§2.4: ``client_key`` is not sent in v1 and ignored if present: K_C comes from the refund."""
     s = server_waiting_on_contract(1)
     out = s.receive(s.provide_contract(client_key=STRANGER.public_key))
-    assert [type(e) for e in out] == [fx.BroadcastContract]
+    assert [type(e) for e in out] == [fx.StoreServerChannel]  # accepted: stored, then broadcast
 
 
 def _contract_cases():
@@ -461,8 +461,7 @@ def test_initial_payment_fails_a_check(version, case):
 def exhausted_at_open(version):
     """A server whose initial payment of c0 = 0 has just been stored: settlement has started."""
     s = server_broadcasting(version, initial_change=0)
-    s.machine.contract_accepted(NOW)
-    out = s.machine.channel_stored()
+    out = s.machine.contract_accepted(NOW)
     [notify] = of_kind(out, fx.NotifyPayment)
     assert notify.increase == VALUE and not notify.awaited
     [settle] = of_kind(out, fx.SettleChannel)
@@ -682,9 +681,9 @@ def test_close_during_the_contract_broadcast(version):
     out = s.receive(m.close())
     assert sent_types(out) == [MT.CLOSE] and not sent(out)[0].HasField("settlement")
     assert close_reasons(out) == [CloseReason.CLIENT_REQUESTED_CLOSE]
-    [store] = s.machine.contract_accepted(NOW)
-    assert isinstance(store, fx.StoreServerChannel) and store.record.best_value == MIN_PAYMENT
-    out = s.machine.channel_stored()
+    # The channel was stored before the broadcast started (the stricter form of §13 item 7).
+    assert s.machine.record is not None and s.machine.record.best_value == MIN_PAYMENT
+    out = s.machine.contract_accepted(NOW)
     assert sent(out) == [] and not of_kind(out, fx.ChannelOpened)
 
 
@@ -755,11 +754,13 @@ def test_close_while_busy_is_handled_in_order(version, step):
         out = s.machine.resume_found(record)
         assert sent_types(out) == [MT.CHANNEL_OPEN]
     elif step == "storing the channel":
-        s = server_broadcasting(version)
-        s.machine.contract_accepted(NOW)
+        s = server_waiting_on_contract(version)
+        s.receive(s.provide_contract(initial=s.payment(s.value - MIN_PAYMENT)))
         assert_ignored(s.receive(m.close()))
         out = s.machine.channel_stored()
-        assert sent_types(out) == [MT.CHANNEL_OPEN]
+        # The queued CLOSE comes next: the channel is stored but not open, so a plain CLOSE.
+        assert of_kind(out, fx.BroadcastContract) and sent_types(out) == [MT.CLOSE]
+        return
     else:
         s = server_storing_payment(version) if step == "storing a payment" else server_waiting_on_application(version)
         assert_ignored(s.receive(m.close()))

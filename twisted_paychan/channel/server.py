@@ -247,16 +247,16 @@ class ServerMachine:
             )
         self._pending_contract = contract
         self._pending_payment = payment
-        self.step = ServerStep.WAITING_ON_MULTISIG_ACCEPTANCE
-        return [fx.BroadcastContract(contract.tx, contract.txid)]
+        # Stored before the contract goes out ([Recommended], §13 item 7, and further): a crash
+        # after the broadcast can then never leave a contract on chain that we hold no record of.
+        self.record = self._new_record(contract, payment, now)
+        self.step = ServerStep.STORING_CHANNEL
+        return [fx.StoreServerChannel(self.record)]
 
-    def contract_accepted(self, now: int) -> list:
-        """The chain took the contract (``BroadcastContract`` completed). Stored whatever
-        happened to the connection meanwhile ([Recommended], §13 item 7)."""
-        contract, payment = self._pending_contract, self._pending_payment
-        assert contract is not None and payment is not None and self.client_key is not None
-        assert self.expiry is not None and self.major is not None
-        self.record = ServerChannelRecord(
+    def _new_record(self, contract: "check.CheckedContract", payment: "check.CheckedPayment",
+                    now: int) -> ServerChannelRecord:
+        assert self.client_key is not None and self.expiry is not None and self.major is not None
+        return ServerChannelRecord(
             contract_txid=contract.txid,
             version=self.major,
             contract=contract.tx,
@@ -270,19 +270,29 @@ class ServerMachine:
             created_at=now,
             updated_at=now,
         )
-        if self.step is ServerStep.WAITING_ON_MULTISIG_ACCEPTANCE:
-            self.step = ServerStep.STORING_CHANNEL
-        return [fx.StoreServerChannel(self.record)]
+
+    def channel_stored(self) -> list:
+        """The new record is durable (``StoreServerChannel`` completed): now the contract may be
+        broadcast, whatever happened to the connection meanwhile (the client signed it and holds
+        its refund; the stored channel is settled or resumed later)."""
+        contract = self._pending_contract
+        assert contract is not None
+        out: list = [fx.BroadcastContract(contract.tx, contract.txid)]
+        if self.step is ServerStep.STORING_CHANNEL:
+            self.step = ServerStep.WAITING_ON_MULTISIG_ACCEPTANCE
+            return self._drain(out)  # a CLOSE that came meanwhile is answered now
+        return out
 
     def contract_rejected(self, why: str) -> list:
         """The chain refused the contract. [Recommended] ``ERROR{OTHER}`` (bitcoinj sends
         nothing and lets the client time out)."""
+        self._pending_payment = None
         if self.step is not ServerStep.WAITING_ON_MULTISIG_ACCEPTANCE:
             return []
         return self._violation(RemoteProtocolError(ErrorCode.OTHER, f"contract rejected by the network: {why}"))
 
-    def channel_stored(self) -> list:
-        """The new record is durable (``StoreServerChannel`` completed)."""
+    def contract_accepted(self, now: int) -> list:
+        """The chain took the contract (``BroadcastContract`` completed): the channel opens."""
         assert self.record is not None and self._pending_payment is not None
         payment, self._pending_payment = self._pending_payment, None
         out: list = []
@@ -291,7 +301,7 @@ class ServerMachine:
                 fx.NotifyPayment(self.record.contract_txid, payment.best_value, payment.best_value,
                                  payment.info, awaited=False)
             )
-        if self.step is not ServerStep.STORING_CHANNEL or self.disconnected:
+        if self.step is not ServerStep.WAITING_ON_MULTISIG_ACCEPTANCE or self.disconnected:
             # The connection went away, or the client closed, while the contract was on its
             # way: the channel is stored and can be resumed.
             self.step = ServerStep.CLOSED

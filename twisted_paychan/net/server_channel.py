@@ -130,7 +130,12 @@ class ServerChannel(EffectRunner):
                 crash_point("contract-broadcast")
                 return m.contract_accepted(now())
 
-            return d.addCallbacks(accepted, lambda f: m.contract_rejected(f.getErrorMessage()))
+            def rejected(f: Failure) -> Any:
+                why = f.getErrorMessage()
+                marked = self.registry.contract_rejected(effect.contract_txid, why)
+                return marked.addCallback(lambda _: m.contract_rejected(why))
+
+            return d.addCallbacks(accepted, rejected)
         if isinstance(effect, fx.StoreServerChannel):
             d = defer.maybeDeferred(self.registry.add_channel, effect.record, self)
 

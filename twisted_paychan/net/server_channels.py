@@ -75,6 +75,16 @@ class ServerChannels:
 
         return d.addCallback(stored)
 
+    def contract_rejected(self, contract_txid: bytes, why: str) -> defer.Deferred[None]:
+        """The node refused a contract whose channel is already stored: it takes no payments."""
+        for timers in (self._timers, self._confirm_timers):
+            call = timers.pop(contract_txid, None)
+            if call is not None and call.active():
+                call.cancel()
+        self.log.warn("channel {txid}: contract rejected: {why}", txid=display_hex(contract_txid), why=why)
+        return self.store.set_server_state(contract_txid, ServerChannelState.CONTRACT_FAILED,
+                                           f"contract rejected by the node: {why}")
+
     def detach(self, connection: Any) -> None:
         for txid, attached in list(self._attached.items()):
             if attached is connection:
