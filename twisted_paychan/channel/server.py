@@ -19,6 +19,7 @@ recommendation (stays wire-compatible); each such place says so.
 from __future__ import annotations
 
 import enum
+from dataclasses import replace
 from typing import Any, Callable, Optional
 
 from twisted_paychan.bitcoin.scripts import ChannelScript
@@ -478,6 +479,4 @@ class ServerMachine:
 
 
 def _with_payment(record: ServerChannelRecord, payment: "check.CheckedPayment") -> ServerChannelRecord:
-    from dataclasses import replace
-
     return replace(record, best_value=payment.best_value, best_signature=payment.signature)

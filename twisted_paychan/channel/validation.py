@@ -15,7 +15,7 @@ from typing import Any, Optional
 from twisted_paychan import constants as C
 from twisted_paychan.bitcoin import consensus, keys, payment, refund, signatures
 from twisted_paychan.bitcoin.contract import ContractError, check_contract
-from twisted_paychan.bitcoin.scripts import ChannelScript
+from twisted_paychan.bitcoin.scripts import ChannelScript, p2pkh_script
 from twisted_paychan.bitcoin.transactions import (
     TransactionParseError,
     TransactionSanityError,
@@ -208,8 +208,6 @@ def settlement_pays_change(raw: bytes, client_key: bytes, client_change: int) ->
     current ``c`` (``c`` only ever falls), so a settlement that does not is not one of ours."""
     if client_change == 0:
         return True
-    from twisted_paychan.bitcoin.scripts import p2pkh_script
-
     try:
         tx = parse_transaction(bytes(raw))
     except TransactionParseError:

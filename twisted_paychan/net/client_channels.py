@@ -26,6 +26,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from twisted_paychan import constants as C
+from twisted_paychan.channel.validation import settlement_pays_change
 from twisted_paychan.chain.types import BroadcastRejected, OutPoint, SpendEvent, TxState, display_hex
 from twisted_paychan.store.records import ClientChannelRecord, ClientChannelState
 
@@ -181,8 +182,6 @@ async def release_abandoned_contracts(wallet: Any, store: Any, chain: Any) -> li
 
 def settlement_note(spending_tx: bytes, record: ClientChannelRecord) -> str:
     """Empty when the settlement pays our change; otherwise what is wrong, for the record."""
-    from twisted_paychan.channel.validation import settlement_pays_change
-
     if settlement_pays_change(spending_tx, record.client_key, record.client_change):
         return ""
     return f"the transaction that closed the channel does not pay our change of {record.client_change} sat"

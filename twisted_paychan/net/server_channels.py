@@ -19,10 +19,11 @@ from twisted.logger import Logger
 
 from twisted_paychan.bitcoin.scripts import ChannelScript
 from twisted_paychan.bitcoin.settlement import SettlementRejected, SettlementUnaffordable, build_settlement
+from twisted_paychan.bitcoin.transactions import parse_transaction
+from twisted_paychan.chain.types import OutPoint, TxState, display_hex
 from twisted_paychan.channel.errors import CloseReason
-from twisted_paychan.constants import FEE_RATE_FLOOR
 from twisted_paychan.channel.settings import ServerSettings
-from twisted_paychan.chain.types import display_hex
+from twisted_paychan.constants import FEE_RATE_FLOOR
 from twisted_paychan.faults import crash_point
 from twisted_paychan.store.records import ServerChannelRecord, ServerChannelState
 
@@ -193,8 +194,6 @@ class ServerChannels:
     async def _ensure_contract_known(self, record: ServerChannelRecord) -> None:
         """The settlement spends the contract: if the node has forgotten an unconfirmed contract
         (its mempool is not kept across restarts), give it back first."""
-        from twisted_paychan.chain.types import TxState
-
         status = await self.chain.tx_status(record.contract_txid)
         if status.state is TxState.UNKNOWN:
             try:
@@ -334,8 +333,6 @@ class ServerChannels:
 
     def _watch_settlement(self, record: ServerChannelRecord) -> None:
         """Follow the contract output until our settlement (or the client's refund) confirms."""
-        from twisted_paychan.chain.types import OutPoint, TxState
-
         txid = record.contract_txid
         if txid in self._watches:
             return
@@ -372,14 +369,10 @@ class ServerChannels:
     contract_final_depth = 6
 
     def _watch_contract_inputs(self, record: ServerChannelRecord) -> None:
-        from bitcoin.core import CTransaction
-
-        from twisted_paychan.chain.types import OutPoint
-
         txid = record.contract_txid
         if txid in self._input_watches:
             return
-        contract = CTransaction.deserialize(record.contract)
+        contract = parse_transaction(record.contract)
         watches = []
 
         def spent(event: Any) -> None:
@@ -427,8 +420,6 @@ class ServerChannels:
         d.addErrback(lambda f: self.log.failure("checking a contract's confirmation failed", f))
 
     async def _confirmation_due(self, contract_txid: bytes) -> None:
-        from twisted_paychan.chain.types import TxState
-
         record = await self.store.server_channel(contract_txid)
         if record is None or record.state is not ServerChannelState.OPEN:
             return
