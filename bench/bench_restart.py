@@ -49,7 +49,7 @@ async def main(reactor, n: int) -> None:
     now = int(reactor.seconds())
     client, server = KeySigner.generate(), KeySigner.generate()
     script = ChannelScript(2, client.public_key, server.public_key, now + 86400)
-    store = open_store(str(tmp / "server"), threaded=False)
+    store = open_store(str(tmp / "server"))
     t = time.perf_counter()
     for i in range(n):
         tx = CMutableTransaction(

@@ -106,7 +106,7 @@ async def server_channels(data_dir: Path) -> list[Any]:
     """The server's stored channels (the server must be stopped: the store is exclusive)."""
     from twisted_paychan.store.sqlite import open_store
 
-    store = open_store(str(data_dir), threaded=False)
+    store = open_store(str(data_dir))
     try:
         return await store.server_channels()
     finally:

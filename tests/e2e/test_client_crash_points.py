@@ -55,7 +55,7 @@ async def test_client_crash_at_each_step(tmp_path, point, after):
         result = await threads.deferToThread(scenario)
         await server.stop()
         server_records = {r.contract_txid: r for r in await server_channels(server.data_dir)}
-        store = open_store(client_dir, threaded=False)
+        store = open_store(client_dir)
         try:
             client_records = await store.client_channels()
         finally:

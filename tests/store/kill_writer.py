@@ -17,7 +17,7 @@ def record(n: int) -> ServerChannelRecord:
 
 
 async def main(path: str, channels: int) -> None:
-    store = SqliteChannelStore(path, reactor, threaded=True)
+    store = SqliteChannelStore(path, reactor)
     for n in range(1, channels + 1):
         await store.add_server_channel(record(n))
     print("ready", flush=True)

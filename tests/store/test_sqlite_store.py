@@ -19,13 +19,13 @@ from twisted_paychan.store.sqlite import SqliteChannelStore, StoreLocked, open_s
 
 def test_reopen_keeps_everything(tmp_path):
     path = str(tmp_path / "c.sqlite")
-    s = SqliteChannelStore(path, threaded=False)
+    s = SqliteChannelStore(path)
     s.add_server_channel(server_record(1))
     s.record_payment(server_record(1).contract_txid, 4242, b"sig")
     s.add_client_channel(client_record(2))
     s.record_client_change(client_record(2).contract_txid, 1000)
     s.close()
-    s = SqliteChannelStore(path, threaded=False)
+    s = SqliteChannelStore(path)
     got = []
     s.server_channel(server_record(1).contract_txid).addCallback(got.append)
     s.client_channel(client_record(2).contract_txid).addCallback(got.append)
@@ -35,15 +35,15 @@ def test_reopen_keeps_everything(tmp_path):
 
 
 def test_second_open_is_refused(tmp_path):
-    s = open_store(str(tmp_path), threaded=False)
+    s = open_store(str(tmp_path))
     with pytest.raises(StoreLocked):
-        open_store(str(tmp_path), threaded=False)
+        open_store(str(tmp_path))
     s.close()
-    open_store(str(tmp_path), threaded=False).close()
+    open_store(str(tmp_path)).close()
 
 
 def test_money_never_moves_backwards(tmp_path):
-    s = SqliteChannelStore(str(tmp_path / "c.sqlite"), threaded=False)
+    s = SqliteChannelStore(str(tmp_path / "c.sqlite"))
     s.add_server_channel(server_record(1))
     s.record_payment(server_record(1).contract_txid, 5000, b"a")
     errors = []
@@ -57,7 +57,7 @@ def test_money_never_moves_backwards(tmp_path):
 
 @pytest_twisted.ensureDeferred
 async def test_group_commit_batches_concurrent_writes(tmp_path):
-    s = SqliteChannelStore(str(tmp_path / "c.sqlite"), reactor, threaded=True)
+    s = SqliteChannelStore(str(tmp_path / "c.sqlite"), reactor)
     for n in range(1, 21):
         await s.add_server_channel(server_record(n))
     before = s.commits
@@ -93,7 +93,7 @@ def test_sigkill_loses_no_acknowledged_write(tmp_path, channels):
     for line in child.stdout.read().splitlines():
         _, n, b = line.split()
         acked[int(n)] = int(b)
-    s = SqliteChannelStore(path, threaded=False)
+    s = SqliteChannelStore(path)
     stored = {}
     s.server_channels().addCallback(lambda rs: stored.update({r.contract_txid[0]: r.best_value for r in rs}))
     s.close()

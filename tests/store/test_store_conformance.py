@@ -1,5 +1,6 @@
-"""Every channel store passes the same suite: the in-memory double, and SQLite threaded (group
-commit, the way servers run it) and unthreaded (the way tools run it)."""
+"""Every channel store passes the same suite: the in-memory double, and SQLite batched per
+reactor turn (group commit, the way servers and clients run it) and immediate (the way tools run
+it), the latter also with a payment log so small that payments keep forcing checkpoints."""
 
 import pytest
 import pytest_twisted
@@ -7,10 +8,11 @@ from twisted.internet import reactor
 
 from store_conformance import CONFORMANCE
 from twisted_paychan.store.memory import MemoryChannelStore
+from twisted_paychan.store import paylog
 from twisted_paychan.store.sqlite import SqliteChannelStore
 
 
-@pytest.fixture(params=["memory", "sqlite-threaded", "sqlite-inline"])
+@pytest.fixture(params=["memory", "sqlite-batched", "sqlite-inline", "sqlite-tiny-log"])
 def make_store(request, tmp_path):
     made = []
 
@@ -18,7 +20,9 @@ def make_store(request, tmp_path):
         if request.param == "memory":
             s = MemoryChannelStore()
         else:
-            s = SqliteChannelStore(str(tmp_path / "c.sqlite"), reactor, threaded=request.param == "sqlite-threaded")
+            batched = request.param == "sqlite-batched"
+            slots = 2 if request.param == "sqlite-tiny-log" else paylog.DEFAULT_SLOTS
+            s = SqliteChannelStore(str(tmp_path / "c.sqlite"), reactor if batched else None, log_slots=slots)
         made.append(s)
         return s
 

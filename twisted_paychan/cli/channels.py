@@ -68,7 +68,7 @@ async def run_channels(reactor: Any, args: argparse.Namespace, out: Output) -> i
     if not (Path(args.data_dir) / "channels.sqlite").exists():
         raise UserError(f"no channel store in {args.data_dir}")
     try:
-        store = open_store(args.data_dir, threaded=False)
+        store = open_store(args.data_dir)
     except StoreLocked:
         raise UserError(f"the channel store in {args.data_dir} is in use by a running paychan process") from None
     try:

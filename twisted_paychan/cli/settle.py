@@ -93,7 +93,7 @@ async def _settle_offline(reactor: Any, args: argparse.Namespace, which: str) ->
         wallet = SqliteWallet.open(os.path.join(args.data_dir, WALLET_FILE), access.chain, access.network)
         try:
             try:
-                store = open_store(args.data_dir, threaded=False)
+                store = open_store(args.data_dir)
             except StoreLocked:
                 raise UserError(f"the channel store in {args.data_dir} is in use, but no operator socket "
                                 "answers: is the server running with --admin-listen none?") from None

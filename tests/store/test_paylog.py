@@ -1,0 +1,147 @@
+"""The payment log and how the SQLite store uses it: replay after a crash, stale and torn slots,
+checkpoints, reads through the overlay, and a failed sync."""
+
+import os
+
+from store_conformance import client_record, server_record
+from twisted_paychan.store import paylog
+from twisted_paychan.store.interfaces import ChannelNotOpen, StoreError
+from twisted_paychan.store.records import ServerChannelState
+from twisted_paychan.store.sqlite import SqliteChannelStore
+
+TXID = server_record(1).contract_txid
+
+
+def result(d):
+    out = []
+    d.addBoth(out.append)
+    return out[0]
+
+
+def crash(store: SqliteChannelStore) -> None:
+    """Drop the store the way a SIGKILL would: no checkpoint, no clean close."""
+    store._paylog.close()
+    store._db.close()
+    store._lock_file.close()
+
+
+def test_slots_round_trip_and_stop_at_another_generation():
+    data = b"".join(
+        [paylog.encode_slot(5, paylog.SERVER_PAYMENT, TXID, n, b"\x30" * 71 + b"\x01") for n in (1, 2)]
+        + [paylog.encode_slot(4, paylog.SERVER_PAYMENT, TXID, 9, b"old")]
+        + [paylog.encode_slot(5, paylog.CLIENT_CHANGE, TXID, 7)]
+    )
+    got = list(paylog.decode_slots(data, 5))
+    assert [(r.kind, r.value) for r in got] == [(paylog.SERVER_PAYMENT, 1), (paylog.SERVER_PAYMENT, 2)]
+    assert got[0].signature == b"\x30" * 71 + b"\x01"
+    assert list(paylog.decode_slots(data, 4)) == []
+
+
+def test_a_torn_slot_ends_the_log():
+    good = paylog.encode_slot(1, paylog.CLIENT_CHANGE, TXID, 10)
+    torn = bytearray(paylog.encode_slot(1, paylog.CLIENT_CHANGE, TXID, 9))
+    torn[60] ^= 0xFF
+    later = paylog.encode_slot(1, paylog.CLIENT_CHANGE, TXID, 8)
+    assert [r.value for r in paylog.decode_slots(good + bytes(torn) + later, 1)] == [10]
+    assert list(paylog.decode_slots(b"\0" * 512, 1)) == []
+
+
+def test_payments_in_the_log_survive_a_crash(tmp_path):
+    path = str(tmp_path / "c.sqlite")
+    s = SqliteChannelStore(path)
+    s.add_server_channel(server_record(1))
+    s.add_client_channel(client_record(2))
+    for b in range(1, 6):
+        assert result(s.record_payment(TXID, b, b"sig%d" % b)) is None
+    assert result(s.record_client_change(client_record(2).contract_txid, 400_000)) is None
+    assert s._overlay, "the payments should be in the log, not yet in the tables"
+    crash(s)
+    s = SqliteChannelStore(path)
+    rec = result(s.server_channel(TXID))
+    assert (rec.best_value, rec.best_signature) == (5, b"sig5")
+    assert result(s.client_channel(client_record(2).contract_txid)).client_change == 400_000
+    assert not s._overlay, "opening absorbs the log into the tables"
+    # A second crash right away must not replay the (now stale) slots over newer values.
+    s.record_payment(TXID, 6, b"sig6")
+    crash(s)
+    s = SqliteChannelStore(path)
+    assert result(s.server_channel(TXID)).best_value == 6
+    s.close()
+
+
+def test_stale_slots_of_an_absorbed_generation_are_not_replayed(tmp_path):
+    path = str(tmp_path / "c.sqlite")
+    s = SqliteChannelStore(path)
+    s.add_server_channel(server_record(1))
+    for b in range(1, 11):
+        s.record_payment(TXID, b, b"s")
+    s.set_server_state(TXID, ServerChannelState.SETTLING)  # a SQLite write absorbs the log
+    assert s._paylog.used == 0
+    crash(s)
+    s = SqliteChannelStore(path)
+    rec = result(s.server_channel(TXID))
+    assert (rec.best_value, rec.state) == (10, ServerChannelState.SETTLING)
+    s.close()
+
+
+def test_reads_and_full_records_see_logged_payments(tmp_path):
+    s = SqliteChannelStore(str(tmp_path / "c.sqlite"))
+    s.add_server_channel(server_record(1))
+    s.record_payment(TXID, 700, b"sig")
+    assert [r.best_value for r in result(s.server_channels())] == [700]
+    # A full-record write after logged payments: the log is absorbed first, then the record.
+    rec = result(s.server_channel(TXID))
+    s.update_server_channel(rec.__class__(**{**rec.__dict__, "note": "hello"}))
+    rec = result(s.server_channel(TXID))
+    assert (rec.best_value, rec.note) == (700, "hello")
+    # A state change is seen by the next payment (the cached table state is dropped).
+    s.set_server_state(TXID, ServerChannelState.SETTLING)
+    assert result(s.record_payment(TXID, 800, b"x")).check(ChannelNotOpen)
+    s.close()
+
+
+def test_a_full_log_checkpoints(tmp_path):
+    s = SqliteChannelStore(str(tmp_path / "c.sqlite"), log_slots=3)
+    s.add_server_channel(server_record(1))
+    for b in range(1, 11):
+        assert result(s.record_payment(TXID, b, b"s")) is None
+        assert s._paylog.used <= 3
+    assert result(s.server_channel(TXID)).best_value == 10
+    s.close()
+
+
+def test_a_failed_sync_fails_the_write_and_stops_the_store(tmp_path, monkeypatch):
+    s = SqliteChannelStore(str(tmp_path / "c.sqlite"))
+    s.add_server_channel(server_record(1))
+    s.record_payment(TXID, 5, b"s")
+
+    def failing(fd):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "fdatasync", failing)
+    assert result(s.record_payment(TXID, 6, b"t")).check(StoreError)
+    monkeypatch.undo()
+    # Nothing more is accepted, and what was durable before is still what reads say.
+    assert result(s.record_payment(TXID, 7, b"u")).check(StoreError)
+    assert s._overlay[(paylog.SERVER_PAYMENT, TXID)] == (5, b"s")
+
+
+def test_a_signature_too_long_for_a_slot_goes_through_sqlite(tmp_path):
+    s = SqliteChannelStore(str(tmp_path / "c.sqlite"))
+    s.add_server_channel(server_record(1))
+    assert result(s.record_payment(TXID, 5, b"x" * 100)) is None
+    assert s._paylog.used == 0
+    assert result(s.server_channel(TXID)).best_signature == b"x" * 100
+    s.close()
+
+
+def test_a_log_of_another_capacity_is_replayed_then_remade(tmp_path):
+    path = str(tmp_path / "c.sqlite")
+    s = SqliteChannelStore(path, log_slots=8)
+    s.add_server_channel(server_record(1))
+    s.record_payment(TXID, 3, b"s")
+    crash(s)
+    s = SqliteChannelStore(path)
+    assert os.path.getsize(path + "-paylog") == paylog.DEFAULT_SLOTS * paylog.SLOT_SIZE
+    assert result(s.server_channel(TXID)).best_value == 3
+    s.close()
