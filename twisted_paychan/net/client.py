@@ -26,7 +26,7 @@ from twisted_paychan import constants as C
 from twisted_paychan.channel.errors import ChannelClosed, CloseReason
 from twisted_paychan.channel.settings import ClientSettings, VersionSelector
 from twisted_paychan.net.client_channel import ChannelOpen, ClientChannel, PaymentAck
-from twisted_paychan.net.tcp import quickack, set_nodelay
+from twisted_paychan.net.tcp import quickack, send_now, set_nodelay
 from twisted_paychan.store.records import ClientChannelRecord, ClientChannelState
 from twisted_paychan.wire.framing import CloseKind, MessageProtocol
 from twisted_paychan.wire.framing import CloseReason as WireCloseReason
@@ -56,8 +56,12 @@ class ClientChannelProtocol(MessageProtocol):
         return opened
 
     def dataReceived(self, data: bytes) -> None:
-        quickack(self.transport)
         super().dataReceived(data)
+        if self.inFrame:
+            quickack(self.transport)
+
+    def writeFrame(self, frame: bytes) -> None:
+        send_now(self.transport, frame)
 
     def messageReceived(self, msg: Any) -> None:
         assert self.channel is not None

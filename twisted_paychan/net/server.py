@@ -20,7 +20,7 @@ from twisted_paychan.channel.errors import CloseReason
 from twisted_paychan.channel.settings import ServerSettings
 from twisted_paychan.net.server_channel import NullServerHandler, ServerChannel
 from twisted_paychan.net.server_channels import ServerChannels
-from twisted_paychan.net.tcp import quickack, set_nodelay
+from twisted_paychan.net.tcp import quickack, send_now, set_nodelay
 from twisted_paychan.wire.framing import CloseKind, MessageProtocol
 from twisted_paychan.wire.framing import CloseReason as WireCloseReason
 
@@ -43,8 +43,12 @@ class ServerChannelProtocol(MessageProtocol):
         self.channel.on_open = self._channel_opened
 
     def dataReceived(self, data: bytes) -> None:
-        quickack(self.transport)
         super().dataReceived(data)
+        if self.inFrame:
+            quickack(self.transport)
+
+    def writeFrame(self, frame: bytes) -> None:
+        send_now(self.transport, frame)
 
     def messageReceived(self, msg: Any) -> None:
         assert self.channel is not None

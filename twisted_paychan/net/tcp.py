@@ -1,18 +1,27 @@
 """
-Socket options for channel connections.
+Socket-level details of channel connections.
 
 TCP_NODELAY: every frame is written in one ``write``, and the protocol is strictly
 request/response, so Nagle's algorithm only adds delay. TCP_QUICKACK: stock bitcoinj writes each
 frame as two writes (length, then body) without TCP_NODELAY; if we delay our ACK of the first
 write, its Nagle holds the second back until our delayed-ACK timer fires (~40 ms a message, the
-11 payments/s the recordings show). Linux clears QUICKACK after it acts, so it is set again
-after every read.
+11 payments/s the recordings show). Setting QUICKACK sends an ACK that is being held back at once
+(Linux), so the protocols set it whenever a read ends inside a frame: exactly the moment a
+bitcoinj peer waits for it. A peer that writes whole frames never leaves us there, and pays no
+extra system call.
+
+``send_now``: Twisted's ``transport.write`` only queues; the bytes leave in a later turn of the
+reactor, after two ``epoll_ctl`` calls and a wake-up. A payment is one small frame each way, so
+when nothing is queued the frame is handed to the socket at once (what Twisted itself does a
+turn later), and only what the socket does not take is queued.
 """
 
 from __future__ import annotations
 
 import socket
 from typing import Any
+
+from twisted.internet import tcp
 
 _QUICKACK = getattr(socket, "TCP_QUICKACK", None)
 
@@ -41,3 +50,31 @@ def _socket(transport: Any) -> Any:
         return None
     handle = get()
     return handle if isinstance(handle, socket.socket) else None
+
+
+def send_now(transport: Any, data: bytes) -> None:
+    """Write ``data`` to ``transport``, straight to the socket when nothing is queued before it.
+
+    Only for Twisted's own TCP connections (``tcp.Connection``), whose write buffer is
+    ``dataBuffer`` plus ``_tempDataBuffer``; anything else (TLS, test transports) goes through
+    ``transport.write``. If the socket takes only part, or fails, the rest goes through
+    ``transport.write``, which reports a broken connection the usual way.
+    """
+    if (
+        type(transport) in _TCP_TRANSPORTS
+        and not transport.dataBuffer
+        and not transport._tempDataBuffer
+        and transport.connected
+        and not transport.disconnecting
+    ):
+        sent = transport.writeSomeData(data)
+        if isinstance(sent, int):
+            if sent == len(data):
+                return
+            data = data[sent:]
+    transport.write(data)
+
+
+#: Twisted's TCP transports (server and client side); subclasses elsewhere are not assumed to
+#: keep the same buffers.
+_TCP_TRANSPORTS = frozenset({tcp.Server, tcp.Client})

@@ -236,7 +236,19 @@ class MessageProtocol(Int32StringReceiver):
         transport = self.transport
         if transport is None:
             raise RuntimeError("sendString before the connection was made")
-        transport.write(_PREFIX.pack(len(string)) + string)
+        self.writeFrame(_PREFIX.pack(len(string)) + string)
+
+    def writeFrame(self, frame: bytes) -> None:
+        """Hand one whole frame to the transport. The TCP protocols override this to send
+        without waiting for the next turn of the reactor (``net.tcp.send_now``)."""
+        assert self.transport is not None
+        self.transport.write(frame)
+
+    @property
+    def inFrame(self) -> bool:
+        """Whether the bytes received so far end inside a frame (a peer that writes a frame in
+        pieces is waiting for the rest to be acknowledged; see ``net.tcp``)."""
+        return bool(self._pending)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._condemned = True
