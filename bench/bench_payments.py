@@ -116,14 +116,14 @@ async def main(reactor, args) -> None:
         for _ in range(200):  # warm up (SQLite WAL files grow to their working size)
             await conn.pay(1)
         latencies = []
-        cpu0, ns0 = cpu_times(server.pid), cpu_ns(server.pid)
+        cpu0, ns0, mine0 = cpu_times(server.pid), cpu_ns(server.pid), time.process_time()
         start = time.perf_counter()
         for _ in range(args.payments):
             t = time.perf_counter()
             await conn.pay(1)
             latencies.append(time.perf_counter() - t)
         elapsed = time.perf_counter() - start
-        cpu1, ns1 = cpu_times(server.pid), cpu_ns(server.pid)
+        cpu1, ns1, mine1 = cpu_times(server.pid), cpu_ns(server.pid), time.process_time()
         latencies.sort()
         q = statistics.quantiles(latencies, n=100)
         print(f"1 channel:   {args.payments / elapsed:8.0f} payments/s   latency p50 {q[49]*1e3:.2f} ms  "
@@ -131,6 +131,7 @@ async def main(reactor, args) -> None:
         user, system = ((b - a) / args.payments * 1e6 for a, b in zip(cpu0, cpu1))
         print(f"             server CPU {(ns1 - ns0) / args.payments / 1e3:.0f} us per payment (scheduler); "
               f"ticks say {user + system:.0f} ({user:.0f} user + {system:.0f} system)")
+        print(f"             client CPU {(mine1 - mine0) / args.payments * 1e6:.0f} us per payment")
 
         # -- K channels at once ----------------------------------------------------------------
         conns = [conn] + [await open_channel(n) for n in range(1, args.channels)]
@@ -140,16 +141,19 @@ async def main(reactor, args) -> None:
             for _ in range(per):
                 await c.pay(1)
 
-        cpu0, ns0 = cpu_times(server.pid), cpu_ns(server.pid)
+        cpu0, ns0, mine0 = cpu_times(server.pid), cpu_ns(server.pid), time.process_time()
+        commits0, writes0 = store.commits, store.writes
         start = time.perf_counter()
         await defer.gatherResults([defer.ensureDeferred(stream(c)) for c in conns])
         elapsed = time.perf_counter() - start
-        cpu1, ns1 = cpu_times(server.pid), cpu_ns(server.pid)
+        cpu1, ns1, mine1 = cpu_times(server.pid), cpu_ns(server.pid), time.process_time()
         total = per * args.channels
         user, system = ((b - a) / total * 1e6 for a, b in zip(cpu0, cpu1))
         print(f"{args.channels} channels: {total / elapsed:8.0f} payments/s in total")
         print(f"             server CPU {(ns1 - ns0) / total / 1e3:.0f} us per payment (scheduler); "
               f"ticks say {user + system:.0f} ({user:.0f} user + {system:.0f} system)")
+        print(f"             client CPU {(mine1 - mine0) / total * 1e6:.0f} us per payment; "
+              f"{(store.writes - writes0) / max(1, store.commits - commits0):.1f} writes per client sync")
 
         # -- memory per idle open channel connection ---------------------------------------------
         before = rss_bytes(server.pid)

@@ -214,3 +214,10 @@ def test_direction_table_matches_spec() -> None:
 def test_type_name() -> None:
     assert m.type_name(MessageType.PAYMENT_ACK) == "PAYMENT_ACK"
     assert m.type_name(99) == "unknown(99)"
+
+
+def test_plain_int_types_match_the_enum() -> None:
+    names = {name for name in vars(m.MT) if name.isupper()}
+    assert names == set(MessageType.keys())
+    for name in names:
+        assert getattr(m.MT, name) == MessageType.Value(name)

@@ -22,7 +22,7 @@ from twisted.python.failure import Failure
 from twisted_paychan.channel import effects as fx
 from twisted_paychan.faults import crash_point
 from twisted_paychan.net.client_channels import settlement_note
-from twisted_paychan.net.effect_runner import EffectRunner
+from twisted_paychan.net.effect_runner import EffectRunner, Outcome
 from twisted_paychan.channel.client import ClientMachine
 from twisted_paychan.channel.errors import ChannelClosed, CloseReason
 from twisted_paychan.channel.settings import ClientSettings
@@ -145,63 +145,88 @@ class ClientChannel(EffectRunner):
     def _effect_failed(self, failure: Failure) -> None:
         self._finish(CloseReason.CONNECTION_CLOSED, failure.getErrorMessage())
 
-    def _perform(self, effect: Any) -> Optional[defer.Deferred]:
+    def _do_send(self, effect: fx.Send) -> Outcome:
+        if self.close_reason is None:
+            self._send(effect.message)
+        return None
+
+    def _do_close(self, effect: fx.Close) -> Outcome:
+        self._finish(effect.reason, effect.detail)
+        return None
+
+    def _fund_contract(self, effect: fx.FundContract) -> Outcome:
         m = self.machine
-        if isinstance(effect, fx.Send):
-            if self.close_reason is None:
-                self._send(effect.message)
-            return None
-        if isinstance(effect, fx.Close):
-            self._finish(effect.reason, effect.detail)
-            return None
-        if isinstance(effect, fx.FundContract):
-            d = defer.maybeDeferred(self.wallet.fund, effect.script_pubkey, effect.value, self.settings.fee_rate)
+        d = defer.maybeDeferred(self.wallet.fund, effect.script_pubkey, effect.value, self.settings.fee_rate)
 
-            def funded(tx: Any) -> list:
-                crash_point("client-contract-funded")
-                return m.contract_funded(tx, int(self.clock.seconds()))
+        def funded(tx: Any) -> list:
+            crash_point("client-contract-funded")
+            return m.contract_funded(tx, int(self.clock.seconds()))
 
-            return d.addCallbacks(funded, lambda f: m.funding_failed(f.getErrorMessage()))
-        if isinstance(effect, fx.StoreClientChannel):
-            def stored(_: Any) -> list:
-                crash_point("client-channel-stored")
-                return m.channel_stored()
+        return d.addCallbacks(funded, lambda f: m.funding_failed(f.getErrorMessage()))
 
-            return self.store.add_client_channel(effect.record).addCallback(stored)
-        if isinstance(effect, fx.StoreClientChange):
-            d = self.store.record_client_change(effect.contract_txid, effect.client_change)
+    def _store_channel(self, effect: fx.StoreClientChannel) -> Outcome:
+        m = self.machine
 
-            def change_stored(_: Any) -> list:
-                crash_point("client-change-stored")
-                return m.change_stored()
+        def stored(_: Any) -> list:
+            crash_point("client-channel-stored")
+            return m.channel_stored()
 
-            return d.addCallback(change_stored)
-        if isinstance(effect, fx.ReleaseContract):
-            self.wallet.release(effect.funded)
-            return None
-        if isinstance(effect, fx.ResumeRefused):
-            self.log.info("server refused to resume channel {txid}; opening a new one",
-                          txid=display_hex(effect.contract_txid))
-            return None
-        if isinstance(effect, fx.ChannelOpened):
-            self.log.info("channel {txid}: open ({how})", txid=display_hex(effect.contract_txid),
-                          how="resumed" if effect.resumed else "new")
-            self.opened.callback(ChannelOpen(effect.contract_txid, effect.resumed))
-            return None
-        if isinstance(effect, fx.PaymentAcked):
-            waiting, self._payment = self._payment, None
-            if waiting is not None:
-                waiting.callback(PaymentAck(effect.amount, effect.info))
-            return None
-        if isinstance(effect, fx.SettlementSeen):
-            self._settlement_tx = effect.tx
-            record = self.machine.record
-            assert record is not None
-            settled = replace(record, state=ClientChannelState.SETTLED, close_tx=effect.tx,
-                              updated_at=int(self.clock.seconds()))
-            self.machine.record = settled
-            return self.store.update_client_channel(settled).addCallback(lambda _: [])
-        raise AssertionError(f"unknown effect {effect!r}")
+        return self.store.add_client_channel(effect.record).addCallback(stored)
+
+    # Once per payment: a bound method as the store's callback, no closure made each time.
+
+    def _store_change(self, effect: fx.StoreClientChange) -> Outcome:
+        return self.store.record_client_change(effect.contract_txid, effect.client_change).addCallback(
+            self._change_stored
+        )
+
+    def _change_stored(self, _: Any) -> list:
+        crash_point("client-change-stored")
+        return self.machine.change_stored()
+
+    def _release_contract(self, effect: fx.ReleaseContract) -> Outcome:
+        self.wallet.release(effect.funded)
+        return None
+
+    def _resume_refused(self, effect: fx.ResumeRefused) -> Outcome:
+        self.log.info("server refused to resume channel {txid}; opening a new one",
+                      txid=display_hex(effect.contract_txid))
+        return None
+
+    def _channel_opened(self, effect: fx.ChannelOpened) -> Outcome:
+        self.log.info("channel {txid}: open ({how})", txid=display_hex(effect.contract_txid),
+                      how="resumed" if effect.resumed else "new")
+        self.opened.callback(ChannelOpen(effect.contract_txid, effect.resumed))
+        return None
+
+    def _payment_acked(self, effect: fx.PaymentAcked) -> Outcome:
+        waiting, self._payment = self._payment, None
+        if waiting is not None:
+            waiting.callback(PaymentAck(effect.amount, effect.info))
+        return None
+
+    def _settlement_seen(self, effect: fx.SettlementSeen) -> Outcome:
+        self._settlement_tx = effect.tx
+        record = self.machine.record
+        assert record is not None
+        settled = replace(record, state=ClientChannelState.SETTLED, close_tx=effect.tx,
+                          updated_at=int(self.clock.seconds()))
+        self.machine.record = settled
+        return self.store.update_client_channel(settled).addCallback(lambda _: [])
+
+    #: Each effect's method, by the effect's type (see ``EffectRunner._PERFORMERS``).
+    _PERFORMERS: dict[type, Callable[[Any, Any], Outcome]] = {
+        fx.Send: _do_send,
+        fx.Close: _do_close,
+        fx.FundContract: _fund_contract,
+        fx.StoreClientChannel: _store_channel,
+        fx.StoreClientChange: _store_change,
+        fx.ReleaseContract: _release_contract,
+        fx.ResumeRefused: _resume_refused,
+        fx.ChannelOpened: _channel_opened,
+        fx.PaymentAcked: _payment_acked,
+        fx.SettlementSeen: _settlement_seen,
+    }
 
     def _finish(self, reason: CloseReason, detail: str = "") -> None:
         if self.close_reason is not None:

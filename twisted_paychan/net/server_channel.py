@@ -20,7 +20,7 @@ from zope.interface import Interface
 
 from twisted_paychan.bitcoin.settlement import SettlementRejected, SettlementUnaffordable
 from twisted_paychan.channel import effects as fx
-from twisted_paychan.net.effect_runner import EffectRunner
+from twisted_paychan.net.effect_runner import EffectRunner, Outcome
 from twisted_paychan.channel.errors import CloseReason
 from twisted_paychan.channel.server import ServerMachine
 from twisted_paychan.channel.settings import ServerSettings
@@ -107,85 +107,122 @@ class ServerChannel(EffectRunner):
     def _effect_failed(self, failure: Failure) -> None:
         self._finish(CloseReason.CONNECTION_CLOSED)
 
-    def _perform(self, effect: Any) -> Optional[defer.Deferred]:
-        """Do one effect; return a Deferred of the machine's next effects if it takes time."""
+    def _do_send(self, effect: fx.Send) -> Outcome:
+        if self.close_reason is None:
+            self._send(effect.message)
+        return None
+
+    def _do_close(self, effect: fx.Close) -> Outcome:
+        self._finish(effect.reason)
+        return None
+
+    def _new_server_key(self, effect: fx.NewServerKey) -> Outcome:
+        return defer.maybeDeferred(self.registry.wallet.new_channel_key).addCallback(self.machine.server_key_ready)
+
+    def _find_channel(self, effect: fx.FindChannel) -> Outcome:
         m = self.machine
-        now = lambda: int(self.clock.seconds())  # noqa: E731
-        if isinstance(effect, fx.Send):
-            if self.close_reason is None:
-                self._send(effect.message)
-            return None
-        if isinstance(effect, fx.Close):
-            self._finish(effect.reason)
-            return None
-        if isinstance(effect, fx.NewServerKey):
-            return defer.maybeDeferred(self.registry.wallet.new_channel_key).addCallback(m.server_key_ready)
-        if isinstance(effect, fx.FindChannel):
-            d = defer.maybeDeferred(self.registry.attach, effect.contract_txid, self)
-            return d.addCallback(lambda rec: m.resume_found(rec) if rec is not None else m.resume_not_found())
-        if isinstance(effect, fx.BroadcastContract):
-            d = self.registry.chain.broadcast(effect.tx)
+        d = defer.maybeDeferred(self.registry.attach, effect.contract_txid, self)
+        return d.addCallback(lambda rec: m.resume_found(rec) if rec is not None else m.resume_not_found())
 
-            def accepted(_: Any) -> list:
-                crash_point("contract-broadcast")
-                return m.contract_accepted(now())
+    def _broadcast_contract(self, effect: fx.BroadcastContract) -> Outcome:
+        m = self.machine
+        d = self.registry.chain.broadcast(effect.tx)
 
-            def rejected(f: Failure) -> Any:
-                why = f.getErrorMessage()
-                marked = self.registry.contract_rejected(effect.contract_txid, why)
-                return marked.addCallback(lambda _: m.contract_rejected(why))
+        def accepted(_: Any) -> list:
+            crash_point("contract-broadcast")
+            return m.contract_accepted(int(self.clock.seconds()))
 
-            return d.addCallbacks(accepted, rejected)
-        if isinstance(effect, fx.StoreServerChannel):
-            d = defer.maybeDeferred(self.registry.add_channel, effect.record, self)
+        def rejected(f: Failure) -> Any:
+            why = f.getErrorMessage()
+            marked = self.registry.contract_rejected(effect.contract_txid, why)
+            return marked.addCallback(lambda _: m.contract_rejected(why))
 
-            def stored(_: Any) -> list:
-                crash_point("channel-stored")
-                return m.channel_stored()
+        return d.addCallbacks(accepted, rejected)
 
-            return d.addCallback(stored)
-        if isinstance(effect, fx.StorePayment):
-            d = self.registry.store.record_payment(effect.contract_txid, effect.best_value, effect.signature)
+    def _store_channel(self, effect: fx.StoreServerChannel) -> Outcome:
+        m = self.machine
+        d = defer.maybeDeferred(self.registry.add_channel, effect.record, self)
 
-            def refused(f: Failure) -> list:
-                f.trap(ChannelNotOpen)
-                return m.payment_refused(f.getErrorMessage())
+        def stored(_: Any) -> list:
+            crash_point("channel-stored")
+            return m.channel_stored()
 
-            def payment_stored(_: Any) -> list:
-                crash_point("payment-stored")
-                return m.payment_stored()
+        return d.addCallback(stored)
 
-            return d.addCallbacks(payment_stored, refused)
-        if isinstance(effect, fx.NotifyPayment):
-            if logs.verbose:  # once per payment: only when asked for (see ``logs``)
-                self.log.debug("channel {txid}: payment +{increase} sat, total {total}",
-                               txid=_DisplayTxid(effect.contract_txid), increase=effect.increase, total=effect.total)
+    # Once per payment: bound methods as the store's callbacks, no closures made each time.
+
+    def _store_payment(self, effect: fx.StorePayment) -> Outcome:
+        d = self.registry.store.record_payment(effect.contract_txid, effect.best_value, effect.signature)
+        return d.addCallbacks(self._payment_stored, self._payment_refused)
+
+    def _payment_stored(self, _: Any) -> list:
+        crash_point("payment-stored")
+        return self.machine.payment_stored()
+
+    def _payment_refused(self, f: Failure) -> list:
+        f.trap(ChannelNotOpen)
+        return self.machine.payment_refused(f.getErrorMessage())
+
+    def _notify_payment(self, effect: fx.NotifyPayment) -> Outcome:
+        if logs.verbose:  # once per payment: only when asked for (see ``logs``)
+            self.log.debug("channel {txid}: payment +{increase} sat, total {total}",
+                           txid=_DisplayTxid(effect.contract_txid), increase=effect.increase, total=effect.total)
+        m = self.machine
+        if not effect.awaited:
             d = defer.maybeDeferred(
                 self.handler.payment_received, effect.contract_txid, effect.increase, effect.total, effect.info
             )
-            if not effect.awaited:
-                d.addErrback(lambda f: self.log.failure("payment handler failed on the initial payment", f))
-                return None
-            return d.addCallbacks(m.payment_acknowledged, lambda f: m.payment_ack_failed(f.getErrorMessage()))
-        if isinstance(effect, fx.ChannelOpened):
-            self.contract_txid = effect.contract_txid
-            self.log.info("channel {txid}: open ({how})", txid=display_hex(effect.contract_txid),
-                          how="resumed" if effect.resumed else "new")
-            if self.on_open is not None:
-                self.on_open()
-            self.handler.channel_opened(effect.contract_txid)
+            d.addErrback(lambda f: self.log.failure("payment handler failed on the initial payment", f))
             return None
-        if isinstance(effect, fx.SettleChannel):
-            d = self.registry.settle(effect.contract_txid, effect.reason)
+        # What defer.maybeDeferred would do, without wrapping the usual plain answer (None or
+        # info bytes) in a Deferred only to unwrap it again on every payment.
+        try:
+            info = self.handler.payment_received(effect.contract_txid, effect.increase, effect.total, effect.info)
+        except BaseException:  # a refusal, as maybeDeferred makes it
+            d = defer.fail()
+        else:
+            if info is None or type(info) is bytes:
+                return self._complete_now(m.payment_acknowledged, info)
+            d = defer.maybeDeferred(_as_is, info)  # a Deferred, a coroutine or a Failure
+        return d.addCallbacks(m.payment_acknowledged, self._payment_ack_failed)
 
-            def failed(f: Failure) -> list:
-                unaffordable = f.check(SettlementUnaffordable) is not None
-                if not unaffordable and not f.check(SettlementRejected):
-                    self.log.failure("settlement failed", f)
-                return m.settle_failed(f.getErrorMessage(), unaffordable)
+    def _payment_ack_failed(self, f: Failure) -> list:
+        return self.machine.payment_ack_failed(f.getErrorMessage())
 
-            return d.addCallbacks(lambda settlement: m.settled(settlement), failed)
-        raise AssertionError(f"unknown effect {effect!r}")
+    def _channel_opened(self, effect: fx.ChannelOpened) -> Outcome:
+        self.contract_txid = effect.contract_txid
+        self.log.info("channel {txid}: open ({how})", txid=display_hex(effect.contract_txid),
+                      how="resumed" if effect.resumed else "new")
+        if self.on_open is not None:
+            self.on_open()
+        self.handler.channel_opened(effect.contract_txid)
+        return None
+
+    def _settle_channel(self, effect: fx.SettleChannel) -> Outcome:
+        m = self.machine
+        d = self.registry.settle(effect.contract_txid, effect.reason)
+
+        def failed(f: Failure) -> list:
+            unaffordable = f.check(SettlementUnaffordable) is not None
+            if not unaffordable and not f.check(SettlementRejected):
+                self.log.failure("settlement failed", f)
+            return m.settle_failed(f.getErrorMessage(), unaffordable)
+
+        return d.addCallbacks(lambda settlement: m.settled(settlement), failed)
+
+    #: Each effect's method, by the effect's type (see ``EffectRunner._PERFORMERS``).
+    _PERFORMERS: dict[type, Callable[[Any, Any], Outcome]] = {
+        fx.Send: _do_send,
+        fx.Close: _do_close,
+        fx.NewServerKey: _new_server_key,
+        fx.FindChannel: _find_channel,
+        fx.BroadcastContract: _broadcast_contract,
+        fx.StoreServerChannel: _store_channel,
+        fx.StorePayment: _store_payment,
+        fx.NotifyPayment: _notify_payment,
+        fx.ChannelOpened: _channel_opened,
+        fx.SettleChannel: _settle_channel,
+    }
 
     def _finish(self, reason: CloseReason) -> None:
         if self.close_reason is not None:
@@ -199,6 +236,10 @@ class ServerChannel(EffectRunner):
             self.handler.channel_closed(reason)
         finally:
             self.done.callback(reason)
+
+
+def _as_is(value: Any) -> Any:
+    return value
 
 
 class _DisplayTxid:

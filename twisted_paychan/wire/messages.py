@@ -48,6 +48,7 @@ __all__ = [
     "MessageDecodeError",
     "MessageEncodeError",
     "MessageTooLargeError",
+    "MT",
     "MessageType",
     "MessageTypeValue",
     "PAYLOAD_FIELD",
@@ -86,6 +87,28 @@ ErrorCode = Error.ErrorCode
 #: Static types of one enum value, for annotations.
 MessageTypeValue: TypeAlias = "TwoWayChannelMessage.MessageType.ValueType"
 ErrorCodeValue: TypeAlias = "Error.ErrorCode.ValueType"
+
+
+
+class MT:
+    """The ``MessageType`` numbers as plain class attributes, for code that runs per message.
+
+    ``MessageType.CLOSE`` is a lookup through protobuf's ``EnumTypeWrapper.__getattr__``, close
+    to a microsecond each, and a payment reads several; these cost a class attribute lookup.
+    """
+
+    CLIENT_VERSION: Final = MessageType.CLIENT_VERSION
+    SERVER_VERSION: Final = MessageType.SERVER_VERSION
+    INITIATE: Final = MessageType.INITIATE
+    PROVIDE_REFUND: Final = MessageType.PROVIDE_REFUND
+    RETURN_REFUND: Final = MessageType.RETURN_REFUND
+    PROVIDE_CONTRACT: Final = MessageType.PROVIDE_CONTRACT
+    CHANNEL_OPEN: Final = MessageType.CHANNEL_OPEN
+    UPDATE_PAYMENT: Final = MessageType.UPDATE_PAYMENT
+    CLOSE: Final = MessageType.CLOSE
+    ERROR: Final = MessageType.ERROR
+    PAYMENT_ACK: Final = MessageType.PAYMENT_ACK
+
 
 #: Length of a contract txid, as ClientVersion.previous_channel_contract_hash carries it.
 _CONTRACT_HASH_LENGTH: Final = 32
@@ -219,7 +242,7 @@ def client_version(
     (major 2 with the defaults: ``08 01 12 08 08 02 10 00 20 c4 a2 05``).
     ``previous_contract_hash`` (32 bytes, display order) asks to resume that channel.
     """
-    msg = TwoWayChannelMessage(type=MessageType.CLIENT_VERSION)
+    msg = TwoWayChannelMessage(type=MT.CLIENT_VERSION)
     body = msg.client_version
     body.major = major
     body.minor = minor
@@ -236,7 +259,7 @@ def client_version(
 
 def server_version(major: int, minor: int = 0) -> TwoWayChannelMessage:
     """SERVER_VERSION, ``minor`` always written (``08 02 1a 04 08 02 10 00`` for major 2)."""
-    msg = TwoWayChannelMessage(type=MessageType.SERVER_VERSION)
+    msg = TwoWayChannelMessage(type=MT.SERVER_VERSION)
     msg.server_version.major = major
     msg.server_version.minor = minor
     return msg
@@ -246,7 +269,7 @@ def initiate(
     multisig_key: bytes, min_accepted_channel_size: int, expire_time_secs: int, min_payment: int
 ) -> TwoWayChannelMessage:
     """INITIATE: the server's key ``K_S``, smallest channel value, expiry ``E`` and ``P``."""
-    msg = TwoWayChannelMessage(type=MessageType.INITIATE)
+    msg = TwoWayChannelMessage(type=MT.INITIATE)
     body = msg.initiate
     body.multisig_key = multisig_key
     body.min_accepted_channel_size = min_accepted_channel_size
@@ -257,7 +280,7 @@ def initiate(
 
 def provide_refund(multisig_key: bytes, tx: bytes) -> TwoWayChannelMessage:
     """PROVIDE_REFUND (v1): the client's key ``K_C`` and the unsigned refund transaction."""
-    msg = TwoWayChannelMessage(type=MessageType.PROVIDE_REFUND)
+    msg = TwoWayChannelMessage(type=MT.PROVIDE_REFUND)
     msg.provide_refund.multisig_key = multisig_key
     msg.provide_refund.tx = tx
     return msg
@@ -265,14 +288,21 @@ def provide_refund(multisig_key: bytes, tx: bytes) -> TwoWayChannelMessage:
 
 def return_refund(signature: bytes) -> TwoWayChannelMessage:
     """RETURN_REFUND (v1): the server's refund signature (DER plus sighash byte)."""
-    msg = TwoWayChannelMessage(type=MessageType.RETURN_REFUND)
+    msg = TwoWayChannelMessage(type=MT.RETURN_REFUND)
     msg.return_refund.signature = signature
     return msg
 
 
 def payment(client_change_value: int, signature: bytes, info: bytes | None = None) -> UpdatePayment:
     """The ``UpdatePayment`` body, for UPDATE_PAYMENT and PROVIDE_CONTRACT's initial payment."""
-    body = UpdatePayment(client_change_value=client_change_value, signature=signature)
+    return _fill_payment(UpdatePayment(), client_change_value, signature, info)
+
+
+def _fill_payment(
+    body: UpdatePayment, client_change_value: int, signature: bytes, info: bytes | None
+) -> UpdatePayment:
+    body.client_change_value = client_change_value
+    body.signature = signature
     if info is not None:
         body.info = info
     return body
@@ -285,7 +315,7 @@ def provide_contract(
     PROVIDE_CONTRACT: the signed contract and the initial payment (build it with
     :func:`payment`). ``client_key`` (``K_C``) is required by v2 servers and not sent in v1.
     """
-    msg = TwoWayChannelMessage(type=MessageType.PROVIDE_CONTRACT)
+    msg = TwoWayChannelMessage(type=MT.PROVIDE_CONTRACT)
     body = msg.provide_contract
     body.tx = tx
     body.initial_payment.CopyFrom(initial_payment)
@@ -298,8 +328,10 @@ def update_payment(
     client_change_value: int, signature: bytes, info: bytes | None = None
 ) -> TwoWayChannelMessage:
     """UPDATE_PAYMENT: the new client change ``c`` and the signature; ``info`` is opaque data."""
-    msg = TwoWayChannelMessage(type=MessageType.UPDATE_PAYMENT)
-    msg.update_payment.CopyFrom(payment(client_change_value, signature, info))
+    msg = TwoWayChannelMessage(type=MT.UPDATE_PAYMENT)
+    # Filled in place rather than built apart and copied in: same bytes, a third of the time
+    # (this runs once per payment).
+    _fill_payment(msg.update_payment, client_change_value, signature, info)
     return msg
 
 
@@ -308,7 +340,7 @@ def payment_ack(info: bytes | None = None) -> TwoWayChannelMessage:
     PAYMENT_ACK. Without info there is no ``payment_ack`` field at all (``08 0b``), like bitcoinj;
     ``info=b""`` is different: it writes an empty ``payment_ack.info``.
     """
-    msg = TwoWayChannelMessage(type=MessageType.PAYMENT_ACK)
+    msg = TwoWayChannelMessage(type=MT.PAYMENT_ACK)
     if info is not None:
         msg.payment_ack.info = info
     return msg
@@ -316,7 +348,7 @@ def payment_ack(info: bytes | None = None) -> TwoWayChannelMessage:
 
 def close(settlement_tx: bytes | None = None) -> TwoWayChannelMessage:
     """CLOSE, with the settlement transaction when the server settled (``08 09`` without)."""
-    msg = TwoWayChannelMessage(type=MessageType.CLOSE)
+    msg = TwoWayChannelMessage(type=MT.CLOSE)
     if settlement_tx is not None:
         msg.settlement.tx = settlement_tx
     return msg
@@ -329,7 +361,7 @@ def error(
     ERROR. ``code`` is always written, as bitcoinj does; bitcoinj sets ``expected_value`` only
     with MIN_PAYMENT_TOO_LARGE.
     """
-    msg = TwoWayChannelMessage(type=MessageType.ERROR)
+    msg = TwoWayChannelMessage(type=MT.ERROR)
     body = msg.error
     body.code = code
     if explanation is not None:
@@ -341,4 +373,4 @@ def error(
 
 def channel_open() -> TwoWayChannelMessage:
     """CHANNEL_OPEN, which has no payload (``08 07``)."""
-    return TwoWayChannelMessage(type=MessageType.CHANNEL_OPEN)
+    return TwoWayChannelMessage(type=MT.CHANNEL_OPEN)
