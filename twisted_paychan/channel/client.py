@@ -21,7 +21,7 @@ from twisted_paychan.bitcoin.scripts import ChannelScript
 from twisted_paychan.channel import effects as fx
 from twisted_paychan.channel import transactions as ctx
 from twisted_paychan.channel import validation as check
-from twisted_paychan.channel.record_copy import replace_fields
+from twisted_paychan.store.record_copy import replace_fields
 from twisted_paychan.channel.errors import (
     ChannelUsageError,
     CloseReason,

@@ -5,13 +5,13 @@ durability is someone else's business. Writes "complete" at once (already-fired 
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Optional
 
 from twisted.internet import defer
 from zope.interface import implementer
 
 from twisted_paychan.store.interfaces import ChannelNotOpen, DuplicateChannel, IChannelStore, StoreError, UnknownChannel
+from twisted_paychan.store.record_copy import replace_fields
 from twisted_paychan.store.records import ClientChannelRecord, ServerChannelRecord, ServerChannelState
 
 
@@ -35,7 +35,7 @@ class MemoryChannelStore:
             return defer.fail(ChannelNotOpen(contract_txid, old.state.value))
         if best_value < old.best_value:
             return defer.fail(StoreError(f"refusing to lower b from {old.best_value} to {best_value}"))
-        self._server[contract_txid] = replace(old, best_value=best_value, best_signature=signature)
+        self._server[contract_txid] = replace_fields(old, best_value=best_value, best_signature=signature)
         return defer.succeed(None)
 
     def update_server_channel(self, record: ServerChannelRecord) -> defer.Deferred[None]:
@@ -48,7 +48,7 @@ class MemoryChannelStore:
         old = self._server.get(contract_txid)
         if old is None:
             return defer.fail(UnknownChannel(contract_txid.hex()))
-        self._server[contract_txid] = replace(old, state=state, note=note)
+        self._server[contract_txid] = replace_fields(old, state=state, note=note)
         return defer.succeed(None)
 
     def server_channel(self, contract_txid: bytes) -> defer.Deferred[Optional[ServerChannelRecord]]:
@@ -67,7 +67,7 @@ class MemoryChannelStore:
         old = self._client.get(contract_txid)
         if old is None:
             return defer.fail(UnknownChannel(contract_txid.hex()))
-        self._client[contract_txid] = replace(old, client_change=client_change)
+        self._client[contract_txid] = replace_fields(old, client_change=client_change)
         return defer.succeed(None)
 
     def update_client_channel(self, record: ClientChannelRecord) -> defer.Deferred[None]:

@@ -28,7 +28,6 @@ from __future__ import annotations
 import fcntl
 import os
 import sqlite3
-from dataclasses import replace
 from typing import Any, Callable, Optional, TypeVar
 
 from twisted.internet import defer
@@ -38,6 +37,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from twisted_paychan.store import paylog
+from twisted_paychan.store.record_copy import replace_fields
 from twisted_paychan.store.interfaces import (
     ChannelNotOpen,
     DuplicateChannel,
@@ -404,11 +404,11 @@ class SqliteChannelStore:
         if isinstance(record, ServerChannelRecord):
             logged = self._overlay.get((paylog.SERVER_PAYMENT, record.contract_txid))
             if logged is not None:
-                return replace(record, best_value=logged[0], best_signature=logged[1])
+                return replace_fields(record, best_value=logged[0], best_signature=logged[1])
         elif record is not None:
             logged = self._overlay.get((paylog.CLIENT_CHANGE, record.contract_txid))
             if logged is not None:
-                return replace(record, client_change=logged[0])
+                return replace_fields(record, client_change=logged[0])
         return record
 
     # -- server side --------------------------------------------------------------------------
