@@ -1,13 +1,17 @@
 """
 Payments per second between a client process and a server process over loopback TCP, with
-durable stores (SQLite, synchronous commits) on both sides, on the embedded regtest chain.
+durable stores on both sides (every payment synced to disk by the client before it is sent and
+by the server before it is acknowledged), on the embedded regtest chain.
 
     python bench/bench_payments.py [--payments N] [--channels K] [--idle M]
 
 Starts ``twistd paychan`` (the real server) in a child process, then in this process a client
 that reaches the server's chain over JSON-RPC. Prints: one channel's rate and latency
-percentiles, K channels at once, the server's CPU time per payment (from /proc), and the
-server's memory per open idle channel connection.
+percentiles, K channels at once (one client process, one store), the CPU time per payment of
+the server (from the scheduler's ``schedstat``, with the tick-sampled utime/stime beside it) and
+of the client, how many payments each client sync covered, and the server's memory per open idle
+channel connection. ``PAYCHAN_PROFILE=FILE`` runs the server under cProfile. How to read the
+figures, and where the time goes: ``doc/performance.md``.
 """
 
 from __future__ import annotations
