@@ -3,6 +3,8 @@ checkpoints, reads through the overlay, and a failed sync."""
 
 import os
 
+import pytest
+
 from store_conformance import client_record, server_record
 from twisted_paychan.store import paylog
 from twisted_paychan.store.interfaces import ChannelNotOpen, StoreError
@@ -135,13 +137,34 @@ def test_a_signature_too_long_for_a_slot_goes_through_sqlite(tmp_path):
     s.close()
 
 
-def test_a_log_of_another_capacity_is_replayed_then_remade(tmp_path):
+@pytest.mark.parametrize("before, after", [(8, paylog.DEFAULT_SLOTS), (64, 4)])
+def test_a_log_of_another_capacity_is_replayed_then_remade(tmp_path, before, after):
+    path = str(tmp_path / "c.sqlite")
+    s = SqliteChannelStore(path, log_slots=before)
+    s.add_server_channel(server_record(1))
+    for b in range(1, 11):  # ten slots: more than the smaller log holds
+        s.record_payment(TXID, b, b"s")
+    crash(s)
+    s = SqliteChannelStore(path, log_slots=after)
+    assert os.path.getsize(path + "-paylog") == after * paylog.SLOT_SIZE
+    assert result(s.server_channel(TXID)).best_value == 10
+    s.close()
+
+
+def test_the_log_is_remade_only_after_its_records_are_in_the_tables(tmp_path, monkeypatch):
     path = str(tmp_path / "c.sqlite")
     s = SqliteChannelStore(path, log_slots=8)
     s.add_server_channel(server_record(1))
-    s.record_payment(TXID, 3, b"s")
+    s.record_payment(TXID, 5, b"s")
     crash(s)
-    s = SqliteChannelStore(path)
-    assert os.path.getsize(path + "-paylog") == paylog.DEFAULT_SLOTS * paylog.SLOT_SIZE
-    assert result(s.server_channel(TXID)).best_value == 3
+
+    def crash_on_remake(self, size):
+        raise SystemExit("killed while remaking the log")
+
+    monkeypatch.setattr(paylog.PaymentLog, "_create", crash_on_remake)
+    with pytest.raises(SystemExit):
+        SqliteChannelStore(path, log_slots=16)
+    monkeypatch.undo()
+    s = SqliteChannelStore(path, log_slots=16)
+    assert result(s.server_channel(TXID)).best_value == 5
     s.close()

@@ -83,21 +83,22 @@ class PaymentLog:
         self._fd = -1
 
     def open(self, generation: int) -> list[LogRecord]:
-        """Open (creating and zero-filling it if needed) and return the records of
-        ``generation``: those written since the last checkpoint."""
-        size = self.slots * SLOT_SIZE
-        records: list[LogRecord] = []
-        if os.path.exists(self.path):
-            with open(self.path, "rb") as f:
-                records = list(decode_slots(f.read(size), generation))
-            if os.path.getsize(self.path) != size:
-                # Another capacity: the records are kept (returned) and the file is remade.
-                os.unlink(self.path)
+        """The records of ``generation`` in the file (those written since the last checkpoint).
+        The caller absorbs them, then calls :meth:`prepare` before writing."""
         if not os.path.exists(self.path):
+            return []
+        with open(self.path, "rb") as f:
+            return list(decode_slots(f.read(), generation))  # all of it, whatever its capacity
+
+    def prepare(self) -> None:
+        """Open the file for writing, creating it (zero-filled) if it is missing or of another
+        capacity. Only after what :meth:`open` returned is safe elsewhere: remaking the file
+        drops its records."""
+        size = self.slots * SLOT_SIZE
+        if not os.path.exists(self.path) or os.path.getsize(self.path) != size:
             self._create(size)
         self._fd = os.open(self.path, os.O_RDWR | getattr(os, "O_CLOEXEC", 0))
         self.used = 0
-        return records
 
     def _create(self, size: int) -> None:
         tmp = self.path + ".new"

@@ -208,6 +208,7 @@ class SqliteChannelStore:
         for rec in self._paylog.open(self._generation):
             self._overlay[(rec.kind, rec.contract_txid)] = (rec.value, rec.signature)
         self._checkpoint()
+        self._paylog.prepare()
 
     # -- the batch ----------------------------------------------------------------------------
 
