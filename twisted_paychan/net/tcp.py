@@ -63,7 +63,8 @@ def send_now(transport: Any, data: bytes) -> None:
     if (
         type(transport) in _TCP_TRANSPORTS
         and not transport.dataBuffer
-        and not transport._tempDataBuffer
+        # Twisted's private list of queued writes; were it renamed, we would queue like write().
+        and not getattr(transport, "_tempDataBuffer", True)
         and transport.connected
         and not transport.disconnecting
     ):
