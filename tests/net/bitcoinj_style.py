@@ -8,6 +8,7 @@ import struct
 from typing import Any
 
 from twisted_paychan.net.client import ClientChannelProtocol
+from twisted_paychan.wire.framing import MessageProtocol
 
 
 class BitcoinjStyleProtocol(ClientChannelProtocol):
@@ -27,5 +28,5 @@ class BitcoinjStyleProtocol(ClientChannelProtocol):
 
     def dataReceived(self, data: bytes) -> None:
         # bitcoinj does not ask for quick ACKs either.
-        super(ClientChannelProtocol, self).dataReceived(data)
+        MessageProtocol.dataReceived(self, data)
 

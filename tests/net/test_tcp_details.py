@@ -12,9 +12,10 @@ from twisted.internet.testing import StringTransport
 
 from twisted_paychan.net import client as net_client
 from twisted_paychan.net import server as net_server
+from twisted_paychan.net import tcp
 from twisted_paychan.net.tcp import send_now
 from twisted_paychan.wire import messages as m
-from twisted_paychan.wire.framing import encode_frame
+from twisted_paychan.wire.framing import MessageProtocol, encode_frame
 
 
 class Collect(protocol.Protocol):
@@ -71,12 +72,12 @@ def test_send_now_uses_write_for_other_transports():
     assert t.value() == b"abc"
 
 
-@pytest.mark.parametrize("module, cls", [(net_server, "ServerChannelProtocol"), (net_client, "ClientChannelProtocol")])
-def test_quickack_only_when_a_read_ends_inside_a_frame(monkeypatch, module, cls):
+@pytest.mark.parametrize("cls", [net_server.ServerChannelProtocol, net_client.ClientChannelProtocol])
+def test_quickack_only_when_a_read_ends_inside_a_frame(monkeypatch, cls):
     calls = []
-    monkeypatch.setattr(module, "quickack", lambda transport: calls.append(transport))
-    proto = object.__new__(getattr(module, cls))
-    net_client.MessageProtocol.__init__(proto)
+    monkeypatch.setattr(tcp, "quickack", lambda transport: calls.append(transport))
+    proto = object.__new__(cls)
+    MessageProtocol.__init__(proto)
     proto.messageReceived = lambda msg: None
     proto.transport = StringTransport()
     frame = encode_frame(m.payment_ack(None))

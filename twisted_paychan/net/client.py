@@ -26,16 +26,16 @@ from twisted_paychan import constants as C
 from twisted_paychan.channel.errors import ChannelClosed, CloseReason
 from twisted_paychan.channel.settings import ClientSettings, VersionSelector
 from twisted_paychan.net.client_channel import ChannelOpen, ClientChannel, PaymentAck
-from twisted_paychan.net.tcp import quickack, send_now, set_nodelay
+from twisted_paychan.net.tcp import ChannelStreamProtocol, set_nodelay
 from twisted_paychan.store.records import ClientChannelRecord, ClientChannelState
-from twisted_paychan.wire.framing import CloseKind, MessageProtocol
+from twisted_paychan.wire.framing import CloseKind
 from twisted_paychan.wire.framing import CloseReason as WireCloseReason
 
 #: Contract txids of channels in use by a connection of this process (bitcoinj's "active").
 _ACTIVE: set[bytes] = set()
 
 
-class ClientChannelProtocol(MessageProtocol):
+class ClientChannelProtocol(ChannelStreamProtocol):
     log = Logger()
 
     def __init__(self, channel_factory: Any, clock: IReactorTime, handshake_timeout: float) -> None:
@@ -54,18 +54,6 @@ class ClientChannelProtocol(MessageProtocol):
     def _opened(self, opened: ChannelOpen) -> ChannelOpen:
         self.setIdleTimeout(None)
         return opened
-
-    def dataReceived(self, data: bytes) -> None:
-        super().dataReceived(data)
-        if self.inFrame:
-            quickack(self.transport)
-
-    def writeFrame(self, frame: bytes) -> None:
-        send_now(self.transport, frame)
-
-    def messageReceived(self, msg: Any) -> None:
-        assert self.channel is not None
-        self.channel.message_received(msg)
 
     def _channel_closed(self, reason: CloseReason) -> None:
         self.close_reason = reason

@@ -20,12 +20,12 @@ from twisted_paychan.channel.errors import CloseReason
 from twisted_paychan.channel.settings import ServerSettings
 from twisted_paychan.net.server_channel import NullServerHandler, ServerChannel
 from twisted_paychan.net.server_channels import ServerChannels
-from twisted_paychan.net.tcp import quickack, send_now, set_nodelay
-from twisted_paychan.wire.framing import CloseKind, MessageProtocol
+from twisted_paychan.net.tcp import ChannelStreamProtocol, set_nodelay
+from twisted_paychan.wire.framing import CloseKind
 from twisted_paychan.wire.framing import CloseReason as WireCloseReason
 
 
-class ServerChannelProtocol(MessageProtocol):
+class ServerChannelProtocol(ChannelStreamProtocol):
     log = Logger()
 
     def __init__(self, factory: "PaymentChannelServerFactory", handler: Any) -> None:
@@ -41,18 +41,6 @@ class ServerChannelProtocol(MessageProtocol):
             self._channel_closed, self.factory.clock,
         )
         self.channel.on_open = self._channel_opened
-
-    def dataReceived(self, data: bytes) -> None:
-        super().dataReceived(data)
-        if self.inFrame:
-            quickack(self.transport)
-
-    def writeFrame(self, frame: bytes) -> None:
-        send_now(self.transport, frame)
-
-    def messageReceived(self, msg: Any) -> None:
-        assert self.channel is not None
-        self.channel.message_received(msg)
 
     def _channel_opened(self) -> None:
         """The handshake timeout gives way to the (optional) idle timeout of an open channel."""

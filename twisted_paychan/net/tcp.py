@@ -23,6 +23,8 @@ from typing import Any
 
 from twisted.internet import tcp
 
+from twisted_paychan.wire.framing import MessageProtocol
+
 _QUICKACK = getattr(socket, "TCP_QUICKACK", None)
 
 
@@ -79,3 +81,23 @@ def send_now(transport: Any, data: bytes) -> None:
 #: Twisted's TCP transports (server and client side); subclasses elsewhere are not assumed to
 #: keep the same buffers.
 _TCP_TRANSPORTS = frozenset({tcp.Server, tcp.Client})
+
+
+class ChannelStreamProtocol(MessageProtocol):
+    """What the server's and the client's TCP protocols share: frames go out through
+    :func:`send_now`, QUICKACK is set when a read ends inside a frame, and each message goes to
+    the connection's channel object (``self.channel``, set by the subclass)."""
+
+    channel: Any = None
+
+    def dataReceived(self, data: bytes) -> None:
+        super().dataReceived(data)
+        if self.inFrame:
+            quickack(self.transport)
+
+    def writeFrame(self, frame: bytes) -> None:
+        send_now(self.transport, frame)
+
+    def messageReceived(self, msg: Any) -> None:
+        assert self.channel is not None
+        self.channel.message_received(msg)
