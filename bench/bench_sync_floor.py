@@ -44,6 +44,7 @@ def quantiles(samples: list[float]) -> str:
 def single_syncs(tmp: Path, rounds: int) -> None:
     log = paylog.PaymentLog(str(tmp / "single-paylog"), slots=rounds)
     log.open(1)
+    log.prepare()
     times = []
     for n in range(rounds):
         t = time.perf_counter()
@@ -74,6 +75,7 @@ def ping_pong(tmp: Path, rounds: int) -> None:
         client_end.close()
         log = paylog.PaymentLog(str(tmp / "server-paylog"), slots=rounds)
         log.open(1)
+        log.prepare()
         for n in range(rounds):
             server_end.recv(100)
             log.append([paylog.encode_slot(1, paylog.SERVER_PAYMENT, TXID, n, b"\x30" * 71)])
@@ -82,6 +84,7 @@ def ping_pong(tmp: Path, rounds: int) -> None:
     server_end.close()
     log = paylog.PaymentLog(str(tmp / "client-paylog"), slots=rounds)
     log.open(1)
+    log.prepare()
     start = time.perf_counter()
     for n in range(rounds):
         log.append([paylog.encode_slot(1, paylog.CLIENT_CHANGE, TXID, rounds - n)])

@@ -1,0 +1,22 @@
+"""The benchmarks still run (with tiny sizes). Their figures are not checked here: speed is
+measured by running them in full (doc/performance.md), never asserted in tests."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+@pytest.mark.parametrize("script, args", [
+    ("bench_sync_floor.py", ["--rounds", "50"]),
+    ("bench_hotpath.py", ["--payments", "1000", "--rounds", "1"]),
+    ("bench_restart.py", ["--channels", "20"]),
+    ("bench_payments.py", ["--payments", "40", "--channels", "2", "--idle", "2"]),
+])
+def test_bench_runs(script, args):
+    done = subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip(), "a benchmark prints its figures"
