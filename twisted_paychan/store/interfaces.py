@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from zope.interface import Interface
 
+from twisted_paychan.store.records import ServerChannelState
+
 
 class IChannelStore(Interface):
     """Durable records of both sides' channels.
@@ -80,3 +82,18 @@ class ChannelNotOpen(StoreError):
     def __init__(self, contract_txid: bytes, state: str) -> None:
         super().__init__(f"channel {contract_txid.hex()} is {state}")
         self.state = state
+
+
+def check_payment(contract_txid: bytes, state: str, stored: int, best_value: int) -> None:
+    """The rule every store applies to ``record_payment`` (given the stored state and b):
+    payments only on an OPEN channel, and b never goes down."""
+    if state != ServerChannelState.OPEN.value:
+        raise ChannelNotOpen(contract_txid, state)
+    if best_value < stored:
+        raise StoreError(f"refusing to lower b from {stored} to {best_value}")
+
+
+def check_change(stored: int, client_change: int) -> None:
+    """The rule the SQLite store applies to ``record_client_change``: c never goes up."""
+    if client_change > stored:
+        raise StoreError(f"refusing to raise c from {stored} to {client_change}")

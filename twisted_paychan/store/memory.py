@@ -10,7 +10,7 @@ from typing import Optional
 from twisted.internet import defer
 from zope.interface import implementer
 
-from twisted_paychan.store.interfaces import ChannelNotOpen, DuplicateChannel, IChannelStore, StoreError, UnknownChannel
+from twisted_paychan.store.interfaces import DuplicateChannel, IChannelStore, StoreError, UnknownChannel, check_payment
 from twisted_paychan.store.record_copy import replace_fields
 from twisted_paychan.store.records import ClientChannelRecord, ServerChannelRecord, ServerChannelState
 
@@ -31,10 +31,10 @@ class MemoryChannelStore:
         old = self._server.get(contract_txid)
         if old is None:
             return defer.fail(UnknownChannel(contract_txid.hex()))
-        if old.state is not ServerChannelState.OPEN:
-            return defer.fail(ChannelNotOpen(contract_txid, old.state.value))
-        if best_value < old.best_value:
-            return defer.fail(StoreError(f"refusing to lower b from {old.best_value} to {best_value}"))
+        try:
+            check_payment(contract_txid, old.state.value, old.best_value, best_value)
+        except StoreError:
+            return defer.fail()
         self._server[contract_txid] = replace_fields(old, best_value=best_value, best_signature=signature)
         return defer.succeed(None)
 

@@ -39,11 +39,12 @@ from zope.interface import implementer
 from twisted_paychan.store import paylog
 from twisted_paychan.store.record_copy import replace_fields
 from twisted_paychan.store.interfaces import (
-    ChannelNotOpen,
     DuplicateChannel,
     IChannelStore,
     StoreError,
     UnknownChannel,
+    check_change,
+    check_payment,
 )
 from twisted_paychan.store.records import (
     ClientChannelRecord,
@@ -245,7 +246,7 @@ class SqliteChannelStore:
         outcomes: list[tuple[defer.Deferred, Any]] = []
         slots: list[bytes] = []
         overlay = self._overlay
-        changes: list[tuple[tuple[int, bytes], tuple[int, bytes]]] = []
+        changes: list[tuple[tuple[int, bytes], Optional[tuple[int, bytes]]]] = []
         for p in batch:
             if p.slot is None:
                 try:
@@ -260,7 +261,7 @@ class SqliteChannelStore:
                 outcomes.append((p.deferred, Failure()))
                 continue
             key = (kind, txid)
-            changes.append((key, overlay.get(key, None)))  # type: ignore[arg-type]
+            changes.append((key, overlay.get(key)))
             overlay[key] = (value, signature)
             slots.append(paylog.encode_slot(self._generation, kind, txid, value, signature))
             outcomes.append((p.deferred, None))
@@ -303,12 +304,9 @@ class SqliteChannelStore:
         logged = self._overlay.get(key)
         current = stored if logged is None else logged[0]
         if kind == paylog.SERVER_PAYMENT:
-            if state != ServerChannelState.OPEN.value:
-                raise ChannelNotOpen(txid, str(state))
-            if value < current:
-                raise StoreError(f"refusing to lower b from {current} to {value}")
-        elif value > current:
-            raise StoreError(f"refusing to raise c from {current} to {value}")
+            check_payment(txid, str(state), current, value)
+        else:
+            check_change(current, value)
 
     def _run_sql(self, batch: list[_Pending]) -> list[tuple[defer.Deferred, Any]]:
         """Run ``batch`` in one SQLite transaction that also absorbs the log (checkpoint)."""
@@ -440,9 +438,8 @@ class SqliteChannelStore:
                 ).fetchone()
                 if row is None:
                     raise UnknownChannel(contract_txid.hex())
-                if row[1] != ServerChannelState.OPEN.value:
-                    raise ChannelNotOpen(contract_txid, row[1])
-                raise StoreError(f"refusing to lower b from {row[0]} to {best_value}")
+                check_payment(contract_txid, row[1], row[0], best_value)
+                raise AssertionError("the UPDATE refused a payment that passes every check")
 
         slot = (paylog.SERVER_PAYMENT, contract_txid, best_value, signature) if len(signature) <= paylog.MAX_SIGNATURE else None
         return self._submit(op, True, slot)
@@ -515,7 +512,8 @@ class SqliteChannelStore:
                 ).fetchone()
                 if row is None:
                     raise UnknownChannel(contract_txid.hex())
-                raise StoreError(f"refusing to raise c from {row[0]} to {client_change}")
+                check_change(row[0], client_change)
+                raise AssertionError("the UPDATE refused a change that passes every check")
 
         return self._submit(op, True, (paylog.CLIENT_CHANGE, contract_txid, client_change, b""))
 
