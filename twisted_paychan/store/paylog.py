@@ -28,6 +28,8 @@ import zlib
 from dataclasses import dataclass
 from typing import Final, Iterator
 
+from twisted_paychan.files import replace_durably
+
 SLOT_SIZE: Final = 128
 #: A DER signature is at most 72 bytes, plus the sighash byte.
 MAX_SIGNATURE: Final = 73
@@ -111,12 +113,7 @@ class PaymentLog:
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(tmp, self.path)
-        dir_fd = os.open(os.path.dirname(os.path.abspath(self.path)), os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        replace_durably(tmp, self.path)
 
     def room(self, count: int) -> bool:
         """Whether ``count`` more slots fit in this generation."""

@@ -18,6 +18,8 @@ import struct
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from twisted_paychan.files import replace_durably
+
 _LEN = struct.Struct("<I")
 
 
@@ -56,12 +58,7 @@ class BlockJournal:
             f.flush()
             os.fsync(f.fileno())
         self._file.close()
-        os.replace(tmp, self.path)
-        dir_fd = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        replace_durably(tmp, self.path)
         self._file = open(self.path, "ab")
 
     def close(self) -> None:
