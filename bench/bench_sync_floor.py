@@ -36,15 +36,20 @@ from twisted_paychan.store import paylog  # noqa: E402
 TXID = bytes(32)
 
 
+def open_log(path: Path, rounds: int) -> paylog.PaymentLog:
+    log = paylog.PaymentLog(str(path), slots=rounds)
+    log.open(1)
+    log.prepare()
+    return log
+
+
 def quantiles(samples: list[float]) -> str:
     q = statistics.quantiles(samples, n=100)
     return f"p50 {q[49] * 1e6:.0f} us, p99 {q[98] * 1e6:.0f} us"
 
 
 def single_syncs(tmp: Path, rounds: int) -> None:
-    log = paylog.PaymentLog(str(tmp / "single-paylog"), slots=rounds)
-    log.open(1)
-    log.prepare()
+    log = open_log(tmp / "single-paylog", rounds)
     times = []
     for n in range(rounds):
         t = time.perf_counter()
@@ -73,18 +78,14 @@ def ping_pong(tmp: Path, rounds: int) -> None:
     pid = os.fork()
     if pid == 0:  # the "server"
         client_end.close()
-        log = paylog.PaymentLog(str(tmp / "server-paylog"), slots=rounds)
-        log.open(1)
-        log.prepare()
+        log = open_log(tmp / "server-paylog", rounds)
         for n in range(rounds):
             server_end.recv(100)
             log.append([paylog.encode_slot(1, paylog.SERVER_PAYMENT, TXID, n, b"\x30" * 71)])
             server_end.send(b"a" * 20)
         os._exit(0)
     server_end.close()
-    log = paylog.PaymentLog(str(tmp / "client-paylog"), slots=rounds)
-    log.open(1)
-    log.prepare()
+    log = open_log(tmp / "client-paylog", rounds)
     start = time.perf_counter()
     for n in range(rounds):
         log.append([paylog.encode_slot(1, paylog.CLIENT_CHANGE, TXID, rounds - n)])
