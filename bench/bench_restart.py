@@ -41,7 +41,7 @@ async def main(reactor, n: int) -> None:
     from twisted_paychan.chain.embedded.chain import EmbeddedChain
     from twisted_paychan.channel.settings import ServerSettings
     from twisted_paychan.net.server_channels import ServerChannels
-    from twisted_paychan.store.records import ServerChannelRecord
+    from twisted_paychan.channel.records import ServerChannelRecord
     from twisted_paychan.store.sqlite import open_store
     from twisted_paychan.wallet.memory import MemoryWallet
 

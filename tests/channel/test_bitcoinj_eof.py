@@ -7,7 +7,7 @@ from channel_pair import Pair, failure_of, result_of
 from twisted_paychan.channel.errors import ChannelClosed, CloseReason
 from twisted_paychan.channel.settings import ClientSettings, VersionSelector
 from twisted_paychan.net.client_channel import SettledOnChain
-from twisted_paychan.store.records import ClientChannelState
+from twisted_paychan.channel.records import ClientChannelState
 from twisted_paychan.wire.messages import MessageType, decode_message
 
 

@@ -10,7 +10,7 @@ from twisted_paychan.bitcoin.scripts import ChannelScript
 from twisted_paychan.chain.types import TxState
 from twisted_paychan.channel.errors import ChannelClosed, ChannelUsageError, CloseReason
 from twisted_paychan.channel.settings import ClientSettings, VersionSelector
-from twisted_paychan.store.records import ClientChannelState, ServerChannelState
+from twisted_paychan.channel.records import ClientChannelState, ServerChannelState
 
 VERSIONS = {1: VersionSelector.VERSION_1, 2: VersionSelector.VERSION_2}
 

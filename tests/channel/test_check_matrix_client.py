@@ -49,7 +49,7 @@ from twisted_paychan.bitcoin.transactions import parse_transaction
 from twisted_paychan.channel import effects as fx
 from twisted_paychan.channel.errors import ChannelClosed, CloseReason, ErrorCode
 from twisted_paychan.channel.settings import ClientSettings, VersionSelector
-from twisted_paychan.store.records import ClientChannelRecord
+from twisted_paychan.channel.records import ClientChannelRecord
 from twisted_paychan.wire import messages as m
 
 SYNTAX = ErrorCode.SYNTAX_ERROR

@@ -51,7 +51,7 @@ from twisted_paychan.channel import effects as fx
 from twisted_paychan.channel.errors import ChannelClosed, CloseReason, ErrorCode
 from twisted_paychan.channel.server import ServerStep
 from twisted_paychan.channel.settings import ClientSettings, ServerSettings
-from twisted_paychan.store.records import ServerChannelRecord, ServerChannelState
+from twisted_paychan.channel.records import ServerChannelRecord, ServerChannelState
 from twisted_paychan.wire import messages as m
 
 SYNTAX = ErrorCode.SYNTAX_ERROR

@@ -9,7 +9,7 @@ from channel_pair import Pair, result_of
 from twisted_paychan.channel.settings import ClientSettings, VersionSelector
 from twisted_paychan.chain.types import TxState
 from twisted_paychan.net.client_channels import ClientChannels
-from twisted_paychan.store.records import ClientChannelState
+from twisted_paychan.channel.records import ClientChannelState
 
 
 @pytest.fixture(params=[1, 2], ids=["v1", "v2"])

@@ -16,7 +16,7 @@ from twisted_paychan.chain.types import TxState
 from twisted_paychan.channel.settings import ClientSettings, VersionSelector
 from twisted_paychan.net.client_channels import ClientChannels
 from twisted_paychan.net.server_channels import ServerChannels
-from twisted_paychan.store.records import ClientChannelState, ServerChannelState
+from twisted_paychan.channel.records import ClientChannelState, ServerChannelState
 
 SELECTORS = {1: VersionSelector.VERSION_1, 2: VersionSelector.VERSION_2}
 

@@ -10,7 +10,7 @@ from twisted_paychan.bitcoin import consensus
 from twisted_paychan.channel.errors import CloseReason
 from twisted_paychan.channel.settings import ClientSettings, VersionSelector
 from twisted_paychan.net.server_channels import ServerChannels
-from twisted_paychan.store.records import ServerChannelState
+from twisted_paychan.channel.records import ServerChannelState
 
 
 def opened_and_paid(version=2):

@@ -16,7 +16,7 @@ from twisted.internet import threads
 from procs import REPO, ServerProcess, server_channels
 from twisted_paychan.bitcoin import consensus
 from twisted_paychan.chain.types import from_display_hex
-from twisted_paychan.store.records import ClientChannelState
+from twisted_paychan.channel.records import ClientChannelState
 from twisted_paychan.store.sqlite import open_store
 
 VALUE = 1_000_000

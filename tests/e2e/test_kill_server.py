@@ -13,7 +13,7 @@ from twisted.internet import defer, reactor, task
 from procs import RemoteClient, ServerProcess, server_channels
 from twisted_paychan.channel.errors import ChannelClosed
 from twisted_paychan.channel.settings import ClientSettings, VersionSelector
-from twisted_paychan.store.records import ServerChannelState
+from twisted_paychan.channel.records import ServerChannelState
 
 SERVER_ID = hashlib.sha256(b"kill-test").digest()
 

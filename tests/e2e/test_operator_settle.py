@@ -14,7 +14,7 @@ from twisted.internet import threads
 from procs import REPO, RemoteClient, ServerProcess, server_channels
 from twisted_paychan.chain.types import display_hex
 from twisted_paychan.channel.settings import ClientSettings, VersionSelector
-from twisted_paychan.store.records import ClientChannelState, ServerChannelState
+from twisted_paychan.channel.records import ClientChannelState, ServerChannelState
 
 
 async def paychan(*argv: str) -> dict:

@@ -12,7 +12,7 @@ from twisted_paychan.chain.types import TxState
 from twisted_paychan.channel.errors import ChannelClosed, CloseReason
 from twisted_paychan.channel.settings import ClientSettings, ServerSettings, VersionSelector
 from twisted_paychan.net.client_channel import SettledOnChain
-from twisted_paychan.store.records import ClientChannelState
+from twisted_paychan.channel.records import ClientChannelState
 
 SELECTORS = {1: VersionSelector.VERSION_1, 2: VersionSelector.VERSION_2}
 

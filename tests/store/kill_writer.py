@@ -6,7 +6,7 @@ import sys
 from twisted.internet import defer, reactor, task
 
 from twisted_paychan.store.sqlite import SqliteChannelStore
-from twisted_paychan.store.records import ServerChannelRecord
+from twisted_paychan.channel.records import ServerChannelRecord
 
 
 def record(n: int) -> ServerChannelRecord:

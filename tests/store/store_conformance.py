@@ -10,7 +10,7 @@ import pytest_twisted
 from zope.interface.verify import verifyObject
 
 from twisted_paychan.store.interfaces import ChannelNotOpen, DuplicateChannel, IChannelStore, StoreError, UnknownChannel
-from twisted_paychan.store.records import (
+from twisted_paychan.channel.records import (
     ClientChannelRecord,
     ClientChannelState,
     ServerChannelRecord,

@@ -8,7 +8,7 @@ import pytest
 from store_conformance import client_record, server_record
 from twisted_paychan.store import paylog
 from twisted_paychan.store.interfaces import ChannelNotOpen, StoreError
-from twisted_paychan.store.records import ServerChannelState
+from twisted_paychan.channel.records import ServerChannelState
 from twisted_paychan.store.sqlite import SqliteChannelStore
 
 TXID = server_record(1).contract_txid

@@ -79,15 +79,63 @@ class SpendEvent:
     status: TxStatus
 
 
+class RejectKind(enum.Enum):
+    """What a refused broadcast means for the caller, so that decisions (bump the fee, stop
+    retrying, wait for a lock time) are taken on a kind, never on the words of a message."""
+
+    #: Below the node's relay or mempool minimum, or too little to replace a conflict: pay more.
+    FEE_TOO_LOW = "fee-too-low"
+    #: An input is missing or already spent (in a block): retrying cannot help.
+    INPUTS_SPENT = "inputs-spent"
+    #: Spends the same outputs as a transaction in the mempool, which was not replaced.
+    CONFLICT = "conflict"
+    #: Not final yet (lock time, BIP 113 median time past, BIP 68 sequence): try again later.
+    NON_FINAL = "non-final"
+    #: The node already has it (mempool or chain): as good as accepted.
+    ALREADY_KNOWN = "already-known"
+    #: The node could not be asked (connection, credentials): nothing was decided.
+    UNREACHABLE = "unreachable"
+    #: Invalid or non-standard: the transaction itself is wrong.
+    INVALID = "invalid"
+
+
+#: Bitcoin Core's reject reasons (the token before any detail) by what they mean for us.
+_REJECT_KINDS: dict[str, RejectKind] = {
+    "min relay fee not met": RejectKind.FEE_TOO_LOW,
+    "mempool min fee not met": RejectKind.FEE_TOO_LOW,
+    "insufficient fee": RejectKind.FEE_TOO_LOW,
+    "min-fee-not-met": RejectKind.FEE_TOO_LOW,
+    "bad-txns-inputs-missingorspent": RejectKind.INPUTS_SPENT,
+    "missing-inputs": RejectKind.INPUTS_SPENT,
+    "txn-mempool-conflict": RejectKind.CONFLICT,
+    "non-final": RejectKind.NON_FINAL,
+    "non-BIP68-final": RejectKind.NON_FINAL,
+    "bad-txns-premature-spend-of-coinbase": RejectKind.NON_FINAL,
+    "txn-already-in-mempool": RejectKind.ALREADY_KNOWN,
+    "txn-already-known": RejectKind.ALREADY_KNOWN,
+    "Transaction already in block chain": RejectKind.ALREADY_KNOWN,
+    "Transaction outputs already in utxo set": RejectKind.ALREADY_KNOWN,
+}
+
+
+def reject_kind(reason: str) -> RejectKind:
+    """The kind of one of Bitcoin Core's reject reasons: its token is the text before the first
+    comma or parenthesis (``min relay fee not met, 100 < 141``)."""
+    token = reason.split(",", 1)[0].split(" (", 1)[0].strip()
+    return _REJECT_KINDS.get(token, RejectKind.INVALID)
+
+
 class BroadcastRejected(Exception):
     """The chain refused a transaction. ``reason`` is Bitcoin Core's reject reason where there
     is one (``bad-txns-inputs-missingorspent``, ``non-final``, ...), readable by a person;
-    ``code`` is Bitcoin Core's RPC error code (-25, -26, -27) when known."""
+    ``code`` is Bitcoin Core's RPC error code (-25, -26, -27) when known; ``kind`` is what it
+    means for the caller (from the reason's token unless the backend knows better)."""
 
-    def __init__(self, reason: str, code: int = -26) -> None:
+    def __init__(self, reason: str, code: int = -26, kind: Optional[RejectKind] = None) -> None:
         super().__init__(reason)
         self.reason = reason
         self.code = code
+        self.kind = kind if kind is not None else reject_kind(reason)
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from twisted_paychan.bitcoin.scripts import ChannelScript
 from twisted_paychan.channel import effects as fx
 from twisted_paychan.channel import transactions as ctx
 from twisted_paychan.channel import validation as check
-from twisted_paychan.store.record_copy import replace_fields
+from twisted_paychan.channel.record_copy import replace_fields
 from twisted_paychan.channel.errors import (
     ChannelUsageError,
     CloseReason,
@@ -29,7 +29,7 @@ from twisted_paychan.channel.errors import (
     RemoteProtocolError,
 )
 from twisted_paychan.channel.settings import ClientSettings
-from twisted_paychan.store.records import ClientChannelRecord
+from twisted_paychan.channel.records import ClientChannelRecord
 from twisted_paychan.wire import messages as m
 
 MT = m.MT  # plain ints: MessageType.X costs a protobuf enum lookup per read

@@ -25,10 +25,10 @@ from typing import Any, Callable, Optional
 from twisted_paychan.bitcoin.scripts import ChannelScript
 from twisted_paychan.channel import effects as fx
 from twisted_paychan.channel import validation as check
-from twisted_paychan.store.record_copy import replace_fields
+from twisted_paychan.channel.record_copy import replace_fields
 from twisted_paychan.channel.errors import CloseReason, ErrorCode, RemoteProtocolError
 from twisted_paychan.channel.settings import ServerSettings
-from twisted_paychan.store.records import ServerChannelRecord, ServerChannelState
+from twisted_paychan.channel.records import ServerChannelRecord, ServerChannelState
 from twisted_paychan.wire import messages as m
 
 MT = m.MT  # plain ints: MessageType.X costs a protobuf enum lookup per read

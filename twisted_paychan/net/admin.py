@@ -20,7 +20,7 @@ from twisted.protocols.basic import LineOnlyReceiver
 
 from twisted_paychan.bitcoin.txid import txid as txid_of
 from twisted_paychan.chain.types import display_hex, from_display_hex
-from twisted_paychan.store.records import ServerChannelState
+from twisted_paychan.channel.records import ServerChannelState
 
 #: States a channel can be settled from on the operator's request.
 SETTLEABLE = (ServerChannelState.OPEN, ServerChannelState.STUCK, ServerChannelState.SETTLING)

@@ -27,7 +27,7 @@ from twisted_paychan.channel.errors import ChannelClosed, CloseReason
 from twisted_paychan.channel.settings import ClientSettings, VersionSelector
 from twisted_paychan.net.client_channel import ChannelOpen, ClientChannel, PaymentAck
 from twisted_paychan.net.tcp import ChannelStreamProtocol, set_nodelay
-from twisted_paychan.store.records import ClientChannelRecord, ClientChannelState
+from twisted_paychan.channel.records import ClientChannelRecord, ClientChannelState
 from twisted_paychan.wire.framing import CloseKind
 from twisted_paychan.wire.framing import CloseReason as WireCloseReason
 

@@ -27,7 +27,7 @@ from twisted_paychan.channel.client import ClientMachine
 from twisted_paychan.channel.errors import ChannelClosed, CloseReason
 from twisted_paychan.channel.settings import ClientSettings
 from twisted_paychan.chain.types import OutPoint, SpendEvent, display_hex
-from twisted_paychan.store.records import ClientChannelRecord, ClientChannelState
+from twisted_paychan.channel.records import ClientChannelRecord, ClientChannelState
 
 
 @dataclass(frozen=True)

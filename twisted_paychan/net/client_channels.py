@@ -28,7 +28,7 @@ from twisted.logger import Logger
 from twisted_paychan import constants as C
 from twisted_paychan.channel.validation import settlement_pays_change
 from twisted_paychan.chain.types import BroadcastRejected, OutPoint, SpendEvent, TxState, display_hex
-from twisted_paychan.store.records import ClientChannelRecord, ClientChannelState
+from twisted_paychan.channel.records import ClientChannelRecord, ClientChannelState
 
 _FINISHED = (ClientChannelState.SETTLED, ClientChannelState.REFUNDED)
 

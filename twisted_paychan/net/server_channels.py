@@ -25,7 +25,7 @@ from twisted_paychan.channel.errors import CloseReason
 from twisted_paychan.channel.settings import ServerSettings
 from twisted_paychan.constants import FEE_RATE_FLOOR
 from twisted_paychan.faults import crash_point
-from twisted_paychan.store.records import ServerChannelRecord, ServerChannelState
+from twisted_paychan.channel.records import ServerChannelRecord, ServerChannelState
 
 
 class ServerChannels:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from zope.interface import Interface
 
-from twisted_paychan.store.records import ServerChannelState
+from twisted_paychan.channel.records import ServerChannelState
 
 
 class IChannelStore(Interface):

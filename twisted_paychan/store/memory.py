@@ -11,8 +11,8 @@ from twisted.internet import defer
 from zope.interface import implementer
 
 from twisted_paychan.store.interfaces import DuplicateChannel, IChannelStore, StoreError, UnknownChannel, check_payment
-from twisted_paychan.store.record_copy import replace_fields
-from twisted_paychan.store.records import ClientChannelRecord, ServerChannelRecord, ServerChannelState
+from twisted_paychan.channel.record_copy import replace_fields
+from twisted_paychan.channel.records import ClientChannelRecord, ServerChannelRecord, ServerChannelState
 
 
 @implementer(IChannelStore)

@@ -37,7 +37,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from twisted_paychan.store import paylog
-from twisted_paychan.store.record_copy import replace_fields
+from twisted_paychan.channel.record_copy import replace_fields
 from twisted_paychan.store.interfaces import (
     DuplicateChannel,
     IChannelStore,
@@ -46,7 +46,7 @@ from twisted_paychan.store.interfaces import (
     check_change,
     check_payment,
 )
-from twisted_paychan.store.records import (
+from twisted_paychan.channel.records import (
     ClientChannelRecord,
     ClientChannelState,
     ServerChannelRecord,

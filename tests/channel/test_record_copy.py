@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from twisted_paychan.store.record_copy import replace_fields
-from twisted_paychan.store.records import (
+from twisted_paychan.channel.record_copy import replace_fields
+from twisted_paychan.channel.records import (
     ClientChannelRecord,
     ClientChannelState,
     ServerChannelRecord,
