@@ -32,7 +32,7 @@ class IChannelStore(Interface):
         ``ChannelNotOpen`` unless the record is OPEN: a payment on a channel that is settling or
         whose contract failed is refused at the moment it would be stored."""
 
-    def transition_server(contract_txid: bytes, expected, new, **changes):
+    def transition_server(contract_txid: bytes, expected, new, /, **changes):
         # -> Deferred[ServerChannelRecord]
         """Compare-and-set: move a server record from state ``expected`` to ``new``, changing
         only ``changes`` (``channel.states.SERVER_TRANSITION_FIELDS``), and fire with the new
@@ -68,7 +68,7 @@ class IChannelStore(Interface):
         ``record_payment``). Fails with ``StoreError`` if c would go up, and with
         ``ChannelNotOpen`` once the channel is settled or refunded."""
 
-    def transition_client(contract_txid: bytes, expected, new, **changes):
+    def transition_client(contract_txid: bytes, expected, new, /, **changes):
         # -> Deferred[ClientChannelRecord]
         """Compare-and-set on a client record, as ``transition_server`` (fields from
         ``channel.states.CLIENT_TRANSITION_FIELDS``)."""

@@ -49,7 +49,7 @@ class MemoryChannelStore:
         return defer.succeed(None)
 
     def transition_server(self, contract_txid: bytes, expected: ServerChannelState, new: ServerChannelState,
-                          **changes: object) -> defer.Deferred[ServerChannelRecord]:
+                          /, **changes: object) -> defer.Deferred[ServerChannelRecord]:
         old = self._server.get(contract_txid)
         if old is None:
             return defer.fail(UnknownChannel(contract_txid.hex()))
@@ -97,7 +97,7 @@ class MemoryChannelStore:
         return defer.succeed(None)
 
     def transition_client(self, contract_txid: bytes, expected: ClientChannelState, new: ClientChannelState,
-                          **changes: object) -> defer.Deferred[ClientChannelRecord]:
+                          /, **changes: object) -> defer.Deferred[ClientChannelRecord]:
         old = self._client.get(contract_txid)
         if old is None:
             return defer.fail(UnknownChannel(contract_txid.hex()))

@@ -484,7 +484,7 @@ class SqliteChannelStore:
         return self._submit(op, True, slot)
 
     def transition_server(self, contract_txid: bytes, expected: ServerChannelState, new: ServerChannelState,
-                          **changes: object) -> defer.Deferred[ServerChannelRecord]:
+                          /, **changes: object) -> defer.Deferred[ServerChannelRecord]:
         try:
             check_server_transition(expected, new, changes)
         except IllegalTransition:
@@ -576,7 +576,7 @@ class SqliteChannelStore:
         return self._submit(op, True, (paylog.CLIENT_CHANGE, contract_txid, client_change, b""))
 
     def transition_client(self, contract_txid: bytes, expected: ClientChannelState, new: ClientChannelState,
-                          **changes: object) -> defer.Deferred[ClientChannelRecord]:
+                          /, **changes: object) -> defer.Deferred[ClientChannelRecord]:
         try:
             check_client_transition(expected, new, changes)
         except IllegalTransition:
