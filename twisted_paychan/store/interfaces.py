@@ -5,7 +5,17 @@ conformance suite (``tests/store/store_conformance.py``).
 
 from __future__ import annotations
 
+from typing import Optional
+
+from twisted.internet.defer import Deferred
 from zope.interface import Interface
+
+from twisted_paychan.channel.records import (
+    ClientChannelRecord,
+    ClientChannelState,
+    ServerChannelRecord,
+    ServerChannelState,
+)
 
 
 class IChannelStore(Interface):
@@ -23,17 +33,17 @@ class IChannelStore(Interface):
 
     # -- server side ------------------------------------------------------------------------
 
-    def add_server_channel(record):  # -> Deferred[None]
+    def add_server_channel(record: ServerChannelRecord) -> Deferred[None]:
         """Store a new server record; fails with ``DuplicateChannel`` if its txid is stored."""
 
-    def record_payment(contract_txid: bytes, best_value: int, signature: bytes):  # -> Deferred[None]
+    def record_payment(contract_txid: bytes, best_value: int, signature: bytes) -> Deferred[None]:
         """Durably set b and sig_C of an open server channel (the hot path: may be batched
         with other channels' payments into one commit, never delayed past its own). Fails with
         ``ChannelNotOpen`` unless the record is OPEN: a payment on a channel that is settling or
         whose contract failed is refused at the moment it would be stored."""
 
-    def transition_server(contract_txid: bytes, expected, new, /, **changes):
-        # -> Deferred[ServerChannelRecord]
+    def transition_server(contract_txid: bytes, expected: ServerChannelState, new: ServerChannelState,
+                          /, **changes: object) -> Deferred[ServerChannelRecord]:
         """Compare-and-set: move a server record from state ``expected`` to ``new``, changing
         only ``changes`` (``channel.states.SERVER_TRANSITION_FIELDS``), and fire with the new
         record once durable. Fails with ``TransitionConflict`` (nothing written) when the stored
@@ -44,46 +54,46 @@ class IChannelStore(Interface):
         Settlement starts with OPEN -> SETTLING: payments stored before it are in the record it
         returns, and payments after it are refused (``ChannelNotOpen``)."""
 
-    def update_server_channel(record):  # -> Deferred[None]
+    def update_server_channel(record: ServerChannelRecord) -> Deferred[None]:
         """Replace a stored server record. Being replaced by ``transition_server``; do not use
         in new code (a whole-record write can lose a payment stored since the record was read)."""
 
-    def set_server_state(contract_txid: bytes, state, note: str = ""):  # -> Deferred[None]
+    def set_server_state(contract_txid: bytes, state: ServerChannelState, note: str = "") -> Deferred[None]:
         """Change only a server record's state and note, unchecked. Being replaced by
         ``transition_server``; do not use in new code."""
 
-    def server_channel(contract_txid: bytes):  # -> Deferred[ServerChannelRecord | None]
+    def server_channel(contract_txid: bytes) -> Deferred[Optional[ServerChannelRecord]]:
         """The record, or None."""
 
-    def server_channels():  # -> Deferred[list[ServerChannelRecord]]
+    def server_channels() -> Deferred[list[ServerChannelRecord]]:
         """Every server record, oldest first."""
 
     # -- client side ------------------------------------------------------------------------
 
-    def add_client_channel(record):  # -> Deferred[None]
+    def add_client_channel(record: ClientChannelRecord) -> Deferred[None]:
         """Store a new client record (with its signed refund) before the contract is sent."""
 
-    def record_client_change(contract_txid: bytes, client_change: int):  # -> Deferred[None]
+    def record_client_change(contract_txid: bytes, client_change: int) -> Deferred[None]:
         """Durably set c before the payment that signs it is sent (the hot path, batched like
         ``record_payment``). Fails with ``StoreError`` if c would go up, and with
         ``ChannelNotOpen`` once the channel is settled or refunded."""
 
-    def transition_client(contract_txid: bytes, expected, new, /, **changes):
-        # -> Deferred[ClientChannelRecord]
+    def transition_client(contract_txid: bytes, expected: ClientChannelState, new: ClientChannelState,
+                          /, **changes: object) -> Deferred[ClientChannelRecord]:
         """Compare-and-set on a client record, as ``transition_server`` (fields from
         ``channel.states.CLIENT_TRANSITION_FIELDS``)."""
 
-    def update_client_channel(record):  # -> Deferred[None]
+    def update_client_channel(record: ClientChannelRecord) -> Deferred[None]:
         """Replace a stored client record. Being replaced by ``transition_client``; do not use
         in new code."""
 
-    def client_channel(contract_txid: bytes):  # -> Deferred[ClientChannelRecord | None]
+    def client_channel(contract_txid: bytes) -> Deferred[Optional[ClientChannelRecord]]:
         """The record, or None."""
 
-    def client_channels():  # -> Deferred[list[ClientChannelRecord]]
+    def client_channels() -> Deferred[list[ClientChannelRecord]]:
         """Every client record, oldest first."""
 
-    def close():  # -> Deferred[None]
+    def close() -> Deferred[None]:
         """Finish pending writes and release the store."""
 
 
