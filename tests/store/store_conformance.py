@@ -63,24 +63,24 @@ def client_record(n: int = 1, **kw: Any) -> ClientChannelRecord:
     return ClientChannelRecord(**fields)  # type: ignore[arg-type]
 
 
-async def check_provides_interface(store):
+async def check_provides_interface(store: Any) -> None:
     assert verifyObject(IChannelStore, store)
 
 
-async def check_server_round_trip(store):
+async def check_server_round_trip(store: Any) -> None:
     rec = server_record(1, client_output=b"out")
     await store.add_server_channel(rec)
     assert await store.server_channel(rec.contract_txid) == rec
     assert await store.server_channel(b"\x99" * 32) is None
 
 
-async def check_server_duplicate(store):
+async def check_server_duplicate(store: Any) -> None:
     await store.add_server_channel(server_record(1))
     with pytest.raises(DuplicateChannel):
         await store.add_server_channel(server_record(1))
 
 
-async def check_record_payment(store):
+async def check_record_payment(store: Any) -> None:
     rec = server_record(2)
     await store.add_server_channel(rec)
     await store.record_payment(rec.contract_txid, 5000, b"sig5000")
@@ -91,7 +91,7 @@ async def check_record_payment(store):
         await store.record_payment(b"\x77" * 32, 1, b"x")
 
 
-async def check_update_server_channel(store):
+async def check_update_server_channel(store: Any) -> None:
     rec = server_record(3)
     await store.add_server_channel(rec)
     new = replace(rec, state=ServerChannelState.STUCK, note="fee above b", settlement_tx=b"tx")
@@ -101,13 +101,13 @@ async def check_update_server_channel(store):
         await store.update_server_channel(server_record(9))
 
 
-async def check_server_listing_order(store):
+async def check_server_listing_order(store: Any) -> None:
     for n in (5, 3, 4):
         await store.add_server_channel(server_record(n))
     assert [r.contract_txid[0] for r in await store.server_channels()] == [5, 3, 4]
 
 
-async def check_client_round_trip(store):
+async def check_client_round_trip(store: Any) -> None:
     rec = client_record(1)
     await store.add_client_channel(rec)
     assert await store.client_channel(rec.contract_txid) == rec
@@ -115,7 +115,7 @@ async def check_client_round_trip(store):
         await store.add_client_channel(rec)
 
 
-async def check_client_change(store):
+async def check_client_change(store: Any) -> None:
     rec = client_record(2)
     await store.add_client_channel(rec)
     await store.record_client_change(rec.contract_txid, 499_000)
@@ -124,7 +124,7 @@ async def check_client_change(store):
         await store.record_client_change(b"\x55" * 32, 1)
 
 
-async def check_update_client_channel(store):
+async def check_update_client_channel(store: Any) -> None:
     rec = client_record(3)
     await store.add_client_channel(rec)
     new = replace(rec, state=ClientChannelState.SETTLED, close_tx=b"settlement")
@@ -133,7 +133,7 @@ async def check_update_client_channel(store):
     assert [r.contract_txid for r in await store.client_channels()] == [rec.contract_txid]
 
 
-async def check_failure_does_not_spoil_others(store):
+async def check_failure_does_not_spoil_others(store: Any) -> None:
     """One failing write in a batch fails only its own Deferred."""
     from twisted.internet import defer
 
@@ -152,7 +152,7 @@ async def check_failure_does_not_spoil_others(store):
     assert (await store.server_channel(rec.contract_txid)).best_value == 200
 
 
-async def check_payment_refused_unless_open(store):
+async def check_payment_refused_unless_open(store: Any) -> None:
     rec = server_record(8)
     await store.add_server_channel(rec)
     await store.record_payment(rec.contract_txid, 100, b"a")
@@ -163,7 +163,7 @@ async def check_payment_refused_unless_open(store):
     assert (await store.server_channel(rec.contract_txid)).best_value == 100
 
 
-async def check_set_server_state_keeps_payments(store):
+async def check_set_server_state_keeps_payments(store: Any) -> None:
     """Settlement freezes the channel: the state changes, b and sig_C stay as stored."""
     rec = server_record(9)
     await store.add_server_channel(rec)
