@@ -114,9 +114,16 @@ CREATE TABLE IF NOT EXISTS meta (
 );
 """
 
-#: The rules of ``store.rules`` as SQL, for the UPDATEs that check and write in one statement.
-_SERVER_PAYABLE_SQL = f"state = '{SERVER_PAYABLE.value}'"
-_CLIENT_PAYABLE_SQL = "state IN ({})".format(", ".join(sorted(f"'{s.value}'" for s in CLIENT_PAYABLE)))
+#: The payments as UPDATEs whose WHERE is the rule of ``store.rules`` (so the check and the
+#: write are one statement); a refused one is explained by the rule itself.
+_PAYMENT_SQL = (
+    "UPDATE server_channels SET best_value = ?, best_signature = ? "
+    f"WHERE contract_txid = ? AND best_value <= ? AND state = '{SERVER_PAYABLE.value}'"
+)
+_CHANGE_SQL = (
+    "UPDATE client_channels SET client_change = ? WHERE contract_txid = ? AND client_change >= ? "
+    "AND state IN ({})".format(", ".join(sorted(f"'{s.value}'" for s in CLIENT_PAYABLE)))
+)
 
 _SERVER_COLUMNS = (
     "contract_txid, version, contract, value, expiry, server_key, client_key, best_value, "
@@ -475,11 +482,7 @@ class SqliteChannelStore:
 
     def record_payment(self, contract_txid: bytes, best_value: int, signature: bytes) -> defer.Deferred[None]:
         def op(db: sqlite3.Connection) -> None:
-            cur = db.execute(
-                "UPDATE server_channels SET best_value = ?, best_signature = ? "
-                f"WHERE contract_txid = ? AND best_value <= ? AND {_SERVER_PAYABLE_SQL}",
-                (best_value, signature, contract_txid, best_value),
-            )
+            cur = db.execute(_PAYMENT_SQL, (best_value, signature, contract_txid, best_value))
             if cur.rowcount != 1:
                 row = db.execute(
                     "SELECT best_value, state FROM server_channels WHERE contract_txid = ?", (contract_txid,)
@@ -568,11 +571,7 @@ class SqliteChannelStore:
 
     def record_client_change(self, contract_txid: bytes, client_change: int) -> defer.Deferred[None]:
         def op(db: sqlite3.Connection) -> None:
-            cur = db.execute(
-                "UPDATE client_channels SET client_change = ? "
-                f"WHERE contract_txid = ? AND client_change >= ? AND {_CLIENT_PAYABLE_SQL}",
-                (client_change, contract_txid, client_change),
-            )
+            cur = db.execute(_CHANGE_SQL, (client_change, contract_txid, client_change))
             if cur.rowcount != 1:
                 row = db.execute(
                     "SELECT client_change, state FROM client_channels WHERE contract_txid = ?", (contract_txid,)
