@@ -145,7 +145,7 @@ class ChannelServerService(service.MultiService):
             embedded = EmbeddedChain.open(os.path.join(data_dir, "chain"), self.reactor)
             self._serve_rpc(embedded, data_dir)
             return embedded
-        from twisted_paychan.rpc.client import RpcChain
+        from twisted_paychan.chain.rpc.chain import RpcChain
 
         remote = RpcChain.from_url(self.reactor, chain_arg)
         remote.start()
@@ -157,7 +157,7 @@ class ChannelServerService(service.MultiService):
         listen = self.options["rpc-listen"]
         if listen == "none":
             return
-        from twisted_paychan.rpc.server import serve_node
+        from twisted_paychan.chain.embedded.rpc.server import serve_node
 
         d = serve_node(self.reactor, chain.node, listen, fee_rate=self.options["fee-rate"])
 

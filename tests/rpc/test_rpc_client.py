@@ -22,11 +22,11 @@ from twisted_paychan.chain.embedded import miner
 from twisted_paychan.chain.fees import NoFeeEstimate, UnknownTarget
 from twisted_paychan.chain.interfaces import IFeeEstimator
 from twisted_paychan.chain.types import BroadcastRejected, ChainTip, OutPoint, SpendEvent, TxState
-from twisted_paychan.rpc.client import RpcChain, RpcFeeEstimator
+from twisted_paychan.chain.rpc.chain import RpcChain, RpcFeeEstimator
 from twisted_paychan.rpc.connection import RpcConnectionError
 from twisted_paychan.rpc.errors import RpcError
-from twisted_paychan.rpc.methods import NodeMethods
-from twisted_paychan.rpc.server import serve_node
+from twisted_paychan.chain.embedded.rpc.methods import NodeMethods
+from twisted_paychan.chain.embedded.rpc.server import serve_node
 
 ALICE = Key.from_seed(b"rpc client alice")
 BOB = Key.from_seed(b"rpc client bob")

@@ -21,7 +21,7 @@ from twisted_paychan.rpc import jsonenc
 from twisted_paychan.rpc.auth import read_cookie
 from twisted_paychan.rpc.connection import RpcAuthError, RpcConnection, RpcConnectionError
 from twisted_paychan.rpc.errors import RpcError
-from twisted_paychan.rpc.server import serve_node
+from twisted_paychan.chain.embedded.rpc.server import serve_node
 
 
 @pytest_twisted.async_yield_fixture

@@ -21,7 +21,7 @@ from twisted_paychan.cli.regtest_tx import KeyCoin, ThrowawayKey, build_funding_
 from twisted_paychan.constants import COINBASE_MATURITY, MAX_MONEY
 from twisted_paychan.rpc.errors import RpcError
 from twisted_paychan.rpc.jsonenc import btc, sat
-from twisted_paychan.wallet.addresses import AddressError, address_to_script, script_to_address
+from twisted_paychan.bitcoin.addresses import AddressError, address_to_script, script_to_address
 
 #: More coinbases than this for one funding means the request is unreasonable for regtest.
 MAX_COINBASES: Final = 200

@@ -32,7 +32,7 @@ from zope.interface import implementer
 from twisted_paychan.chain.interfaces import ICancellable, IWallet
 from twisted_paychan.chain.types import Balance, ChainTip, FundedTransaction, OutPoint, Utxo, display_hex
 from twisted_paychan.constants import COINBASE_MATURITY, FEE_RATE_FLOOR, MAX_MONEY
-from twisted_paychan.wallet.addresses import Network, script_to_address
+from twisted_paychan.bitcoin.addresses import Network, script_to_address
 from twisted_paychan.wallet.coinselect import (
     P2PKH_INPUT_WEIGHT,
     P2WPKH_INPUT_WEIGHT,

@@ -41,7 +41,7 @@ from bitcoin.core.script import (
 
 from twisted_paychan.chain.types import FundedTransaction, Utxo
 from twisted_paychan.constants import FINAL_SEQUENCE
-from twisted_paychan.wallet.addresses import hash160, p2pkh_script
+from twisted_paychan.bitcoin.addresses import hash160, p2pkh_script
 from twisted_paychan.wallet.coinselect import dust_threshold, fee_for_weight
 from twisted_paychan.wallet.keys import ScriptType, Signer
 

@@ -17,7 +17,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from twisted_paychan.chain.embedded.node import RegtestNode
-from twisted_paychan.rpc.server import DEFAULT_ENDPOINT, RpcServer, serve_node
+from twisted_paychan.chain.embedded.rpc.server import DEFAULT_ENDPOINT, RpcServer, serve_node
 
 log = Logger()
 

@@ -65,10 +65,10 @@ from twisted_paychan.rpc.errors import (
     RPC_VERIFY_ERROR,
     RpcError,
 )
-from twisted_paychan.rpc.follower import BlockSource, ChainFollower, Header
+from twisted_paychan.chain.rpc.follower import BlockSource, ChainFollower, Header
 from twisted_paychan.rpc.jsonenc import sat
-from twisted_paychan.rpc.mempool import RemoteMempool
-from twisted_paychan.rpc.watches import SpendWatch, WatchLists
+from twisted_paychan.chain.rpc.mempool import RemoteMempool
+from twisted_paychan.chain.rpc.watches import SpendWatch, WatchLists
 
 log = Logger()
 

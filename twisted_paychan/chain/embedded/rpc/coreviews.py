@@ -18,9 +18,9 @@ from bitcoin.core.script import OPCODE_NAMES, CScript, CScriptInvalidError
 from twisted_paychan.bitcoin import der
 from twisted_paychan.bitcoin.scripts import decode_script_number
 from twisted_paychan.chain.types import Utxo, display_hex
-from twisted_paychan.rpc import descriptors
+from twisted_paychan.bitcoin import descriptors
 from twisted_paychan.rpc.jsonenc import btc
-from twisted_paychan.wallet.addresses import AddressError, Network, script_to_address
+from twisted_paychan.bitcoin.addresses import AddressError, Network, script_to_address
 
 _OP_PUSHDATA4: Final = 0x4E
 _OP_RETURN: Final = 0x6A

@@ -20,7 +20,8 @@ from twisted.logger import Logger
 from twisted_paychan.chain.embedded.index import parse_block
 from twisted_paychan.chain.embedded.node import MiningFailed, RegtestNode
 from twisted_paychan.chain.types import BroadcastRejected, OutPoint, TxState, display_hex
-from twisted_paychan.rpc import coreviews, descriptors
+from twisted_paychan.bitcoin import descriptors
+from twisted_paychan.chain.embedded.rpc import coreviews
 from twisted_paychan.rpc.errors import (
     RPC_DESERIALIZATION_ERROR,
     RPC_INTERNAL_ERROR,
@@ -32,8 +33,8 @@ from twisted_paychan.rpc.errors import (
     RpcError,
 )
 from twisted_paychan.rpc.jsonenc import btc, sat
-from twisted_paychan.rpc.nodeview import NodeView
-from twisted_paychan.rpc.params import (
+from twisted_paychan.chain.embedded.rpc.nodeview import NodeView
+from twisted_paychan.chain.embedded.rpc.params import (
     ARRAY,
     BOOL,
     NUMBER,
@@ -47,7 +48,7 @@ from twisted_paychan.rpc.params import (
     verbosity,
 )
 from twisted_paychan.rpc.protocol import Params
-from twisted_paychan.wallet.addresses import REGTEST, AddressError, address_to_script
+from twisted_paychan.bitcoin.addresses import REGTEST, AddressError, address_to_script
 
 log = Logger()
 

@@ -28,7 +28,7 @@ from twisted_paychan import logs
 from twisted_paychan.chain.embedded.node import RegtestNode
 from twisted_paychan.rpc import protocol
 from twisted_paychan.rpc.auth import WWW_AUTHENTICATE, Cookie, Credentials
-from twisted_paychan.rpc.methods import NodeMethods
+from twisted_paychan.chain.embedded.rpc.methods import NodeMethods
 
 log = Logger()
 
