@@ -14,7 +14,7 @@ from twisted_paychan.net import client as net_client
 from twisted_paychan.net import server as net_server
 from twisted_paychan.net import tcp
 from twisted_paychan.net.tcp import send_now
-from twisted_paychan.net.twisted_private import queued_bytes
+from twisted_paychan.twisted_private import queued_bytes
 from twisted_paychan.wire import messages as m
 from twisted_paychan.wire.framing import MessageProtocol, encode_frame
 

@@ -138,7 +138,7 @@ class MemoryChain:
 
     def _accept(self, raw: bytes) -> bytes:
         tx = rules.parse_transaction(raw)
-        txid = tx.GetTxid()
+        txid: bytes = tx.GetTxid()
         if txid in self._txs:
             return txid
         fee = rules.check_acceptance(

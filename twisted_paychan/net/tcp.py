@@ -21,7 +21,7 @@ from __future__ import annotations
 import socket
 from typing import Any
 
-from twisted_paychan.net.twisted_private import write_unqueued
+from twisted_paychan.twisted_private import write_unqueued
 from twisted_paychan.wire.framing import MessageProtocol
 
 _QUICKACK = getattr(socket, "TCP_QUICKACK", None)

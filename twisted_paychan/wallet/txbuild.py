@@ -65,7 +65,8 @@ class SpendableCoin:
 
 def vsize_of(tx: CTransaction) -> int:
     """Virtual size: weight / 4, rounded up."""
-    return -(-tx.calc_weight() // 4)
+    weight: int = tx.calc_weight()
+    return -(-weight // 4)
 
 
 def _sign(

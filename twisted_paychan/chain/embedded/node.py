@@ -192,7 +192,7 @@ class RegtestNode:
 
     def _accept(self, raw: bytes) -> bytes:
         tx = rules.parse_transaction(raw)
-        txid = tx.GetTxid()
+        txid: bytes = tx.GetTxid()
         if txid in self._mempool or txid in self._index.txs:
             return txid
         fee = rules.check_acceptance(

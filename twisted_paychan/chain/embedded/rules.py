@@ -224,7 +224,7 @@ def check_acceptance(
         if found.coinbase and found.height is not None and nxt.height - found.height < COINBASE_MATURITY:
             raise reject("bad-txns-premature-spend-of-coinbase", RejectKind.NON_FINAL)
         value_in += found.value
-    value_out = sum(o.nValue for o in tx.vout)
+    value_out: int = sum(o.nValue for o in tx.vout)
     if value_in < value_out:
         raise reject("bad-txns-in-belowout")
     fee = value_in - value_out

@@ -83,9 +83,10 @@ def _hex(h: bytes) -> str:
 
 def _txid_of(raw: bytes) -> Optional[bytes]:
     try:
-        return CTransaction.deserialize(raw).GetTxid()
+        txid: bytes = CTransaction.deserialize(raw).GetTxid()
     except Exception:  # not a transaction: let the node say so
         return None
+    return txid
 
 
 @implementer(IChain)

@@ -42,7 +42,7 @@ class RpcResource(Resource):
     isLeaf = True
 
     def __init__(self, methods: NodeMethods, credentials: Credentials, call_later: Callable[..., Any]) -> None:
-        super().__init__()
+        Resource.__init__(self)
         self.methods = methods
         self.credentials = credentials
         self._call_later = call_later
@@ -79,6 +79,9 @@ class RpcResource(Resource):
 
 class _QuietSite(Site):
     """A Site whose access log goes to debug level: RPC clients poll every few seconds."""
+
+    def __init__(self, resource: Resource, reactor: Any) -> None:
+        Site.__init__(self, resource, reactor=reactor)
 
     def log(self, request: Any) -> None:
         if not logs.verbose:  # once per request: only when asked for (see ``twisted_paychan.logs``)

@@ -1,12 +1,18 @@
 """
 Everything we take from Twisted that is not its public API, in one place.
 
+``RequestNotSent``: ``rpc.connection`` retries a call whose request never left (a kept-alive
+connection the node had closed). Twisted raises it from ``twisted.web._newclient`` and
+re-exports it from ``twisted.web.client`` without listing it in ``__all__``.
+
+Direct socket writes:
+
 ``net.tcp.send_now`` hands a frame straight to the socket when nothing is queued before it,
 instead of waiting a turn of the reactor (see ``net.tcp``). To know that nothing is queued, and
 to write without queueing, it reads the write buffers of Twisted's TCP connections
 (``abstract.FileDescriptor``): the undocumented ``dataBuffer`` and ``writeSomeData`` and the
 private ``_tempDataBuffer``. Those can change in any Twisted release without a deprecation, so
-they are named here and nowhere else, and ``tests/net/test_twisted_private.py`` fails (it never
+they are named here and nowhere else, and ``tests/test_twisted_private.py`` fails (it never
 skips) the day an installed Twisted lacks one of them. Should that happen at run time anyway,
 :func:`write_unqueued` writes nothing and the caller queues with ``transport.write``, as
 Twisted would: slower, never wrong.
@@ -18,6 +24,9 @@ from typing import Final
 
 from twisted.internet import tcp
 from twisted.internet.interfaces import ITransport
+from twisted.web._newclient import RequestNotSent
+
+__all__ = ["RequestNotSent", "TCP_TRANSPORTS", "missing_attributes", "queued_bytes", "write_unqueued"]
 
 #: Twisted's TCP transports (server and client side); subclasses elsewhere (TLS, test doubles)
 #: are not assumed to keep the same buffers.

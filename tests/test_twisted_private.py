@@ -1,4 +1,4 @@
-"""The private Twisted attributes ``net.twisted_private`` relies on are there, on both ends of a
+"""The private Twisted names ``twisted_private`` relies on are there, on both ends of a
 real TCP connection. If a Twisted upgrade renames one, this fails (never skips): ``send_now``
 would quietly fall back to queueing every frame, costing a reactor turn per payment."""
 
@@ -6,7 +6,7 @@ import pytest_twisted
 from twisted.internet import defer, protocol, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
 
-from twisted_paychan.net import twisted_private
+from twisted_paychan import twisted_private
 
 
 class Made(protocol.Protocol):
@@ -31,7 +31,7 @@ async def test_tcp_transports_have_the_private_attributes_we_use():
             assert type(transport) in twisted_private.TCP_TRANSPORTS, type(transport)
             assert twisted_private.missing_attributes(transport) == [], (
                 f"Twisted's {type(transport).__name__} no longer has these attributes; "
-                "update net/twisted_private.py")
+                "update twisted_paychan/twisted_private.py")
             assert isinstance(transport._tempDataBuffer, list)
             assert isinstance(transport.dataBuffer, bytes)
             assert twisted_private.queued_bytes(transport) == 0
@@ -39,3 +39,9 @@ async def test_tcp_transports_have_the_private_attributes_we_use():
             transport.loseConnection()
     finally:
         await port.stopListening()
+
+
+def test_request_not_sent_is_what_the_http_client_raises():
+    from twisted.web import client
+
+    assert client.RequestNotSent is twisted_private.RequestNotSent
