@@ -14,9 +14,9 @@ from twisted.internet import reactor
 from twisted.internet.task import Clock
 
 from chain_backends import Backend, embedded_backend
+from twisted_paychan.chain.embedded.rpc.server import RpcServer, serve_node
 from twisted_paychan.chain.rpc.chain import RpcChain
 from twisted_paychan.rpc.connection import RpcConnection
-from twisted_paychan.chain.embedded.rpc.server import RpcServer, serve_node
 
 LOOPBACK = "tcp:0:interface=127.0.0.1"
 

@@ -19,15 +19,15 @@ from zope.interface.verify import verifyObject
 from chain_txs import ANYONE_CAN_SPEND, Coin, Key, spend, txid_of
 from rpc_harness import Harness, serve_methods, start_harness
 from twisted_paychan.chain.embedded import miner
+from twisted_paychan.chain.embedded.rpc.methods import NodeMethods
+from twisted_paychan.chain.embedded.rpc.server import serve_node
 from twisted_paychan.chain.fees import NoFeeEstimate, UnknownTarget
 from twisted_paychan.chain.interfaces import IFeeEstimator
 from twisted_paychan.chain.rpc import rejects
-from twisted_paychan.chain.types import BroadcastRejected, ChainTip, OutPoint, RejectKind, SpendEvent, TxState
 from twisted_paychan.chain.rpc.chain import RpcChain, RpcFeeEstimator
+from twisted_paychan.chain.types import BroadcastRejected, ChainTip, OutPoint, RejectKind, SpendEvent, TxState
 from twisted_paychan.rpc.connection import RpcConnectionError
 from twisted_paychan.rpc.errors import RpcError
-from twisted_paychan.chain.embedded.rpc.methods import NodeMethods
-from twisted_paychan.chain.embedded.rpc.server import serve_node
 
 ALICE = Key.from_seed(b"rpc client alice")
 BOB = Key.from_seed(b"rpc client bob")

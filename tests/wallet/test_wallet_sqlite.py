@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from twisted.internet.task import Clock
 
+from twisted_paychan.bitcoin.addresses import REGTEST, address_to_script
 from twisted_paychan.chain.memory import MemoryChain
 from twisted_paychan.wallet import (
     MAINNET,
@@ -24,7 +25,6 @@ from twisted_paychan.wallet import (
     WalletMismatch,
     WrongPassphrase,
 )
-from twisted_paychan.bitcoin.addresses import REGTEST, address_to_script
 from twisted_paychan.wallet.crypto import ScryptParams
 from twisted_paychan.wallet.keys import KeyPurpose
 from wallet_conformance import TARGET, result

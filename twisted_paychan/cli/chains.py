@@ -21,10 +21,10 @@ from typing import Any, Awaitable, Callable, Optional
 
 from twisted.internet.defer import Deferred, succeed
 
+from twisted_paychan.bitcoin.addresses import MAINNET, REGTEST, TESTNET, Network
 from twisted_paychan.cli.output import UserError
 from twisted_paychan.rpc import jsonenc
 from twisted_paychan.rpc.auth import COOKIE_FILE
-from twisted_paychan.bitcoin.addresses import MAINNET, REGTEST, TESTNET, Network
 
 #: The embedded node's directory inside a data directory (the channel server's layout: the
 #: node and its cookie in ``chain/``, ``wallet.sqlite`` and ``channels.sqlite`` beside it).

@@ -24,9 +24,9 @@ import sys
 import traceback
 from typing import Any, Awaitable, Callable, Optional, Sequence, TextIO
 
+from twisted_paychan.chain.embedded.rpc.server import DEFAULT_ENDPOINT
 from twisted_paychan.cli import runner
 from twisted_paychan.cli.output import Output, UserError
-from twisted_paychan.chain.embedded.rpc.server import DEFAULT_ENDPOINT
 
 EXIT_OK = 0
 EXIT_ERROR = 1

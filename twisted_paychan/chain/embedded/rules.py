@@ -21,6 +21,7 @@ from typing import Callable, Optional, Sequence
 from bitcoin.core import CTransaction, CTxOut
 
 from twisted_paychan.bitcoin import consensus, policy
+from twisted_paychan.bitcoin.transactions import virtual_size, weight
 from twisted_paychan.chain.types import BroadcastRejected, OutPoint, RejectKind, Utxo
 from twisted_paychan.constants import (
     COINBASE_MATURITY,
@@ -85,15 +86,6 @@ def is_final(tx: CTransaction, block_height: int, block_time: int) -> bool:
     return all(txin.nSequence == FINAL_SEQUENCE for txin in tx.vin)
 
 
-def tx_weight(tx: CTransaction) -> int:
-    """BIP141 weight: the size without witness counts four times, the witness once."""
-    return len(tx.serialize(dict(include_witness=False))) * 3 + len(tx.serialize())
-
-
-def virtual_size(tx: CTransaction) -> int:
-    return (tx_weight(tx) + 3) // 4
-
-
 def dust_threshold(txout: CTxOut) -> int:
     """Bitcoin Core's GetDustThreshold at the default dust relay fee: an output is dust when
     spending it would cost more than a third of its value (:func:`bitcoin.policy.dust_threshold`)."""
@@ -125,7 +117,7 @@ def check_transaction(tx: CTransaction) -> None:
     # IsStandardTx, the parts that matter for what we build.
     if tx.nVersion not in STANDARD_VERSIONS:
         raise reject("version")
-    if tx_weight(tx) > MAX_STANDARD_TX_WEIGHT:
+    if weight(tx) > MAX_STANDARD_TX_WEIGHT:
         raise reject("tx-size")
     for txin in tx.vin:
         script_sig = bytes(txin.scriptSig)

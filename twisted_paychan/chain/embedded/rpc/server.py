@@ -26,9 +26,9 @@ from twisted.web.server import Request, Site
 
 from twisted_paychan import logs
 from twisted_paychan.chain.embedded.node import RegtestNode
+from twisted_paychan.chain.embedded.rpc.methods import NodeMethods
 from twisted_paychan.rpc import protocol
 from twisted_paychan.rpc.auth import WWW_AUTHENTICATE, Cookie, Credentials
-from twisted_paychan.chain.embedded.rpc.methods import NodeMethods
 
 log = Logger()
 
@@ -117,10 +117,6 @@ class RpcServer:
     def url(self) -> str:
         """``http://host:port`` (no credentials)."""
         return f"http://{self.host}:{self.port_number}"
-
-    @property
-    def url_with_credentials(self) -> str:
-        return f"http://{self.credentials.user}:{self.credentials.password}@{self.host}:{self.port_number}"
 
     def stop(self) -> "Deferred[None]":
         """Stop listening, close open connections (kept-alive clients must notice), remove
