@@ -13,7 +13,7 @@ twistd installed, passed to every child; nothing here imports it at module level
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 from twisted.application import service, strports
 from twisted.internet import defer
@@ -22,6 +22,14 @@ from twisted.python import usage
 
 from twisted_paychan import constants as C
 from twisted_paychan.channel.settings import ServerSettings
+
+if TYPE_CHECKING:  # the backends load only when the service starts (twistd lists plugins first)
+    from twisted_paychan.chain.embedded.chain import EmbeddedChain
+    from twisted_paychan.chain.embedded.rpc.server import RpcServer
+    from twisted_paychan.chain.rpc.chain import RpcChain
+    from twisted_paychan.net.server import PaymentChannelServerFactory
+    from twisted_paychan.store.sqlite import SqliteChannelStore
+    from twisted_paychan.wallet.sqlite import SqliteWallet
 
 
 def _positive_int(name: str) -> Callable[[str], int]:
@@ -134,7 +142,7 @@ class ChainService(service.Service):
         self.reactor = reactor
         self.data_dir = data_dir
         self.chain_arg = chain_arg
-        self.chain: Any = None
+        self.chain: Union[EmbeddedChain, RpcChain, None] = None
 
     def startService(self) -> None:
         if self.chain_arg == "embedded":
@@ -144,16 +152,26 @@ class ChainService(service.Service):
         else:
             from twisted_paychan.chain.rpc.chain import RpcChain
 
-            self.chain = RpcChain.from_url(self.reactor, self.chain_arg)
-            self.chain.start()
+            remote = RpcChain.from_url(self.reactor, self.chain_arg)
+            remote.start()
+            self.chain = remote
         service.Service.startService(self)
 
+    def running_chain(self) -> Union[EmbeddedChain, RpcChain]:
+        """The open chain; only while the service runs."""
+        assert self.chain is not None, "the chain service has not started"
+        return self.chain
+
     def stopService(self) -> "defer.Deferred[None]":
+        from twisted_paychan.chain.embedded.chain import EmbeddedChain
+
         service.Service.stopService(self)
         chain, self.chain = self.chain, None
-        if chain is None:
-            return defer.succeed(None)
-        return defer.maybeDeferred(chain.close if hasattr(chain, "close") else chain.stop)
+        if isinstance(chain, EmbeddedChain):
+            chain.close()
+        elif chain is not None:
+            return chain.stop()
+        return defer.succeed(None)
 
 
 class NodeRpcServerService(service.Service):
@@ -168,15 +186,18 @@ class NodeRpcServerService(service.Service):
         self.chain = chain
         self.listen = listen
         self.fee_rate = fee_rate
-        self.rpc: Any = None
+        self.rpc: Optional[RpcServer] = None
         self._serving: "Optional[defer.Deferred[None]]" = None
 
     def startService(self) -> None:
+        from twisted_paychan.chain.embedded.chain import EmbeddedChain
         from twisted_paychan.chain.embedded.rpc.server import serve_node
 
-        d = serve_node(self.reactor, self.chain.chain.node, self.listen, fee_rate=self.fee_rate)
+        chain = self.chain.running_chain()
+        assert isinstance(chain, EmbeddedChain), "only the embedded node is served"
+        d = serve_node(self.reactor, chain.node, self.listen, fee_rate=self.fee_rate)
 
-        def serving(server: Any) -> None:
+        def serving(server: RpcServer) -> None:
             self.rpc = server
 
         def failed(f: Any) -> None:
@@ -203,13 +224,14 @@ class WalletService(service.Service):
     def __init__(self, path: str, chain: ChainService) -> None:
         self.path = path
         self.chain = chain
-        self.wallet: Any = None
+        self.wallet: Optional[SqliteWallet] = None
 
     def startService(self) -> None:
         from twisted_paychan.wallet.sqlite import SqliteWallet
 
-        self.wallet = SqliteWallet.open(self.path, self.chain.chain)
-        self.wallet.start()
+        wallet = SqliteWallet.open(self.path, self.chain.running_chain())
+        wallet.start()
+        self.wallet = wallet
         service.Service.startService(self)
 
     def stopService(self) -> None:
@@ -226,7 +248,7 @@ class StoreService(service.Service):
     def __init__(self, reactor: Any, data_dir: str) -> None:
         self.reactor = reactor
         self.data_dir = data_dir
-        self.store: Any = None
+        self.store: Optional[SqliteChannelStore] = None
 
     def startService(self) -> None:
         from twisted_paychan.store.sqlite import open_store
@@ -254,23 +276,25 @@ class ChannelsService(_InOrder):
         self.options = options
         self.data_dir = data_dir
         self.backends = (chain, wallet, store)
-        self.factory: Any = None
+        self.factory: Optional[PaymentChannelServerFactory] = None
 
     def startService(self) -> None:
         from twisted_paychan.net.server import PaymentChannelServerFactory
 
         chain, wallet, store = self.backends
+        assert wallet.wallet is not None and store.store is not None, "backends start before the channels"
         o = self.options
-        self.factory = PaymentChannelServerFactory(wallet.wallet, chain.chain, store.store, o["settings"], self.reactor)
-        self.factory.channels.start()  # re-arm the settle-before-expiry timers
+        factory = PaymentChannelServerFactory(wallet.wallet, chain.running_chain(), store.store, o["settings"], self.reactor)
+        self.factory = factory
+        factory.channels.start()  # re-arm the settle-before-expiry timers
         for child in list(self):  # the listeners of an earlier run
             self.removeService(child)
-        self.addService(strports.service(o["listen"], self.factory, reactor=self.reactor))
+        self.addService(strports.service(o["listen"], factory, reactor=self.reactor))
         admin = admin_endpoint(o["admin-listen"], self.data_dir)
         if admin is not None:
             from twisted_paychan.net.admin import AdminFactory
 
-            self.addService(strports.service(admin, AdminFactory(self.factory.channels), reactor=self.reactor))
+            self.addService(strports.service(admin, AdminFactory(factory.channels), reactor=self.reactor))
         service.MultiService.startService(self)
 
     async def _stop(self) -> None:
@@ -310,23 +334,23 @@ class ChannelServerService(_InOrder):
         self.addService(self.channels_service)
 
     @property
-    def chain(self) -> Any:
+    def chain(self) -> Union[EmbeddedChain, RpcChain, None]:
         return self.chain_service.chain
 
     @property
-    def wallet(self) -> Any:
+    def wallet(self) -> Optional[SqliteWallet]:
         return self.wallet_service.wallet
 
     @property
-    def store(self) -> Any:
+    def store(self) -> Optional[SqliteChannelStore]:
         return self.store_service.store
 
     @property
-    def factory(self) -> Any:
+    def factory(self) -> Optional[PaymentChannelServerFactory]:
         return self.channels_service.factory
 
     @property
-    def rpc(self) -> Any:
+    def rpc(self) -> Optional[RpcServer]:
         return self.rpc_service.rpc if self.rpc_service is not None else None
 
     def startService(self) -> None:
