@@ -35,7 +35,7 @@ async def test_tcp_transports_have_the_private_attributes_we_use():
             assert isinstance(transport._tempDataBuffer, list)
             assert isinstance(transport.dataBuffer, bytes)
             assert twisted_private.queued_bytes(transport) == 0
-            assert twisted_private.write_unqueued(transport, b"x") == b""  # went to the socket
+            assert twisted_private.write_unqueued(transport, b"x") == 1  # went to the socket
             transport.loseConnection()
     finally:
         await port.stopListening()

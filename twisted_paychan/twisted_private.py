@@ -36,10 +36,10 @@ TCP_TRANSPORTS: Final = frozenset({tcp.Server, tcp.Client})
 PRIVATE_ATTRIBUTES: Final = ("dataBuffer", "_tempDataBuffer", "writeSomeData", "connected", "disconnecting")
 
 
-def write_unqueued(transport: ITransport, data: bytes) -> bytes:
-    """Write ``data`` to the socket of a Twisted TCP transport with nothing queued; what the
-    socket did not take (all of ``data`` for any other transport, a busy one, or a failed
-    write), for the caller to ``transport.write`` in order."""
+def write_unqueued(transport: ITransport, data: bytes) -> int:
+    """Write ``data`` to the socket of a Twisted TCP transport with nothing queued; how many
+    bytes the socket took (0 for any other transport, a busy one, or a failed write). The
+    caller hands the rest to ``transport.write``, which keeps the order."""
     # Each attribute is read with a default that means "busy": were one renamed, we write
     # nothing here and the caller queues, instead of failing the connection.
     if (
@@ -51,8 +51,8 @@ def write_unqueued(transport: ITransport, data: bytes) -> bytes:
     ):
         sent = transport.writeSomeData(data)  # type: ignore[attr-defined]
         if isinstance(sent, int):
-            return data[sent:]
-    return data
+            return sent
+    return 0
 
 
 def queued_bytes(transport: ITransport) -> int:

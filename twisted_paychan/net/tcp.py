@@ -61,9 +61,9 @@ def send_now(transport: Any, data: bytes) -> None:
     the socket does not take or a write that fails, goes through ``transport.write``, which
     keeps the order and reports a broken connection the usual way.
     """
-    rest = write_unqueued(transport, data)
-    if rest:
-        transport.write(rest)
+    sent = write_unqueued(transport, data)
+    if sent < len(data):
+        transport.write(data[sent:] if sent else data)
 
 
 class ChannelStreamProtocol(MessageProtocol):
