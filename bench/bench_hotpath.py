@@ -45,7 +45,7 @@ from twisted_paychan.net.client_channel import ClientChannel  # noqa: E402
 from twisted_paychan.net.server_channel import NullServerHandler, ServerChannel  # noqa: E402
 from twisted_paychan.net.server_channels import ServerChannels  # noqa: E402
 from twisted_paychan.store.memory import MemoryChannelStore  # noqa: E402
-from twisted_paychan.wallet.addresses import REGTEST, address_to_script  # noqa: E402
+from twisted_paychan.bitcoin.addresses import REGTEST, address_to_script  # noqa: E402
 from twisted_paychan.wallet.memory import MemoryWallet  # noqa: E402
 from twisted_paychan.wire.messages import decode_message, encode_message  # noqa: E402
 

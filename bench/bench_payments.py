@@ -73,7 +73,7 @@ async def main(reactor, args) -> None:
 
     from twisted_paychan.channel.settings import ClientSettings, VersionSelector
     from twisted_paychan.net.client import connect
-    from twisted_paychan.rpc.client import RpcChain
+    from twisted_paychan.chain.rpc.chain import RpcChain
     from twisted_paychan.store.sqlite import SqliteChannelStore
     from twisted_paychan.wallet.sqlite import SqliteWallet
 

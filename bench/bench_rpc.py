@@ -29,9 +29,9 @@ from twisted.internet.defer import Deferred  # noqa: E402
 from bench_chain import fan_out, p2wpkh_spend, percentile  # noqa: E402
 from twisted_paychan.chain.embedded.chain import EmbeddedChain  # noqa: E402
 from twisted_paychan.chain.embedded.node import ANYONE_CAN_SPEND  # noqa: E402
-from twisted_paychan.rpc.client import RpcChain  # noqa: E402
+from twisted_paychan.chain.embedded.rpc.server import serve_node  # noqa: E402
+from twisted_paychan.chain.rpc.chain import RpcChain  # noqa: E402
 from twisted_paychan.rpc.connection import RpcConnection  # noqa: E402
-from twisted_paychan.rpc.server import serve_node  # noqa: E402
 
 
 def figures(name: str, samples: list[float]) -> str:

@@ -66,8 +66,6 @@ MAX_SCRIPT_TIME_BYTES: Final = 5
 MAX_MONEY: Final = 21_000_000 * 100_000_000
 #: Times at or above 2^32 cannot be an nLockTime (§2.6).
 MAX_TIME: Final = 2**32 - 1
-#: Client clean-up depth for a settled channel (bitcoinj event horizon).
-CLEANUP_DEPTH: Final = 100
 
 # -- Bitcoin Core's consensus and relay rules --------------------------------------------------
 # Not channel protocol numbers, but every chain judges our transactions by them; named as Core

@@ -2,26 +2,37 @@
 ``twistd paychan``: the payment-channel server as a twistd service.
 
 ``Options`` parses and validates the command line (failing before anything starts);
-``makeService`` returns a MultiService that, when started, opens the chain (the embedded
-regtest node in ``DATA_DIR/chain`` by default), the wallet (``DATA_DIR/wallet.sqlite``) and the
-channel store (``DATA_DIR/channels.sqlite``), then listens for channel clients.
+``makeService`` returns a MultiService whose children, started in this order, open the chain
+(the embedded regtest node in ``DATA_DIR/chain`` by default), the wallet
+(``DATA_DIR/wallet.sqlite``), the channel store (``DATA_DIR/channels.sqlite``) and the embedded
+node's JSON-RPC, then run the channels and listen for clients and operator commands. They stop
+in the reverse order, each after the one started after it has finished. The reactor is the one
+twistd installed, passed to every child; nothing here imports it at module level.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 from twisted.application import service, strports
-from twisted.internet import reactor as global_reactor
+from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python import usage
 
 from twisted_paychan import constants as C
 from twisted_paychan.channel.settings import ServerSettings
 
+if TYPE_CHECKING:  # the backends load only when the service starts (twistd lists plugins first)
+    from twisted_paychan.chain.embedded.chain import EmbeddedChain
+    from twisted_paychan.chain.embedded.rpc.server import RpcServer
+    from twisted_paychan.chain.rpc.chain import RpcChain
+    from twisted_paychan.net.server import PaymentChannelServerFactory
+    from twisted_paychan.store.sqlite import SqliteChannelStore
+    from twisted_paychan.wallet.sqlite import SqliteWallet
 
-def _positive_int(name: str):
+
+def _positive_int(name: str) -> Callable[[str], int]:
     def parse(value: str) -> int:
         try:
             n = int(value)
@@ -98,99 +109,260 @@ def admin_endpoint(option: str, data_dir: str) -> Optional[str]:
     return option
 
 
-class ChannelServerService(service.MultiService):
-    """Opens the backends when started, closes them when stopped."""
+class _InOrder(service.MultiService):
+    """A MultiService whose children stop one at a time, the last started first, each once the
+    one after it has finished: a backend is closed only when nothing that uses it is running.
+    (``MultiService`` itself asks them all to stop at once.) Twisted's service methods are
+    called through their class, as Twisted does, which also keeps their calls typed."""
 
     log = Logger()
 
-    def __init__(self, options: Options, reactor: Any = None) -> None:
-        super().__init__()
-        self.options = options
-        self.reactor: Any = reactor or global_reactor
-        self.chain: Any = None
-        self.wallet: Any = None
-        self.store: Any = None
-        self.factory: Any = None
-        self.rpc: Any = None
+    def addService(self, child: service.IService) -> None:
+        service.MultiService.addService(self, child)
+
+    def removeService(self, child: service.IService) -> None:
+        service.MultiService.removeService(self, child)
+
+    def stopService(self) -> "defer.Deferred[None]":
+        service.Service.stopService(self)
+        return defer.ensureDeferred(self._stop_children())
+
+    async def _stop_children(self) -> None:
+        for child in reversed(list(self)):
+            try:
+                await defer.maybeDeferred(child.stopService)
+            except Exception:
+                self.log.failure("stopping {child} failed", child=child)
+
+
+class ChainService(service.Service):
+    """The chain: the embedded regtest node in ``DATA_DIR/chain``, or ``RpcChain`` on a URL."""
+
+    def __init__(self, reactor: Any, data_dir: str, chain_arg: str) -> None:
+        self.reactor = reactor
+        self.data_dir = data_dir
+        self.chain_arg = chain_arg
+        self.chain: Union[EmbeddedChain, RpcChain, None] = None
 
     def startService(self) -> None:
-        from twisted_paychan.net.server import PaymentChannelServerFactory
-        from twisted_paychan.store.sqlite import open_store
-        from twisted_paychan.wallet.sqlite import SqliteWallet
-
-        o = self.options
-        data_dir = os.path.abspath(o["data-dir"])
-        os.makedirs(data_dir, exist_ok=True)
-        self.chain = self._open_chain(data_dir)
-        self.wallet = SqliteWallet.open(os.path.join(data_dir, "wallet.sqlite"), self.chain)
-        self.wallet.start()
-        self.store = open_store(data_dir, self.reactor)
-        self.factory = PaymentChannelServerFactory(self.wallet, self.chain, self.store, o["settings"], self.reactor)
-        self.factory.channels.start()  # re-arm the settle-before-expiry timers
-        strports.service(o["listen"], self.factory).setServiceParent(self)
-        admin = admin_endpoint(o["admin-listen"], data_dir)
-        if admin is not None:
-            from twisted_paychan.net.admin import AdminFactory
-
-            strports.service(admin, AdminFactory(self.factory.channels)).setServiceParent(self)
-        self.log.info("paychan server: data in {data_dir}, chain {chain}, listening on {listen}",
-                      data_dir=data_dir, chain=o["chain"], listen=o["listen"])
-        super().startService()
-
-    def _open_chain(self, data_dir: str) -> Any:
-        chain_arg = self.options["chain"]
-        if chain_arg == "embedded":
+        if self.chain_arg == "embedded":
             from twisted_paychan.chain.embedded.chain import EmbeddedChain
 
-            embedded = EmbeddedChain.open(os.path.join(data_dir, "chain"), self.reactor)
-            self._serve_rpc(embedded, data_dir)
-            return embedded
-        from twisted_paychan.rpc.client import RpcChain
+            self.chain = EmbeddedChain.open(os.path.join(self.data_dir, "chain"), self.reactor)
+        else:
+            from twisted_paychan.chain.rpc.chain import RpcChain
 
-        remote = RpcChain.from_url(self.reactor, chain_arg)
-        remote.start()
-        return remote
+            remote = RpcChain.from_url(self.reactor, self.chain_arg)
+            remote.start()
+            self.chain = remote
+        service.Service.startService(self)
 
-    def _serve_rpc(self, chain: Any, data_dir: str) -> None:
-        """Serve the embedded node over Bitcoin Core's JSON-RPC, so that clients, ``paychan``
-        commands and other tools share this server's chain (cookie in ``DATA_DIR/chain``)."""
-        listen = self.options["rpc-listen"]
-        if listen == "none":
-            return
-        from twisted_paychan.rpc.server import serve_node
+    def running_chain(self) -> Union[EmbeddedChain, RpcChain]:
+        """The open chain; only while the service runs."""
+        assert self.chain is not None, "the chain service has not started"
+        return self.chain
 
-        d = serve_node(self.reactor, chain.node, listen, fee_rate=self.options["fee-rate"])
+    def stopService(self) -> "defer.Deferred[None]":
+        from twisted_paychan.chain.embedded.chain import EmbeddedChain
 
-        def serving(server: Any) -> None:
+        service.Service.stopService(self)
+        chain, self.chain = self.chain, None
+        if isinstance(chain, EmbeddedChain):
+            chain.close()
+        elif chain is not None:
+            return chain.stop()
+        return defer.succeed(None)
+
+
+class NodeRpcServerService(service.Service):
+    """Serves the embedded node over Bitcoin Core's JSON-RPC, so that clients, ``paychan``
+    commands and other tools share this server's chain (cookie in ``DATA_DIR/chain``). A port
+    that cannot be opened is logged, and the channel server runs without it."""
+
+    log = Logger()
+
+    def __init__(self, reactor: Any, chain: ChainService, listen: str, fee_rate: int) -> None:
+        self.reactor = reactor
+        self.chain = chain
+        self.listen = listen
+        self.fee_rate = fee_rate
+        self.rpc: Optional[RpcServer] = None
+        self._serving: "Optional[defer.Deferred[None]]" = None
+
+    def startService(self) -> None:
+        from twisted_paychan.chain.embedded.chain import EmbeddedChain
+        from twisted_paychan.chain.embedded.rpc.server import serve_node
+
+        chain = self.chain.running_chain()
+        assert isinstance(chain, EmbeddedChain), "only the embedded node is served"
+        d = serve_node(self.reactor, chain.node, self.listen, fee_rate=self.fee_rate)
+
+        def serving(server: RpcServer) -> None:
             self.rpc = server
 
         def failed(f: Any) -> None:
-            self.log.failure("cannot serve JSON-RPC on {listen}", f, listen=listen)
+            self.log.failure("cannot serve JSON-RPC on {listen}", f, listen=self.listen)
 
-        d.addCallbacks(serving, failed)
+        self._serving = d.addCallbacks(serving, failed)
+        service.Service.startService(self)
 
-    async def _stop_backends(self) -> None:
+    async def _stop(self) -> None:
+        if self._serving is not None:
+            await self._serving
+        rpc, self.rpc = self.rpc, None
+        if rpc is not None:
+            await rpc.stop()
+
+    def stopService(self) -> "defer.Deferred[None]":
+        service.Service.stopService(self)
+        return defer.ensureDeferred(self._stop())
+
+
+class WalletService(service.Service):
+    """The server's wallet, ``DATA_DIR/wallet.sqlite``, following the chain while running."""
+
+    def __init__(self, path: str, chain: ChainService) -> None:
+        self.path = path
+        self.chain = chain
+        self.wallet: Optional[SqliteWallet] = None
+
+    def startService(self) -> None:
+        from twisted_paychan.wallet.sqlite import SqliteWallet
+
+        wallet = SqliteWallet.open(self.path, self.chain.running_chain())
+        wallet.start()
+        self.wallet = wallet
+        service.Service.startService(self)
+
+    def stopService(self) -> None:
+        service.Service.stopService(self)
+        wallet, self.wallet = self.wallet, None
+        if wallet is not None:
+            wallet.stop()
+            wallet.close()
+
+
+class StoreService(service.Service):
+    """The channel store, ``DATA_DIR/channels.sqlite``; stopping waits for it to be durable."""
+
+    def __init__(self, reactor: Any, data_dir: str) -> None:
+        self.reactor = reactor
+        self.data_dir = data_dir
+        self.store: Optional[SqliteChannelStore] = None
+
+    def startService(self) -> None:
+        from twisted_paychan.store.sqlite import open_store
+
+        self.store = open_store(self.data_dir, self.reactor)
+        service.Service.startService(self)
+
+    def stopService(self) -> "defer.Deferred[None]":
+        service.Service.stopService(self)
+        store, self.store = self.store, None
+        return store.close() if store is not None else defer.succeed(None)
+
+
+class ChannelsService(_InOrder):
+    """The channels: the server factory over the backends, its settle-before-expiry timers, and
+    the endpoints it listens on (channel clients, then the operator socket) as children, which
+    stop before the channels do."""
+
+    log = Logger()
+
+    def __init__(self, reactor: Any, options: Options, data_dir: str, chain: ChainService,
+                 wallet: WalletService, store: StoreService) -> None:
+        service.MultiService.__init__(self)
+        self.reactor = reactor
+        self.options = options
+        self.data_dir = data_dir
+        self.backends = (chain, wallet, store)
+        self.factory: Optional[PaymentChannelServerFactory] = None
+
+    def startService(self) -> None:
+        from twisted_paychan.net.server import PaymentChannelServerFactory
+
+        chain, wallet, store = self.backends
+        assert wallet.wallet is not None and store.store is not None, "backends start before the channels"
+        o = self.options
+        factory = PaymentChannelServerFactory(wallet.wallet, chain.running_chain(), store.store, o["settings"], self.reactor)
+        self.factory = factory
+        factory.channels.start()  # re-arm the settle-before-expiry timers
+        for child in list(self):  # the listeners of an earlier run
+            self.removeService(child)
+        self.addService(strports.service(o["listen"], factory, reactor=self.reactor))
+        admin = admin_endpoint(o["admin-listen"], self.data_dir)
+        if admin is not None:
+            from twisted_paychan.net.admin import AdminFactory
+
+            self.addService(strports.service(admin, AdminFactory(factory.channels), reactor=self.reactor))
+        service.MultiService.startService(self)
+
+    async def _stop(self) -> None:
+        await _InOrder.stopService(self)
         if self.factory is not None:
             self.factory.channels.stop()
-        if self.rpc is not None:
-            await self.rpc.stop()
-        if self.store is not None:
-            await self.store.close()
-        if self.wallet is not None:
-            self.wallet.stop()
-            self.wallet.close()
-        if self.chain is not None:
-            closing = self.chain.close() if hasattr(self.chain, "close") else self.chain.stop()
-            if closing is not None:
-                await closing
 
-    def stopService(self) -> Any:
-        from twisted.internet import defer
+    def stopService(self) -> "defer.Deferred[None]":
+        return defer.ensureDeferred(self._stop())
 
-        d = defer.maybeDeferred(super().stopService)
-        d.addCallback(lambda _: defer.ensureDeferred(self._stop_backends()))
-        return d
+
+class ChannelServerService(_InOrder):
+    """The whole server: the chain, the wallet, the channel store, the embedded node's JSON-RPC
+    (if any) and the channels, as child services started in that order and stopped in the
+    reverse one. ``reactor`` does all the I/O and timing."""
+
+    log = Logger()
+
+    def __init__(self, options: Options, reactor: Any) -> None:
+        service.MultiService.__init__(self)
+        self.options = options
+        self.reactor = reactor
+        self.data_dir = os.path.abspath(options["data-dir"])
+        self.chain_service = ChainService(reactor, self.data_dir, options["chain"])
+        self.addService(self.chain_service)
+        self.wallet_service = WalletService(os.path.join(self.data_dir, "wallet.sqlite"), self.chain_service)
+        self.addService(self.wallet_service)
+        self.store_service = StoreService(reactor, self.data_dir)
+        self.addService(self.store_service)
+        self.rpc_service: Optional[NodeRpcServerService] = None
+        if options["chain"] == "embedded" and options["rpc-listen"] != "none":
+            self.rpc_service = NodeRpcServerService(reactor, self.chain_service, options["rpc-listen"], options["fee-rate"])
+            self.addService(self.rpc_service)
+        self.channels_service = ChannelsService(
+            reactor, options, self.data_dir, self.chain_service, self.wallet_service, self.store_service
+        )
+        self.addService(self.channels_service)
+
+    @property
+    def chain(self) -> Union[EmbeddedChain, RpcChain, None]:
+        return self.chain_service.chain
+
+    @property
+    def wallet(self) -> Optional[SqliteWallet]:
+        return self.wallet_service.wallet
+
+    @property
+    def store(self) -> Optional[SqliteChannelStore]:
+        return self.store_service.store
+
+    @property
+    def factory(self) -> Optional[PaymentChannelServerFactory]:
+        return self.channels_service.factory
+
+    @property
+    def rpc(self) -> Optional[RpcServer]:
+        return self.rpc_service.rpc if self.rpc_service is not None else None
+
+    def startService(self) -> None:
+        os.makedirs(self.data_dir, exist_ok=True)
+        service.MultiService.startService(self)
+        o = self.options
+        self.log.info("paychan server: data in {data_dir}, chain {chain}, listening on {listen}",
+                      data_dir=self.data_dir, chain=o["chain"], listen=o["listen"])
 
 
 def makeService(options: Options) -> service.IService:
-    return ChannelServerService(options)
+    """twistd's entry point: the reactor it has installed is the one the server runs on."""
+    from twisted.internet import reactor
+
+    return ChannelServerService(options, reactor)

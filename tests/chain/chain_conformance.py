@@ -16,7 +16,7 @@ from zope.interface.verify import verifyObject
 from chain_backends import Backend
 from chain_txs import Coin, Key, spend, txid_of
 from twisted_paychan.chain.interfaces import IChain
-from twisted_paychan.chain.types import BroadcastRejected, ChainTip, OutPoint, SpendEvent, TxState
+from twisted_paychan.chain.types import BroadcastRejected, ChainTip, OutPoint, RejectKind, SpendEvent, TxState
 
 ALICE = Key.from_seed(b"conformance alice")
 BOB = Key.from_seed(b"conformance bob")
@@ -199,7 +199,28 @@ async def test_watch_blocks_fires_per_block(backend: Backend) -> None:
 async def test_rejects_a_bad_signature(backend: Backend) -> None:
     rejected = await _rejection(backend, spend([_funded(backend)], [(BOB.p2pkh, 99_000)], corrupt=True))
     assert "script-verify-flag" in rejected.reason
-    assert rejected.code == -26
+    assert (rejected.code, rejected.kind) == (-26, RejectKind.INVALID)
+
+
+@pytest_twisted.ensureDeferred
+async def test_rejects_a_fee_below_the_relay_minimum_as_fee_too_low(backend: Backend) -> None:
+    coin = _funded(backend)
+    rejected = await _rejection(backend, spend([coin], [(BOB.p2pkh, coin.value - 10)]))
+    assert rejected.reason.startswith("min relay fee not met")
+    assert (rejected.code, rejected.kind) == (-26, RejectKind.FEE_TOO_LOW)
+
+
+@pytest_twisted.ensureDeferred
+async def test_rejects_an_undecodable_transaction_as_invalid(backend: Backend) -> None:
+    rejected = await _rejection(backend, b"\x02\x00\x00")
+    assert (rejected.code, rejected.kind) == (-22, RejectKind.INVALID)
+
+
+@pytest_twisted.ensureDeferred
+async def test_rejects_a_dust_output_as_invalid(backend: Backend) -> None:
+    coin = _funded(backend)
+    rejected = await _rejection(backend, spend([coin], [(BOB.p2pkh, 100), (ALICE.p2pkh, coin.value - 2 * FEE)]))
+    assert (rejected.reason, rejected.code, rejected.kind) == ("dust", -26, RejectKind.INVALID)
 
 
 @pytest_twisted.ensureDeferred
@@ -207,6 +228,7 @@ async def test_rejects_a_missing_input(backend: Backend) -> None:
     ghost = Coin(OutPoint(b"\x42" * 32, 0), 100_000, ALICE)
     rejected = await _rejection(backend, _pay_bob(ghost))
     assert (rejected.reason, rejected.code) == ("bad-txns-inputs-missingorspent", -25)
+    assert rejected.kind is RejectKind.INPUTS_SPENT
 
 
 @pytest_twisted.ensureDeferred
@@ -215,7 +237,7 @@ async def test_rejects_a_double_spend_against_the_mempool(backend: Backend) -> N
     await backend.chain.broadcast(_pay_bob(coin))
     other = spend([coin], [(ALICE.p2pkh, coin.value - 2 * FEE)])
     rejected = await _rejection(backend, other)
-    assert (rejected.reason, rejected.code) == ("txn-mempool-conflict", -26)
+    assert (rejected.reason, rejected.code, rejected.kind) == ("txn-mempool-conflict", -26, RejectKind.CONFLICT)
 
 
 @pytest_twisted.ensureDeferred
@@ -225,6 +247,7 @@ async def test_rejects_a_spend_of_a_spent_output(backend: Backend) -> None:
     backend.mine(1)
     rejected = await _rejection(backend, spend([coin], [(ALICE.p2pkh, coin.value - 2 * FEE)]))
     assert (rejected.reason, rejected.code) == ("bad-txns-inputs-missingorspent", -25)
+    assert rejected.kind is RejectKind.INPUTS_SPENT
 
 
 @pytest_twisted.ensureDeferred
@@ -232,9 +255,10 @@ async def test_non_final_by_height_until_the_lock_height(backend: Backend) -> No
     coin = _funded(backend)
     tip = await backend.chain.tip()
     raw = _pay_bob(coin, lock_time=tip.height + 2, sequence=0xFFFFFFFE)
-    assert (await _rejection(backend, raw)).reason == "non-final"
+    rejected = await _rejection(backend, raw)
+    assert (rejected.reason, rejected.code, rejected.kind) == ("non-final", -26, RejectKind.NON_FINAL)
     backend.mine(1)
-    assert (await _rejection(backend, raw)).reason == "non-final"
+    assert (await _rejection(backend, raw)).kind is RejectKind.NON_FINAL
     backend.mine(1)  # the next block is tip + 3, above the lock height
     assert await backend.chain.broadcast(raw) == txid_of(raw)
 

@@ -16,7 +16,7 @@ from twisted_paychan.net.client_channel import ClientChannel
 from twisted_paychan.net.server_channel import NullServerHandler, ServerChannel
 from twisted_paychan.net.server_channels import ServerChannels
 from twisted_paychan.store.memory import MemoryChannelStore
-from twisted_paychan.wallet.addresses import REGTEST, address_to_script
+from twisted_paychan.bitcoin.addresses import REGTEST, address_to_script
 from twisted_paychan.wallet.memory import MemoryWallet
 from twisted_paychan.wire.messages import decode_message, encode_message
 

@@ -10,8 +10,8 @@ from bitcoin.core import CTransaction
 
 from cli_helpers import ok, paychan
 from twisted_paychan.bitcoin import consensus
+from twisted_paychan.bitcoin.addresses import REGTEST, address_to_script
 from twisted_paychan.chain.embedded.node import RegtestNode
-from twisted_paychan.wallet.addresses import REGTEST, address_to_script
 
 
 @pytest.fixture

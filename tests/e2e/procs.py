@@ -124,7 +124,7 @@ class RemoteClient:
         self.store: Any = None
 
     async def open(self, fund_blocks: int = 1) -> None:
-        from twisted_paychan.rpc.client import RpcChain
+        from twisted_paychan.chain.rpc.chain import RpcChain
         from twisted_paychan.store.sqlite import SqliteChannelStore
         from twisted_paychan.wallet.sqlite import SqliteWallet
 

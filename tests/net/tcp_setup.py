@@ -15,7 +15,7 @@ from twisted_paychan.channel.settings import ClientSettings, ServerSettings
 from twisted_paychan.net.client import connect
 from twisted_paychan.net.server import PaymentChannelServerFactory
 from twisted_paychan.store.sqlite import SqliteChannelStore
-from twisted_paychan.wallet.addresses import REGTEST, address_to_script
+from twisted_paychan.bitcoin.addresses import REGTEST, address_to_script
 from twisted_paychan.wallet.sqlite import SqliteWallet
 
 SERVER_ID = hashlib.sha256(b"tcp-test-server").digest()

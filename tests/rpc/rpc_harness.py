@@ -14,9 +14,9 @@ from twisted.internet import reactor
 from twisted.internet.task import Clock
 
 from chain_backends import Backend, embedded_backend
-from twisted_paychan.rpc.client import RpcChain
+from twisted_paychan.chain.embedded.rpc.server import RpcServer, serve_node
+from twisted_paychan.chain.rpc.chain import RpcChain
 from twisted_paychan.rpc.connection import RpcConnection
-from twisted_paychan.rpc.server import RpcServer, serve_node
 
 LOOPBACK = "tcp:0:interface=127.0.0.1"
 
@@ -59,7 +59,7 @@ async def serve_methods(methods: Any, password: str = "pw") -> tuple[Any, str]:
     from twisted.web.server import Site
 
     from twisted_paychan.rpc.auth import Credentials
-    from twisted_paychan.rpc.server import RpcResource
+    from twisted_paychan.chain.embedded.rpc.server import RpcResource
 
     site = Site(RpcResource(methods, Credentials("test", password), reactor.callLater))
     port = reactor.listenTCP(0, site, interface="127.0.0.1")  # type: ignore[attr-defined]

@@ -19,14 +19,15 @@ from zope.interface.verify import verifyObject
 from chain_txs import ANYONE_CAN_SPEND, Coin, Key, spend, txid_of
 from rpc_harness import Harness, serve_methods, start_harness
 from twisted_paychan.chain.embedded import miner
+from twisted_paychan.chain.embedded.rpc.methods import NodeMethods
+from twisted_paychan.chain.embedded.rpc.server import serve_node
 from twisted_paychan.chain.fees import NoFeeEstimate, UnknownTarget
 from twisted_paychan.chain.interfaces import IFeeEstimator
-from twisted_paychan.chain.types import BroadcastRejected, ChainTip, OutPoint, SpendEvent, TxState
-from twisted_paychan.rpc.client import RpcChain, RpcFeeEstimator
+from twisted_paychan.chain.rpc import rejects
+from twisted_paychan.chain.rpc.chain import RpcChain, RpcFeeEstimator
+from twisted_paychan.chain.types import BroadcastRejected, ChainTip, OutPoint, RejectKind, SpendEvent, TxState
 from twisted_paychan.rpc.connection import RpcConnectionError
 from twisted_paychan.rpc.errors import RpcError
-from twisted_paychan.rpc.methods import NodeMethods
-from twisted_paychan.rpc.server import serve_node
 
 ALICE = Key.from_seed(b"rpc client alice")
 BOB = Key.from_seed(b"rpc client bob")
@@ -267,6 +268,58 @@ async def test_broadcast_rejections_carry_core_reason_and_code(harness: Harness)
     with pytest.raises(BroadcastRejected) as caught:
         await chain.broadcast(spend([coin], [(ALICE.p2pkh, coin.value - 3_000)]))
     assert (caught.value.reason, caught.value.code) == ("txn-mempool-conflict", -26)
+
+
+@pytest.mark.parametrize(
+    "code, message, kind",
+    [
+        (-26, "min relay fee not met, 100 < 141", RejectKind.FEE_TOO_LOW),
+        (-26, "mempool min fee not met, 100 < 2000", RejectKind.FEE_TOO_LOW),
+        (-26, "insufficient fee, rejecting replacement abc; new feerate 0.0001 <= old feerate 0.0002",
+         RejectKind.FEE_TOO_LOW),
+        (-25, "bad-txns-inputs-missingorspent", RejectKind.INPUTS_SPENT),
+        (-25, "Inputs missing or spent", RejectKind.INPUTS_SPENT),
+        (-26, "txn-mempool-conflict", RejectKind.CONFLICT),
+        (-26, "non-final", RejectKind.NON_FINAL),
+        (-26, "non-BIP68-final", RejectKind.NON_FINAL),
+        (-26, "txn-already-known", RejectKind.ALREADY_KNOWN),
+        (-27, "Transaction outputs already in utxo set", RejectKind.ALREADY_KNOWN),
+        (-26, "mandatory-script-verify-flag-failed (Signature must be zero for failed CHECK(MULTI)SIG operation)",
+         RejectKind.INVALID),
+        (-25, "Fee exceeds maximum configured by user (e.g. -maxtxfee, maxfeerate)", RejectKind.INVALID),
+        (-22, "TX decode failed. Make sure the tx has at least one input.", RejectKind.INVALID),
+        (-28, "Loading block index...", RejectKind.UNREACHABLE),
+    ],
+)
+def test_core_refusals_are_classified_by_code_and_reason(code: int, message: str, kind: RejectKind) -> None:
+    rejected = rejects.refused(RpcError(code, message))
+    assert (rejected.reason, rejected.code, rejected.kind) == (message, code, kind)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_broadcast_to_an_unreachable_node_is_not_the_transactions_fault(harness: Harness) -> None:
+    raw = pay_bob(funded(harness))
+    port_number = harness.server.port_number
+    await harness.server.stop()
+    with pytest.raises(BroadcastRejected) as caught:
+        await harness.chain.broadcast(raw)
+    assert caught.value.kind is RejectKind.UNREACHABLE
+    assert caught.value.code == rejects.NO_ANSWER
+    assert caught.value.reason.startswith(f"cannot reach http://127.0.0.1:{port_number}")
+    assert isinstance(caught.value.__cause__, RpcConnectionError)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_broadcast_with_wrong_credentials_is_not_the_transactions_fault(harness: Harness) -> None:
+    url = harness.server.url.replace("http://", "http://nobody:wrong@")
+    chain = RpcChain.from_url(reactor, url, clock=Clock())
+    try:
+        with pytest.raises(BroadcastRejected) as caught:
+            await chain.broadcast(pay_bob(funded(harness)))
+    finally:
+        await chain.stop()
+    assert (caught.value.kind, caught.value.code) == (RejectKind.UNREACHABLE, rejects.NO_ANSWER)
+    assert "refused our RPC credentials (HTTP 401)" in caught.value.reason
 
 
 @pytest_twisted.ensureDeferred

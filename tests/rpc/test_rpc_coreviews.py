@@ -6,8 +6,9 @@ import hashlib
 
 import pytest
 
-from twisted_paychan.rpc import coreviews, descriptors
-from twisted_paychan.wallet.addresses import MAINNET, REGTEST, address_to_script, script_to_address
+from twisted_paychan.bitcoin import descriptors
+from twisted_paychan.bitcoin.addresses import MAINNET, REGTEST, address_to_script, script_to_address
+from twisted_paychan.chain.embedded.rpc import coreviews
 
 KEY = bytes.fromhex("02" + "11" * 32)
 KEY2 = bytes.fromhex("03" + "22" * 32)

@@ -11,11 +11,11 @@ import pytest_twisted
 
 from chain_txs import ANYONE_CAN_SPEND, Coin, Key, spend, txid_of
 from rpc_harness import Harness, start_harness
+from twisted_paychan.bitcoin.addresses import REGTEST, script_to_address
+from twisted_paychan.bitcoin.descriptors import with_checksum
+from twisted_paychan.chain.embedded.rpc.methods import NodeMethods
 from twisted_paychan.chain.types import OutPoint, display_hex
-from twisted_paychan.rpc.descriptors import with_checksum
 from twisted_paychan.rpc.errors import RpcError
-from twisted_paychan.rpc.methods import NodeMethods
-from twisted_paychan.wallet.addresses import REGTEST, script_to_address
 
 ALICE = Key.from_seed(b"rpc methods alice")
 BOB = Key.from_seed(b"rpc methods bob")

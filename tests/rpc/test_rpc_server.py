@@ -17,11 +17,11 @@ from twisted.internet.defer import Deferred
 from twisted.internet.error import CannotListenError
 
 from rpc_harness import LOOPBACK, Harness, start_harness
+from twisted_paychan.chain.embedded.rpc.server import serve_node
 from twisted_paychan.rpc import jsonenc
 from twisted_paychan.rpc.auth import read_cookie
 from twisted_paychan.rpc.connection import RpcAuthError, RpcConnection, RpcConnectionError
 from twisted_paychan.rpc.errors import RpcError
-from twisted_paychan.rpc.server import serve_node
 
 
 @pytest_twisted.async_yield_fixture

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from twisted_paychan.wallet.addresses import (
+from twisted_paychan.bitcoin.addresses import (
     BECH32,
     BECH32M,
     MAINNET,

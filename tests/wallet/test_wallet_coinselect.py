@@ -10,11 +10,11 @@ from bitcoin.core import CTransaction
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from twisted_paychan.bitcoin.addresses import hash160, p2pkh_script, p2sh_script, p2wpkh_script
 from twisted_paychan.bitcoin.consensus import verify_input
 from twisted_paychan.chain.interfaces import InsufficientFunds
 from twisted_paychan.chain.types import OutPoint, Utxo
 from twisted_paychan.constants import P2PKH_DUST_LIMIT, P2SH_DUST_LIMIT
-from twisted_paychan.wallet.addresses import hash160, p2pkh_script, p2sh_script, p2wpkh_script
 from twisted_paychan.wallet.coinselect import (
     P2PKH_INPUT_WEIGHT,
     P2WPKH_INPUT_WEIGHT,

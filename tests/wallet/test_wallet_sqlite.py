@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from twisted.internet.task import Clock
 
+from twisted_paychan.bitcoin.addresses import REGTEST, address_to_script
 from twisted_paychan.chain.memory import MemoryChain
 from twisted_paychan.wallet import (
     MAINNET,
@@ -24,7 +25,6 @@ from twisted_paychan.wallet import (
     WalletMismatch,
     WrongPassphrase,
 )
-from twisted_paychan.wallet.addresses import REGTEST, address_to_script
 from twisted_paychan.wallet.crypto import ScryptParams
 from twisted_paychan.wallet.keys import KeyPurpose
 from wallet_conformance import TARGET, result
@@ -114,7 +114,7 @@ CRASH_AFTER_FUND = textwrap.dedent(
     from twisted.internet.task import Clock
     from twisted_paychan.chain.memory import MemoryChain
     from twisted_paychan.wallet import SqliteWallet
-    from twisted_paychan.wallet.addresses import REGTEST, address_to_script, hash160, p2sh_script
+    from twisted_paychan.bitcoin.addresses import REGTEST, address_to_script, hash160, p2sh_script
 
     clock = Clock(); clock.advance(1_700_000_000)
     chain = MemoryChain(clock)

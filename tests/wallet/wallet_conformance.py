@@ -19,11 +19,11 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
+from twisted_paychan.bitcoin.addresses import REGTEST, address_to_script, hash160, p2sh_script
 from twisted_paychan.bitcoin.consensus import verify_input
 from twisted_paychan.chain.interfaces import InsufficientFunds, ISigner, IWallet
 from twisted_paychan.chain.memory import MemoryChain
 from twisted_paychan.chain.types import FundedTransaction, OutPoint, Utxo
-from twisted_paychan.wallet.addresses import REGTEST, address_to_script, hash160, p2sh_script
 from twisted_paychan.wallet.coinselect import fee_for_weight
 
 #: Where funded transactions pay: a P2SH script standing in for a channel contract.

@@ -25,6 +25,8 @@ __all__ = [
     "compact_size",
     "parse_transaction",
     "serialize",
+    "weight",
+    "virtual_size",
     "make_transaction",
     "outpoint",
     "tx_input",
@@ -79,6 +81,18 @@ def serialize(tx: Transaction, include_witness: bool = True) -> bytes:
     if include_witness:
         return bytes(tx.serialize())
     return bytes(CTransaction(tx.vin, tx.vout, tx.nLockTime, tx.nVersion).serialize())
+
+
+def weight(tx: Transaction) -> int:
+    """BIP141 weight: the size without witness counts four times, the witness once."""
+    stripped: bytes = tx.serialize(dict(include_witness=False))
+    full: bytes = tx.serialize()
+    return len(stripped) * 3 + len(full)
+
+
+def virtual_size(tx: Transaction) -> int:
+    """BIP141 virtual size: the weight over four, rounded up (what fee rates are paid on)."""
+    return (weight(tx) + 3) // 4
 
 
 def outpoint(txid: bytes, index: int) -> Any:

@@ -8,9 +8,12 @@ never bare strings. Hashes are internal-order bytes (see ``chain.types``).
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable, Optional
 
+from twisted.internet.defer import Deferred
 from zope.interface import Attribute, Interface
+
+from twisted_paychan.chain.types import Balance, ChainTip, FundedTransaction, OutPoint, SpendEvent, TxStatus, Utxo
 
 
 class ICancellable(Interface):
@@ -21,7 +24,7 @@ class ICancellable(Interface):
 class IChain(Interface):
     """A view of the block chain and a way onto it."""
 
-    def broadcast(tx: bytes):  # -> Deferred[bytes]
+    def broadcast(tx: bytes) -> Deferred[bytes]:
         """Submit a fully signed transaction.
 
         Fires with its txid once the node has accepted it into its mempool (or already had it,
@@ -29,25 +32,25 @@ class IChain(Interface):
         reason otherwise.
         """
 
-    def tx_status(txid: bytes):  # -> Deferred[TxStatus]
+    def tx_status(txid: bytes) -> Deferred[TxStatus]:
         """Unknown, in the mempool, or confirmed with N confirmations."""
 
-    def get_transaction(txid: bytes):  # -> Deferred[bytes | None]
+    def get_transaction(txid: bytes) -> Deferred[Optional[bytes]]:
         """The raw transaction, if the chain knows it (mempool or a block it indexes)."""
 
-    def tip():  # -> Deferred[ChainTip]
+    def tip() -> Deferred[ChainTip]:
         """Height, hash, time and median-time-past of the best block."""
 
-    def unspent_outputs(script_pubkey: bytes):  # -> Deferred[list[Utxo]]
+    def unspent_outputs(script_pubkey: bytes) -> Deferred[list[Utxo]]:
         """Unspent outputs paying exactly this script, confirmed and in the mempool, minus the
         ones the mempool already spends."""
 
-    def watch_spend(outpoint, callback: Callable) -> ICancellable:
+    def watch_spend(outpoint: OutPoint, callback: Callable[[SpendEvent], Any]) -> ICancellable:
         """Call ``callback(SpendEvent)`` when ``outpoint`` is spent (mempool or block), and
         again whenever the spending transaction's status changes (confirmation, reorg). If it is
         already spent, the first call comes soon after (never re-entrantly from this method)."""
 
-    def watch_blocks(callback: Callable) -> ICancellable:
+    def watch_blocks(callback: Callable[[ChainTip], Any]) -> ICancellable:
         """Call ``callback(ChainTip)`` for every new best block."""
 
 
@@ -65,36 +68,36 @@ class ISigner(Interface):
 class IWallet(Interface):
     """Keys and coins of one party."""
 
-    def new_channel_key():  # -> Deferred[ISigner]
+    def new_channel_key() -> Deferred[ISigner]:
         """A fresh key for a channel, stored durably before it is returned."""
 
-    def signer_for(public_key: bytes):  # -> ISigner
+    def signer_for(public_key: bytes) -> ISigner:
         """The signer of a key this wallet holds; raises KeyError if it does not hold it."""
 
-    def new_address():  # -> Deferred[str]
+    def new_address() -> Deferred[str]:
         """A fresh receive address (for funding the wallet), stored before it is returned."""
 
-    def payout_script():  # -> Deferred[bytes]
+    def payout_script() -> Deferred[bytes]:
         """A scriptPubKey of ours for settlement payouts and change."""
 
-    def balance():  # -> Deferred[Balance]
+    def balance() -> Deferred[Balance]:
         """Confirmed and unconfirmed value of the coins the wallet may spend."""
 
-    def coins():  # -> Deferred[list[Utxo]]
+    def coins() -> Deferred[list[Utxo]]:
         """The wallet's spendable coins."""
 
-    def fund(script_pubkey: bytes, amount: int, fee_rate: int):  # -> Deferred[FundedTransaction]
+    def fund(script_pubkey: bytes, amount: int, fee_rate: int) -> Deferred[FundedTransaction]:
         """Build and sign a transaction paying ``amount`` to ``script_pubkey`` as output 0, with
         change back to the wallet, at ``fee_rate`` sat/kB. Its inputs are reserved, so a
         concurrent ``fund`` will not pick them, until ``release`` or until the chain shows them
         spent. Fails with ``InsufficientFunds``."""
 
-    def release(funded) -> None:
+    def release(funded: FundedTransaction) -> None:
         """Give back the coins of a funded transaction that will never be broadcast."""
 
 
 class IFeeEstimator(Interface):
-    def fee_rate(target: str):  # -> Deferred[int]
+    def fee_rate(target: str) -> Deferred[int]:
         """Fee rate in sat/kB for a named target (``"fast"``: next blocks, ``"normal"``,
         ``"economy"``), never below the floor the estimator was configured with."""
 

@@ -26,6 +26,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from twisted_paychan.bitcoin.transactions import weight
 from twisted_paychan.chain.embedded import rules
 from twisted_paychan.chain.embedded.mempool import Mempool, MempoolEntry
 from twisted_paychan.chain.embedded.watchers import Watchers
@@ -138,7 +139,7 @@ class MemoryChain:
 
     def _accept(self, raw: bytes) -> bytes:
         tx = rules.parse_transaction(raw)
-        txid = tx.GetTxid()
+        txid: bytes = tx.GetTxid()
         if txid in self._txs:
             return txid
         fee = rules.check_acceptance(
@@ -149,7 +150,7 @@ class MemoryChain:
             rules.NextBlock(self._blocks[-1].height + 1, self._mtp()),
             self._mtp_at,
         )
-        self._mempool.add(MempoolEntry(txid, tx, raw, fee, rules.tx_weight(tx), self._reactor.seconds()))
+        self._mempool.add(MempoolEntry(txid, tx, raw, fee, weight(tx), self._reactor.seconds()))
         self._txs[txid] = raw
         self._watchers.refresh()
         return txid

@@ -107,6 +107,8 @@ _REJECT_KINDS: dict[str, RejectKind] = {
     "min-fee-not-met": RejectKind.FEE_TOO_LOW,
     "bad-txns-inputs-missingorspent": RejectKind.INPUTS_SPENT,
     "missing-inputs": RejectKind.INPUTS_SPENT,
+    "Inputs missing or spent": RejectKind.INPUTS_SPENT,  # TransactionErrorString, code -25
+    "Missing inputs": RejectKind.INPUTS_SPENT,  # the same before Core 0.21
     "txn-mempool-conflict": RejectKind.CONFLICT,
     "non-final": RejectKind.NON_FINAL,
     "non-BIP68-final": RejectKind.NON_FINAL,
@@ -128,8 +130,10 @@ def reject_kind(reason: str) -> RejectKind:
 class BroadcastRejected(Exception):
     """The chain refused a transaction. ``reason`` is Bitcoin Core's reject reason where there
     is one (``bad-txns-inputs-missingorspent``, ``non-final``, ...), readable by a person;
-    ``code`` is Bitcoin Core's RPC error code (-25, -26, -27) when known; ``kind`` is what it
-    means for the caller (from the reason's token unless the backend knows better)."""
+    ``code`` is Bitcoin Core's RPC error code (-22, -25, -26, -27), or 0 when no node answered;
+    ``kind`` is what it means for the caller. Every backend we ship passes the kind it knows
+    (each check of the embedded rules names its own, ``RpcChain`` reads Core's code and reason);
+    without one, it is classified from the reason's token."""
 
     def __init__(self, reason: str, code: int = -26, kind: Optional[RejectKind] = None) -> None:
         super().__init__(reason)

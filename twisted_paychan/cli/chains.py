@@ -21,10 +21,10 @@ from typing import Any, Awaitable, Callable, Optional
 
 from twisted.internet.defer import Deferred, succeed
 
+from twisted_paychan.bitcoin.addresses import MAINNET, REGTEST, TESTNET, Network
 from twisted_paychan.cli.output import UserError
 from twisted_paychan.rpc import jsonenc
 from twisted_paychan.rpc.auth import COOKIE_FILE
-from twisted_paychan.wallet.addresses import MAINNET, REGTEST, TESTNET, Network
 
 #: The embedded node's directory inside a data directory (the channel server's layout: the
 #: node and its cookie in ``chain/``, ``wallet.sqlite`` and ``channels.sqlite`` beside it).
@@ -63,7 +63,7 @@ def _open_embedded(reactor: Any, data_dir: Optional[str]) -> ChainAccess:
         raise UserError("--chain embedded needs --data-dir (the node's data directory)")
     from twisted_paychan.chain.embedded.chain import EmbeddedChain
     from twisted_paychan.chain.embedded.datadir import DatadirInUse
-    from twisted_paychan.rpc.methods import NodeMethods
+    from twisted_paychan.chain.embedded.rpc.methods import NodeMethods
 
     node_dir = node_directory(data_dir)
     try:
@@ -89,7 +89,7 @@ def _open_embedded(reactor: Any, data_dir: Optional[str]) -> ChainAccess:
 async def _open_rpc(reactor: Any, url: str, data_dir: Optional[str], rpc_cookie: Optional[str]) -> ChainAccess:
     from urllib.parse import urlsplit
 
-    from twisted_paychan.rpc.client import RpcChain
+    from twisted_paychan.chain.rpc.chain import RpcChain
 
     cookie: Optional[Path] = Path(rpc_cookie) if rpc_cookie else None
     if cookie is None and urlsplit(url).username is None and data_dir is not None:

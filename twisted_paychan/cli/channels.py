@@ -11,10 +11,11 @@ from __future__ import annotations
 import argparse
 import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Optional
 
 from twisted_paychan.bitcoin.txid import txid as txid_of
 from twisted_paychan.chain.types import display_hex
+from twisted_paychan.channel.records import ClientChannelRecord, ServerChannelRecord
 from twisted_paychan.cli.output import Output, UserError, format_sat
 from twisted_paychan.store.sqlite import StoreLocked, open_store
 
@@ -23,11 +24,11 @@ def _when(ts: int) -> str:
     return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
-def _closing(tx: Any) -> Any:
+def _closing(tx: Optional[bytes]) -> Optional[str]:
     return None if tx is None else display_hex(txid_of(tx))
 
 
-def server_rows(records: list) -> list[dict[str, Any]]:
+def server_rows(records: Iterable[ServerChannelRecord]) -> list[dict[str, Any]]:
     return [
         {
             "side": "server",
@@ -44,7 +45,7 @@ def server_rows(records: list) -> list[dict[str, Any]]:
     ]
 
 
-def client_rows(records: list) -> list[dict[str, Any]]:
+def client_rows(records: Iterable[ClientChannelRecord]) -> list[dict[str, Any]]:
     return [
         {
             "side": "client",

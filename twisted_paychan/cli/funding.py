@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, Final
 
+from twisted_paychan.bitcoin.addresses import AddressError, address_to_script, script_to_address
 from twisted_paychan.bitcoin.policy import dust_threshold
 from twisted_paychan.chain.types import OutPoint, display_hex, from_display_hex
 from twisted_paychan.cli.chains import ChainAccess, open_chain
@@ -21,11 +22,9 @@ from twisted_paychan.cli.regtest_tx import KeyCoin, ThrowawayKey, build_funding_
 from twisted_paychan.constants import COINBASE_MATURITY, MAX_MONEY
 from twisted_paychan.rpc.errors import RpcError
 from twisted_paychan.rpc.jsonenc import btc, sat
-from twisted_paychan.wallet.addresses import AddressError, address_to_script, script_to_address
 
 #: More coinbases than this for one funding means the request is unreasonable for regtest.
 MAX_COINBASES: Final = 200
-DEFAULT_FEE_RATE: Final = 2000
 
 
 async def _regtest(access: ChainAccess, command: str) -> None:

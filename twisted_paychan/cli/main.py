@@ -24,9 +24,9 @@ import sys
 import traceback
 from typing import Any, Awaitable, Callable, Optional, Sequence, TextIO
 
+from twisted_paychan.chain.embedded.rpc.server import DEFAULT_ENDPOINT
 from twisted_paychan.cli import runner
 from twisted_paychan.cli.output import Output, UserError
-from twisted_paychan.rpc.server import DEFAULT_ENDPOINT
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -150,7 +150,7 @@ def _user_message(error: BaseException) -> Optional[str]:
     """The message for an error the user can act on, or None for a bug."""
     from twisted_paychan.chain.embedded.datadir import DatadirInUse
     from twisted_paychan.chain.interfaces import InsufficientFunds
-    from twisted_paychan.chain.types import BroadcastRejected
+    from twisted_paychan.chain.types import BroadcastRejected, RejectKind
     from twisted_paychan.rpc.connection import RpcAuthError, RpcConnectionError, RpcProtocolError
     from twisted_paychan.rpc.errors import RpcError
     from twisted_paychan.wallet.errors import WalletError
@@ -160,6 +160,8 @@ def _user_message(error: BaseException) -> Optional[str]:
     if isinstance(error, RpcError):
         return f"the node refused: {error.message} (code {error.code})"
     if isinstance(error, BroadcastRejected):
+        if error.kind is RejectKind.UNREACHABLE:  # the node was never asked: say why, as before
+            return error.reason
         return f"the node refused the transaction: {error.reason} (code {error.code})"
     if isinstance(error, (RpcConnectionError, RpcAuthError, RpcProtocolError, DatadirInUse, WalletError, InsufficientFunds)):
         return str(error)

@@ -28,10 +28,10 @@ from twisted.logger import (
 
 from twisted_paychan import logs
 from twisted_paychan.chain.embedded.datadir import DatadirInUse
+from twisted_paychan.chain.embedded.rpc.service import NodeRpcService
 from twisted_paychan.cli.chains import node_directory
 from twisted_paychan.cli.output import Output, UserError
 from twisted_paychan.rpc.auth import COOKIE_FILE
-from twisted_paychan.rpc.service import NodeRpcService
 
 
 def _start_logging(verbose: bool) -> None:

@@ -25,10 +25,10 @@ from bitcoin.core import (
 from bitcoin.core.script import SIGHASH_ALL, SIGVERSION_WITNESS_V0, CScript, CScriptWitness, SignatureHash
 
 from twisted_paychan.bitcoin import consensus, der
+from twisted_paychan.bitcoin.addresses import p2wpkh_script
 from twisted_paychan.bitcoin.policy import dust_threshold
 from twisted_paychan.bitcoin.scripts import hash160, p2pkh_script
 from twisted_paychan.chain.types import OutPoint
-from twisted_paychan.wallet.addresses import p2wpkh_script
 
 #: Virtual size of a P2WPKH input (41 bytes + a 108-byte witness at a quarter), rounded up.
 P2WPKH_INPUT_VSIZE: Final = 69

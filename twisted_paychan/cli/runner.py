@@ -55,7 +55,8 @@ def run(command: Callable[[Any], Awaitable[T]], *, install_signal_handlers: bool
     result = outcome[0]
     if isinstance(result, Failure):
         result.raiseException()
-    return result
+    value: T = result
+    return value
 
 
 async def _call(command: Callable[[Any], Awaitable[T]], reactor: Any) -> T:

@@ -34,12 +34,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 class _Ask(LineOnlyReceiver):
     delimiter = b"\n"
 
-    def __init__(self, request: dict) -> None:
+    def __init__(self, request: dict[str, str]) -> None:
         self.request = request
-        self.answer: Deferred[dict] = Deferred()
+        self.answer: Deferred[dict[str, Any]] = Deferred()
 
     def connectionMade(self) -> None:
-        self.sendLine(json.dumps(self.request).encode())
+        LineOnlyReceiver.sendLine(self, json.dumps(self.request).encode())
 
     def lineReceived(self, line: bytes) -> None:
         if not self.answer.called:
@@ -79,7 +79,7 @@ async def run_settle(reactor: Any, args: argparse.Namespace, out: Output) -> int
     return 0 if all(r["settlement_txid"] for r in results) else 1
 
 
-async def _settle_offline(reactor: Any, args: argparse.Namespace, which: str) -> list:
+async def _settle_offline(reactor: Any, args: argparse.Namespace, which: str) -> list[dict[str, Any]]:
     from twisted_paychan.channel.settings import ServerSettings
     from twisted_paychan.net.admin import settle_channels
     from twisted_paychan.net.server_channels import ServerChannels

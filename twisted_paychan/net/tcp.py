@@ -21,8 +21,7 @@ from __future__ import annotations
 import socket
 from typing import Any
 
-from twisted.internet import tcp
-
+from twisted_paychan.twisted_private import write_unqueued
 from twisted_paychan.wire.framing import MessageProtocol
 
 _QUICKACK = getattr(socket, "TCP_QUICKACK", None)
@@ -57,30 +56,14 @@ def _socket(transport: Any) -> Any:
 def send_now(transport: Any, data: bytes) -> None:
     """Write ``data`` to ``transport``, straight to the socket when nothing is queued before it.
 
-    Only for Twisted's own TCP connections (``tcp.Connection``), whose write buffer is
-    ``dataBuffer`` plus ``_tempDataBuffer``; anything else (TLS, test transports) goes through
-    ``transport.write``. If the socket takes only part, or fails, the rest goes through
-    ``transport.write``, which reports a broken connection the usual way.
+    Only Twisted's own TCP connections can be written to directly
+    (:func:`twisted_private.write_unqueued`); anything else (TLS, test transports), and whatever
+    the socket does not take or a write that fails, goes through ``transport.write``, which
+    keeps the order and reports a broken connection the usual way.
     """
-    if (
-        type(transport) in _TCP_TRANSPORTS
-        and not transport.dataBuffer
-        # Twisted's private list of queued writes; were it renamed, we would queue like write().
-        and not getattr(transport, "_tempDataBuffer", True)
-        and transport.connected
-        and not transport.disconnecting
-    ):
-        sent = transport.writeSomeData(data)
-        if isinstance(sent, int):
-            if sent == len(data):
-                return
-            data = data[sent:]
-    transport.write(data)
-
-
-#: Twisted's TCP transports (server and client side); subclasses elsewhere are not assumed to
-#: keep the same buffers.
-_TCP_TRANSPORTS = frozenset({tcp.Server, tcp.Client})
+    sent = write_unqueued(transport, data)
+    if sent < len(data):
+        transport.write(data[sent:] if sent else data)
 
 
 class ChannelStreamProtocol(MessageProtocol):

@@ -1,40 +1,18 @@
 """
-Bitcoin Core's JSON-RPC, both ways.
+Bitcoin Core's JSON-RPC over HTTP, the transport both of our ends share.
 
-Serving: the embedded regtest node (``chain.embedded``) answers the subset of Bitcoin Core's RPC
-that wallets, channel servers and test tools use, with Core's result shapes, error codes and
-authentication, so any Bitcoin Core client (``bitcoin-cli``, python-bitcoinlib's proxy, our own
-``RpcChain``) can drive it.
-
-Using: ``RpcChain`` is an ``IChain`` over any Bitcoin Core-compatible RPC (a real ``bitcoind`` on
-any network, or the server above), and ``RpcFeeEstimator`` an ``IFeeEstimator`` over
-``estimatesmartfee``.
-
-Shared:
+Two packages speak it: ``chain.rpc`` (``RpcChain``, an ``IChain`` over any Bitcoin
+Core-compatible node) calls it, and ``chain.embedded.rpc`` (the embedded regtest node's server)
+answers it. What they must agree on lives here once, so a client and a server written against
+the same rules cannot drift apart: the error codes, the amount encoding, the cookie, and the
+request/reply rules of each side.
 
 ``errors``       Bitcoin Core's RPC error codes and the exception that carries one
 ``jsonenc``      JSON with exact amounts (Decimal in, Core's 8-decimal numbers out)
 ``auth``         the ``.cookie`` file and HTTP basic authentication
-
-Server:
-
-``protocol``     JSON-RPC 1.0/2.0 requests and replies, batches, HTTP statuses (sans-IO)
-``params``       positional/named parameters, Core's type errors, hashes
-``coreviews``    Core-shaped JSON for blocks, headers, transactions and scripts
-``descriptors``  ``addr(...)`` / ``raw(...)`` output descriptors and their checksums
-``nodeview``     coin lookups and test-acceptance on ``RegtestNode``'s public API
-``methods``      the RPC methods
-``server``       the twisted.web resource and ``serve_node`` on an endpoint string
-``service``      node + server as one Twisted service (``paychan regtest``, twistd)
-
-Client:
-
+``protocol``     JSON-RPC 1.0/2.0 requests and replies, batches, HTTP statuses, as a server
+                 answers them (sans-IO)
 ``connection``   a JSON-RPC client over treq (URL or cookie credentials)
-``blocks``       raw block parsing for the chain follower
-``follower``     following the best chain by polling (reorgs included)
-``mempool``      an incrementally updated copy of a node's mempool
-``watches``      spend and block watchers and the events they are owed
-``client``       ``RpcChain`` and ``RpcFeeEstimator``
 
 ``doc/rpc.md`` describes the server, how to point ``RpcChain`` at a real bitcoind, and the CLI.
 """

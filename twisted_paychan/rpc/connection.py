@@ -30,7 +30,6 @@ from twisted.logger import Logger
 from twisted.web.client import (
     Agent,
     HTTPConnectionPool,
-    RequestNotSent,
     RequestTransmissionFailed,
     ResponseFailed,
     ResponseNeverReceived,
@@ -42,6 +41,7 @@ from zope.interface import implementer
 from twisted_paychan.rpc import jsonenc
 from twisted_paychan.rpc.auth import read_cookie
 from twisted_paychan.rpc.errors import RpcError
+from twisted_paychan.twisted_private import RequestNotSent
 
 log = Logger()
 
@@ -208,7 +208,8 @@ class RpcConnection:
 
     def close(self) -> "Deferred[None]":
         """Close idle connections (in-flight calls complete)."""
-        return self._pool.closeCachedConnections()
+        closed: Deferred[None] = self._pool.closeCachedConnections()
+        return closed
 
 
 @implementer(IBodyProducer)

@@ -1,7 +1,7 @@
 """
-Bitcoin Core's RPC error codes (``src/rpc/protocol.h``), named as Core names them, and the
-exception that carries one across our code: raised by the server's methods, and by the client
-when a node answers with an error object.
+Bitcoin Core's RPC error codes (``src/rpc/protocol.h``) that our server answers or our client
+reads, named as Core names them, and the exception that carries one across our code: raised by
+the server's methods, and by the client when a node answers with an error object.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from typing import Final
 #: Standard JSON-RPC 2.0 errors.
 RPC_INVALID_REQUEST: Final = -32600
 RPC_METHOD_NOT_FOUND: Final = -32601
-RPC_INVALID_PARAMS: Final = -32602
 RPC_INTERNAL_ERROR: Final = -32603
 RPC_PARSE_ERROR: Final = -32700
 
@@ -19,15 +18,12 @@ RPC_PARSE_ERROR: Final = -32700
 RPC_MISC_ERROR: Final = -1
 RPC_TYPE_ERROR: Final = -3
 RPC_INVALID_ADDRESS_OR_KEY: Final = -5
-RPC_OUT_OF_MEMORY: Final = -7
 RPC_INVALID_PARAMETER: Final = -8
-RPC_DATABASE_ERROR: Final = -20
 RPC_DESERIALIZATION_ERROR: Final = -22
 RPC_VERIFY_ERROR: Final = -25
 RPC_VERIFY_REJECTED: Final = -26
 RPC_VERIFY_ALREADY_IN_CHAIN: Final = -27
 RPC_IN_WARMUP: Final = -28
-RPC_METHOD_DEPRECATED: Final = -32
 
 
 class RpcError(Exception):

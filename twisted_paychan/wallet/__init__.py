@@ -1,7 +1,6 @@
 """
 The wallet: keys and coins of one party, behind ``chain.interfaces.IWallet``.
 
-* ``addresses``  Base58Check and Bech32(m) addresses <-> output scripts, per network
 * ``keys``       keys by purpose (channel, receive, payout) and the ``ISigner`` that wraps them
 * ``coinselect`` which coins pay for a transaction (pure)
 * ``txbuild``    building and signing funding transactions (pure)
@@ -10,10 +9,13 @@ The wallet: keys and coins of one party, behind ``chain.interfaces.IWallet``.
 * ``memory``     ``MemoryWallet``: the in-memory double
 * ``sqlite``     ``SqliteWallet``: the durable one
 
+Addresses (``MAINNET``, ``REGTEST``, ``TESTNET``, ``Network``) are ``bitcoin.addresses``, re-exported
+here for the wallet's callers.
+
 ``doc/wallet.md`` describes what the wallet stores and how channels use its keys.
 """
 
-from twisted_paychan.wallet.addresses import MAINNET, REGTEST, TESTNET, Network
+from twisted_paychan.bitcoin.addresses import MAINNET, REGTEST, TESTNET, Network
 from twisted_paychan.wallet.errors import (
     AlreadyEncrypted,
     PassphraseRequired,

@@ -29,10 +29,10 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from twisted_paychan.chain.interfaces import ICancellable, IWallet
+from twisted_paychan.bitcoin.addresses import Network, script_to_address
+from twisted_paychan.chain.interfaces import ICancellable, ISigner, IWallet
 from twisted_paychan.chain.types import Balance, ChainTip, FundedTransaction, OutPoint, Utxo, display_hex
 from twisted_paychan.constants import COINBASE_MATURITY, FEE_RATE_FLOOR, MAX_MONEY
-from twisted_paychan.wallet.addresses import Network, script_to_address
 from twisted_paychan.wallet.coinselect import (
     P2PKH_INPUT_WEIGHT,
     P2WPKH_INPUT_WEIGHT,
@@ -129,10 +129,11 @@ class BaseWallet:
 
     # -- Keys -----------------------------------------------------------------------------
 
-    def new_channel_key(self) -> Deferred[Signer]:
+    def new_channel_key(self) -> Deferred[ISigner]:
         key = self._new_key(KeyPurpose.CHANNEL, None)
         self.log.info("new channel key {public_key}", public_key=key.public_key.hex())
-        return succeed(self._signers[key.public_key])
+        signer: ISigner = self._signers[key.public_key]
+        return succeed(signer)
 
     def signer_for(self, public_key: bytes) -> Signer:
         try:
@@ -192,7 +193,8 @@ class BaseWallet:
 
         def unwrap(f: Failure) -> Failure:
             f.trap(FirstError)
-            return f.value.subFailure  # type: ignore[union-attr]
+            first: Failure = f.value.subFailure  # type: ignore[union-attr]
+            return first
 
         d.addErrback(unwrap)
         return d.addCallback(lambda results: self._apply_refresh(seq, scripts, results))

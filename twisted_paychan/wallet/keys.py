@@ -20,8 +20,8 @@ from typing import Optional
 
 import coincurve
 
+from twisted_paychan.bitcoin.addresses import hash160, p2pkh_script, p2wpkh_script
 from twisted_paychan.bitcoin.keys import Signer
-from twisted_paychan.wallet.addresses import hash160, p2pkh_script, p2wpkh_script
 
 __all__ = ["KeyPurpose", "ScriptType", "Signer", "KeySigner", "WalletKey", "generate_key"]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted_paychan.wallet.addresses import REGTEST, Network
+from twisted_paychan.bitcoin.addresses import REGTEST, Network
 from twisted_paychan.wallet.base import BaseWallet
 
 __all__ = ["MemoryWallet"]

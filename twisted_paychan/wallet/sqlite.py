@@ -31,8 +31,8 @@ from typing import IO, Any, Iterable, Iterator, Optional, Union
 
 from bitcoin.core import CTransaction
 
+from twisted_paychan.bitcoin.addresses import NETWORKS, REGTEST, Network
 from twisted_paychan.chain.types import FundedTransaction, OutPoint, Utxo
-from twisted_paychan.wallet.addresses import NETWORKS, REGTEST, Network
 from twisted_paychan.wallet.base import BaseWallet, FundedRecord, FundedState
 from twisted_paychan.wallet.crypto import DEFAULT_SCRYPT, KeyCipher, ScryptParams
 from twisted_paychan.wallet.errors import (

@@ -39,13 +39,13 @@ from bitcoin.core.script import (
     SignatureHash,
 )
 
+from twisted_paychan.bitcoin.addresses import hash160, p2pkh_script
 from twisted_paychan.chain.types import FundedTransaction, Utxo
 from twisted_paychan.constants import FINAL_SEQUENCE
-from twisted_paychan.wallet.addresses import hash160, p2pkh_script
 from twisted_paychan.wallet.coinselect import dust_threshold, fee_for_weight
 from twisted_paychan.wallet.keys import ScriptType, Signer
 
-__all__ = ["FUNDING_TX_VERSION", "SpendableCoin", "build_funding_transaction", "vsize_of"]
+__all__ = ["FUNDING_TX_VERSION", "SpendableCoin", "build_funding_transaction"]
 
 #: See the module docstring for why 2.
 FUNDING_TX_VERSION: Final = 2
@@ -61,11 +61,6 @@ class SpendableCoin:
     utxo: Utxo
     signer: Signer
     script_type: ScriptType
-
-
-def vsize_of(tx: CTransaction) -> int:
-    """Virtual size: weight / 4, rounded up."""
-    return -(-tx.calc_weight() // 4)
 
 
 def _sign(

@@ -13,6 +13,7 @@ transaction index. This package adds them, each in its own module:
 ``mempool``    accepted transactions, in dependency order
 ``node``       the node: all of the above behind one object, plus optional auto-mining
 ``chain``      ``EmbeddedChain``, the IChain on top of the node
+``rpc``        the node's JSON-RPC server, with Bitcoin Core's methods (a package of its own)
 
 Import what you need from ``node`` and ``chain``; this module imports nothing, so
 ``rules`` can be used without loading the kernel's index machinery.

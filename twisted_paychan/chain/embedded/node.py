@@ -24,10 +24,11 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from twisted_paychan.bitcoin.transactions import weight
 from twisted_paychan.chain.embedded import miner, rules
-from twisted_paychan.chain.embedded.journal import BlockJournal
 from twisted_paychan.chain.embedded.datadir import DatadirLock
 from twisted_paychan.chain.embedded.index import ChainIndex, ParsedBlock, parse_block
+from twisted_paychan.chain.embedded.journal import BlockJournal
 from twisted_paychan.chain.embedded.kernel import BlockVerdict, Kernel, SpentCoin
 from twisted_paychan.chain.embedded.mempool import Mempool, MempoolEntry
 from twisted_paychan.chain.types import (
@@ -192,7 +193,7 @@ class RegtestNode:
 
     def _accept(self, raw: bytes) -> bytes:
         tx = rules.parse_transaction(raw)
-        txid = tx.GetTxid()
+        txid: bytes = tx.GetTxid()
         if txid in self._mempool or txid in self._index.txs:
             return txid
         fee = rules.check_acceptance(
@@ -203,7 +204,7 @@ class RegtestNode:
             rules.NextBlock(self.height + 1, self.median_time_past()),
             self._index.mtp_at,
         )
-        self._mempool.add(MempoolEntry(txid, tx, raw, fee, rules.tx_weight(tx), self.reactor.seconds()))
+        self._mempool.add(MempoolEntry(txid, tx, raw, fee, weight(tx), self.reactor.seconds()))
         return txid
 
     def _coin(self, point: OutPoint) -> Optional[Utxo]:

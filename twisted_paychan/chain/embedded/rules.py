@@ -21,7 +21,8 @@ from typing import Callable, Optional, Sequence
 from bitcoin.core import CTransaction, CTxOut
 
 from twisted_paychan.bitcoin import consensus, policy
-from twisted_paychan.chain.types import BroadcastRejected, OutPoint, Utxo
+from twisted_paychan.bitcoin.transactions import virtual_size, weight
+from twisted_paychan.chain.types import BroadcastRejected, OutPoint, RejectKind, Utxo
 from twisted_paychan.constants import (
     COINBASE_MATURITY,
     DEFAULT_MIN_RELAY_TX_FEE,
@@ -29,12 +30,7 @@ from twisted_paychan.constants import (
     LOCKTIME_THRESHOLD,
     MAX_MONEY,
 )
-
-#: Bitcoin Core's RPC error codes for a refused ``sendrawtransaction``.
-RPC_DESERIALIZATION_ERROR = -22
-RPC_TRANSACTION_ERROR = -25  # missing inputs
-RPC_TRANSACTION_REJECTED = -26  # policy or consensus
-RPC_TRANSACTION_ALREADY_IN_CHAIN = -27
+from twisted_paychan.rpc.errors import RPC_DESERIALIZATION_ERROR, RPC_VERIFY_ERROR, RPC_VERIFY_REJECTED
 
 #: Largest standard transaction weight (MAX_STANDARD_TX_WEIGHT).
 MAX_STANDARD_TX_WEIGHT = 400_000
@@ -54,12 +50,15 @@ _SEQUENCE_MASK = 0x0000FFFF
 _SEQUENCE_GRANULARITY = 9
 
 
-def reject_missing(reason: str = "bad-txns-inputs-missingorspent") -> BroadcastRejected:
-    return BroadcastRejected(reason, RPC_TRANSACTION_ERROR)
+def reject_missing() -> BroadcastRejected:
+    """An input that is neither unspent in the chain nor created by the mempool: Core's -25."""
+    return BroadcastRejected("bad-txns-inputs-missingorspent", RPC_VERIFY_ERROR, RejectKind.INPUTS_SPENT)
 
 
-def reject(reason: str) -> BroadcastRejected:
-    return BroadcastRejected(reason, RPC_TRANSACTION_REJECTED)
+def reject(reason: str, kind: RejectKind = RejectKind.INVALID) -> BroadcastRejected:
+    """Core's -26: refused by policy or consensus. Each check names its kind where it raises,
+    so the kind never depends on how the reason is worded."""
+    return BroadcastRejected(reason, RPC_VERIFY_REJECTED, kind)
 
 
 def parse_transaction(raw: bytes) -> CTransaction:
@@ -67,7 +66,7 @@ def parse_transaction(raw: bytes) -> CTransaction:
     try:
         return CTransaction.deserialize(bytes(raw))
     except Exception as e:  # python-bitcoinlib raises several types on bad input
-        raise BroadcastRejected(f"TX decode failed: {e}", RPC_DESERIALIZATION_ERROR) from e
+        raise BroadcastRejected(f"TX decode failed: {e}", RPC_DESERIALIZATION_ERROR, RejectKind.INVALID) from e
 
 
 def median_time_past(times: Sequence[int]) -> int:
@@ -85,15 +84,6 @@ def is_final(tx: CTransaction, block_height: int, block_time: int) -> bool:
     if tx.nLockTime < limit:
         return True
     return all(txin.nSequence == FINAL_SEQUENCE for txin in tx.vin)
-
-
-def tx_weight(tx: CTransaction) -> int:
-    """BIP141 weight: the size without witness counts four times, the witness once."""
-    return len(tx.serialize(dict(include_witness=False))) * 3 + len(tx.serialize())
-
-
-def virtual_size(tx: CTransaction) -> int:
-    return (tx_weight(tx) + 3) // 4
 
 
 def dust_threshold(txout: CTxOut) -> int:
@@ -127,7 +117,7 @@ def check_transaction(tx: CTransaction) -> None:
     # IsStandardTx, the parts that matter for what we build.
     if tx.nVersion not in STANDARD_VERSIONS:
         raise reject("version")
-    if tx_weight(tx) > MAX_STANDARD_TX_WEIGHT:
+    if weight(tx) > MAX_STANDARD_TX_WEIGHT:
         raise reject("tx-size")
     for txin in tx.vin:
         script_sig = bytes(txin.scriptSig)
@@ -172,7 +162,7 @@ def _check_sequence_locks(
         else:
             min_height = max(min_height, coin_height + (seq & _SEQUENCE_MASK) - 1)
     if min_height >= nxt.height or min_time >= nxt.median_time_past:
-        raise reject("non-BIP68-final")
+        raise reject("non-BIP68-final", RejectKind.NON_FINAL)
 
 
 def check_scripts(raw: bytes, tx: CTransaction, coins: Sequence[Utxo]) -> None:
@@ -209,11 +199,11 @@ def check_acceptance(
     """
     check_transaction(tx)
     if not is_final(tx, nxt.height, nxt.median_time_past):
-        raise reject("non-final")
+        raise reject("non-final", RejectKind.NON_FINAL)
     outpoints = [OutPoint(bytes(txin.prevout.hash), txin.prevout.n) for txin in tx.vin]
     for outpoint in outpoints:
         if mempool_spender(outpoint) is not None:
-            raise reject("txn-mempool-conflict")
+            raise reject("txn-mempool-conflict", RejectKind.CONFLICT)
     coins: list[Utxo] = []
     for outpoint in outpoints:
         found = coin(outpoint)
@@ -224,15 +214,15 @@ def check_acceptance(
     value_in = 0
     for found in coins:
         if found.coinbase and found.height is not None and nxt.height - found.height < COINBASE_MATURITY:
-            raise reject("bad-txns-premature-spend-of-coinbase")
+            raise reject("bad-txns-premature-spend-of-coinbase", RejectKind.NON_FINAL)
         value_in += found.value
-    value_out = sum(o.nValue for o in tx.vout)
+    value_out: int = sum(o.nValue for o in tx.vout)
     if value_in < value_out:
         raise reject("bad-txns-in-belowout")
     fee = value_in - value_out
     vsize = virtual_size(tx)
     min_fee = vsize * DEFAULT_MIN_RELAY_TX_FEE // 1000
     if fee < min_fee:
-        raise reject(f"min relay fee not met, {fee} < {min_fee}")
+        raise reject(f"min relay fee not met, {fee} < {min_fee}", RejectKind.FEE_TOO_LOW)
     check_scripts(raw, tx, coins)
     return fee

@@ -17,8 +17,8 @@ from typing import Any, Optional
 
 from twisted.logger import Logger
 
+from twisted_paychan.chain.rpc.blocks import BlockTxs, parse_block_txs
 from twisted_paychan.chain.types import ChainTip, from_display_hex
-from twisted_paychan.rpc.blocks import BlockTxs, parse_block_txs
 from twisted_paychan.rpc.connection import RpcConnection
 
 log = Logger()

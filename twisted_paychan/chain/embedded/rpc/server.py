@@ -26,9 +26,9 @@ from twisted.web.server import Request, Site
 
 from twisted_paychan import logs
 from twisted_paychan.chain.embedded.node import RegtestNode
+from twisted_paychan.chain.embedded.rpc.methods import NodeMethods
 from twisted_paychan.rpc import protocol
 from twisted_paychan.rpc.auth import WWW_AUTHENTICATE, Cookie, Credentials
-from twisted_paychan.rpc.methods import NodeMethods
 
 log = Logger()
 
@@ -42,7 +42,7 @@ class RpcResource(Resource):
     isLeaf = True
 
     def __init__(self, methods: NodeMethods, credentials: Credentials, call_later: Callable[..., Any]) -> None:
-        super().__init__()
+        Resource.__init__(self)
         self.methods = methods
         self.credentials = credentials
         self._call_later = call_later
@@ -80,6 +80,9 @@ class RpcResource(Resource):
 class _QuietSite(Site):
     """A Site whose access log goes to debug level: RPC clients poll every few seconds."""
 
+    def __init__(self, resource: Resource, reactor: Any) -> None:
+        Site.__init__(self, resource, reactor=reactor)
+
     def log(self, request: Any) -> None:
         if not logs.verbose:  # once per request: only when asked for (see ``twisted_paychan.logs``)
             return
@@ -114,10 +117,6 @@ class RpcServer:
     def url(self) -> str:
         """``http://host:port`` (no credentials)."""
         return f"http://{self.host}:{self.port_number}"
-
-    @property
-    def url_with_credentials(self) -> str:
-        return f"http://{self.credentials.user}:{self.credentials.password}@{self.host}:{self.port_number}"
 
     def stop(self) -> "Deferred[None]":
         """Stop listening, close open connections (kept-alive clients must notice), remove

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from twisted_paychan.wallet.addresses import AddressError, Network, address_to_script, script_to_address
+from twisted_paychan.bitcoin.addresses import AddressError, Network, address_to_script, script_to_address
 
 _INPUT_CHARSET: Final = (
     "0123456789()[],'/*abcdefgh@:$%{}"

@@ -17,7 +17,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from twisted_paychan.chain.embedded.node import RegtestNode
-from twisted_paychan.rpc.server import DEFAULT_ENDPOINT, RpcServer, serve_node
+from twisted_paychan.chain.embedded.rpc.server import DEFAULT_ENDPOINT, RpcServer, serve_node
 
 log = Logger()
 
@@ -51,7 +51,7 @@ class NodeRpcService(Service):
         self.ready: Deferred[RpcServer] = Deferred()
 
     def startService(self) -> None:
-        super().startService()
+        Service.startService(self)
         self.ready = Deferred.fromCoroutine(self._start())
 
     async def _start(self) -> RpcServer:
@@ -76,7 +76,7 @@ class NodeRpcService(Service):
         return self.server
 
     def stopService(self) -> "Deferred[None]":
-        super().stopService()
+        Service.stopService(self)
         return Deferred.fromCoroutine(self._stop())
 
     async def _stop(self) -> None:

@@ -17,23 +17,14 @@ from typing import Any, Callable, Final, Optional
 from bitcoin.core import CTransaction
 from twisted.logger import Logger
 
+from twisted_paychan.bitcoin import descriptors
+from twisted_paychan.bitcoin.addresses import REGTEST, AddressError, address_to_script
+from twisted_paychan.bitcoin.transactions import virtual_size
 from twisted_paychan.chain.embedded.index import parse_block
 from twisted_paychan.chain.embedded.node import MiningFailed, RegtestNode
-from twisted_paychan.chain.types import BroadcastRejected, OutPoint, TxState, display_hex
-from twisted_paychan.rpc import coreviews, descriptors
-from twisted_paychan.rpc.errors import (
-    RPC_DESERIALIZATION_ERROR,
-    RPC_INTERNAL_ERROR,
-    RPC_INVALID_ADDRESS_OR_KEY,
-    RPC_INVALID_PARAMETER,
-    RPC_METHOD_NOT_FOUND,
-    RPC_VERIFY_ALREADY_IN_CHAIN,
-    RPC_VERIFY_ERROR,
-    RpcError,
-)
-from twisted_paychan.rpc.jsonenc import btc, sat
-from twisted_paychan.rpc.nodeview import NodeView
-from twisted_paychan.rpc.params import (
+from twisted_paychan.chain.embedded.rpc import coreviews
+from twisted_paychan.chain.embedded.rpc.nodeview import NodeView
+from twisted_paychan.chain.embedded.rpc.params import (
     ARRAY,
     BOOL,
     NUMBER,
@@ -46,8 +37,19 @@ from twisted_paychan.rpc.params import (
     usage,
     verbosity,
 )
+from twisted_paychan.chain.types import BroadcastRejected, OutPoint, TxState, display_hex
+from twisted_paychan.rpc.errors import (
+    RPC_DESERIALIZATION_ERROR,
+    RPC_INTERNAL_ERROR,
+    RPC_INVALID_ADDRESS_OR_KEY,
+    RPC_INVALID_PARAMETER,
+    RPC_METHOD_NOT_FOUND,
+    RPC_VERIFY_ALREADY_IN_CHAIN,
+    RPC_VERIFY_ERROR,
+    RpcError,
+)
+from twisted_paychan.rpc.jsonenc import btc, sat
 from twisted_paychan.rpc.protocol import Params
-from twisted_paychan.wallet.addresses import REGTEST, AddressError, address_to_script
 
 log = Logger()
 
@@ -334,7 +336,7 @@ class NodeMethods:
             value_in = self.view.input_value(tx)
             if value_in is not None:
                 fee = value_in - sum(o.nValue for o in tx.vout)
-                vsize = (coreviews.weight(tx) + 3) // 4
+                vsize = virtual_size(tx)
                 if fee > int(max_rate * 100_000_000) * vsize // 1000:
                     raise RpcError(RPC_VERIFY_ERROR, "Fee exceeds maximum configured by user (e.g. -maxtxfee, maxfeerate)")
         try:
@@ -384,7 +386,7 @@ class NodeMethods:
             result["allowed"] = False
             result["reject-reason"] = "missing-inputs" if e.code == RPC_VERIFY_ERROR else e.reason
             return result
-        vsize = (coreviews.weight(tx) + 3) // 4
+        vsize = virtual_size(tx)
         if max_rate > 0 and fee > int(max_rate * 100_000_000) * vsize // 1000:
             result["allowed"] = False
             result["reject-reason"] = "max-fee-exceeded"

@@ -1,8 +1,9 @@
 """
 Addresses: the human form of the output scripts the wallet receives on and pays to.
 
-Only the wallet needs them (a person funds it by address, or asks it to pay one); channels deal
-in scripts. python-bitcoinlib has address classes, but they live in ``bitcoin.wallet``, which
+The wallet needs them (a person funds it by address, or asks it to pay one), and so do the RPC
+server and the command line, which show and take them as Bitcoin Core does; channels deal in
+scripts. python-bitcoinlib has address classes, but they live in ``bitcoin.wallet``, which
 loads OpenSSL through ctypes at import, and they read the network from a process-global; so the
 two encodings are written here, small and explicit about the network:
 

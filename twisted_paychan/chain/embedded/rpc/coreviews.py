@@ -15,12 +15,12 @@ from typing import Any, Final, Optional, Sequence
 from bitcoin.core import CTransaction
 from bitcoin.core.script import OPCODE_NAMES, CScript, CScriptInvalidError
 
-from twisted_paychan.bitcoin import der
+from twisted_paychan.bitcoin import der, descriptors
+from twisted_paychan.bitcoin.addresses import AddressError, Network, script_to_address
 from twisted_paychan.bitcoin.scripts import decode_script_number
+from twisted_paychan.bitcoin.transactions import weight
 from twisted_paychan.chain.types import Utxo, display_hex
-from twisted_paychan.rpc import descriptors
 from twisted_paychan.rpc.jsonenc import btc
-from twisted_paychan.wallet.addresses import AddressError, Network, script_to_address
 
 _OP_PUSHDATA4: Final = 0x4E
 _OP_RETURN: Final = 0x6A
@@ -159,10 +159,6 @@ def script_pubkey_json(script: bytes, network: Network) -> dict[str, Any]:
             pass
     result["type"] = kind
     return result
-
-
-def weight(tx: CTransaction) -> int:
-    return len(tx.serialize(dict(include_witness=False))) * 3 + len(tx.serialize())
 
 
 def tx_json(

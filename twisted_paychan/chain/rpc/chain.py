@@ -6,8 +6,9 @@ or for our embedded node's RPC server. ``RpcFeeEstimator``: :class:`IFeeEstimato
 What each IChain method asks the node:
 
 * ``broadcast``: ``sendrawtransaction``. Core's refusals become :class:`BroadcastRejected` with
-  Core's message and code; -27 ("already in utxo set") and a -25 for a transaction that is in
-  fact confirmed count as success, as IChain asks.
+  Core's message, code and what they mean (``rejects``); -27 ("already in utxo set") and a -25
+  for a transaction that is in fact confirmed count as success, as IChain asks. A node that
+  cannot be asked fails the broadcast with ``RejectKind.UNREACHABLE``.
 * ``tx_status`` / ``get_transaction``: ``getrawtransaction``. Without ``-txindex`` Core finds
   only mempool transactions (and wallet ones), so the client remembers the block of every
   transaction it broadcast or saw in the mempool once the follower sees it confirmed, and asks
@@ -46,8 +47,11 @@ from twisted_paychan.chain.fees import (
     fee_rate_from_estimatesmartfee,
 )
 from twisted_paychan.chain.interfaces import ICancellable, IChain, IFeeEstimator
+from twisted_paychan.chain.rpc import rejects
+from twisted_paychan.chain.rpc.follower import BlockSource, ChainFollower, Header
+from twisted_paychan.chain.rpc.mempool import RemoteMempool
+from twisted_paychan.chain.rpc.watches import SpendWatch, WatchLists
 from twisted_paychan.chain.types import (
-    BroadcastRejected,
     ChainTip,
     OutPoint,
     SpendEvent,
@@ -65,10 +69,7 @@ from twisted_paychan.rpc.errors import (
     RPC_VERIFY_ERROR,
     RpcError,
 )
-from twisted_paychan.rpc.follower import BlockSource, ChainFollower, Header
 from twisted_paychan.rpc.jsonenc import sat
-from twisted_paychan.rpc.mempool import RemoteMempool
-from twisted_paychan.rpc.watches import SpendWatch, WatchLists
 
 log = Logger()
 
@@ -82,9 +83,10 @@ def _hex(h: bytes) -> str:
 
 def _txid_of(raw: bytes) -> Optional[bytes]:
     try:
-        return CTransaction.deserialize(raw).GetTxid()
+        txid: bytes = CTransaction.deserialize(raw).GetTxid()
     except Exception:  # not a transaction: let the node say so
         return None
+    return txid
 
 
 @implementer(IChain)
@@ -179,6 +181,12 @@ class RpcChain:
         return Deferred.fromCoroutine(self._broadcast(bytes(tx)))
 
     async def _broadcast(self, raw: bytes) -> bytes:
+        try:
+            return await self._send(raw)
+        except rejects.UNREACHABLE_ERRORS as e:
+            raise rejects.unreachable(e) from e
+
+    async def _send(self, raw: bytes) -> bytes:
         txid = _txid_of(raw)
         try:
             result = from_display_hex(await self.connection.call("sendrawtransaction", raw.hex()))
@@ -189,7 +197,7 @@ class RpcChain:
                 if (await self._tx_status(txid)).state is TxState.CONFIRMED:
                     return txid
             log.debug("node refused {txid}: {reason} ({code})", txid=_hex(txid or b""), reason=e.message, code=e.code)
-            raise BroadcastRejected(e.message, e.code) from None
+            raise rejects.refused(e) from None
         self._pending.setdefault(result, self._tip_height())
         return result
 

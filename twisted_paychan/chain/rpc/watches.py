@@ -20,9 +20,9 @@ from typing import Any, Callable, Optional
 from twisted.logger import Logger
 
 from twisted_paychan.chain import watchlists
+from twisted_paychan.chain.rpc.follower import Header
 from twisted_paychan.chain.types import OutPoint, SpendEvent, TxState, TxStatus
 from twisted_paychan.chain.watchlists import Watch
-from twisted_paychan.rpc.follower import Header
 
 __all__ = ["SpendWatch", "Watch", "WatchLists"]
 

@@ -1,0 +1,47 @@
+"""The private Twisted names ``twisted_private`` relies on are there, on both ends of a
+real TCP connection. If a Twisted upgrade renames one, this fails (never skips): ``send_now``
+would quietly fall back to queueing every frame, costing a reactor turn per payment."""
+
+import pytest_twisted
+from twisted.internet import defer, protocol, reactor
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
+
+from twisted_paychan import twisted_private
+
+
+class Made(protocol.Protocol):
+    def __init__(self) -> None:
+        self.made: defer.Deferred = defer.Deferred()
+
+    def connectionMade(self) -> None:
+        self.made.callback(self.transport)
+
+
+@pytest_twisted.ensureDeferred
+async def test_tcp_transports_have_the_private_attributes_we_use():
+    server_side = Made()
+    port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
+        protocol.Factory.forProtocol(lambda: server_side))
+    try:
+        client_side = Made()
+        await TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port).connect(
+            protocol.Factory.forProtocol(lambda: client_side))
+        transports = [await client_side.made, await server_side.made]
+        for transport in transports:
+            assert type(transport) in twisted_private.TCP_TRANSPORTS, type(transport)
+            assert twisted_private.missing_attributes(transport) == [], (
+                f"Twisted's {type(transport).__name__} no longer has these attributes; "
+                "update twisted_paychan/twisted_private.py")
+            assert isinstance(transport._tempDataBuffer, list)
+            assert isinstance(transport.dataBuffer, bytes)
+            assert twisted_private.queued_bytes(transport) == 0
+            assert twisted_private.write_unqueued(transport, b"x") == 1  # went to the socket
+            transport.loseConnection()
+    finally:
+        await port.stopListening()
+
+
+def test_request_not_sent_is_what_the_http_client_raises():
+    from twisted.web import client
+
+    assert client.RequestNotSent is twisted_private.RequestNotSent

@@ -1,0 +1,68 @@
+"""
+Everything we take from Twisted that is not its public API, in one place.
+
+``RequestNotSent``: ``rpc.connection`` retries a call whose request never left (a kept-alive
+connection the node had closed). Twisted raises it from ``twisted.web._newclient`` and
+re-exports it from ``twisted.web.client`` without listing it in ``__all__``.
+
+Direct socket writes:
+
+``net.tcp.send_now`` hands a frame straight to the socket when nothing is queued before it,
+instead of waiting a turn of the reactor (see ``net.tcp``). To know that nothing is queued, and
+to write without queueing, it reads the write buffers of Twisted's TCP connections
+(``abstract.FileDescriptor``): the undocumented ``dataBuffer`` and ``writeSomeData`` and the
+private ``_tempDataBuffer``. Those can change in any Twisted release without a deprecation, so
+they are named here and nowhere else, and ``tests/test_twisted_private.py`` fails (it never
+skips) the day an installed Twisted lacks one of them. Should that happen at run time anyway,
+:func:`write_unqueued` writes nothing and the caller queues with ``transport.write``, as
+Twisted would: slower, never wrong.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from twisted.internet import tcp
+from twisted.internet.interfaces import ITransport
+from twisted.web._newclient import RequestNotSent
+
+__all__ = ["RequestNotSent", "TCP_TRANSPORTS", "missing_attributes", "queued_bytes", "write_unqueued"]
+
+#: Twisted's TCP transports (server and client side); subclasses elsewhere (TLS, test doubles)
+#: are not assumed to keep the same buffers.
+TCP_TRANSPORTS: Final = frozenset({tcp.Server, tcp.Client})
+
+#: What this module reads of a TCP transport beyond ITransport.
+PRIVATE_ATTRIBUTES: Final = ("dataBuffer", "_tempDataBuffer", "writeSomeData", "connected", "disconnecting")
+
+
+def write_unqueued(transport: ITransport, data: bytes) -> int:
+    """Write ``data`` to the socket of a Twisted TCP transport with nothing queued; how many
+    bytes the socket took (0 for any other transport, a busy one, or a failed write). The
+    caller hands the rest to ``transport.write``, which keeps the order."""
+    # Each attribute is read with a default that means "busy": were one renamed, we write
+    # nothing here and the caller queues, instead of failing the connection.
+    if (
+        type(transport) in TCP_TRANSPORTS
+        and not getattr(transport, "dataBuffer", True)
+        and not getattr(transport, "_tempDataBuffer", True)
+        and getattr(transport, "connected", False)
+        and not getattr(transport, "disconnecting", True)
+    ):
+        sent = transport.writeSomeData(data)  # type: ignore[attr-defined]
+        if isinstance(sent, int):
+            return sent
+    return 0
+
+
+def queued_bytes(transport: ITransport) -> int:
+    """How many bytes a Twisted TCP transport holds for later turns of the reactor."""
+    queued: list[bytes] = transport._tempDataBuffer  # type: ignore[attr-defined]
+    buffered: bytes = transport.dataBuffer  # type: ignore[attr-defined]
+    return len(buffered) + sum(len(chunk) for chunk in queued)
+
+
+def missing_attributes(transport: ITransport) -> list[str]:
+    """The names of :data:`PRIVATE_ATTRIBUTES` that ``transport`` lacks (none, on the Twisted
+    this was written against)."""
+    return [name for name in PRIVATE_ATTRIBUTES if not hasattr(transport, name)]
