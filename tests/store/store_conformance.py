@@ -1,24 +1,49 @@
 """
 The conformance suite every ``IChannelStore`` passes. A test module imports ``CONFORMANCE``
 and parameterises a ``store`` fixture over its implementations.
+
+The money rules (``store.rules``) have a check each, and the transition checks are generated
+from the tables in ``channel.states``: every legal edge of both sides is accepted, every other
+pair of states refused, so an edge added to a table is tested on every store without a line
+here.
 """
 
+from __future__ import annotations
+
+import dataclasses
 from dataclasses import replace
+from typing import Any, Awaitable, Callable
 
 import pytest
-import pytest_twisted
+from twisted.internet import defer
 from zope.interface.verify import verifyObject
 
-from twisted_paychan.store.interfaces import ChannelNotOpen, DuplicateChannel, IChannelStore, StoreError, UnknownChannel
+from twisted_paychan.store.interfaces import (
+    ChannelNotOpen,
+    DuplicateChannel,
+    IChannelStore,
+    StoreError,
+    TransitionConflict,
+    UnknownChannel,
+)
 from twisted_paychan.channel.records import (
     ClientChannelRecord,
     ClientChannelState,
     ServerChannelRecord,
     ServerChannelState,
 )
+from twisted_paychan.channel.states import (
+    CLIENT_TRANSITION_FIELDS,
+    CLIENT_TRANSITIONS,
+    SERVER_TRANSITION_FIELDS,
+    SERVER_TRANSITIONS,
+    IllegalTransition,
+)
+
+Check = Callable[[Any], Awaitable[None]]
 
 
-def server_record(n: int = 1, **kw) -> ServerChannelRecord:
+def server_record(n: int = 1, **kw: Any) -> ServerChannelRecord:
     fields = dict(
         contract_txid=bytes([n]) * 32, version=2, contract=b"\x01\x00\x00\x00" + bytes([n]) * 60,
         value=1_000_000, expiry=1_800_000_000, server_key=b"\x02" + bytes([n]) * 32,
@@ -28,7 +53,7 @@ def server_record(n: int = 1, **kw) -> ServerChannelRecord:
     return ServerChannelRecord(**fields)  # type: ignore[arg-type]
 
 
-def client_record(n: int = 1, **kw) -> ClientChannelRecord:
+def client_record(n: int = 1, **kw: Any) -> ClientChannelRecord:
     fields = dict(
         contract_txid=bytes([n]) * 32, server_id=b"\xaa" * 32, version=1, contract=b"contract" + bytes([n]),
         refund=b"refund" + bytes([n]), client_key=b"\x03" + bytes([n]) * 32, server_key=b"\x02" + bytes([n]) * 32,
@@ -38,24 +63,24 @@ def client_record(n: int = 1, **kw) -> ClientChannelRecord:
     return ClientChannelRecord(**fields)  # type: ignore[arg-type]
 
 
-async def check_provides_interface(store):
+async def check_provides_interface(store: Any) -> None:
     assert verifyObject(IChannelStore, store)
 
 
-async def check_server_round_trip(store):
+async def check_server_round_trip(store: Any) -> None:
     rec = server_record(1, client_output=b"out")
     await store.add_server_channel(rec)
     assert await store.server_channel(rec.contract_txid) == rec
     assert await store.server_channel(b"\x99" * 32) is None
 
 
-async def check_server_duplicate(store):
+async def check_server_duplicate(store: Any) -> None:
     await store.add_server_channel(server_record(1))
     with pytest.raises(DuplicateChannel):
         await store.add_server_channel(server_record(1))
 
 
-async def check_record_payment(store):
+async def check_record_payment(store: Any) -> None:
     rec = server_record(2)
     await store.add_server_channel(rec)
     await store.record_payment(rec.contract_txid, 5000, b"sig5000")
@@ -66,7 +91,7 @@ async def check_record_payment(store):
         await store.record_payment(b"\x77" * 32, 1, b"x")
 
 
-async def check_update_server_channel(store):
+async def check_update_server_channel(store: Any) -> None:
     rec = server_record(3)
     await store.add_server_channel(rec)
     new = replace(rec, state=ServerChannelState.STUCK, note="fee above b", settlement_tx=b"tx")
@@ -76,13 +101,13 @@ async def check_update_server_channel(store):
         await store.update_server_channel(server_record(9))
 
 
-async def check_server_listing_order(store):
+async def check_server_listing_order(store: Any) -> None:
     for n in (5, 3, 4):
         await store.add_server_channel(server_record(n))
     assert [r.contract_txid[0] for r in await store.server_channels()] == [5, 3, 4]
 
 
-async def check_client_round_trip(store):
+async def check_client_round_trip(store: Any) -> None:
     rec = client_record(1)
     await store.add_client_channel(rec)
     assert await store.client_channel(rec.contract_txid) == rec
@@ -90,7 +115,7 @@ async def check_client_round_trip(store):
         await store.add_client_channel(rec)
 
 
-async def check_client_change(store):
+async def check_client_change(store: Any) -> None:
     rec = client_record(2)
     await store.add_client_channel(rec)
     await store.record_client_change(rec.contract_txid, 499_000)
@@ -99,7 +124,7 @@ async def check_client_change(store):
         await store.record_client_change(b"\x55" * 32, 1)
 
 
-async def check_update_client_channel(store):
+async def check_update_client_channel(store: Any) -> None:
     rec = client_record(3)
     await store.add_client_channel(rec)
     new = replace(rec, state=ClientChannelState.SETTLED, close_tx=b"settlement")
@@ -108,7 +133,7 @@ async def check_update_client_channel(store):
     assert [r.contract_txid for r in await store.client_channels()] == [rec.contract_txid]
 
 
-async def check_failure_does_not_spoil_others(store):
+async def check_failure_does_not_spoil_others(store: Any) -> None:
     """One failing write in a batch fails only its own Deferred."""
     from twisted.internet import defer
 
@@ -127,7 +152,7 @@ async def check_failure_does_not_spoil_others(store):
     assert (await store.server_channel(rec.contract_txid)).best_value == 200
 
 
-async def check_payment_refused_unless_open(store):
+async def check_payment_refused_unless_open(store: Any) -> None:
     rec = server_record(8)
     await store.add_server_channel(rec)
     await store.record_payment(rec.contract_txid, 100, b"a")
@@ -138,7 +163,7 @@ async def check_payment_refused_unless_open(store):
     assert (await store.server_channel(rec.contract_txid)).best_value == 100
 
 
-async def check_set_server_state_keeps_payments(store):
+async def check_set_server_state_keeps_payments(store: Any) -> None:
     """Settlement freezes the channel: the state changes, b and sig_C stay as stored."""
     rec = server_record(9)
     await store.add_server_channel(rec)
@@ -151,6 +176,238 @@ async def check_set_server_state_keeps_payments(store):
         await store.record_payment(rec.contract_txid, 800, b"sig800")
     with pytest.raises(UnknownChannel):
         await store.set_server_state(b"\x42" * 32, ServerChannelState.SETTLING)
+
+
+# -- the money rules ------------------------------------------------------------------------
+
+
+async def check_lower_b_refused(store: Any) -> None:
+    rec = server_record(10)
+    await store.add_server_channel(rec)
+    await store.record_payment(rec.contract_txid, 500, b"sig500")
+    with pytest.raises(StoreError) as e:
+        await store.record_payment(rec.contract_txid, 499, b"sig499")
+    assert not isinstance(e.value, ChannelNotOpen)
+    got = await store.server_channel(rec.contract_txid)
+    assert (got.best_value, got.best_signature) == (500, b"sig500")
+
+
+def _payment_refused_in(state: ServerChannelState) -> Check:
+    async def check(store: Any) -> None:
+        rec = server_record(11, state=state, best_value=100, best_signature=b"a")
+        await store.add_server_channel(rec)
+        with pytest.raises(ChannelNotOpen) as e:
+            await store.record_payment(rec.contract_txid, 200, b"b")
+        assert e.value.state == state.value
+        assert await store.server_channel(rec.contract_txid) == rec
+
+    check.__name__ = f"check_payment_refused_when_{state.name.lower()}"
+    return check
+
+
+async def check_higher_c_refused(store: Any) -> None:
+    rec = client_record(10)
+    await store.add_client_channel(rec)
+    await store.record_client_change(rec.contract_txid, 499_000)
+    with pytest.raises(StoreError) as e:
+        await store.record_client_change(rec.contract_txid, 499_001)
+    assert not isinstance(e.value, ChannelNotOpen)
+    with pytest.raises(StoreError):
+        await store.record_client_change(rec.contract_txid, rec.value + 1)
+    assert (await store.client_channel(rec.contract_txid)).client_change == 499_000
+
+
+def _change_in(state: ClientChannelState) -> Check:
+    """c is stored while the channel may still be paid on (open, expiring), refused after."""
+
+    async def check(store: Any) -> None:
+        rec = client_record(11, state=state)
+        await store.add_client_channel(rec)
+        if state in (ClientChannelState.OPEN, ClientChannelState.EXPIRING):
+            await store.record_client_change(rec.contract_txid, 400_000)
+            assert (await store.client_channel(rec.contract_txid)).client_change == 400_000
+        else:
+            with pytest.raises(ChannelNotOpen):
+                await store.record_client_change(rec.contract_txid, 400_000)
+            assert await store.client_channel(rec.contract_txid) == rec
+
+    check.__name__ = f"check_change_when_{state.name.lower()}"
+    return check
+
+
+# -- transitions: the tables ------------------------------------------------------------------
+
+
+def _server_edge(old: ServerChannelState, new: ServerChannelState) -> Check:
+    legal = new in SERVER_TRANSITIONS[old]
+
+    async def check(store: Any) -> None:
+        rec = server_record(20, state=old, best_value=300, best_signature=b"sig300")
+        await store.add_server_channel(rec)
+        if legal:
+            got = await store.transition_server(rec.contract_txid, old, new, note="moved", updated_at=1_800_000_001,
+                                                settlement_tx=b"settlement")
+            assert got == replace(rec, state=new, note="moved", updated_at=1_800_000_001, settlement_tx=b"settlement")
+            assert await store.server_channel(rec.contract_txid) == got
+        else:
+            with pytest.raises(IllegalTransition):
+                await store.transition_server(rec.contract_txid, old, new, note="moved")
+            assert await store.server_channel(rec.contract_txid) == rec
+
+    check.__name__ = f"check_server_{old.name.lower()}_to_{new.name.lower()}_{'accepted' if legal else 'refused'}"
+    return check
+
+
+def _client_edge(old: ClientChannelState, new: ClientChannelState) -> Check:
+    legal = new in CLIENT_TRANSITIONS[old]
+
+    async def check(store: Any) -> None:
+        rec = client_record(20, state=old, client_change=123_000)
+        await store.add_client_channel(rec)
+        if legal:
+            got = await store.transition_client(rec.contract_txid, old, new, note="moved", updated_at=1_800_000_001,
+                                                close_tx=b"close")
+            assert got == replace(rec, state=new, note="moved", updated_at=1_800_000_001, close_tx=b"close")
+            assert await store.client_channel(rec.contract_txid) == got
+        else:
+            with pytest.raises(IllegalTransition):
+                await store.transition_client(rec.contract_txid, old, new, note="moved")
+            assert await store.client_channel(rec.contract_txid) == rec
+
+    check.__name__ = f"check_client_{old.name.lower()}_to_{new.name.lower()}_{'accepted' if legal else 'refused'}"
+    return check
+
+
+def _forbidden_fields(cls: type, allowed: frozenset[str]) -> list[str]:
+    return sorted({f.name for f in dataclasses.fields(cls)} - allowed)
+
+
+async def check_server_transition_refuses_forbidden_fields(store: Any) -> None:
+    """Only the fields the table allows change with a transition: never the money, the channel
+    or the state itself (and nothing is written when one is named)."""
+    rec = server_record(21)
+    await store.add_server_channel(rec)
+    for name in _forbidden_fields(ServerChannelRecord, SERVER_TRANSITION_FIELDS) + ["no_such_field"]:
+        value = getattr(rec, name, 1)
+        with pytest.raises(IllegalTransition, match=name):
+            await store.transition_server(rec.contract_txid, ServerChannelState.OPEN, ServerChannelState.SETTLING,
+                                          note="x", **{name: value})
+        assert await store.server_channel(rec.contract_txid) == rec
+    assert "best_value" in _forbidden_fields(ServerChannelRecord, SERVER_TRANSITION_FIELDS)
+
+
+async def check_client_transition_refuses_forbidden_fields(store: Any) -> None:
+    rec = client_record(21)
+    await store.add_client_channel(rec)
+    for name in _forbidden_fields(ClientChannelRecord, CLIENT_TRANSITION_FIELDS) + ["no_such_field"]:
+        value = getattr(rec, name, 1)
+        with pytest.raises(IllegalTransition, match=name):
+            await store.transition_client(rec.contract_txid, ClientChannelState.OPEN, ClientChannelState.EXPIRING,
+                                          note="x", **{name: value})
+        assert await store.client_channel(rec.contract_txid) == rec
+    assert "client_change" in _forbidden_fields(ClientChannelRecord, CLIENT_TRANSITION_FIELDS)
+
+
+# -- transitions: compare-and-set -------------------------------------------------------------
+
+
+async def check_server_transition_conflict(store: Any) -> None:
+    """A stale expected state: TransitionConflict naming both states, nothing written. The
+    conflict is reported before the edge is judged (the caller decided on a stale state)."""
+    S = ServerChannelState
+    rec = server_record(22, best_value=50, best_signature=b"s")
+    await store.add_server_channel(rec)
+    with pytest.raises(TransitionConflict) as e:
+        await store.transition_server(rec.contract_txid, S.SETTLING, S.STUCK, note="stale")
+    assert (e.value.expected, e.value.actual) == ("settling", "open")
+    with pytest.raises(TransitionConflict):  # SETTLED -> OPEN is no edge, but the conflict comes first
+        await store.transition_server(rec.contract_txid, S.SETTLED, S.OPEN)
+    with pytest.raises(IllegalTransition):  # the right expected state: now the edge is judged
+        await store.transition_server(rec.contract_txid, S.OPEN, S.OPEN)
+    assert await store.server_channel(rec.contract_txid) == rec
+
+
+async def check_client_transition_conflict(store: Any) -> None:
+    C = ClientChannelState
+    rec = client_record(22)
+    await store.add_client_channel(rec)
+    with pytest.raises(TransitionConflict) as e:
+        await store.transition_client(rec.contract_txid, C.EXPIRING, C.REFUNDED, note="stale")
+    assert (e.value.expected, e.value.actual) == ("expiring", "open")
+    with pytest.raises(TransitionConflict):
+        await store.transition_client(rec.contract_txid, C.REFUNDED, C.OPEN)
+    assert await store.client_channel(rec.contract_txid) == rec
+
+
+async def check_concurrent_transitions_one_wins(store: Any) -> None:
+    """Two writers that both read OPEN: asked together (one batch for a batching store), the
+    first moves the channel and the second loses cleanly."""
+    S = ServerChannelState
+    rec = server_record(23)
+    await store.add_server_channel(rec)
+    results = await defer.DeferredList(
+        [
+            store.transition_server(rec.contract_txid, S.OPEN, S.SETTLING, note="operator"),
+            store.transition_server(rec.contract_txid, S.OPEN, S.CONTRACT_FAILED, note="double-spent"),
+        ],
+        consumeErrors=True,
+    )
+    assert [ok for ok, _ in results] == [True, False]
+    assert results[1][1].check(TransitionConflict)
+    got = await store.server_channel(rec.contract_txid)
+    assert (got.state, got.note) == (S.SETTLING, "operator")
+    assert results[0][1] == got
+
+
+async def check_unknown_channel_transitions(store: Any) -> None:
+    """UnknownChannel comes before every other check."""
+    with pytest.raises(UnknownChannel):
+        await store.transition_server(b"\x31" * 32, ServerChannelState.OPEN, ServerChannelState.SETTLING)
+    with pytest.raises(UnknownChannel):
+        await store.transition_server(b"\x31" * 32, ServerChannelState.SETTLED, ServerChannelState.OPEN,
+                                      best_value=1)
+    with pytest.raises(UnknownChannel):
+        await store.transition_client(b"\x32" * 32, ClientChannelState.OPEN, ClientChannelState.EXPIRING)
+    with pytest.raises(UnknownChannel):
+        await store.transition_client(b"\x32" * 32, ClientChannelState.REFUNDED, ClientChannelState.OPEN)
+
+
+async def check_settling_keeps_every_payment(store: Any) -> None:
+    """OPEN -> SETTLING returns (and stores) every payment made before it, even those asked for
+    in the same turn (a batching store keeps them in its payment log until a transaction
+    absorbs them), and refuses every payment after it."""
+    S = ServerChannelState
+    rec = server_record(24)
+    await store.add_server_channel(rec)
+    await store.record_payment(rec.contract_txid, 100, b"sig100")
+    await store.record_payment(rec.contract_txid, 200, b"sig200")
+    paid = store.record_payment(rec.contract_txid, 300, b"sig300")
+    settling = store.transition_server(rec.contract_txid, S.OPEN, S.SETTLING, note="operator")
+    late = store.record_payment(rec.contract_txid, 400, b"sig400")
+    await paid
+    got = await settling
+    assert (got.state, got.best_value, got.best_signature) == (S.SETTLING, 300, b"sig300")
+    with pytest.raises(ChannelNotOpen):
+        await late
+    assert await store.server_channel(rec.contract_txid) == got
+
+
+async def check_client_transition_keeps_change(store: Any) -> None:
+    C = ClientChannelState
+    rec = client_record(24)
+    await store.add_client_channel(rec)
+    await store.record_client_change(rec.contract_txid, 450_000)
+    changed = store.record_client_change(rec.contract_txid, 440_000)
+    expiring = store.transition_client(rec.contract_txid, C.OPEN, C.EXPIRING, note="refund due")
+    await changed
+    got = await expiring
+    assert (got.state, got.client_change, got.note) == (C.EXPIRING, 440_000, "refund due")
+    await store.record_client_change(rec.contract_txid, 430_000)  # an expiring channel still takes c
+    settled = await store.transition_client(rec.contract_txid, C.EXPIRING, C.SETTLED, close_tx=b"settlement")
+    assert settled.client_change == 430_000
+    with pytest.raises(ChannelNotOpen):
+        await store.record_client_change(rec.contract_txid, 420_000)
+    assert await store.client_channel(rec.contract_txid) == settled
 
 
 CONFORMANCE = [
@@ -166,4 +423,18 @@ CONFORMANCE = [
     check_failure_does_not_spoil_others,
     check_payment_refused_unless_open,
     check_set_server_state_keeps_payments,
+    check_lower_b_refused,
+    *[_payment_refused_in(s) for s in ServerChannelState if s is not ServerChannelState.OPEN],
+    check_higher_c_refused,
+    *[_change_in(s) for s in ClientChannelState],
+    *[_server_edge(old, new) for old in ServerChannelState for new in ServerChannelState],
+    *[_client_edge(old, new) for old in ClientChannelState for new in ClientChannelState],
+    check_server_transition_refuses_forbidden_fields,
+    check_client_transition_refuses_forbidden_fields,
+    check_server_transition_conflict,
+    check_client_transition_conflict,
+    check_concurrent_transitions_one_wins,
+    check_unknown_channel_transitions,
+    check_settling_keeps_every_payment,
+    check_client_transition_keeps_change,
 ]

@@ -7,8 +7,9 @@ import pytest
 
 from store_conformance import client_record, server_record
 from twisted_paychan.store import paylog
-from twisted_paychan.store.interfaces import ChannelNotOpen, StoreError
-from twisted_paychan.channel.records import ServerChannelState
+from twisted_paychan.store.interfaces import ChannelNotOpen, StoreError, TransitionConflict
+from twisted_paychan.channel.records import ClientChannelState, ServerChannelState
+from twisted_paychan.channel.states import IllegalTransition
 from twisted_paychan.store.sqlite import SqliteChannelStore
 
 TXID = server_record(1).contract_txid
@@ -99,6 +100,47 @@ def test_reads_and_full_records_see_logged_payments(tmp_path):
     # A state change is seen by the next payment (the cached table state is dropped).
     s.set_server_state(TXID, ServerChannelState.SETTLING)
     assert result(s.record_payment(TXID, 800, b"x")).check(ChannelNotOpen)
+    s.close()
+
+
+def test_a_transition_absorbs_logged_payments_and_survives_a_crash(tmp_path):
+    """The payments a transition finds only in the log are in the record it returns and in the
+    tables it commits, in the same transaction: a crash right after loses neither."""
+    path = str(tmp_path / "c.sqlite")
+    s = SqliteChannelStore(path)
+    s.add_server_channel(server_record(1))
+    s.add_client_channel(client_record(2))
+    ctxid = client_record(2).contract_txid
+    for b in range(1, 6):
+        s.record_payment(TXID, b, b"sig%d" % b)
+    s.record_client_change(ctxid, 300_000)
+    assert s._overlay and s._paylog.used == 6, "the payments should be only in the log"
+    rec = result(s.transition_server(TXID, ServerChannelState.OPEN, ServerChannelState.SETTLING, note="operator"))
+    assert (rec.state, rec.best_value, rec.best_signature) == (ServerChannelState.SETTLING, 5, b"sig5")
+    assert not s._overlay and s._paylog.used == 0
+    assert result(s.record_payment(TXID, 6, b"sig6")).check(ChannelNotOpen)
+    s.record_client_change(ctxid, 200_000)  # logged again, then absorbed by the next transition
+    crec = result(s.transition_client(ctxid, ClientChannelState.OPEN, ClientChannelState.EXPIRING))
+    assert crec.client_change == 200_000
+    assert result(s.record_client_change(ctxid, 250_000)).check(StoreError)
+    crash(s)
+    s = SqliteChannelStore(path)
+    assert result(s.server_channel(TXID)) == rec
+    assert result(s.client_channel(ctxid)) == crec
+    s.close()
+
+
+def test_a_refused_transition_leaves_logged_payments_readable(tmp_path):
+    s = SqliteChannelStore(str(tmp_path / "c.sqlite"))
+    s.add_server_channel(server_record(1))
+    s.record_payment(TXID, 7, b"sig7")
+    assert result(s.transition_server(TXID, ServerChannelState.SETTLING, ServerChannelState.STUCK)).check(
+        TransitionConflict)
+    assert result(s.transition_server(TXID, ServerChannelState.OPEN, ServerChannelState.OPEN)).check(
+        IllegalTransition)
+    rec = result(s.server_channel(TXID))
+    assert (rec.state, rec.best_value, rec.best_signature) == (ServerChannelState.OPEN, 7, b"sig7")
+    assert result(s.record_payment(TXID, 8, b"sig8")) is None
     s.close()
 
 

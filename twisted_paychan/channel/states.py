@@ -12,7 +12,7 @@ rebuilt settlement, a new note) that keeps its state; it is legal only where it 
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Mapping, TypeVar
 
 from twisted_paychan.channel.records import ClientChannelState, ServerChannelState
 
@@ -63,10 +63,13 @@ def check_client_transition(old: ClientChannelState, new: ClientChannelState, fi
     _check(CLIENT_TRANSITIONS, CLIENT_TRANSITION_FIELDS, old, new, fields)
 
 
-def _check(table: Mapping, allowed_fields: frozenset[str], old: object, new: object,
+_State = TypeVar("_State", ServerChannelState, ClientChannelState)
+
+
+def _check(table: Mapping[_State, frozenset[_State]], allowed_fields: frozenset[str], old: _State, new: _State,
            fields: Mapping[str, object]) -> None:
     if new not in table[old]:
-        raise IllegalTransition(f"no transition from {old.value} to {new.value}")  # type: ignore[attr-defined]
+        raise IllegalTransition(f"no transition from {old.value} to {new.value}")
     extra = set(fields) - allowed_fields
     if extra:
         raise IllegalTransition(f"a transition may not change {', '.join(sorted(extra))}")

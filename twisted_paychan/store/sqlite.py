@@ -38,13 +38,14 @@ from zope.interface import implementer
 
 from twisted_paychan.store import paylog
 from twisted_paychan.channel.record_copy import replace_fields
-from twisted_paychan.store.interfaces import (
-    DuplicateChannel,
-    IChannelStore,
-    StoreError,
-    UnknownChannel,
+from twisted_paychan.store.interfaces import DuplicateChannel, IChannelStore, StoreError, UnknownChannel
+from twisted_paychan.store.rules import (
+    CLIENT_PAYABLE,
+    SERVER_PAYABLE,
     check_change,
+    check_client_cas,
     check_payment,
+    check_server_cas,
 )
 from twisted_paychan.channel.records import (
     ClientChannelRecord,
@@ -52,9 +53,21 @@ from twisted_paychan.channel.records import (
     ServerChannelRecord,
     ServerChannelState,
 )
+from twisted_paychan.channel.states import (
+    IllegalTransition,
+    check_client_transition,
+    check_server_transition,
+)
 
 T = TypeVar("T")
 _Op = Callable[[sqlite3.Connection], Any]
+#: A payment for the log: ``(kind, contract_txid, value, signature)``.
+_Slot = tuple[int, bytes, int, bytes]
+#: A Deferred and what to fire it with (a result, or a Failure to errback).
+_Outcome = tuple["defer.Deferred[Any]", Any]
+#: ``Failure()`` (the exception being handled) or ``Failure(exc)``, typed: Twisted's
+#: constructor is not annotated.
+_failure: Callable[..., Failure] = Failure
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS server_channels (
@@ -101,6 +114,10 @@ CREATE TABLE IF NOT EXISTS meta (
 );
 """
 
+#: The rules of ``store.rules`` as SQL, for the UPDATEs that check and write in one statement.
+_SERVER_PAYABLE_SQL = f"state = '{SERVER_PAYABLE.value}'"
+_CLIENT_PAYABLE_SQL = "state IN ({})".format(", ".join(sorted(f"'{s.value}'" for s in CLIENT_PAYABLE)))
+
 _SERVER_COLUMNS = (
     "contract_txid, version, contract, value, expiry, server_key, client_key, best_value, "
     "best_signature, client_output, state, settlement_tx, note, created_at, updated_at"
@@ -115,7 +132,7 @@ class StoreLocked(StoreError):
     """Another process has this store open."""
 
 
-def _server_row(r: ServerChannelRecord) -> tuple:
+def _server_row(r: ServerChannelRecord) -> tuple[object, ...]:
     return (
         r.contract_txid, r.version, r.contract, r.value, r.expiry, r.server_key, r.client_key,
         r.best_value, r.best_signature, r.client_output, r.state.value, r.settlement_tx, r.note,
@@ -123,7 +140,7 @@ def _server_row(r: ServerChannelRecord) -> tuple:
     )
 
 
-def _server_record(row: tuple) -> ServerChannelRecord:
+def _server_record(row: tuple[Any, ...]) -> ServerChannelRecord:
     (txid, version, contract, value, expiry, skey, ckey, best, sig, cout, state, settle, note,
      created, updated) = row
     return ServerChannelRecord(
@@ -136,7 +153,7 @@ def _server_record(row: tuple) -> ServerChannelRecord:
     )
 
 
-def _client_row(r: ClientChannelRecord) -> tuple:
+def _client_row(r: ClientChannelRecord) -> tuple[object, ...]:
     return (
         r.contract_txid, r.server_id, r.version, r.contract, r.refund, r.client_key, r.server_key,
         r.value, r.client_change, r.expiry, r.refund_fees, r.state.value, r.close_tx, r.note,
@@ -144,7 +161,7 @@ def _client_row(r: ClientChannelRecord) -> tuple:
     )
 
 
-def _client_record(row: tuple) -> ClientChannelRecord:
+def _client_record(row: tuple[Any, ...]) -> ClientChannelRecord:
     (txid, sid, version, contract, refund, ckey, skey, value, change, expiry, fees, state, close,
      note, created, updated) = row
     return ClientChannelRecord(
@@ -161,7 +178,7 @@ class _Pending:
 
     __slots__ = ("op", "write", "deferred", "slot")
 
-    def __init__(self, op: _Op, write: bool, deferred: defer.Deferred, slot: Optional[tuple] = None) -> None:
+    def __init__(self, op: _Op, write: bool, deferred: defer.Deferred[Any], slot: Optional[_Slot] = None) -> None:
         #: What to do inside a SQLite transaction (every operation has one).
         self.op = op
         self.write = write
@@ -213,12 +230,13 @@ class SqliteChannelStore:
 
     # -- the batch ----------------------------------------------------------------------------
 
-    def _submit(self, op: _Op, write: bool, slot: Optional[tuple] = None) -> defer.Deferred:
+    def _submit(self, op: Callable[[sqlite3.Connection], T], write: bool,
+                slot: Optional[_Slot] = None) -> defer.Deferred[T]:
         if self._closing:
             return defer.fail(StoreError("the store is closed"))
         if self._broken is not None:
             return defer.fail(StoreError(f"the store failed to sync earlier: {self._broken}"))
-        d: defer.Deferred = defer.Deferred()
+        d: defer.Deferred[T] = defer.Deferred()
         pending = _Pending(op, write, d, slot)
         if self._reactor is None:
             self._deliver(self._run_batch([pending]))
@@ -235,15 +253,15 @@ class SqliteChannelStore:
         if batch:
             self._deliver(self._run_batch(batch))
 
-    def _run_batch(self, batch: list[_Pending]) -> list[tuple[defer.Deferred, Any]]:
+    def _run_batch(self, batch: list[_Pending]) -> list[_Outcome]:
         logged = sum(1 for p in batch if p.slot is not None)
         if logged == len([p for p in batch if p.write]) and self._paylog.room(logged):
             return self._run_logged(batch)
         return self._run_sql(batch)
 
-    def _run_logged(self, batch: list[_Pending]) -> list[tuple[defer.Deferred, Any]]:
+    def _run_logged(self, batch: list[_Pending]) -> list[_Outcome]:
         """A batch of payments and reads only: payments go to the log, one sync for all."""
-        outcomes: list[tuple[defer.Deferred, Any]] = []
+        outcomes: list[_Outcome] = []
         slots: list[bytes] = []
         overlay = self._overlay
         changes: list[tuple[tuple[int, bytes], Optional[tuple[int, bytes]]]] = []
@@ -252,13 +270,13 @@ class SqliteChannelStore:
                 try:
                     outcomes.append((p.deferred, p.op(self._db)))
                 except Exception:
-                    outcomes.append((p.deferred, Failure()))
+                    outcomes.append((p.deferred, _failure()))
                 continue
             kind, txid, value, signature = p.slot
             try:
                 self._check_logged(kind, txid, value)
             except StoreError:
-                outcomes.append((p.deferred, Failure()))
+                outcomes.append((p.deferred, _failure()))
                 continue
             key = (kind, txid)
             changes.append((key, overlay.get(key)))
@@ -278,7 +296,7 @@ class SqliteChannelStore:
                         overlay[key] = before
                 self._broken = str(e)
                 self.log.error("channel store: payment log sync failed: {error}", error=str(e))
-                failure = Failure(StoreError(f"payment log sync failed: {e}"))
+                failure = _failure(StoreError(f"payment log sync failed: {e}"))
                 return [(d, failure) for d, _ in outcomes]
             self.commits += 1
             self.writes += len(slots)
@@ -295,7 +313,7 @@ class SqliteChannelStore:
                 ).fetchone()
             else:
                 row = self._db.execute(
-                    "SELECT NULL, client_change FROM client_channels WHERE contract_txid = ?", (txid,)
+                    "SELECT state, client_change FROM client_channels WHERE contract_txid = ?", (txid,)
                 ).fetchone()
             if row is None:
                 raise UnknownChannel(txid.hex())
@@ -306,11 +324,11 @@ class SqliteChannelStore:
         if kind == paylog.SERVER_PAYMENT:
             check_payment(txid, str(state), current, value)
         else:
-            check_change(current, value)
+            check_change(txid, str(state), current, value)
 
-    def _run_sql(self, batch: list[_Pending]) -> list[tuple[defer.Deferred, Any]]:
+    def _run_sql(self, batch: list[_Pending]) -> list[_Outcome]:
         """Run ``batch`` in one SQLite transaction that also absorbs the log (checkpoint)."""
-        outcomes: list[tuple[defer.Deferred, Any]] = []
+        outcomes: list[_Outcome] = []
         db = self._db
         writes = sum(1 for p in batch if p.write)
         overlay, self._overlay = self._overlay, {}
@@ -324,20 +342,20 @@ class SqliteChannelStore:
                     result = p.op(db)
                 except Exception:
                     db.execute(f"ROLLBACK TO op{i}")
-                    outcomes.append((p.deferred, Failure()))
+                    outcomes.append((p.deferred, _failure()))
                 else:
                     outcomes.append((p.deferred, result))
                 db.execute(f"RELEASE op{i}")
             db.execute("COMMIT")
         except Exception:
-            failure = Failure()
+            failure = _failure()
             try:
                 db.execute("ROLLBACK")
             except sqlite3.Error:
                 pass
             self._overlay = overlay  # still in the log, still to be absorbed
             self.log.failure("channel store commit failed", failure)
-            return [(p.deferred, Failure(StoreError(f"commit failed: {failure.getErrorMessage()}"))) for p in batch]
+            return [(p.deferred, _failure(StoreError(f"commit failed: {failure.getErrorMessage()}"))) for p in batch]
         if overlay:
             self._log_absorbed()
         if writes or overlay:
@@ -391,24 +409,54 @@ class SqliteChannelStore:
         self._log_absorbed()
 
     @staticmethod
-    def _deliver(outcomes: list) -> None:
+    def _deliver(outcomes: list[_Outcome]) -> None:
         for d, outcome in outcomes:
             if isinstance(outcome, Failure):
                 d.errback(outcome)
             else:
                 d.callback(outcome)
 
-    def _with_logged(self, record: Any) -> Any:
+    def _server_logged(self, record: ServerChannelRecord) -> ServerChannelRecord:
         """A record read from the tables, with what the log holds for it."""
-        if isinstance(record, ServerChannelRecord):
-            logged = self._overlay.get((paylog.SERVER_PAYMENT, record.contract_txid))
-            if logged is not None:
-                return replace_fields(record, best_value=logged[0], best_signature=logged[1])
-        elif record is not None:
-            logged = self._overlay.get((paylog.CLIENT_CHANGE, record.contract_txid))
-            if logged is not None:
-                return replace_fields(record, client_change=logged[0])
-        return record
+        logged = self._overlay.get((paylog.SERVER_PAYMENT, record.contract_txid))
+        if logged is None:
+            return record
+        return replace_fields(record, best_value=logged[0], best_signature=logged[1])
+
+    def _client_logged(self, record: ClientChannelRecord) -> ClientChannelRecord:
+        logged = self._overlay.get((paylog.CLIENT_CHANGE, record.contract_txid))
+        if logged is None:
+            return record
+        return replace_fields(record, client_change=logged[0])
+
+    @staticmethod
+    def _compare_and_set(db: sqlite3.Connection, table: str, contract_txid: bytes,
+                         expected: ServerChannelState | ClientChannelState,
+                         new: ServerChannelState | ClientChannelState,
+                         changes: dict[str, object], legal: bool) -> None:
+        """A transition's write, inside the batch's transaction (which absorbed the payment log
+        first, so the row holds every logged payment and keeps it): one UPDATE whose WHERE is
+        the comparison, so the check and the write cannot be split. A refused or illegal one
+        is explained from the row by the same rules the memory store applies."""
+        if legal:
+            # The names were checked against the table's allowed fields: they are columns.
+            sets = ", ".join(["state = ?"] + [f"{name} = ?" for name in changes])
+            cur = db.execute(
+                f"UPDATE {table} SET {sets} WHERE contract_txid = ? AND state = ?",
+                (new.value, *changes.values(), contract_txid, expected.value),
+            )
+            if cur.rowcount == 1:
+                return
+        row = db.execute(f"SELECT state FROM {table} WHERE contract_txid = ?", (contract_txid,)).fetchone()
+        if row is None:
+            raise UnknownChannel(contract_txid.hex())
+        if isinstance(expected, ServerChannelState):
+            assert isinstance(new, ServerChannelState)
+            check_server_cas(contract_txid, ServerChannelState(row[0]), expected, new, changes)
+        else:
+            assert isinstance(new, ClientChannelState)
+            check_client_cas(contract_txid, ClientChannelState(row[0]), expected, new, changes)
+        raise AssertionError("the UPDATE refused a transition that passes every check")
 
     # -- server side --------------------------------------------------------------------------
 
@@ -429,7 +477,7 @@ class SqliteChannelStore:
         def op(db: sqlite3.Connection) -> None:
             cur = db.execute(
                 "UPDATE server_channels SET best_value = ?, best_signature = ? "
-                "WHERE contract_txid = ? AND best_value <= ? AND state = 'open'",
+                f"WHERE contract_txid = ? AND best_value <= ? AND {_SERVER_PAYABLE_SQL}",
                 (best_value, signature, contract_txid, best_value),
             )
             if cur.rowcount != 1:
@@ -443,6 +491,24 @@ class SqliteChannelStore:
 
         slot = (paylog.SERVER_PAYMENT, contract_txid, best_value, signature) if len(signature) <= paylog.MAX_SIGNATURE else None
         return self._submit(op, True, slot)
+
+    def transition_server(self, contract_txid: bytes, expected: ServerChannelState, new: ServerChannelState,
+                          /, **changes: object) -> defer.Deferred[ServerChannelRecord]:
+        try:
+            check_server_transition(expected, new, changes)
+        except IllegalTransition:
+            legal = False
+        else:
+            legal = True
+
+        def op(db: sqlite3.Connection) -> ServerChannelRecord:
+            self._compare_and_set(db, "server_channels", contract_txid, expected, new, changes, legal)
+            row = db.execute(
+                f"SELECT {_SERVER_COLUMNS} FROM server_channels WHERE contract_txid = ?", (contract_txid,)
+            ).fetchone()
+            return _server_record(row)
+
+        return self._submit(op, True)
 
     def update_server_channel(self, record: ServerChannelRecord) -> defer.Deferred[None]:
         def op(db: sqlite3.Connection) -> None:
@@ -474,14 +540,14 @@ class SqliteChannelStore:
             row = db.execute(
                 f"SELECT {_SERVER_COLUMNS} FROM server_channels WHERE contract_txid = ?", (contract_txid,)
             ).fetchone()
-            return self._with_logged(None if row is None else _server_record(row))
+            return None if row is None else self._server_logged(_server_record(row))
 
         return self._submit(op, False)
 
     def server_channels(self) -> defer.Deferred[list[ServerChannelRecord]]:
         def op(db: sqlite3.Connection) -> list[ServerChannelRecord]:
             rows = db.execute(f"SELECT {_SERVER_COLUMNS} FROM server_channels ORDER BY seq").fetchall()
-            return [self._with_logged(_server_record(r)) for r in rows]
+            return [self._server_logged(_server_record(r)) for r in rows]
 
         return self._submit(op, False)
 
@@ -503,19 +569,38 @@ class SqliteChannelStore:
     def record_client_change(self, contract_txid: bytes, client_change: int) -> defer.Deferred[None]:
         def op(db: sqlite3.Connection) -> None:
             cur = db.execute(
-                "UPDATE client_channels SET client_change = ? WHERE contract_txid = ? AND client_change >= ?",
+                "UPDATE client_channels SET client_change = ? "
+                f"WHERE contract_txid = ? AND client_change >= ? AND {_CLIENT_PAYABLE_SQL}",
                 (client_change, contract_txid, client_change),
             )
             if cur.rowcount != 1:
                 row = db.execute(
-                    "SELECT client_change FROM client_channels WHERE contract_txid = ?", (contract_txid,)
+                    "SELECT client_change, state FROM client_channels WHERE contract_txid = ?", (contract_txid,)
                 ).fetchone()
                 if row is None:
                     raise UnknownChannel(contract_txid.hex())
-                check_change(row[0], client_change)
+                check_change(contract_txid, row[1], row[0], client_change)
                 raise AssertionError("the UPDATE refused a change that passes every check")
 
         return self._submit(op, True, (paylog.CLIENT_CHANGE, contract_txid, client_change, b""))
+
+    def transition_client(self, contract_txid: bytes, expected: ClientChannelState, new: ClientChannelState,
+                          /, **changes: object) -> defer.Deferred[ClientChannelRecord]:
+        try:
+            check_client_transition(expected, new, changes)
+        except IllegalTransition:
+            legal = False
+        else:
+            legal = True
+
+        def op(db: sqlite3.Connection) -> ClientChannelRecord:
+            self._compare_and_set(db, "client_channels", contract_txid, expected, new, changes, legal)
+            row = db.execute(
+                f"SELECT {_CLIENT_COLUMNS} FROM client_channels WHERE contract_txid = ?", (contract_txid,)
+            ).fetchone()
+            return _client_record(row)
+
+        return self._submit(op, True)
 
     def update_client_channel(self, record: ClientChannelRecord) -> defer.Deferred[None]:
         def op(db: sqlite3.Connection) -> None:
@@ -536,14 +621,14 @@ class SqliteChannelStore:
             row = db.execute(
                 f"SELECT {_CLIENT_COLUMNS} FROM client_channels WHERE contract_txid = ?", (contract_txid,)
             ).fetchone()
-            return self._with_logged(None if row is None else _client_record(row))
+            return None if row is None else self._client_logged(_client_record(row))
 
         return self._submit(op, False)
 
     def client_channels(self) -> defer.Deferred[list[ClientChannelRecord]]:
         def op(db: sqlite3.Connection) -> list[ClientChannelRecord]:
             rows = db.execute(f"SELECT {_CLIENT_COLUMNS} FROM client_channels ORDER BY seq").fetchall()
-            return [self._with_logged(_client_record(r)) for r in rows]
+            return [self._client_logged(_client_record(r)) for r in rows]
 
         return self._submit(op, False)
 
@@ -561,7 +646,7 @@ class SqliteChannelStore:
             self._flush_call.cancel()
             self._flush_call = None
             batch, self._batch = self._batch, []
-            self._deliver([(p.deferred, Failure(StoreError("the store is closed"))) for p in batch])
+            self._deliver([(p.deferred, _failure(StoreError("the store is closed"))) for p in batch])
         try:
             if self._broken is None:
                 self._checkpoint()
