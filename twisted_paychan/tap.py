@@ -126,13 +126,14 @@ class ChannelServerService(service.MultiService):
         self.wallet.start()
         self.store = open_store(data_dir, self.reactor)
         self.factory = PaymentChannelServerFactory(self.wallet, self.chain, self.store, o["settings"], self.reactor)
-        self.factory.channels.start()  # re-arm the settle-before-expiry timers
+        started = self.factory.manager.start()  # re-arm the settle-before-expiry timers
+        started.addErrback(lambda f: self.log.failure("loading the stored channels failed", f))
         strports.service(o["listen"], self.factory).setServiceParent(self)
         admin = admin_endpoint(o["admin-listen"], data_dir)
         if admin is not None:
             from twisted_paychan.net.admin import AdminFactory
 
-            strports.service(admin, AdminFactory(self.factory.channels)).setServiceParent(self)
+            strports.service(admin, AdminFactory(self.factory.manager)).setServiceParent(self)
         self.log.info("paychan server: data in {data_dir}, chain {chain}, listening on {listen}",
                       data_dir=data_dir, chain=o["chain"], listen=o["listen"])
         super().startService()
@@ -171,7 +172,7 @@ class ChannelServerService(service.MultiService):
 
     async def _stop_backends(self) -> None:
         if self.factory is not None:
-            self.factory.channels.stop()
+            self.factory.manager.stop()
         if self.rpc is not None:
             await self.rpc.stop()
         if self.store is not None:
