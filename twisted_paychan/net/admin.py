@@ -79,8 +79,8 @@ class AdminProtocol(LineOnlyReceiver):
         self._answer({"error": "request too long"})
 
     def _answer(self, answer: Answer) -> None:
-        self.sendLine(json.dumps(answer).encode())
         if self.transport is not None:
+            self.transport.write(json.dumps(answer).encode() + self.delimiter)  # sendLine, typed
             self.transport.loseConnection()
 
 
@@ -90,5 +90,5 @@ class AdminFactory(Factory):
     def __init__(self, manager: ServerChannelManager) -> None:
         self.manager = manager
 
-    def buildProtocol(self, addr: IAddress) -> AdminProtocol:
+    def buildProtocol(self, addr: Optional[IAddress]) -> AdminProtocol:
         return AdminProtocol(self.manager)

@@ -11,7 +11,7 @@ re-entered: messages that arrive meanwhile wait in the machine's queue.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Union
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
@@ -33,13 +33,18 @@ from twisted_paychan.channel.records import ServerChannelRecord
 from twisted_paychan.store.interfaces import ChannelNotOpen, StoreError
 
 
+#: The connection machine's effects (``channel.effects``), in order.
+Effects = list[Any]
+
+
 class IServerHandler(Interface):
     """What the application hears about a channel connection (spec §12.3)."""
 
     def channel_opened(contract_txid: bytes) -> None:
         """The channel is open on this connection (new or resumed)."""
 
-    def payment_received(contract_txid: bytes, increase: int, total: int, info: Optional[bytes]):
+    def payment_received(contract_txid: bytes, increase: int, total: int,
+                         info: Optional[bytes]) -> "Union[None, bytes, defer.Deferred[Optional[bytes]]]":
         """The server's value grew by ``increase`` to ``total`` (stored already). Return None,
         bytes for the PAYMENT_ACK info, or a Deferred of either; a failed Deferred refuses the
         payment (ERROR{OTHER}, UPDATE_PAYMENT_FAILED)."""
@@ -160,7 +165,7 @@ class ServerChannel(EffectRunner):
         m = self.machine
         d = self._ports.broadcast_contract(effect.tx, effect.contract_txid)
 
-        def accepted(_: Any) -> list:
+        def accepted(_: Any) -> Effects:
             crash_point("contract-broadcast")
             return m.contract_accepted(int(self.clock.seconds()))
 
@@ -170,7 +175,7 @@ class ServerChannel(EffectRunner):
         m = self.machine
         d = self._ports.store_channel(effect.record, self)
 
-        def stored(_: Any) -> list:
+        def stored(_: Any) -> Effects:
             crash_point("channel-stored")
             return m.channel_stored()
 
@@ -182,11 +187,11 @@ class ServerChannel(EffectRunner):
         d = self._record_payment(self, effect.contract_txid, effect.best_value, effect.signature)
         return d.addCallbacks(self._payment_stored, self._payment_refused)
 
-    def _payment_stored(self, _: Any) -> list:
+    def _payment_stored(self, _: Any) -> Effects:
         crash_point("payment-stored")
         return self.machine.payment_stored()
 
-    def _payment_refused(self, f: Failure) -> list:
+    def _payment_refused(self, f: Failure) -> Effects:
         # Not open any more, or a b lower than the stored one: refused, never acknowledged.
         if not isinstance(f.value, StoreError):
             f.raiseException()  # not a refusal: the runner closes down
@@ -219,7 +224,7 @@ class ServerChannel(EffectRunner):
             d = defer.maybeDeferred(_as_is, info)  # a Deferred, a coroutine or a Failure
         return d.addCallbacks(m.payment_acknowledged, self._payment_ack_failed)
 
-    def _payment_ack_failed(self, f: Failure) -> list:
+    def _payment_ack_failed(self, f: Failure) -> Effects:
         return self.machine.payment_ack_failed(f.getErrorMessage())
 
     def _channel_opened(self, effect: fx.ChannelOpened) -> Outcome:
@@ -236,9 +241,9 @@ class ServerChannel(EffectRunner):
         m = self.machine
         d = self._ports.settle(effect.contract_txid, effect.reason)
 
-        def failed(f: Failure) -> list:
-            unaffordable = f.check(SettlementUnaffordable) is not None
-            if not unaffordable and not f.check(SettlementRejected):
+        def failed(f: Failure) -> Effects:
+            unaffordable = isinstance(f.value, SettlementUnaffordable)
+            if not unaffordable and not isinstance(f.value, SettlementRejected):
                 self.log.failure("settlement failed", f)
             return m.settle_failed(f.getErrorMessage(), unaffordable)
 

@@ -475,7 +475,9 @@ class ServerChannelManager:
             self.log.failure("channel {txid}: building the settlement failed", f, txid=display_hex(channel.txid))
             return lc.EffectFailed(f.getErrorMessage())
 
-        return defer.maybeDeferred(self.wallet.payout_script).addCallback(build).addErrback(failed)
+        d: defer.Deferred[bytes] = defer.maybeDeferred(self.wallet.payout_script)
+        built: defer.Deferred[lc.LifecycleEvent] = d.addCallback(build)
+        return built.addErrback(failed)
 
     def _broadcast(self, channel: _Channel, effect: lc.Broadcast) -> defer.Deferred[lc.LifecycleEvent]:
         def accepted(_: object) -> lc.LifecycleEvent:
