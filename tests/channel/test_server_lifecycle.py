@@ -350,6 +350,16 @@ def test_a_conflict_on_a_double_spend_finds_the_channel_already_failed():
     assert m.handle(lc.TransitionConflict(record(S.CONTRACT_FAILED)), NOW) == []
 
 
+def test_stopped_drops_every_timer_and_watch_and_loaded_brings_them_back():
+    m = machine()
+    out = m.handle(lc.Stopped(), NOW)
+    assert set(out) == {lc.CancelTimer(lc.TimerKind.SETTLE), lc.CancelTimer(lc.TimerKind.CONFIRM),
+                        lc.Unwatch(lc.WatchKind.INPUTS), lc.Unwatch(lc.WatchKind.OUTPUT)}
+    assert m.handle(lc.Stopped(), NOW) == []
+    out = m.handle(lc.Loaded(), NOW)
+    assert len(of(out, lc.ArmTimer)) == 2 and len(of(out, lc.WatchOutpoints)) == 2
+
+
 def test_a_stale_timer_or_outcome_is_ignored():
     m = machine()
     assert m.handle(lc.TransitionStored(record()), NOW) == []  # nothing was outstanding

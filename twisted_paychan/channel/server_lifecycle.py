@@ -130,6 +130,12 @@ class SettleRequested:
     by: SettleBy
 
 
+@dataclass(frozen=True)
+class Stopped:
+    """The server stops: every timer and watch goes (``Loaded`` brings them back). Not a
+    decision about the channel, so not a row: handled the same in every state."""
+
+
 # Completions: the outcome of the one effect outstanding.
 
 
@@ -183,7 +189,7 @@ class EffectFailed:
 
 
 LifecycleEvent = Union[
-    Loaded, Created, SettleDue, ConfirmationDue, BlockConnected, ContractInputSpent, ContractSpent,
+    Loaded, Created, Stopped, SettleDue, ConfirmationDue, BlockConnected, ContractInputSpent, ContractSpent,
     ContractRejected, SettleRequested, TransitionStored, TransitionConflict, SettlementBuilt,
     SettlementUnaffordable, BroadcastAccepted, BroadcastRefused, ContractStatusKnown, EffectFailed,
 ]
@@ -416,6 +422,10 @@ class ServerLifecycle:
 
     def handle(self, event: LifecycleEvent, now: float) -> Effects:
         """What to do about ``event`` at time ``now``."""
+        if isinstance(event, Stopped):
+            return ([CancelTimer(kind) for kind in sorted(self._timers, key=lambda k: k.value)]
+                    + [Unwatch(kind) for kind in sorted(self._watches, key=lambda k: k.value)]
+                    + self._forget_io())
         if isinstance(event, _COMPLETIONS):
             if self._awaiting is None:
                 return []  # nothing outstanding: a stale outcome
@@ -531,6 +541,11 @@ class ServerLifecycle:
             return []
         self._watches.discard(kind)
         return [Unwatch(kind)]
+
+    def _forget_io(self) -> Effects:
+        self._timers.clear()
+        self._watches.clear()
+        return []
 
     def _fired(self, kind: TimerKind) -> bool:
         """A timer event counts only if the timer is still armed (not cancelled meanwhile)."""

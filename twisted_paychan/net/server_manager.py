@@ -200,14 +200,7 @@ class ServerChannelManager:
             self._block_watch.cancel()
             self._block_watch = None
         for channel in self._channels.values():
-            for call in channel.timers.values():
-                if call.active():
-                    call.cancel()
-            channel.timers.clear()
-            for watches in channel.watches.values():
-                for watch in watches:
-                    watch.cancel()
-            channel.watches.clear()
+            channel.feed(lc.Stopped())
 
     def connection(self, handler: object, send: Callable[[object], None],
                    close: Callable[[CloseReason], None]) -> ServerChannel:
@@ -373,7 +366,8 @@ class ServerChannelManager:
             self._notify(lc.ChannelEvent(lc.ChannelEventKind.PAYMENT, contract_txid, increase=increase, total=total))
 
     def _closed(self, connection: ServerChannel, reason: CloseReason) -> None:
-        txid = connection.contract_txid
+        record = connection.machine.record  # stored (or resumed) by this connection, if it got that far
+        txid = connection.contract_txid or (record.contract_txid if record is not None else None)
         channel = self._channels.get(txid) if txid is not None else None
         if channel is not None and channel.connection is connection:
             channel.connection = None
