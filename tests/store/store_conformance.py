@@ -11,8 +11,8 @@ here.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import replace
-from typing import Any, Awaitable, Callable
+from dataclasses import dataclass, replace
+from typing import Any, Awaitable, Callable, Mapping
 
 import pytest
 from twisted.internet import defer
@@ -238,74 +238,79 @@ def _change_in(state: ClientChannelState) -> Check:
 # -- transitions: the tables ------------------------------------------------------------------
 
 
-def _server_edge(old: ServerChannelState, new: ServerChannelState) -> Check:
-    legal = new in SERVER_TRANSITIONS[old]
+@dataclass(frozen=True)
+class _Side:
+    """What the table-driven checks need of one side of the store."""
+
+    name: str
+    table: Mapping[Any, frozenset[Any]]
+    fields: frozenset[str]
+    record: Callable[..., Any]
+    #: Keyword arguments that give a record money to keep (b and sig_C, or c).
+    money: dict[str, Any]
+    #: The field a transition records the closing transaction in.
+    closing: str
+    add: Callable[[Any, Any], Awaitable[None]]
+    read: Callable[[Any, bytes], Awaitable[Any]]
+    transition: Callable[..., Awaitable[Any]]
+    #: A legal edge, to name a forbidden field on.
+    edge: tuple[Any, Any]
+    #: One field that is money, which must be among the forbidden ones.
+    money_field: str
+
+
+SERVER = _Side(
+    "server", SERVER_TRANSITIONS, SERVER_TRANSITION_FIELDS, server_record,
+    {"best_value": 300, "best_signature": b"sig300"}, "settlement_tx",
+    lambda store, rec: store.add_server_channel(rec), lambda store, txid: store.server_channel(txid),
+    lambda store, *args, **changes: store.transition_server(*args, **changes),
+    (ServerChannelState.OPEN, ServerChannelState.SETTLING), "best_value",
+)
+CLIENT = _Side(
+    "client", CLIENT_TRANSITIONS, CLIENT_TRANSITION_FIELDS, client_record,
+    {"client_change": 123_000}, "close_tx",
+    lambda store, rec: store.add_client_channel(rec), lambda store, txid: store.client_channel(txid),
+    lambda store, *args, **changes: store.transition_client(*args, **changes),
+    (ClientChannelState.OPEN, ClientChannelState.EXPIRING), "client_change",
+)
+
+
+def _edge(side: _Side, old: Any, new: Any) -> Check:
+    legal = new in side.table[old]
 
     async def check(store: Any) -> None:
-        rec = server_record(20, state=old, best_value=300, best_signature=b"sig300")
-        await store.add_server_channel(rec)
+        rec = side.record(20, state=old, **side.money)
+        await side.add(store, rec)
         if legal:
-            got = await store.transition_server(rec.contract_txid, old, new, note="moved", updated_at=1_800_000_001,
-                                                settlement_tx=b"settlement")
-            assert got == replace(rec, state=new, note="moved", updated_at=1_800_000_001, settlement_tx=b"settlement")
-            assert await store.server_channel(rec.contract_txid) == got
+            changes = {"note": "moved", "updated_at": 1_800_000_001, side.closing: b"closing tx"}
+            got = await side.transition(store, rec.contract_txid, old, new, **changes)
+            assert got == replace(rec, state=new, **changes)
+            assert await side.read(store, rec.contract_txid) == got
         else:
             with pytest.raises(IllegalTransition):
-                await store.transition_server(rec.contract_txid, old, new, note="moved")
-            assert await store.server_channel(rec.contract_txid) == rec
+                await side.transition(store, rec.contract_txid, old, new, note="moved")
+            assert await side.read(store, rec.contract_txid) == rec
 
-    check.__name__ = f"check_server_{old.name.lower()}_to_{new.name.lower()}_{'accepted' if legal else 'refused'}"
+    check.__name__ = f"check_{side.name}_{old.name.lower()}_to_{new.name.lower()}_{'accepted' if legal else 'refused'}"
     return check
 
 
-def _client_edge(old: ClientChannelState, new: ClientChannelState) -> Check:
-    legal = new in CLIENT_TRANSITIONS[old]
-
-    async def check(store: Any) -> None:
-        rec = client_record(20, state=old, client_change=123_000)
-        await store.add_client_channel(rec)
-        if legal:
-            got = await store.transition_client(rec.contract_txid, old, new, note="moved", updated_at=1_800_000_001,
-                                                close_tx=b"close")
-            assert got == replace(rec, state=new, note="moved", updated_at=1_800_000_001, close_tx=b"close")
-            assert await store.client_channel(rec.contract_txid) == got
-        else:
-            with pytest.raises(IllegalTransition):
-                await store.transition_client(rec.contract_txid, old, new, note="moved")
-            assert await store.client_channel(rec.contract_txid) == rec
-
-    check.__name__ = f"check_client_{old.name.lower()}_to_{new.name.lower()}_{'accepted' if legal else 'refused'}"
-    return check
-
-
-def _forbidden_fields(cls: type, allowed: frozenset[str]) -> list[str]:
-    return sorted({f.name for f in dataclasses.fields(cls)} - allowed)
-
-
-async def check_server_transition_refuses_forbidden_fields(store: Any) -> None:
+def _forbidden_fields(side: _Side) -> Check:
     """Only the fields the table allows change with a transition: never the money, the channel
     or the state itself (and nothing is written when one is named)."""
-    rec = server_record(21)
-    await store.add_server_channel(rec)
-    for name in _forbidden_fields(ServerChannelRecord, SERVER_TRANSITION_FIELDS) + ["no_such_field"]:
-        value = getattr(rec, name, 1)
-        with pytest.raises(IllegalTransition, match=name):
-            await store.transition_server(rec.contract_txid, ServerChannelState.OPEN, ServerChannelState.SETTLING,
-                                          note="x", **{name: value})
-        assert await store.server_channel(rec.contract_txid) == rec
-    assert "best_value" in _forbidden_fields(ServerChannelRecord, SERVER_TRANSITION_FIELDS)
+    forbidden = sorted({f.name for f in dataclasses.fields(side.record())} - side.fields)
+    assert side.money_field in forbidden
 
+    async def check(store: Any) -> None:
+        rec = side.record(21)
+        await side.add(store, rec)
+        for name in forbidden + ["no_such_field"]:
+            with pytest.raises(IllegalTransition, match=name):
+                await side.transition(store, rec.contract_txid, *side.edge, note="x", **{name: getattr(rec, name, 1)})
+            assert await side.read(store, rec.contract_txid) == rec
 
-async def check_client_transition_refuses_forbidden_fields(store: Any) -> None:
-    rec = client_record(21)
-    await store.add_client_channel(rec)
-    for name in _forbidden_fields(ClientChannelRecord, CLIENT_TRANSITION_FIELDS) + ["no_such_field"]:
-        value = getattr(rec, name, 1)
-        with pytest.raises(IllegalTransition, match=name):
-            await store.transition_client(rec.contract_txid, ClientChannelState.OPEN, ClientChannelState.EXPIRING,
-                                          note="x", **{name: value})
-        assert await store.client_channel(rec.contract_txid) == rec
-    assert "client_change" in _forbidden_fields(ClientChannelRecord, CLIENT_TRANSITION_FIELDS)
+    check.__name__ = f"check_{side.name}_transition_refuses_forbidden_fields"
+    return check
 
 
 # -- transitions: compare-and-set -------------------------------------------------------------
@@ -427,10 +432,8 @@ CONFORMANCE = [
     *[_payment_refused_in(s) for s in ServerChannelState if s is not ServerChannelState.OPEN],
     check_higher_c_refused,
     *[_change_in(s) for s in ClientChannelState],
-    *[_server_edge(old, new) for old in ServerChannelState for new in ServerChannelState],
-    *[_client_edge(old, new) for old in ClientChannelState for new in ClientChannelState],
-    check_server_transition_refuses_forbidden_fields,
-    check_client_transition_refuses_forbidden_fields,
+    *[_edge(side, old, new) for side in (SERVER, CLIENT) for old in side.table for new in side.table],
+    *[_forbidden_fields(side) for side in (SERVER, CLIENT)],
     check_server_transition_conflict,
     check_client_transition_conflict,
     check_concurrent_transitions_one_wins,

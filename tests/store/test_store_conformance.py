@@ -1,6 +1,7 @@
 """Every channel store passes the same suite: the in-memory double, and SQLite batched per
 reactor turn (group commit, the way servers and clients run it) and immediate (the way tools run
-it), the latter also with a payment log so small that payments keep forcing checkpoints."""
+it), the latter also with a payment log so small that payments keep forcing checkpoints, and
+with none at all, so that every payment is refused or written by the SQL form of the rules."""
 
 import pytest
 import pytest_twisted
@@ -12,7 +13,7 @@ from twisted_paychan.store import paylog
 from twisted_paychan.store.sqlite import SqliteChannelStore
 
 
-@pytest.fixture(params=["memory", "sqlite-batched", "sqlite-inline", "sqlite-tiny-log"])
+@pytest.fixture(params=["memory", "sqlite-batched", "sqlite-inline", "sqlite-tiny-log", "sqlite-no-log"])
 def make_store(request, tmp_path):
     made = []
 
@@ -21,7 +22,7 @@ def make_store(request, tmp_path):
             s = MemoryChannelStore()
         else:
             batched = request.param == "sqlite-batched"
-            slots = 2 if request.param == "sqlite-tiny-log" else paylog.DEFAULT_SLOTS
+            slots = {"sqlite-tiny-log": 2, "sqlite-no-log": 0}.get(request.param, paylog.DEFAULT_SLOTS)
             s = SqliteChannelStore(str(tmp_path / "c.sqlite"), reactor if batched else None, log_slots=slots)
         made.append(s)
         return s

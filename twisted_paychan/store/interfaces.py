@@ -40,7 +40,8 @@ class IChannelStore(Interface):
         """Durably set b and sig_C of an open server channel (the hot path: may be batched
         with other channels' payments into one commit, never delayed past its own). Fails with
         ``ChannelNotOpen`` unless the record is OPEN: a payment on a channel that is settling or
-        whose contract failed is refused at the moment it would be stored."""
+        whose contract failed is refused at the moment it would be stored; with ``StoreError``
+        if b would go down."""
 
     def transition_server(contract_txid: bytes, expected: ServerChannelState, new: ServerChannelState,
                           /, **changes: object) -> Deferred[ServerChannelRecord]:

@@ -8,7 +8,7 @@ a test that passes against it must not rely on a write SQLite would not make.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional, TypeVar
 
 from twisted.internet import defer
 from zope.interface import implementer
@@ -23,6 +23,22 @@ from twisted_paychan.channel.records import (
 from twisted_paychan.channel.states import IllegalTransition
 from twisted_paychan.store.interfaces import DuplicateChannel, IChannelStore, StoreError, UnknownChannel
 from twisted_paychan.store.rules import check_change, check_client_cas, check_payment, check_server_cas
+
+_R = TypeVar("_R", ServerChannelRecord, ClientChannelRecord)
+
+
+def _transition(records: dict[bytes, _R], contract_txid: bytes, new: object, changes: dict[str, object],
+                check: Callable[[_R], None]) -> defer.Deferred[_R]:
+    """Both sides' compare-and-set: ``check`` is the rule of ``store.rules`` for the side."""
+    old = records.get(contract_txid)
+    if old is None:
+        return defer.fail(UnknownChannel(contract_txid.hex()))
+    try:
+        check(old)
+    except (StoreError, IllegalTransition):
+        return defer.fail()
+    record = records[contract_txid] = replace_fields(old, state=new, **changes)
+    return defer.succeed(record)
 
 
 @implementer(IChannelStore)
@@ -50,15 +66,10 @@ class MemoryChannelStore:
 
     def transition_server(self, contract_txid: bytes, expected: ServerChannelState, new: ServerChannelState,
                           /, **changes: object) -> defer.Deferred[ServerChannelRecord]:
-        old = self._server.get(contract_txid)
-        if old is None:
-            return defer.fail(UnknownChannel(contract_txid.hex()))
-        try:
-            check_server_cas(contract_txid, old.state, expected, new, changes)
-        except (StoreError, IllegalTransition):
-            return defer.fail()
-        record = self._server[contract_txid] = replace_fields(old, state=new, **changes)
-        return defer.succeed(record)
+        def check(stored: ServerChannelRecord) -> None:
+            check_server_cas(contract_txid, stored.state, expected, new, changes)
+
+        return _transition(self._server, contract_txid, new, changes, check)
 
     def update_server_channel(self, record: ServerChannelRecord) -> defer.Deferred[None]:
         if record.contract_txid not in self._server:
@@ -98,15 +109,10 @@ class MemoryChannelStore:
 
     def transition_client(self, contract_txid: bytes, expected: ClientChannelState, new: ClientChannelState,
                           /, **changes: object) -> defer.Deferred[ClientChannelRecord]:
-        old = self._client.get(contract_txid)
-        if old is None:
-            return defer.fail(UnknownChannel(contract_txid.hex()))
-        try:
-            check_client_cas(contract_txid, old.state, expected, new, changes)
-        except (StoreError, IllegalTransition):
-            return defer.fail()
-        record = self._client[contract_txid] = replace_fields(old, state=new, **changes)
-        return defer.succeed(record)
+        def check(stored: ClientChannelRecord) -> None:
+            check_client_cas(contract_txid, stored.state, expected, new, changes)
+
+        return _transition(self._client, contract_txid, new, changes, check)
 
     def update_client_channel(self, record: ClientChannelRecord) -> defer.Deferred[None]:
         if record.contract_txid not in self._client:

@@ -30,6 +30,7 @@ SERVER_PAYABLE = ServerChannelState.OPEN
 #: a last payment while its refund waits (that only moves money the payer chose to move); a
 #: settled or refunded channel is over and a payment on it is a bug.
 CLIENT_PAYABLE = frozenset({ClientChannelState.OPEN, ClientChannelState.EXPIRING})
+_CLIENT_PAYABLE_VALUES = frozenset(s.value for s in CLIENT_PAYABLE)
 
 
 def check_payment(contract_txid: bytes, state: str, stored: int, best_value: int) -> None:
@@ -44,7 +45,7 @@ def check_payment(contract_txid: bytes, state: str, stored: int, best_value: int
 def check_change(contract_txid: bytes, state: str, stored: int, client_change: int) -> None:
     """``record_client_change`` given the stored state and c: not on a finished channel
     (``ChannelNotOpen``), and c never goes up (``StoreError``)."""
-    if ClientChannelState(state) not in CLIENT_PAYABLE:
+    if state not in _CLIENT_PAYABLE_VALUES:
         raise ChannelNotOpen(contract_txid, state)
     if client_change > stored:
         raise StoreError(f"refusing to raise c from {stored} to {client_change}")

@@ -16,8 +16,13 @@ yet is kept in memory (the *overlay*); reads see it, and the next SQLite transac
 commit), after which the log starts again. Opening the store replays the log and checkpoints.
 
 Each SQLite write runs inside its own SAVEPOINT, so one failing write (an unknown channel, a
-duplicate) fails only its own Deferred. Operations run in the order they were asked for, so a
-read sees every earlier write.
+duplicate, a lost compare-and-set) fails only its own Deferred. Operations run in the order they
+were asked for, so a read sees every earlier write.
+
+A state change (``transition_server``/``transition_client``) is a SQLite write: its transaction
+absorbs the log first, then one ``UPDATE ... WHERE state = expected`` both checks and writes, so
+the record it returns holds every payment acknowledged before it, and of two transitions that
+expected the same state the second changes nothing and fails with ``TransitionConflict``.
 
 Without a reactor every operation is carried out at once, one commit each: for tests driven by
 ``task.Clock`` and for command-line tools.
@@ -53,11 +58,7 @@ from twisted_paychan.channel.records import (
     ServerChannelRecord,
     ServerChannelState,
 )
-from twisted_paychan.channel.states import (
-    IllegalTransition,
-    check_client_transition,
-    check_server_transition,
-)
+from twisted_paychan.channel.states import IllegalTransition
 
 T = TypeVar("T")
 _Op = Callable[[sqlite3.Connection], Any]
@@ -114,9 +115,16 @@ CREATE TABLE IF NOT EXISTS meta (
 );
 """
 
-#: The rules of ``store.rules`` as SQL, for the UPDATEs that check and write in one statement.
-_SERVER_PAYABLE_SQL = f"state = '{SERVER_PAYABLE.value}'"
-_CLIENT_PAYABLE_SQL = "state IN ({})".format(", ".join(sorted(f"'{s.value}'" for s in CLIENT_PAYABLE)))
+#: The payments as UPDATEs whose WHERE is the rule of ``store.rules`` (so the check and the
+#: write are one statement); a refused one is explained by the rule itself.
+_PAYMENT_SQL = (
+    "UPDATE server_channels SET best_value = ?, best_signature = ? "
+    f"WHERE contract_txid = ? AND best_value <= ? AND state = '{SERVER_PAYABLE.value}'"
+)
+_CHANGE_SQL = (
+    "UPDATE client_channels SET client_change = ? WHERE contract_txid = ? AND client_change >= ? "
+    "AND state IN ({})".format(", ".join(sorted(f"'{s.value}'" for s in CLIENT_PAYABLE)))
+)
 
 _SERVER_COLUMNS = (
     "contract_txid, version, contract, value, expiry, server_key, client_key, best_value, "
@@ -429,34 +437,37 @@ class SqliteChannelStore:
             return record
         return replace_fields(record, client_change=logged[0])
 
-    @staticmethod
-    def _compare_and_set(db: sqlite3.Connection, table: str, contract_txid: bytes,
-                         expected: ServerChannelState | ClientChannelState,
-                         new: ServerChannelState | ClientChannelState,
-                         changes: dict[str, object], legal: bool) -> None:
+    def _transition(self, table: str, columns: str, to_record: Callable[[tuple[Any, ...]], T],
+                    contract_txid: bytes, expected: str, new: str, changes: dict[str, object],
+                    check: Callable[[str], None]) -> defer.Deferred[T]:
         """A transition's write, inside the batch's transaction (which absorbed the payment log
         first, so the row holds every logged payment and keeps it): one UPDATE whose WHERE is
-        the comparison, so the check and the write cannot be split. A refused or illegal one
-        is explained from the row by the same rules the memory store applies."""
-        if legal:
-            # The names were checked against the table's allowed fields: they are columns.
-            sets = ", ".join(["state = ?"] + [f"{name} = ?" for name in changes])
-            cur = db.execute(
-                f"UPDATE {table} SET {sets} WHERE contract_txid = ? AND state = ?",
-                (new.value, *changes.values(), contract_txid, expected.value),
-            )
-            if cur.rowcount == 1:
-                return
-        row = db.execute(f"SELECT state FROM {table} WHERE contract_txid = ?", (contract_txid,)).fetchone()
-        if row is None:
-            raise UnknownChannel(contract_txid.hex())
-        if isinstance(expected, ServerChannelState):
-            assert isinstance(new, ServerChannelState)
-            check_server_cas(contract_txid, ServerChannelState(row[0]), expected, new, changes)
+        the comparison, so the check and the write cannot be split. ``check(stored_state)`` is
+        the rule of ``store.rules``: it explains a refused UPDATE, and it judges the edge
+        beforehand (as if the stored state were the expected one), so that an illegal one is
+        reported only after the stored state was compared (a conflict is reported first)."""
+        try:
+            check(expected)
+        except IllegalTransition:
+            legal = False
         else:
-            assert isinstance(new, ClientChannelState)
-            check_client_cas(contract_txid, ClientChannelState(row[0]), expected, new, changes)
-        raise AssertionError("the UPDATE refused a transition that passes every check")
+            legal = True
+        # The names were checked against the table's allowed fields: they are columns.
+        sets = ", ".join(["state = ?"] + [f"{name} = ?" for name in changes])
+        update = f"UPDATE {table} SET {sets} WHERE contract_txid = ? AND state = ?"
+        params = (new, *changes.values(), contract_txid, expected)
+
+        def op(db: sqlite3.Connection) -> T:
+            if not legal or db.execute(update, params).rowcount != 1:
+                row = db.execute(f"SELECT state FROM {table} WHERE contract_txid = ?", (contract_txid,)).fetchone()
+                if row is None:
+                    raise UnknownChannel(contract_txid.hex())
+                check(row[0])
+                raise AssertionError("the UPDATE refused a transition that passes every check")
+            return to_record(db.execute(f"SELECT {columns} FROM {table} WHERE contract_txid = ?",
+                                        (contract_txid,)).fetchone())
+
+        return self._submit(op, True)
 
     # -- server side --------------------------------------------------------------------------
 
@@ -475,11 +486,7 @@ class SqliteChannelStore:
 
     def record_payment(self, contract_txid: bytes, best_value: int, signature: bytes) -> defer.Deferred[None]:
         def op(db: sqlite3.Connection) -> None:
-            cur = db.execute(
-                "UPDATE server_channels SET best_value = ?, best_signature = ? "
-                f"WHERE contract_txid = ? AND best_value <= ? AND {_SERVER_PAYABLE_SQL}",
-                (best_value, signature, contract_txid, best_value),
-            )
+            cur = db.execute(_PAYMENT_SQL, (best_value, signature, contract_txid, best_value))
             if cur.rowcount != 1:
                 row = db.execute(
                     "SELECT best_value, state FROM server_channels WHERE contract_txid = ?", (contract_txid,)
@@ -494,21 +501,11 @@ class SqliteChannelStore:
 
     def transition_server(self, contract_txid: bytes, expected: ServerChannelState, new: ServerChannelState,
                           /, **changes: object) -> defer.Deferred[ServerChannelRecord]:
-        try:
-            check_server_transition(expected, new, changes)
-        except IllegalTransition:
-            legal = False
-        else:
-            legal = True
+        def check(stored: str) -> None:
+            check_server_cas(contract_txid, ServerChannelState(stored), expected, new, changes)
 
-        def op(db: sqlite3.Connection) -> ServerChannelRecord:
-            self._compare_and_set(db, "server_channels", contract_txid, expected, new, changes, legal)
-            row = db.execute(
-                f"SELECT {_SERVER_COLUMNS} FROM server_channels WHERE contract_txid = ?", (contract_txid,)
-            ).fetchone()
-            return _server_record(row)
-
-        return self._submit(op, True)
+        return self._transition("server_channels", _SERVER_COLUMNS, _server_record, contract_txid,
+                                expected.value, new.value, changes, check)
 
     def update_server_channel(self, record: ServerChannelRecord) -> defer.Deferred[None]:
         def op(db: sqlite3.Connection) -> None:
@@ -568,11 +565,7 @@ class SqliteChannelStore:
 
     def record_client_change(self, contract_txid: bytes, client_change: int) -> defer.Deferred[None]:
         def op(db: sqlite3.Connection) -> None:
-            cur = db.execute(
-                "UPDATE client_channels SET client_change = ? "
-                f"WHERE contract_txid = ? AND client_change >= ? AND {_CLIENT_PAYABLE_SQL}",
-                (client_change, contract_txid, client_change),
-            )
+            cur = db.execute(_CHANGE_SQL, (client_change, contract_txid, client_change))
             if cur.rowcount != 1:
                 row = db.execute(
                     "SELECT client_change, state FROM client_channels WHERE contract_txid = ?", (contract_txid,)
@@ -586,21 +579,11 @@ class SqliteChannelStore:
 
     def transition_client(self, contract_txid: bytes, expected: ClientChannelState, new: ClientChannelState,
                           /, **changes: object) -> defer.Deferred[ClientChannelRecord]:
-        try:
-            check_client_transition(expected, new, changes)
-        except IllegalTransition:
-            legal = False
-        else:
-            legal = True
+        def check(stored: str) -> None:
+            check_client_cas(contract_txid, ClientChannelState(stored), expected, new, changes)
 
-        def op(db: sqlite3.Connection) -> ClientChannelRecord:
-            self._compare_and_set(db, "client_channels", contract_txid, expected, new, changes, legal)
-            row = db.execute(
-                f"SELECT {_CLIENT_COLUMNS} FROM client_channels WHERE contract_txid = ?", (contract_txid,)
-            ).fetchone()
-            return _client_record(row)
-
-        return self._submit(op, True)
+        return self._transition("client_channels", _CLIENT_COLUMNS, _client_record, contract_txid,
+                                expected.value, new.value, changes, check)
 
     def update_client_channel(self, record: ClientChannelRecord) -> defer.Deferred[None]:
         def op(db: sqlite3.Connection) -> None:
