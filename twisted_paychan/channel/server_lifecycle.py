@@ -32,7 +32,6 @@ outcome (:class:`SettleSucceeded` / :class:`SettleFailed`).
 from __future__ import annotations
 
 import enum
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Optional, Union
 
@@ -385,11 +384,15 @@ class ServerLifecycle:
     #: Conflicts in a row after which a decision is given up (another writer keeps winning).
     MAX_CONFLICTS = 3
 
+    # One per open channel, mostly idle: slots, and a list for the (rare) held events.
+    __slots__ = ("_record", "_policy", "_awaiting", "_held", "_timers", "_watches", "_bumps", "_settling", "_rule",
+                 "_origin", "_then", "_conflicts")
+
     def __init__(self, record: ServerChannelRecord, policy: LifecyclePolicy) -> None:
         self._record = record
         self._policy = policy
         self._awaiting: Optional[_Awaiting] = None
-        self._held: deque[LifecycleEvent] = deque()
+        self._held: list[LifecycleEvent] = []
         self._timers: set[TimerKind] = set()
         self._watches: set[WatchKind] = set()
         #: Settlements the node refused as too cheap: how many times to double the fee rate.
@@ -440,7 +443,7 @@ class ServerLifecycle:
         else:
             out = self._decide(event, now)
         while self._held and self._awaiting is None:
-            out += self._decide(self._held.popleft(), now)
+            out += self._decide(self._held.pop(0), now)
         return out
 
     def _decide(self, event: LifecycleEvent, now: float) -> Effects:

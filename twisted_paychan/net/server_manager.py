@@ -19,7 +19,6 @@ stored: one writer of b per channel.
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -77,6 +76,10 @@ class _Channel:
     Effects run in order; one with an outcome holds back the ones after it until its outcome
     is fed back (the machine never has two outstanding)."""
 
+    # Slots, and lists rather than deques: one of these per open channel, mostly idle.
+    __slots__ = ("manager", "machine", "txid", "connection", "timers", "watches", "waiters", "writing", "written",
+                 "_queue", "_running", "_blocked")
+
     def __init__(self, manager: "ServerChannelManager", machine: lc.ServerLifecycle) -> None:
         self.manager = manager
         self.machine = machine
@@ -89,7 +92,7 @@ class _Channel:
         #: Payments of the attached connection not yet durable, and who waits for them.
         self.writing = 0
         self.written: list[defer.Deferred[None]] = []
-        self._queue: deque[lc.LifecycleEffect] = deque()
+        self._queue: list[lc.LifecycleEffect] = []
         self._running = False
         self._blocked = False
 
@@ -103,7 +106,7 @@ class _Channel:
         self._running = True
         try:
             while self._queue and not self._blocked:
-                outcome = self.manager._perform(self, self._queue.popleft())
+                outcome = self.manager._perform(self, self._queue.pop(0))
                 if outcome is not None:
                     self._blocked = True
                     outcome.addCallback(self._outcome)
@@ -113,7 +116,7 @@ class _Channel:
 
     def _outcome(self, event: lc.LifecycleEvent) -> None:
         self._blocked = False
-        self._queue.extendleft(reversed(self.machine.handle(event, self.manager.clock.seconds())))
+        self._queue[0:0] = self.machine.handle(event, self.manager.clock.seconds())
         if not self._running:
             self.run([])
 
