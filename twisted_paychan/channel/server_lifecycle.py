@@ -38,7 +38,7 @@ from typing import Callable, Mapping, Optional, Union
 from twisted_paychan.bitcoin.transactions import parse_transaction
 from twisted_paychan.chain.types import OutPoint, RejectKind, TxState, display_hex
 from twisted_paychan.channel.records import ServerChannelRecord, ServerChannelState
-from twisted_paychan.constants import FEE_RATE_FLOOR
+from twisted_paychan.constants import FEE_RATE_FLOOR, SERVER_SETTLE_OFFSET
 
 S = ServerChannelState
 
@@ -53,7 +53,7 @@ class LifecyclePolicy:
     #: sat/kB of the server's settlements, before any bump (``ServerSettings.effective_fee_rate``).
     fee_rate: int = FEE_RATE_FLOOR
     #: Seconds before the expiry at which the server settles (§10.2).
-    settle_offset: int = 7200
+    settle_offset: int = SERVER_SETTLE_OFFSET
     #: Seconds between retries of a settlement that failed (fee, broadcast).
     retry_interval: float = 600.0
     #: Seconds a contract may stay unconfirmed before its channel stops taking payments (§13 item 4).
@@ -386,7 +386,7 @@ class ServerLifecycle:
 
     # One per open channel, mostly idle: slots, and a list for the (rare) held events.
     __slots__ = ("_record", "_policy", "_awaiting", "_held", "_timers", "_watches", "_bumps", "_settling", "_rule",
-                 "_origin", "_then", "_conflicts")
+                 "_origin", "_then", "_conflicts", "_bumped_for")
 
     def __init__(self, record: ServerChannelRecord, policy: LifecyclePolicy) -> None:
         self._record = record
@@ -397,6 +397,8 @@ class ServerLifecycle:
         self._watches: set[WatchKind] = set()
         #: Settlements the node refused as too cheap: how many times to double the fee rate.
         self._bumps = 0
+        #: The refusal counted in ``_bumps`` last (decided again after a conflict, it counts once).
+        self._bumped_for: Optional[BroadcastRefused] = None
         self._settling: Optional[_Settlement] = None
         #: The row deciding now, and the event it decides on (run again after a conflict).
         self._rule: Optional[Rule] = None
@@ -657,8 +659,9 @@ class ServerLifecycle:
             self._awaiting = _Awaiting.BROADCAST
             return [Broadcast(tx, TxRole.SETTLEMENT)]
         if isinstance(event, BroadcastRefused) and event.kind is not RejectKind.ALREADY_KNOWN:
-            if event.kind is RejectKind.FEE_TOO_LOW:
+            if event.kind is RejectKind.FEE_TOO_LOW and event is not self._bumped_for:
                 self._bumps += 1  # too cheap for the node: the next attempt pays twice the rate
+                self._bumped_for = event
             note = f"settlement broadcast rejected: {event.reason}"
             why = event.reason
             return self._persist(S.STUCK, lambda now: self._end_settlement(now, why=why), note=note,
