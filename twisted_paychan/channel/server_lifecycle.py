@@ -284,7 +284,8 @@ class ServerLifecycle:
     # -- the rows' handlers ------------------------------------------------------------------------
 
     def _open_watched(self, event: LifecycleEvent, now: float) -> Effects:
-        """OPEN, stored by a connection or loaded: follow the contract, and settle before expiry."""
+        """Watch the contract's inputs (until 6 deep) and output; arm CONFIRM (created + 6 h) and SETTLE
+        (expiry - settle_offset). Loaded: rebroadcast the contract first."""
         r = self._record
         out: Effects = [Rebroadcast(r.contract, TxRole.CONTRACT)] if isinstance(event, Loaded) else []
         return (out + self._watch(WatchKind.INPUTS) + self._watch(WatchKind.OUTPUT)
@@ -302,11 +303,13 @@ class ServerLifecycle:
         return out + self._watch(WatchKind.OUTPUT)
 
     def _stuck_loaded(self, event: LifecycleEvent, now: float) -> Effects:
+        """Stuck at start: rebroadcast the contract, follow its output, retry the settlement (at once if due)."""
         return ([Rebroadcast(self._record.contract, TxRole.CONTRACT)] + self._watch(WatchKind.OUTPUT)
                 + self._arm(TimerKind.SETTLE, self.settle_at()))
 
     def _settle(self, event: LifecycleEvent, now: float) -> Effects:
-        """Start a settlement (the client, the operator, or the SETTLE timer asked)."""
+        """Settle: asked by the client or the operator, or by the SETTLE timer (expiry - settle_offset; a
+        connected client gets a plain CLOSE first). OPEN and CONTRACT_FAILED are frozen (SETTLING) first."""
         out: Effects = []
         if isinstance(event, SettleDue):
             if not self._fired(TimerKind.SETTLE):
@@ -350,6 +353,7 @@ class ServerLifecycle:
         return (rate,)
 
     def _settlement_built(self, event: LifecycleEvent, now: float) -> Effects:
+        """Store the settlement (state SETTLING) before it is broadcast."""
         assert isinstance(event, SettlementBuilt)
         # Stored before it is broadcast.
         return self._persist(S.SETTLING, self._query_contract, settlement_tx=event.tx, note="", updated_at=int(now))
@@ -359,6 +363,7 @@ class ServerLifecycle:
         return [QueryContractStatus()]
 
     def _settlement_unaffordable(self, event: LifecycleEvent, now: float) -> Effects:
+        """b cannot pay the fee: keep a stored settlement, else STUCK (retried later)."""
         if self._record.settlement_tx is not None:
             return self._query_contract(now)  # a bump b cannot pay: the stored settlement stands
         note = "settlement fee exceeds what the channel pays the server, even at the minimum fee rate"
@@ -366,6 +371,7 @@ class ServerLifecycle:
                              settlement_tx=None, note=note, updated_at=int(now))
 
     def _contract_status_for_settlement(self, event: LifecycleEvent, now: float) -> Effects:
+        """Broadcast the settlement, giving the node back a contract it forgot first."""
         assert isinstance(event, ContractStatusKnown) and self._settling is not None
         self._awaiting = _Awaiting.BROADCAST
         if event.state is TxState.UNKNOWN:  # the node forgot an unconfirmed contract: give it back first
@@ -374,6 +380,7 @@ class ServerLifecycle:
         return [Broadcast(self._record.settlement_tx, TxRole.SETTLEMENT)]
 
     def _settlement_broadcast(self, event: LifecycleEvent, now: float) -> Effects:
+        """Accepted: SETTLING, requesters told. Refused: STUCK with the reason (FEE_TOO_LOW: twice the rate next time)."""
         assert isinstance(event, (BroadcastAccepted, BroadcastRefused))
         tx = self._record.settlement_tx
         assert tx is not None
@@ -418,18 +425,21 @@ class ServerLifecycle:
         return out
 
     def _already_closed(self, event: LifecycleEvent, now: float) -> Effects:
+        """Settled already: the settlement; refunded: a refusal."""
         r = self._record
         if r.state is S.SETTLED and r.settlement_tx is not None:
             return [SettleSucceeded(r.settlement_tx, frozenset())]
         return [SettleFailed(f"the channel is {r.state.value}", unaffordable=False)]
 
     def _confirmation_due(self, event: LifecycleEvent, now: float) -> Effects:
+        """Ask the chain whether the contract has confirmed."""
         if not self._fired(TimerKind.CONFIRM):
             return []
         self._awaiting = _Awaiting.STATUS
         return [QueryContractStatus()]
 
     def _contract_status_at_deadline(self, event: LifecycleEvent, now: float) -> Effects:
+        """Unconfirmed after contract_confirm_timeout: CONTRACT_FAILED (no more payments)."""
         assert isinstance(event, ContractStatusKnown)
         if event.state is TxState.CONFIRMED:
             return []
@@ -440,6 +450,7 @@ class ServerLifecycle:
                              updated_at=int(now))
 
     def _input_spent(self, event: LifecycleEvent, now: float) -> Effects:
+        """Spent by another transaction: CONTRACT_FAILED; by the contract, 6 deep: stop watching."""
         assert isinstance(event, ContractInputSpent)
         if event.spending_txid == self._record.contract_txid:
             if event.confirmations >= self._policy.contract_final_depth:
@@ -449,6 +460,7 @@ class ServerLifecycle:
                              note=f"contract double-spent by {display_hex(event.spending_txid)}", updated_at=int(now))
 
     def _contract_rejected(self, event: LifecycleEvent, now: float) -> Effects:
+        """The node refused the contract: CONTRACT_FAILED."""
         assert isinstance(event, ContractRejected)
         return self._persist(S.CONTRACT_FAILED, self._contract_gone, note=f"contract rejected by the node: {event.why}",
                              updated_at=int(now))
@@ -458,6 +470,7 @@ class ServerLifecycle:
         return self._cancel(TimerKind.SETTLE) + self._unwatch(WatchKind.OUTPUT)
 
     def _output_spent(self, event: LifecycleEvent, now: float) -> Effects:
+        """Confirmed spend of the contract output: SETTLED if it is our settlement, else REFUNDED."""
         assert isinstance(event, ContractSpent)
         if not event.confirmed:
             return []
