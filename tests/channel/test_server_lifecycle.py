@@ -439,3 +439,35 @@ def test_manager_settle_all_reports_each_channel():
     failure = []
     missing.addErrback(failure.append)
     assert failure and failure[0].check(KeyError)
+
+
+def test_manager_marks_a_contract_the_node_rejects_before_the_client_hears():
+    """Stored before it went out, refused by the node: CONTRACT_FAILED, then ERROR to the client
+    (even with a store whose writes take a reactor turn)."""
+    from twisted.internet import defer
+
+    from channel_pair import Pair, failure_of, result_of
+    from twisted_paychan.chain.types import BroadcastRejected
+    from twisted_paychan.channel.errors import ChannelClosed
+    from twisted_paychan.channel.settings import ClientSettings, VersionSelector
+
+    pair = Pair()
+    pair.chain.broadcast = lambda raw: defer.fail(BroadcastRejected("bad-txns-inputs-missingorspent"))
+    store = pair.server_store
+    real = store.transition_server
+    seen = []
+
+    def slow_transition(*args, **changes):
+        d = defer.Deferred()
+        pair.clock.callLater(0, lambda: real(*args, **changes).chainDeferred(d))
+        return d
+
+    store.transition_server = slow_transition
+    pair.channels.subscribe(lambda e: seen.append((e.kind, pair.server_closed)))
+    client = pair.connect(ClientSettings(channel_value=1_000_000, versions=VersionSelector.VERSION_2, fee_rate=1000))
+    assert failure_of(client.opened).check(ChannelClosed)
+    (record,) = result_of(store.server_channels())
+    assert record.state is S.CONTRACT_FAILED
+    assert record.note == "contract rejected by the node: bad-txns-inputs-missingorspent"
+    # The record was marked while the connection was still open, not after.
+    assert (lc.ChannelEventKind.CONTRACT_FAILED, None) in seen

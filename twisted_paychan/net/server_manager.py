@@ -78,7 +78,7 @@ class _Channel:
 
     # Slots, and lists rather than deques: one of these per open channel, mostly idle.
     __slots__ = ("manager", "machine", "txid", "connection", "timers", "watches", "waiters", "writing", "written",
-                 "_queue", "_running", "_blocked")
+                 "_queue", "_running", "_blocked", "_idle")
 
     def __init__(self, manager: "ServerChannelManager", machine: lc.ServerLifecycle) -> None:
         self.manager = manager
@@ -95,6 +95,8 @@ class _Channel:
         self._queue: list[lc.LifecycleEffect] = []
         self._running = False
         self._blocked = False
+        #: Who waits for every effect asked for so far to be done.
+        self._idle: list[defer.Deferred[None]] = []
 
     def feed(self, event: lc.LifecycleEvent) -> None:
         self.run(self.machine.handle(event, self.manager.clock.seconds()))
@@ -113,6 +115,18 @@ class _Channel:
                     outcome.addErrback(self.manager._lifecycle_failed, self)
         finally:
             self._running = False
+        if self._idle and not self._blocked and not self._queue:
+            waiting, self._idle = self._idle, []
+            for d in waiting:
+                d.callback(None)
+
+    def idle(self) -> defer.Deferred[None]:
+        """Fires once every effect asked for so far is done (a write durable, say)."""
+        if not self._blocked and not self._queue:
+            return defer.succeed(None)
+        d: defer.Deferred[None] = defer.Deferred()
+        self._idle.append(d)
+        return d
 
     def _outcome(self, event: lc.LifecycleEvent) -> None:
         self._blocked = False
@@ -335,13 +349,15 @@ class ServerChannelManager:
         return self.store.add_server_channel(record).addCallback(stored)
 
     def _broadcast_contract(self, tx: bytes, contract_txid: bytes) -> defer.Deferred[None]:
-        def rejected(f: Failure) -> Failure:
+        def rejected(f: Failure) -> Failure | defer.Deferred[None]:
             why = f.getErrorMessage()
             self.log.warn("channel {txid}: contract rejected: {why}", txid=display_hex(contract_txid), why=why)
             channel = self._channels.get(contract_txid)
-            if channel is not None:
-                channel.feed(lc.ContractRejected(why))
-            return f
+            if channel is None:
+                return f
+            channel.feed(lc.ContractRejected(why))
+            # The channel is marked CONTRACT_FAILED before the client hears of it.
+            return channel.idle().addCallback(lambda _: f)
 
         d: defer.Deferred[object] = self.chain.broadcast(tx)
         return d.addCallbacks(lambda _: None, rejected)
