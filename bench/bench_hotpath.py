@@ -42,8 +42,8 @@ from twisted_paychan.chain.memory import MemoryChain  # noqa: E402
 from twisted_paychan.channel.errors import CloseReason  # noqa: E402
 from twisted_paychan.channel.settings import ClientSettings, ServerSettings, VersionSelector  # noqa: E402
 from twisted_paychan.net.client_channel import ClientChannel  # noqa: E402
-from twisted_paychan.net.server_channel import NullServerHandler, ServerChannel  # noqa: E402
-from twisted_paychan.net.server_channels import ServerChannels  # noqa: E402
+from twisted_paychan.net.server_channel import NullServerHandler  # noqa: E402
+from twisted_paychan.net.server_manager import ServerChannelManager  # noqa: E402
 from twisted_paychan.store.memory import MemoryChannelStore  # noqa: E402
 from twisted_paychan.bitcoin.addresses import REGTEST, address_to_script  # noqa: E402
 from twisted_paychan.wallet.memory import MemoryWallet  # noqa: E402
@@ -75,11 +75,10 @@ class Link:
         chain.credit(address_to_script(address, REGTEST), 10 * channel_value)
         chain.mine(1)
         settings = ServerSettings(fee_rate=1000)
-        registry = ServerChannels(server_wallet, chain, MemoryChannelStore(), settings, self.clock)
+        manager = ServerChannelManager(server_wallet, chain, MemoryChannelStore(), settings, self.clock)
         self.to_server: collections.deque[bytes] = collections.deque()
         self.to_client: collections.deque[bytes] = collections.deque()
-        self.server = ServerChannel(registry, settings, NullServerHandler(), self._to_client,
-                                    self._closed, self.clock)
+        self.server = manager.connection(NullServerHandler(), self._to_client, self._closed)
         self.client = ClientChannel(
             client_wallet, chain, MemoryChannelStore(),
             ClientSettings(channel_value=channel_value, versions=VERSIONS[version], fee_rate=1000),

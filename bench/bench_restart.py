@@ -5,7 +5,7 @@ and watch, and the memory they take.
     python bench/bench_restart.py [--channels 10000]
 
 Stores N open server channels (SQLite, as the server keeps them), then measures a restart:
-``ServerChannels.start()`` on the embedded regtest chain (rebroadcast of each contract, which the
+``ServerChannelManager.start()`` on the embedded regtest chain (rebroadcast of each contract, which the
 node refuses here since their coins are made up; a settle-before-expiry timer and a watch on the
 contract's coins per channel). Target: under 5 seconds for 10,000 channels.
 """
@@ -40,7 +40,7 @@ async def main(reactor, n: int) -> None:
     from twisted_paychan.bitcoin.scripts import ChannelScript
     from twisted_paychan.chain.embedded.chain import EmbeddedChain
     from twisted_paychan.channel.settings import ServerSettings
-    from twisted_paychan.net.server_channels import ServerChannels
+    from twisted_paychan.net.server_manager import ServerChannelManager
     from twisted_paychan.channel.records import ServerChannelRecord
     from twisted_paychan.store.sqlite import open_store
     from twisted_paychan.wallet.memory import MemoryWallet
@@ -69,12 +69,13 @@ async def main(reactor, n: int) -> None:
     t = time.perf_counter()
     store = open_store(str(tmp / "server"), reactor)
     chain = EmbeddedChain.open(tmp / "chain", reactor)
-    channels = ServerChannels(MemoryWallet(chain), chain, store, ServerSettings(fee_rate=1000), reactor)
+    channels = ServerChannelManager(MemoryWallet(chain), chain, store, ServerSettings(fee_rate=1000), reactor)
     await channels.start()
     elapsed = time.perf_counter() - t
     after = rss()
     print(f"restart with {n} stored channels: {elapsed:.2f} s to load and re-arm "
-          f"({len(channels._timers)} timers, {len(channels._input_watches)} contract watches)")
+          f"({sum(len(c.timers) for c in channels._channels.values())} timers, "
+          f"{sum(len(c.watches) for c in channels._channels.values())} kinds of watch)")
     print(f"memory: +{(after - before) / 2**20:.1f} MiB, {(after - before) / n / 1024:.2f} KiB per channel")
     channels.stop()
     await store.close()

@@ -286,7 +286,8 @@ class ChannelsService(_InOrder):
         o = self.options
         factory = PaymentChannelServerFactory(wallet.wallet, chain.running_chain(), store.store, o["settings"], self.reactor)
         self.factory = factory
-        factory.channels.start()  # re-arm the settle-before-expiry timers
+        started = factory.manager.start()  # re-arm the settle-before-expiry timers
+        started.addErrback(lambda f: self.log.failure("loading the stored channels failed", f))
         for child in list(self):  # the listeners of an earlier run
             self.removeService(child)
         self.addService(strports.service(o["listen"], factory, reactor=self.reactor))
@@ -294,13 +295,13 @@ class ChannelsService(_InOrder):
         if admin is not None:
             from twisted_paychan.net.admin import AdminFactory
 
-            self.addService(strports.service(admin, AdminFactory(factory.channels), reactor=self.reactor))
+            self.addService(strports.service(admin, AdminFactory(factory.manager), reactor=self.reactor))
         service.MultiService.startService(self)
 
     async def _stop(self) -> None:
         await _InOrder.stopService(self)
         if self.factory is not None:
-            self.factory.channels.stop()
+            self.factory.manager.stop()
 
     def stopService(self) -> "defer.Deferred[None]":
         return defer.ensureDeferred(self._stop())

@@ -14,7 +14,7 @@ from twisted_paychan.channel.errors import CloseReason
 from twisted_paychan.channel.settings import ClientSettings, ServerSettings
 from twisted_paychan.net.client_channel import ClientChannel
 from twisted_paychan.net.server_channel import NullServerHandler, ServerChannel
-from twisted_paychan.net.server_channels import ServerChannels
+from twisted_paychan.net.server_manager import ServerChannelManager
 from twisted_paychan.store.memory import MemoryChannelStore
 from twisted_paychan.bitcoin.addresses import REGTEST, address_to_script
 from twisted_paychan.wallet.memory import MemoryWallet
@@ -57,7 +57,8 @@ class Pair:
         self.server_store = MemoryChannelStore()
         self.client_store = MemoryChannelStore()
         self.server_settings = server_settings or ServerSettings(fee_rate=1000)
-        self.channels = ServerChannels(self.server_wallet, self.chain, self.server_store, self.server_settings, self.clock)
+        self.channels = ServerChannelManager(self.server_wallet, self.chain, self.server_store, self.server_settings,
+                                             self.clock)
         address = result_of(self.client_wallet.new_address())
         if chain_dir is None:
             self.chain.credit(address_to_script(address, REGTEST), funds)
@@ -90,10 +91,8 @@ class Pair:
         self.to_server.clear()
         self.to_client.clear()
         self.server_closed = self.client_closed = None
-        self.server = ServerChannel(
-            self.channels, self.server_settings, handler or self.handler,
-            lambda msg: self._put("s2c", msg), self._server_close, self.clock,
-        )
+        self.server = self.channels.connection(handler or self.handler, lambda msg: self._put("s2c", msg),
+                                               self._server_close)
         self.client = ClientChannel(
             self.client_wallet, self.chain, self.client_store, client_settings, SERVER_ID, self.client_key,
             lambda msg: self._put("c2s", msg), self._client_close, self.clock, resume,

@@ -584,13 +584,10 @@ def test_update_payment_on_a_double_spent_contract(version):
     BAD_TRANSACTION is lost; A.1: BAD_TRANSACTION / REMOTE_SENT_INVALID_MESSAGE). Either way:
     no PAYMENT_ACK, the server's value does not grow, the connection closes. Simulated the way
     the store is designed for it: the record is marked CONTRACT_FAILED."""
-    from dataclasses import replace
-
     pair = Pair()
     client = pair.connect(ClientSettings(channel_value=VALUE, versions=SELECTOR[version], fee_rate=1000))
     txid = result_of(client.opened).contract_txid
-    record = result_of(pair.server_store.server_channel(txid))
-    result_of(pair.server_store.update_server_channel(replace(record, state=ServerChannelState.CONTRACT_FAILED)))
+    result_of(pair.server_store.transition_server(txid, ServerChannelState.OPEN, ServerChannelState.CONTRACT_FAILED))
     d = client.pay(1000)
     pair.pump()
     assert failure_of(d).check(ChannelClosed)

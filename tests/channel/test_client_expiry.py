@@ -80,9 +80,7 @@ def test_settlement_on_chain_is_recorded_not_refunded(version):
     pair, txid = abandoned_channel(version)
     refunds = ClientChannels(pair.chain, pair.client_store, pair.clock)
     result_of(refunds.start())
-    from twisted_paychan.channel.errors import CloseReason
-
-    settlement = result_of(pair.channels.settle(txid, CloseReason.SERVER_REQUESTED_CLOSE))
+    settlement = result_of(pair.channels.settle(txid))
     pair.clock.advance(0)
     got = result_of(pair.client_store.client_channel(txid))
     assert got.state is ClientChannelState.SETTLED and got.close_tx == settlement

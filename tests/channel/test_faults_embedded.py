@@ -15,7 +15,7 @@ from channel_pair import Pair, result_of
 from twisted_paychan.chain.types import TxState
 from twisted_paychan.channel.settings import ClientSettings, VersionSelector
 from twisted_paychan.net.client_channels import ClientChannels
-from twisted_paychan.net.server_channels import ServerChannels
+from twisted_paychan.net.server_manager import ServerChannelManager
 from twisted_paychan.channel.records import ClientChannelState, ServerChannelState
 
 SELECTORS = {1: VersionSelector.VERSION_1, 2: VersionSelector.VERSION_2}
@@ -91,7 +91,7 @@ def test_both_act_near_expiry_exactly_one_confirms(tmp_path, version):
     while pair.clock.seconds() < record.expiry + 3 * 3600:
         pair.mine(1)  # the refund becomes final and is broadcast on one of these blocks...
     # ... and the server restarts at that moment and tries to settle at once.
-    restarted = ServerChannels(pair.server_wallet, pair.chain, pair.server_store, pair.server_settings, pair.clock)
+    restarted = ServerChannelManager(pair.server_wallet, pair.chain, pair.server_store, pair.server_settings, pair.clock)
     result_of(restarted.start())
     pair.clock.advance(0)
     for _ in range(3):

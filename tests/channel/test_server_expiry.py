@@ -9,12 +9,20 @@ from channel_pair import Pair, result_of
 from twisted_paychan.bitcoin import consensus
 from twisted_paychan.channel.errors import CloseReason
 from twisted_paychan.channel.settings import ClientSettings, VersionSelector
-from twisted_paychan.net.server_channels import ServerChannels
+from twisted_paychan.net.server_manager import ServerChannelManager
 from twisted_paychan.channel.records import ServerChannelState
 
 
-def opened_and_paid(version=2):
+def opened_and_paid(version=2, watched=None):
     pair = Pair()
+    if watched is not None:  # record the server's spend watches: outpoint -> callbacks
+        real_watch = pair.chain.watch_spend
+
+        def recording(outpoint, callback):
+            watched.setdefault(outpoint, []).append(callback)
+            return real_watch(outpoint, callback)
+
+        pair.chain.watch_spend = recording
     sel = VersionSelector.VERSION_1 if version == 1 else VersionSelector.VERSION_2
     client = pair.connect(ClientSettings(channel_value=1_000_000, versions=sel, fee_rate=1000))
     txid = result_of(client.opened).contract_txid
@@ -55,7 +63,7 @@ def test_restart_rearms_and_fires_at_once_when_past():
     pair.channels.stop()
     record = result_of(pair.server_store.server_channel(txid))
     pair.clock.advance(record.expiry - pair.clock.seconds())  # the server was down past E - 7200
-    restarted = ServerChannels(pair.server_wallet, pair.chain, pair.server_store, pair.server_settings, pair.clock)
+    restarted = ServerChannelManager(pair.server_wallet, pair.chain, pair.server_store, pair.server_settings, pair.clock)
     result_of(restarted.start())
     pair.clock.advance(0)
     assert result_of(pair.server_store.server_channel(txid)).state is ServerChannelState.SETTLING
@@ -65,19 +73,23 @@ def test_failing_settlement_is_retried_not_lost():
     pair, client, txid = opened_and_paid()
     client.disconnect()
     pair.pump()
+    from twisted.internet import defer
+
     calls = []
-    real_settle = pair.channels.settle
+    real_broadcast = pair.chain.broadcast
 
-    def flaky(contract_txid, reason):
-        calls.append(contract_txid)
-        if len(calls) == 1:
-            raise RuntimeError("node unreachable")
-        return real_settle(contract_txid, reason)
+    def flaky(raw):
+        if CTransaction.deserialize(raw).vin[0].prevout.hash == txid:  # the settlement
+            calls.append(raw)
+            if len(calls) == 1:
+                return defer.fail(ConnectionRefusedError("node unreachable"))
+        return real_broadcast(raw)
 
-    pair.channels.settle = flaky
+    pair.chain.broadcast = flaky
     record = result_of(pair.server_store.server_channel(txid))
     pair.clock.advance(record.expiry - 7200 - pair.clock.seconds())
-    assert result_of(pair.server_store.server_channel(txid)).state is ServerChannelState.OPEN
+    stuck = result_of(pair.server_store.server_channel(txid))
+    assert stuck.state is ServerChannelState.STUCK and "node unreachable" in stuck.note
     pair.clock.advance(pair.channels.retry_interval)
     assert len(calls) == 2
     assert result_of(pair.server_store.server_channel(txid)).state is ServerChannelState.SETTLING
@@ -92,18 +104,17 @@ def test_double_spent_contract_stops_payments():
     from twisted_paychan.chain.types import OutPoint, SpendEvent, TxState, TxStatus
     from twisted_paychan.channel.errors import ChannelClosed
 
-    pair, client, txid = opened_and_paid()
+    watched = {}
+    pair, client, txid = opened_and_paid(watched=watched)
     record = result_of(pair.server_store.server_channel(txid))
     contract = CTransaction.deserialize(record.contract)
     first = contract.vin[0].prevout
+    point = OutPoint(bytes(first.hash), first.n)
+    assert watched[point]  # the server watches the contract's inputs
     # What the chain reports when another transaction spends the contract's coin.
-    watched = pair.channels._input_watches[txid]
-    assert watched
-    event = SpendEvent(OutPoint(bytes(first.hash), first.n), b"\x77" * 32, b"conflict",
-                       TxStatus(TxState.CONFIRMED, 1))
-    from twisted.internet import defer
-
-    result_of(defer.ensureDeferred(pair.channels._contract_failed(txid, event)))
+    event = SpendEvent(point, b"\x77" * 32, b"conflict", TxStatus(TxState.CONFIRMED, 1))
+    for callback in watched[point]:
+        callback(event)
     failed = result_of(pair.server_store.server_channel(txid))
     assert failed.state is ServerChannelState.CONTRACT_FAILED and "double-spent" in failed.note
     d = client.pay(1000)

@@ -82,7 +82,7 @@ async def run_settle(reactor: Any, args: argparse.Namespace, out: Output) -> int
 async def _settle_offline(reactor: Any, args: argparse.Namespace, which: str) -> list[dict[str, Any]]:
     from twisted_paychan.channel.settings import ServerSettings
     from twisted_paychan.net.admin import settle_channels
-    from twisted_paychan.net.server_channels import ServerChannels
+    from twisted_paychan.net.server_manager import ServerChannelManager
     from twisted_paychan.store.sqlite import StoreLocked, open_store
     from twisted_paychan.wallet import SqliteWallet
 
@@ -98,11 +98,12 @@ async def _settle_offline(reactor: Any, args: argparse.Namespace, which: str) ->
                 raise UserError(f"the channel store in {args.data_dir} is in use, but no operator socket "
                                 "answers: is the server running with --admin-listen none?") from None
             try:
-                channels = ServerChannels(wallet, access.chain, store, ServerSettings(fee_rate=args.fee_rate), reactor)
+                manager = ServerChannelManager(wallet, access.chain, store, ServerSettings(fee_rate=args.fee_rate),
+                                               reactor)
                 try:
-                    return await settle_channels(channels, which)
+                    return await settle_channels(manager, which)
                 finally:
-                    channels.stop()
+                    manager.stop()
             finally:
                 await store.close()
         finally:

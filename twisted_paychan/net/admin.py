@@ -5,46 +5,53 @@ on a Unix socket in the data directory (owner-only), used by ``paychan settle``.
     {"command": "settle", "contract": "<contract txid, display hex>"}   or   "contract": "all"
     -> {"results": [{"contract_txid": ..., "settlement_txid": ... | null, "error": ... | null}]}
 
-Settling a channel whose client is connected sends that client CLOSE with the settlement.
+It asks the :class:`ServerChannelManager`, which owns the channels: settling a channel whose
+client is connected sends that client CLOSE with the settlement.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Optional, Union
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IAddress
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.basic import LineOnlyReceiver
 
 from twisted_paychan.bitcoin.txid import txid as txid_of
 from twisted_paychan.chain.types import display_hex, from_display_hex
-from twisted_paychan.channel.records import ServerChannelState
+from twisted_paychan.net.server_manager import SETTLEABLE, ServerChannelManager, SettleResult
 
-#: States a channel can be settled from on the operator's request.
-SETTLEABLE = (ServerChannelState.OPEN, ServerChannelState.STUCK, ServerChannelState.SETTLING)
+__all__ = ["SETTLEABLE", "AdminFactory", "AdminProtocol", "settle_channels"]
+
+#: One result as the operator sees it (display hex, or None, and the error's text).
+ResultRow = dict[str, Optional[str]]
+Answer = dict[str, Union[str, list[ResultRow]]]
 
 
-async def settle_channels(channels: Any, which: str) -> list[dict[str, Any]]:
+def _row(result: SettleResult) -> ResultRow:
+    return {
+        "contract_txid": display_hex(result.contract_txid),
+        "settlement_txid": display_hex(txid_of(result.settlement_tx)) if result.settlement_tx is not None else None,
+        "error": result.error,
+    }
+
+
+async def settle_channels(manager: ServerChannelManager, which: str) -> list[ResultRow]:
     """Settle one channel (display-hex txid) or ``"all"`` settleable ones; one result each."""
     if which == "all":
-        targets = [r.contract_txid for r in await channels.store.server_channels() if r.state in SETTLEABLE]
-    else:
-        try:
-            targets = [from_display_hex(which)]
-        except ValueError:
-            return [{"contract_txid": which, "settlement_txid": None, "error": "not a contract txid"}]
-    results = []
-    for txid in targets:
-        try:
-            raw = await channels.settle_now(txid)
-            results.append({"contract_txid": display_hex(txid), "settlement_txid": display_hex(txid_of(raw)),
-                            "error": None})
-        except Exception as e:  # reported to the operator, channel kept (stuck) by settle()
-            results.append({"contract_txid": display_hex(txid), "settlement_txid": None,
-                            "error": f"{type(e).__name__}: {e}"})
-    return results
+        return [_row(r) for r in await manager.settle_all()]
+    try:
+        txid = from_display_hex(which)
+    except ValueError:
+        return [{"contract_txid": which, "settlement_txid": None, "error": "not a contract txid"}]
+    try:
+        raw = await manager.settle(txid)
+    except Exception as e:  # reported to the operator, channel kept (stuck) by the manager
+        return [_row(SettleResult(txid, None, f"{type(e).__name__}: {e}"))]
+    return [_row(SettleResult(txid, raw, None))]
 
 
 class AdminProtocol(LineOnlyReceiver):
@@ -52,8 +59,8 @@ class AdminProtocol(LineOnlyReceiver):
     delimiter = b"\n"
     log = Logger()
 
-    def __init__(self, channels: Any) -> None:
-        self.channels = channels
+    def __init__(self, manager: ServerChannelManager) -> None:
+        self.manager = manager
 
     def lineReceived(self, line: bytes) -> None:
         try:
@@ -64,24 +71,24 @@ class AdminProtocol(LineOnlyReceiver):
             self._answer({"error": str(e)})
             return
         self.log.info("operator: settle {which}", which=request["contract"])
-        d = defer.ensureDeferred(settle_channels(self.channels, request["contract"]))
+        d = defer.ensureDeferred(settle_channels(self.manager, request["contract"]))
         d.addCallbacks(lambda results: self._answer({"results": results}),
                        lambda f: self._answer({"error": f.getErrorMessage()}))
 
     def lineLengthExceeded(self, line: bytes) -> None:
         self._answer({"error": "request too long"})
 
-    def _answer(self, answer: dict) -> None:
-        self.sendLine(json.dumps(answer).encode())
+    def _answer(self, answer: Answer) -> None:
         if self.transport is not None:
+            self.transport.write(json.dumps(answer).encode() + self.delimiter)  # sendLine, typed
             self.transport.loseConnection()
 
 
 class AdminFactory(Factory):
     noisy = False
 
-    def __init__(self, channels: Any) -> None:
-        self.channels = channels
+    def __init__(self, manager: ServerChannelManager) -> None:
+        self.manager = manager
 
-    def buildProtocol(self, addr: Any) -> AdminProtocol:
-        return AdminProtocol(self.channels)
+    def buildProtocol(self, addr: Optional[IAddress]) -> AdminProtocol:
+        return AdminProtocol(self.manager)

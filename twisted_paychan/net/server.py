@@ -2,8 +2,9 @@
 The payment-channel server over TCP (or any stream endpoint): a Factory whose protocols frame
 messages (``wire.framing``) and hand them to a :class:`ServerChannel`.
 
-Construct it with a wallet, a chain, a channel store, an application handler factory and
-:class:`ServerSettings`; listen with ``endpoint.listen(factory)``. The handshake has a timeout
+Construct it with the :class:`ServerChannelManager` that owns the channels (or with a wallet, a
+chain, a channel store, :class:`ServerSettings` and a clock, and it makes one) and an
+application handler factory; listen with ``endpoint.listen(factory)``. The handshake has a timeout
 (``handshake_timeout``); an open channel may be given an idle timeout (``idle_timeout``).
 """
 
@@ -18,8 +19,10 @@ from twisted.python.failure import Failure
 
 from twisted_paychan.channel.errors import CloseReason
 from twisted_paychan.channel.settings import ServerSettings
+from twisted_paychan.chain.interfaces import IChain, IWallet
 from twisted_paychan.net.server_channel import NullServerHandler, ServerChannel
-from twisted_paychan.net.server_channels import ServerChannels
+from twisted_paychan.net.server_manager import ServerChannelManager
+from twisted_paychan.store.interfaces import IChannelStore
 from twisted_paychan.net.tcp import ChannelStreamProtocol, set_nodelay
 from twisted_paychan.wire.framing import CloseKind
 from twisted_paychan.wire.framing import CloseReason as WireCloseReason
@@ -36,10 +39,7 @@ class ServerChannelProtocol(ChannelStreamProtocol):
 
     def connectionMade(self) -> None:
         set_nodelay(self.transport)
-        self.channel = ServerChannel(
-            self.factory.channels, self.factory.settings, self.handler, self.sendMessage,
-            self._channel_closed, self.factory.clock,
-        )
+        self.channel = self.factory.manager.connection(self.handler, self.sendMessage, self._channel_closed)
         self.channel.on_open = self._channel_opened
 
     def _channel_opened(self) -> None:
@@ -71,16 +71,17 @@ class PaymentChannelServerFactory(Factory):
 
     def __init__(
         self,
-        wallet: Any,
-        chain: Any,
-        store: Any,
+        wallet: IWallet,
+        chain: IChain,
+        store: IChannelStore,
         settings: ServerSettings,
         clock: IReactorTime,
         handler_factory: Optional[Callable[[Optional[IAddress]], Any]] = None,
+        manager: Optional[ServerChannelManager] = None,
     ) -> None:
         self.settings = settings
         self.clock = clock
-        self.channels = ServerChannels(wallet, chain, store, settings, clock)
+        self.manager = manager or ServerChannelManager(wallet, chain, store, settings, clock)
         self.handler_factory = handler_factory or (lambda address: NullServerHandler())
 
     def buildProtocol(self, addr: Optional[IAddress]) -> Optional[ServerChannelProtocol]:

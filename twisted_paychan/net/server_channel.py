@@ -10,7 +10,8 @@ re-entered: messages that arrive meanwhile wait in the machine's queue.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Union
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
@@ -27,7 +28,13 @@ from twisted_paychan.channel.settings import ServerSettings
 from twisted_paychan.chain.types import display_hex
 from twisted_paychan import logs
 from twisted_paychan.faults import crash_point
-from twisted_paychan.store.interfaces import ChannelNotOpen
+from twisted_paychan.chain.interfaces import ISigner
+from twisted_paychan.channel.records import ServerChannelRecord
+from twisted_paychan.store.interfaces import ChannelNotOpen, StoreError
+
+
+#: The connection machine's effects (``channel.effects``), in order.
+Effects = list[Any]
 
 
 class IServerHandler(Interface):
@@ -36,7 +43,8 @@ class IServerHandler(Interface):
     def channel_opened(contract_txid: bytes) -> None:
         """The channel is open on this connection (new or resumed)."""
 
-    def payment_received(contract_txid: bytes, increase: int, total: int, info: Optional[bytes]):
+    def payment_received(contract_txid: bytes, increase: int, total: int,
+                         info: Optional[bytes]) -> "Union[None, bytes, defer.Deferred[Optional[bytes]]]":
         """The server's value grew by ``increase`` to ``total`` (stored already). Return None,
         bytes for the PAYMENT_ACK info, or a Deferred of either; a failed Deferred refuses the
         payment (ERROR{OTHER}, UPDATE_PAYMENT_FAILED)."""
@@ -58,6 +66,32 @@ class NullServerHandler:
         pass
 
 
+@dataclass(frozen=True)
+class ConnectionPorts:
+    """What a connection may ask of the channels' owner (``ServerChannelManager``): narrow
+    typed calls, one per effect that needs a backend. The owner tells a connection things only
+    through the connection's machine (``close``, ``settled_elsewhere``)."""
+
+    #: A fresh channel key (``NewServerKey``).
+    new_channel_key: Callable[[], "defer.Deferred[ISigner]"]
+    #: The stored OPEN channel this connection resumes, now attached to it, read after every
+    #: payment a previous connection had in flight is stored; or None (``FindChannel``).
+    find_channel: Callable[[bytes, "ServerChannel"], "defer.Deferred[Optional[ServerChannelRecord]]"]
+    #: Store a new channel durably and attach it to the connection (``StoreServerChannel``).
+    store_channel: Callable[[ServerChannelRecord, "ServerChannel"], "defer.Deferred[None]"]
+    #: Broadcast the contract (``BroadcastContract``); a refusal is recorded by the owner first.
+    broadcast_contract: Callable[[bytes, bytes], "defer.Deferred[None]"]
+    #: Durably record a payment of the connection's channel (``StorePayment``).
+    store_payment: Callable[["ServerChannel", bytes, int, bytes], "defer.Deferred[None]"]
+    #: Settle the channel (``SettleChannel``) -> the settlement.
+    settle: Callable[[bytes, CloseReason], "defer.Deferred[bytes]"]
+    #: The channel opened on the connection (resumed or new), a payment was acknowledged,
+    #: the connection ended: for the owner's subscribers.
+    opened: Callable[["ServerChannel", bytes, bool], None]
+    paid: Callable[[bytes, int, int], None]
+    closed: Callable[["ServerChannel", CloseReason], None]
+
+
 class ServerChannel(EffectRunner):
     """One client connection, server side, over any transport."""
 
@@ -65,7 +99,7 @@ class ServerChannel(EffectRunner):
 
     def __init__(
         self,
-        registry: Any,
+        ports: ConnectionPorts,
         settings: ServerSettings,
         handler: Any,
         send: Callable[[Any], None],
@@ -73,7 +107,10 @@ class ServerChannel(EffectRunner):
         clock: IReactorTime,
     ) -> None:
         super().__init__()
-        self.registry = registry
+        self._ports = ports
+        # Once per payment: looked up once here.
+        self._record_payment = ports.store_payment
+        self._paid = ports.paid
         self.machine = ServerMachine(settings)
         self.handler = handler
         self._send = send
@@ -98,8 +135,8 @@ class ServerChannel(EffectRunner):
         """End this connection without settling (plain CLOSE)."""
         self._run(self.machine.close())
 
-    def settled_by_server(self, settlement_tx: bytes) -> None:
-        """The channel was settled outside this connection (operator, timer): tell the client."""
+    def settled_elsewhere(self, settlement_tx: bytes) -> None:
+        """The channel was settled outside this connection (operator): tell the client."""
         self._run(self.machine.settled_elsewhere(settlement_tx))
 
     # -- carrying out effects -----------------------------------------------------------------
@@ -117,33 +154,28 @@ class ServerChannel(EffectRunner):
         return None
 
     def _new_server_key(self, effect: fx.NewServerKey) -> Outcome:
-        return defer.maybeDeferred(self.registry.wallet.new_channel_key).addCallback(self.machine.server_key_ready)
+        return self._ports.new_channel_key().addCallback(self.machine.server_key_ready)
 
     def _find_channel(self, effect: fx.FindChannel) -> Outcome:
         m = self.machine
-        d = defer.maybeDeferred(self.registry.attach, effect.contract_txid, self)
+        d = self._ports.find_channel(effect.contract_txid, self)
         return d.addCallback(lambda rec: m.resume_found(rec) if rec is not None else m.resume_not_found())
 
     def _broadcast_contract(self, effect: fx.BroadcastContract) -> Outcome:
         m = self.machine
-        d = self.registry.chain.broadcast(effect.tx)
+        d = self._ports.broadcast_contract(effect.tx, effect.contract_txid)
 
-        def accepted(_: Any) -> list:
+        def accepted(_: Any) -> Effects:
             crash_point("contract-broadcast")
             return m.contract_accepted(int(self.clock.seconds()))
 
-        def rejected(f: Failure) -> Any:
-            why = f.getErrorMessage()
-            marked = self.registry.contract_rejected(effect.contract_txid, why)
-            return marked.addCallback(lambda _: m.contract_rejected(why))
-
-        return d.addCallbacks(accepted, rejected)
+        return d.addCallbacks(accepted, lambda f: m.contract_rejected(f.getErrorMessage()))
 
     def _store_channel(self, effect: fx.StoreServerChannel) -> Outcome:
         m = self.machine
-        d = defer.maybeDeferred(self.registry.add_channel, effect.record, self)
+        d = self._ports.store_channel(effect.record, self)
 
-        def stored(_: Any) -> list:
+        def stored(_: Any) -> Effects:
             crash_point("channel-stored")
             return m.channel_stored()
 
@@ -152,21 +184,27 @@ class ServerChannel(EffectRunner):
     # Once per payment: bound methods as the store's callbacks, no closures made each time.
 
     def _store_payment(self, effect: fx.StorePayment) -> Outcome:
-        d = self.registry.store.record_payment(effect.contract_txid, effect.best_value, effect.signature)
+        d = self._record_payment(self, effect.contract_txid, effect.best_value, effect.signature)
         return d.addCallbacks(self._payment_stored, self._payment_refused)
 
-    def _payment_stored(self, _: Any) -> list:
+    def _payment_stored(self, _: Any) -> Effects:
         crash_point("payment-stored")
         return self.machine.payment_stored()
 
-    def _payment_refused(self, f: Failure) -> list:
-        f.trap(ChannelNotOpen)
+    def _payment_refused(self, f: Failure) -> Effects:
+        # Not open any more, or a b lower than the stored one: refused, never acknowledged.
+        if not isinstance(f.value, StoreError):
+            f.raiseException()  # not a refusal: the runner closes down
+        if not isinstance(f.value, ChannelNotOpen):
+            self.log.warn("channel {txid}: payment refused by the store: {why}",
+                          txid=_DisplayTxid(self.contract_txid or b""), why=f.getErrorMessage())
         return self.machine.payment_refused(f.getErrorMessage())
 
     def _notify_payment(self, effect: fx.NotifyPayment) -> Outcome:
         if logs.verbose:  # once per payment: only when asked for (see ``logs``)
             self.log.debug("channel {txid}: payment +{increase} sat, total {total}",
                            txid=_DisplayTxid(effect.contract_txid), increase=effect.increase, total=effect.total)
+        self._paid(effect.contract_txid, effect.increase, effect.total)
         m = self.machine
         if not effect.awaited:
             d = defer.maybeDeferred(
@@ -186,13 +224,14 @@ class ServerChannel(EffectRunner):
             d = defer.maybeDeferred(_as_is, info)  # a Deferred, a coroutine or a Failure
         return d.addCallbacks(m.payment_acknowledged, self._payment_ack_failed)
 
-    def _payment_ack_failed(self, f: Failure) -> list:
+    def _payment_ack_failed(self, f: Failure) -> Effects:
         return self.machine.payment_ack_failed(f.getErrorMessage())
 
     def _channel_opened(self, effect: fx.ChannelOpened) -> Outcome:
         self.contract_txid = effect.contract_txid
         self.log.info("channel {txid}: open ({how})", txid=display_hex(effect.contract_txid),
                       how="resumed" if effect.resumed else "new")
+        self._ports.opened(self, effect.contract_txid, effect.resumed)
         if self.on_open is not None:
             self.on_open()
         self.handler.channel_opened(effect.contract_txid)
@@ -200,11 +239,11 @@ class ServerChannel(EffectRunner):
 
     def _settle_channel(self, effect: fx.SettleChannel) -> Outcome:
         m = self.machine
-        d = self.registry.settle(effect.contract_txid, effect.reason)
+        d = self._ports.settle(effect.contract_txid, effect.reason)
 
-        def failed(f: Failure) -> list:
-            unaffordable = f.check(SettlementUnaffordable) is not None
-            if not unaffordable and not f.check(SettlementRejected):
+        def failed(f: Failure) -> Effects:
+            unaffordable = isinstance(f.value, SettlementUnaffordable)
+            if not unaffordable and not isinstance(f.value, SettlementRejected):
                 self.log.failure("settlement failed", f)
             return m.settle_failed(f.getErrorMessage(), unaffordable)
 
@@ -230,7 +269,7 @@ class ServerChannel(EffectRunner):
         self.close_reason = reason
         self.log.info("channel {txid}: connection closed ({reason})",
                       txid=display_hex(self.contract_txid) if self.contract_txid else "-", reason=reason.name)
-        self.registry.detach(self)
+        self._ports.closed(self, reason)
         self._close(reason)
         try:
             self.handler.channel_closed(reason)

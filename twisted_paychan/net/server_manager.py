@@ -1,0 +1,590 @@
+"""
+The one owner of the server's channels (LDK's ``ChannelManager`` is the model).
+
+``ServerChannelManager`` holds, for each stored channel it has met, the channel's lifecycle
+machine (``channel.server_lifecycle``) and the connection attached to it, and carries out the
+machine's effects through the wallet, the chain, the store and the clock: timers on the
+injected ``IReactorTime``, watches through ``IChain``, every state change by compare-and-set
+(``IChannelStore.transition_server``). The application, ``twistd paychan``, the operator socket
+and ``paychan settle`` ask it, never a connection: ``list_channels``, ``channel``, ``settle``,
+``settle_all``, ``subscribe``.
+
+Connections (``ServerChannel``) are made by :meth:`ServerChannelManager.connection` and reach
+the manager only through the narrow calls of their ``ConnectionPorts``; the manager tells a
+connection things only through its machine (``close``, ``settled_elsewhere``). A resume takes
+the channel over from the connection that had it, which is closed (bitcoinj), and the new
+connection starts from the record read after every payment the previous one had in flight is
+stored: one writer of b per channel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from typing_extensions import assert_never
+
+from twisted_paychan.bitcoin.scripts import ChannelScript
+from twisted_paychan.bitcoin.settlement import SettlementRejected, SettlementUnaffordable, build_settlement
+from twisted_paychan.chain.interfaces import ICancellable, IChain, ISigner, IWallet
+from twisted_paychan.chain.types import BroadcastRejected, ChainTip, RejectKind, SpendEvent, TxState, TxStatus, display_hex
+from twisted_paychan.channel import server_lifecycle as lc
+from twisted_paychan.channel.errors import CloseReason
+from twisted_paychan.channel.records import ServerChannelRecord, ServerChannelState
+from twisted_paychan.channel.settings import ServerSettings
+from twisted_paychan.faults import crash_point
+from twisted_paychan.net.server_channel import ConnectionPorts, NullServerHandler, ServerChannel
+from twisted_paychan.store.interfaces import ChannelNotOpen, IChannelStore, TransitionConflict
+
+S = ServerChannelState
+
+#: States a channel is settled from by ``settle_all``.
+SETTLEABLE = frozenset({S.OPEN, S.STUCK, S.SETTLING})
+
+#: States whose channels need no machine until someone asks about them.
+_DORMANT = frozenset({S.SETTLED, S.REFUNDED, S.CONTRACT_FAILED})
+
+_SETTLE_BY = {
+    CloseReason.CLIENT_REQUESTED_CLOSE: lc.SettleBy.CLIENT,
+    CloseReason.CHANNEL_EXHAUSTED: lc.SettleBy.EXHAUSTED,
+}
+
+_TIMER_EVENTS: dict[lc.TimerKind, lc.LifecycleEvent] = {
+    lc.TimerKind.SETTLE: lc.SettleDue(),
+    lc.TimerKind.CONFIRM: lc.ConfirmationDue(),
+}
+
+
+@dataclass(frozen=True)
+class SettleResult:
+    """One channel's outcome of ``settle_all``."""
+
+    contract_txid: bytes
+    settlement_tx: Optional[bytes]
+    error: Optional[str]
+
+
+Subscriber = Callable[[lc.ChannelEvent], None]
+
+
+class _Channel:
+    """One channel's machine, its attached connection, and the I/O handles of its effects.
+    Effects run in order; one with an outcome holds back the ones after it until its outcome
+    is fed back (the machine never has two outstanding)."""
+
+    # Slots, and lists rather than deques: one of these per open channel, mostly idle.
+    __slots__ = ("manager", "machine", "txid", "connection", "timers", "watches", "waiters", "writing", "written",
+                 "_queue", "_running", "_blocked", "_idle")
+
+    def __init__(self, manager: "ServerChannelManager", machine: lc.ServerLifecycle) -> None:
+        self.manager = manager
+        self.machine = machine
+        self.txid = machine.record.contract_txid
+        self.connection: Optional[ServerChannel] = None
+        self.timers: dict[lc.TimerKind, IDelayedCall] = {}
+        self.watches: dict[lc.WatchKind, list[ICancellable]] = {}
+        #: Whoever waits for the outcome of the settlement asked for (operator, connection).
+        self.waiters: list[defer.Deferred[bytes]] = []
+        #: Payments of the attached connection not yet durable, and who waits for them.
+        self.writing = 0
+        self.written: list[defer.Deferred[None]] = []
+        self._queue: list[lc.LifecycleEffect] = []
+        self._running = False
+        self._blocked = False
+        #: Who waits for every effect asked for so far to be done.
+        self._idle: list[defer.Deferred[None]] = []
+
+    def feed(self, event: lc.LifecycleEvent) -> None:
+        self.run(self.machine.handle(event, self.manager.clock.seconds()))
+
+    def run(self, effects: list[lc.LifecycleEffect]) -> None:
+        self._queue.extend(effects)
+        if self._running or self._blocked:
+            return
+        self._running = True
+        try:
+            while self._queue and not self._blocked:
+                outcome = self.manager._perform(self, self._queue.pop(0))
+                if outcome is not None:
+                    self._blocked = True
+                    outcome.addCallback(self._outcome)
+                    outcome.addErrback(self.manager._lifecycle_failed, self)
+        finally:
+            self._running = False
+        if self._idle and not self._blocked and not self._queue:
+            waiting, self._idle = self._idle, []
+            for d in waiting:
+                d.callback(None)
+
+    def idle(self) -> defer.Deferred[None]:
+        """Fires once every effect asked for so far is done (a write durable, say)."""
+        if not self._blocked and not self._queue:
+            return defer.succeed(None)
+        d: defer.Deferred[None] = defer.Deferred()
+        self._idle.append(d)
+        return d
+
+    def _outcome(self, event: lc.LifecycleEvent) -> None:
+        self._blocked = False
+        self._queue[0:0] = self.machine.handle(event, self.manager.clock.seconds())
+        if not self._running:
+            self.run([])
+
+    # -- payments in flight (one writer of b) --------------------------------------------------
+
+    def payment_written(self, result: object) -> object:
+        self.writing -= 1
+        if not self.writing:
+            waiting, self.written = self.written, []
+            for d in waiting:
+                d.callback(None)
+        return result
+
+    def payments_stored(self) -> defer.Deferred[None]:
+        if not self.writing:
+            return defer.succeed(None)
+        d: defer.Deferred[None] = defer.Deferred()
+        self.written.append(d)
+        return d
+
+
+class ServerChannelManager:
+    """Every stored server channel, and the connections attached to them. See the module
+    docstring."""
+
+    log = Logger()
+
+    def __init__(self, wallet: IWallet, chain: IChain, store: IChannelStore, settings: ServerSettings,
+                 clock: IReactorTime, policy: Optional[lc.LifecyclePolicy] = None) -> None:
+        self.wallet = wallet
+        self.chain = chain
+        self.store = store
+        self.settings = settings
+        self.clock = clock
+        self.policy = policy or lc.LifecyclePolicy(fee_rate=settings.effective_fee_rate,
+                                                   settle_offset=settings.settle_offset)
+        self._channels: dict[bytes, _Channel] = {}
+        self._subscribers: list[Subscriber] = []
+        self._block_watch: Optional[ICancellable] = None
+        self._started = False
+        self.ports = ConnectionPorts(
+            new_channel_key=self._new_channel_key,
+            find_channel=self._find_channel,
+            store_channel=self._store_channel,
+            broadcast_contract=self._broadcast_contract,
+            store_payment=self._store_payment,
+            settle=self._settle_for_connection,
+            opened=self._opened,
+            paid=self._paid,
+            closed=self._closed,
+        )
+
+    @property
+    def retry_interval(self) -> float:
+        return self.policy.retry_interval
+
+    @property
+    def contract_confirm_timeout(self) -> float:
+        return self.policy.contract_confirm_timeout
+
+    # -- the API ----------------------------------------------------------------------------
+
+    def start(self) -> defer.Deferred[None]:
+        """Load every stored channel that is not finished: rebroadcast what it depends on, arm
+        its timers (ones already past fire at once), watch its contract."""
+        return defer.ensureDeferred(self._start())
+
+    async def _start(self) -> None:
+        if self._block_watch is None:
+            self._block_watch = self.chain.watch_blocks(self._new_block)
+        self._started = True
+        for record in await self.store.server_channels():
+            channel = self._channels.get(record.contract_txid)
+            if channel is None:
+                if record.state in _DORMANT:
+                    continue
+                channel = self._add(record)
+            channel.feed(lc.Loaded())
+
+    def stop(self) -> None:
+        """Cancel every timer and watch (the channels stay stored; ``start`` re-arms them)."""
+        self._started = False
+        if self._block_watch is not None:
+            self._block_watch.cancel()
+            self._block_watch = None
+        for channel in self._channels.values():
+            channel.feed(lc.Stopped())
+
+    def connection(self, handler: object, send: Callable[[object], None],
+                   close: Callable[[CloseReason], None]) -> ServerChannel:
+        """A new client connection's channel object, reaching this manager through its ports."""
+        return ServerChannel(self.ports, self.settings, handler if handler is not None else NullServerHandler(),
+                             send, close, self.clock)
+
+    def list_channels(self) -> defer.Deferred[list[ServerChannelRecord]]:
+        """Every stored server channel, oldest first, as stored now (b included)."""
+        return self.store.server_channels()
+
+    def channel(self, contract_txid: bytes) -> defer.Deferred[Optional[ServerChannelRecord]]:
+        return self.store.server_channel(contract_txid)
+
+    def settle(self, contract_txid: bytes) -> defer.Deferred[bytes]:
+        """Settle now on the operator's request, whether or not a client is connected (a
+        connected client gets CLOSE with the settlement); fires with the raw settlement, or
+        fails with ``KeyError`` (no such channel), ``SettlementUnaffordable`` or
+        ``SettlementRejected`` (the channel is kept, STUCK, and retried)."""
+        return self._request_settlement(contract_txid, lc.SettleBy.OPERATOR)
+
+    def settle_all(self) -> defer.Deferred[list[SettleResult]]:
+        """Settle every open, stuck or settling channel, one after the other."""
+        return defer.ensureDeferred(self._settle_all())
+
+    async def _settle_all(self) -> list[SettleResult]:
+        results = []
+        for record in await self.store.server_channels():
+            if record.state not in SETTLEABLE:
+                continue
+            try:
+                tx = await self.settle(record.contract_txid)
+            except Exception as e:  # reported to the operator; the channel is kept
+                results.append(SettleResult(record.contract_txid, None, f"{type(e).__name__}: {e}"))
+            else:
+                results.append(SettleResult(record.contract_txid, tx, None))
+        return results
+
+    def subscribe(self, callback: Subscriber) -> Callable[[], None]:
+        """Call ``callback(ChannelEvent)`` for every channel event; returns the unsubscriber."""
+        self._subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            if callback in self._subscribers:
+                self._subscribers.remove(callback)
+
+        return unsubscribe
+
+    # -- channels ---------------------------------------------------------------------------
+
+    def _add(self, record: ServerChannelRecord) -> _Channel:
+        channel = self._channels[record.contract_txid] = _Channel(self, lc.ServerLifecycle(record, self.policy))
+        return channel
+
+    def _ensure(self, contract_txid: bytes) -> defer.Deferred[Optional[_Channel]]:
+        """The channel's machine, made from its stored record if this manager has not met it."""
+        channel = self._channels.get(contract_txid)
+        if channel is not None:
+            return defer.succeed(channel)
+
+        def loaded(record: Optional[ServerChannelRecord]) -> Optional[_Channel]:
+            if record is None:
+                return None
+            return self._channels.get(contract_txid) or self._add(record)
+
+        return self.store.server_channel(contract_txid).addCallback(loaded)
+
+    def _request_settlement(self, contract_txid: bytes, by: lc.SettleBy) -> defer.Deferred[bytes]:
+        def ask(channel: Optional[_Channel]) -> defer.Deferred[bytes]:
+            if channel is None:
+                raise KeyError(f"no stored channel {display_hex(contract_txid)}")
+            waiter: defer.Deferred[bytes] = defer.Deferred()
+            channel.waiters.append(waiter)
+            channel.feed(lc.SettleRequested(by))
+            return waiter
+
+        return self._ensure(contract_txid).addCallback(ask)
+
+    def _notify(self, event: lc.ChannelEvent) -> None:
+        for callback in list(self._subscribers):
+            try:
+                callback(event)
+            except Exception:
+                self.log.failure("a channel event subscriber failed")
+
+    def _new_block(self, tip: ChainTip) -> None:
+        for channel in list(self._channels.values()):
+            if channel.machine.state is S.SETTLING:
+                channel.feed(lc.BlockConnected(tip.height))
+
+    # -- what connections ask (their ports) --------------------------------------------------
+
+    def _new_channel_key(self) -> defer.Deferred[ISigner]:
+        return defer.maybeDeferred(self.wallet.new_channel_key)
+
+    def _find_channel(self, contract_txid: bytes, connection: ServerChannel) -> defer.Deferred[Optional[ServerChannelRecord]]:
+        def found(channel: Optional[_Channel]) -> defer.Deferred[Optional[ServerChannelRecord]]:
+            if channel is None or channel.machine.state is not S.OPEN:
+                return defer.succeed(None)
+            previous, channel.connection = channel.connection, None
+            if previous is not None and previous is not connection:
+                # bitcoinj: the resuming connection takes the channel over (§9.2 step 3.1).
+                previous.close()
+            # One writer of b: read the record once every payment in flight is stored.
+            d = channel.payments_stored()
+            d.addCallback(lambda _: self.store.server_channel(contract_txid))
+            return d.addCallback(attach, channel)
+
+        def attach(record: Optional[ServerChannelRecord], channel: _Channel) -> Optional[ServerChannelRecord]:
+            if record is None or record.state is not S.OPEN or connection.close_reason is not None:
+                return None
+            other = channel.connection
+            if other is not None and other is not connection:
+                other.close()  # another resume got here while this one waited
+            channel.connection = connection
+            return record
+
+        return self._ensure(contract_txid).addCallback(found)
+
+    def _store_channel(self, record: ServerChannelRecord, connection: ServerChannel) -> defer.Deferred[None]:
+        def stored(_: None) -> None:
+            self.log.info("channel {txid}: stored, value {value}, expires {expiry}",
+                          txid=display_hex(record.contract_txid), value=record.value, expiry=record.expiry)
+            channel = self._add(record)
+            if connection.close_reason is None:
+                channel.connection = connection
+            channel.feed(lc.Created())
+
+        return self.store.add_server_channel(record).addCallback(stored)
+
+    def _broadcast_contract(self, tx: bytes, contract_txid: bytes) -> defer.Deferred[None]:
+        def rejected(f: Failure) -> Failure | defer.Deferred[None]:
+            why = f.getErrorMessage()
+            self.log.warn("channel {txid}: contract rejected: {why}", txid=display_hex(contract_txid), why=why)
+            channel = self._channels.get(contract_txid)
+            if channel is None:
+                return f
+            channel.feed(lc.ContractRejected(why))
+            # The channel is marked CONTRACT_FAILED before the client hears of it.
+            return channel.idle().addCallback(lambda _: f)
+
+        d: defer.Deferred[object] = self.chain.broadcast(tx)
+        return d.addCallbacks(lambda _: None, rejected)
+
+    def _store_payment(self, connection: ServerChannel, contract_txid: bytes, best_value: int,
+                       signature: bytes) -> defer.Deferred[None]:
+        channel = self._channels.get(contract_txid)
+        if channel is None or channel.connection is not connection:
+            return defer.fail(ChannelNotOpen(contract_txid, "taken over by another connection"))
+        d = self.store.record_payment(contract_txid, best_value, signature)
+        if not d.called:  # a durable store: a takeover waits for it
+            channel.writing += 1
+            d.addBoth(channel.payment_written)
+        return d
+
+    def _settle_for_connection(self, contract_txid: bytes, reason: CloseReason) -> defer.Deferred[bytes]:
+        return self._request_settlement(contract_txid, _SETTLE_BY.get(reason, lc.SettleBy.CLIENT))
+
+    def _opened(self, connection: ServerChannel, contract_txid: bytes, resumed: bool) -> None:
+        if self._subscribers:
+            self._notify(lc.ChannelEvent(lc.ChannelEventKind.OPENED, contract_txid, "resumed" if resumed else "new"))
+
+    def _paid(self, contract_txid: bytes, increase: int, total: int) -> None:
+        if self._subscribers:  # once per payment: nothing made when nobody listens
+            self._notify(lc.ChannelEvent(lc.ChannelEventKind.PAYMENT, contract_txid, increase=increase, total=total))
+
+    def _closed(self, connection: ServerChannel, reason: CloseReason) -> None:
+        record = connection.machine.record  # stored (or resumed) by this connection, if it got that far
+        txid = connection.contract_txid or (record.contract_txid if record is not None else None)
+        channel = self._channels.get(txid) if txid is not None else None
+        if channel is not None and channel.connection is connection:
+            channel.connection = None
+        if txid is not None and self._subscribers:
+            self._notify(lc.ChannelEvent(lc.ChannelEventKind.CLOSED, txid, reason.name))
+
+    # -- carrying out lifecycle effects --------------------------------------------------------
+
+    def _perform(self, channel: _Channel, effect: lc.LifecycleEffect) -> Optional[defer.Deferred[lc.LifecycleEvent]]:
+        """Do one effect; a Deferred of the event that reports its outcome, if it has one."""
+        if isinstance(effect, lc.PersistTransition):
+            return self._persist(channel, effect)
+        if isinstance(effect, lc.BuildSettlement):
+            return self._build(channel, effect.rates)
+        if isinstance(effect, lc.Broadcast):
+            return self._broadcast(channel, effect)
+        if isinstance(effect, lc.Rebroadcast):
+            self._rebroadcast(channel, effect)
+            return None
+        if isinstance(effect, lc.QueryContractStatus):
+            return self._query(channel)
+        if isinstance(effect, lc.ArmTimer):
+            self._arm(channel, effect)
+            return None
+        if isinstance(effect, lc.CancelTimer):
+            call = channel.timers.pop(effect.kind, None)
+            if call is not None and call.active():
+                call.cancel()
+            return None
+        if isinstance(effect, lc.WatchOutpoints):
+            self._watch(channel, effect)
+            return None
+        if isinstance(effect, lc.Unwatch):
+            for watch in channel.watches.pop(effect.kind, []):
+                watch.cancel()
+            return None
+        if isinstance(effect, lc.TellConnection):
+            self._tell(channel, effect)
+            return None
+        if isinstance(effect, lc.SettleSucceeded):
+            self._settle_succeeded(channel, effect)
+            return None
+        if isinstance(effect, lc.SettleFailed):
+            self._settle_failed(channel, effect)
+            return None
+        if isinstance(effect, lc.NotifyApplication):
+            self._log_event(effect.event)
+            self._notify(effect.event)
+            return None
+        assert_never(effect)
+
+    def _lifecycle_failed(self, failure: Failure, channel: _Channel) -> None:
+        self.log.failure("channel {txid}: lifecycle effect failed", failure, txid=display_hex(channel.txid))
+
+    def _persist(self, channel: _Channel, effect: lc.PersistTransition) -> defer.Deferred[lc.LifecycleEvent]:
+        txid = channel.txid
+
+        def stored(record: ServerChannelRecord) -> lc.LifecycleEvent:
+            if effect.changes.get("settlement_tx") is not None:
+                crash_point("settlement-stored")
+            return lc.TransitionStored(record)
+
+        def refused(f: Failure) -> defer.Deferred[lc.LifecycleEvent] | lc.LifecycleEvent:
+            if isinstance(f.value, TransitionConflict):
+                def again(record: Optional[ServerChannelRecord]) -> lc.LifecycleEvent:
+                    if record is None:
+                        return lc.EffectFailed("the channel is no longer stored")
+                    return lc.TransitionConflict(record)
+
+                return self.store.server_channel(txid).addCallback(again)
+            self.log.failure("channel {txid}: storing {old} -> {new} failed", f, txid=display_hex(txid),
+                             old=effect.expected.value, new=effect.new.value)
+            return lc.EffectFailed(f.getErrorMessage())
+
+        d = self.store.transition_server(txid, effect.expected, effect.new, **effect.changes)
+        return d.addCallbacks(stored, refused)
+
+    def _build(self, channel: _Channel, rates: tuple[int, ...]) -> defer.Deferred[lc.LifecycleEvent]:
+        record = channel.machine.record
+
+        def build(payout: bytes) -> lc.LifecycleEvent:
+            script = ChannelScript(record.version, record.client_key, record.server_key, record.expiry)
+            signer = self.wallet.signer_for(record.server_key)
+            assert record.best_signature is not None
+            for rate in rates:
+                try:
+                    settlement = build_settlement(script, record.contract_txid, record.value,
+                                                  record.value - record.best_value, record.best_signature, signer,
+                                                  payout, rate)
+                except SettlementUnaffordable:
+                    continue
+                if rate != self.policy.fee_rate:
+                    self.log.info("channel {txid}: settlement at {rate} sat/kB", txid=display_hex(channel.txid),
+                                  rate=rate)
+                return lc.SettlementBuilt(settlement.raw, rate)
+            return lc.SettlementUnaffordable()
+
+        def failed(f: Failure) -> lc.LifecycleEvent:
+            self.log.failure("channel {txid}: building the settlement failed", f, txid=display_hex(channel.txid))
+            return lc.EffectFailed(f.getErrorMessage())
+
+        d: defer.Deferred[bytes] = defer.maybeDeferred(self.wallet.payout_script)
+        built: defer.Deferred[lc.LifecycleEvent] = d.addCallback(build)
+        return built.addErrback(failed)
+
+    def _broadcast(self, channel: _Channel, effect: lc.Broadcast) -> defer.Deferred[lc.LifecycleEvent]:
+        def accepted(_: object) -> lc.LifecycleEvent:
+            if effect.what is lc.TxRole.SETTLEMENT:
+                crash_point("settlement-broadcast")
+            return lc.BroadcastAccepted(effect.what)
+
+        def refused(f: Failure) -> lc.LifecycleEvent:
+            e = f.value
+            kind = e.kind if isinstance(e, BroadcastRejected) else RejectKind.UNREACHABLE
+            reason = e.reason if isinstance(e, BroadcastRejected) else f.getErrorMessage()
+            if effect.what is lc.TxRole.CONTRACT:
+                self.log.warn("channel {txid}: contract not accepted again: {why}", txid=display_hex(channel.txid),
+                              why=reason)
+            return lc.BroadcastRefused(effect.what, kind, reason)
+
+        d: defer.Deferred[object] = defer.maybeDeferred(self.chain.broadcast, effect.tx)
+        return d.addCallbacks(accepted, refused)
+
+    def _rebroadcast(self, channel: _Channel, effect: lc.Rebroadcast) -> None:
+        def refused(f: Failure) -> None:
+            self.log.debug("channel {txid}: {what} not taken again: {why}", txid=display_hex(channel.txid),
+                           what=effect.what.value, why=f.getErrorMessage())
+
+        defer.maybeDeferred(self.chain.broadcast, effect.tx).addCallbacks(lambda _: None, refused)
+
+    def _query(self, channel: _Channel) -> defer.Deferred[lc.LifecycleEvent]:
+        def known(status: TxStatus) -> lc.LifecycleEvent:
+            return lc.ContractStatusKnown(status.state)
+
+        def failed(f: Failure) -> lc.LifecycleEvent:
+            self.log.failure("channel {txid}: asking the chain about the contract failed", f,
+                             txid=display_hex(channel.txid))
+            return lc.EffectFailed(f.getErrorMessage())
+
+        return defer.maybeDeferred(self.chain.tx_status, channel.txid).addCallbacks(known, failed)
+
+    def _arm(self, channel: _Channel, effect: lc.ArmTimer) -> None:
+        old = channel.timers.pop(effect.kind, None)
+        if old is not None and old.active():
+            old.cancel()
+        delay = max(0.0, effect.at - self.clock.seconds())
+        channel.timers[effect.kind] = self.clock.callLater(delay, self._timer_fired, channel, effect.kind)
+
+    def _timer_fired(self, channel: _Channel, kind: lc.TimerKind) -> None:
+        channel.timers.pop(kind, None)
+        if kind is lc.TimerKind.SETTLE:
+            self.log.info("channel {txid}: expiry near, settling", txid=display_hex(channel.txid))
+        channel.feed(_TIMER_EVENTS[kind])
+
+    def _watch(self, channel: _Channel, effect: lc.WatchOutpoints) -> None:
+        if effect.kind is lc.WatchKind.INPUTS:
+            def spent(event: SpendEvent) -> None:
+                channel.feed(lc.ContractInputSpent(event.spending_txid, event.status.confirmations))
+        else:
+            def spent(event: SpendEvent) -> None:
+                channel.feed(lc.ContractSpent(event.spending_tx, event.status.state is TxState.CONFIRMED))
+
+        watches = channel.watches.setdefault(effect.kind, [])
+        for point in effect.outpoints:
+            watches.append(self.chain.watch_spend(point, spent))
+
+    def _tell(self, channel: _Channel, effect: lc.TellConnection) -> None:
+        connection = channel.connection
+        if connection is None or connection.close_reason is not None:
+            return
+        if effect.news is lc.ConnectionNews.CLOSE:
+            connection.close()
+        elif effect.settlement_tx is not None:
+            connection.settled_elsewhere(effect.settlement_tx)
+
+    def _settle_succeeded(self, channel: _Channel, effect: lc.SettleSucceeded) -> None:
+        self.log.info("channel {txid}: settled ({by}), server gets {b} before fees", txid=display_hex(channel.txid),
+                      by=", ".join(sorted(b.value for b in effect.by)), b=channel.machine.record.best_value)
+        waiting, channel.waiters = channel.waiters, []
+        for waiter in waiting:
+            waiter.callback(effect.tx)
+
+    def _settle_failed(self, channel: _Channel, effect: lc.SettleFailed) -> None:
+        self.log.warn("channel {txid}: not settled: {why}", txid=display_hex(channel.txid), why=effect.why)
+        waiting, channel.waiters = channel.waiters, []
+        for waiter in waiting:
+            error: Exception = (SettlementUnaffordable(channel.machine.record.best_value, 0) if effect.unaffordable
+                                else SettlementRejected(effect.why))
+            waiter.errback(error)
+
+    def _log_event(self, event: lc.ChannelEvent) -> None:
+        txid = display_hex(event.contract_txid)
+        kind = event.kind
+        if kind is lc.ChannelEventKind.STUCK:
+            self.log.warn("channel {txid}: stuck: {note}", txid=txid, note=event.note)
+        elif kind is lc.ChannelEventKind.CONTRACT_FAILED:
+            self.log.warn("channel {txid}: {note}; no more payments accepted", txid=txid, note=event.note)
+        elif kind in (lc.ChannelEventKind.SETTLED, lc.ChannelEventKind.REFUNDED):
+            self.log.info("channel {txid}: {state} on chain", txid=txid, state=kind.value)
+        else:
+            self.log.info("channel {txid}: {state}", txid=txid, state=kind.value)
