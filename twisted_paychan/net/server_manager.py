@@ -359,7 +359,7 @@ class ServerChannelManager:
             # The channel is marked CONTRACT_FAILED before the client hears of it.
             return channel.idle().addCallback(lambda _: f)
 
-        d: defer.Deferred[object] = self.chain.broadcast(tx)
+        d: defer.Deferred[bytes] = self.chain.broadcast(tx)
         return d.addCallbacks(lambda _: None, rejected)
 
     def _store_payment(self, connection: ServerChannel, contract_txid: bytes, best_value: int,
