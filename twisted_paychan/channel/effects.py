@@ -5,25 +5,30 @@ A machine method returns a list of effects, to be carried out in order. Effects 
 (store, broadcast, fund, ask the application) are answered by the adapter calling the machine's
 matching completion method (named in each docstring) once they are done; a machine never has
 more than one such effect outstanding, because the protocol is sequential per channel.
+
+Each side's effects form a closed union (:data:`ServerEffect`, :data:`ClientEffect`): a runner
+that dispatches on them can be checked for exhaustiveness.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Optional, Union
 
+from twisted_paychan.chain.types import FundedTransaction
 from twisted_paychan.channel.errors import CloseReason, RemoteProtocolError
+from twisted_paychan.channel.records import ClientChannelRecord, ServerChannelRecord
 from twisted_paychan.wire import messages as m
 
 
 @dataclass(frozen=True)
 class Send:
-    """Write this ``TwoWayChannelMessage`` to the peer."""
+    """Write this message to the peer."""
 
-    message: Any
+    message: m.TwoWayChannelMessage
 
 
-def send_error(e: RemoteProtocolError) -> list:
+def send_error(e: RemoteProtocolError) -> list[Send]:
     """The ``Send(ERROR)`` that tells the peer about its violation ``e``, or nothing when ``e``
     carries no wire code; both machines follow it with their own close."""
     if e.code is None:
@@ -67,7 +72,7 @@ class BroadcastContract:
 class StoreServerChannel:
     """Durably store a new server record -> ``channel_stored()``."""
 
-    record: Any
+    record: ServerChannelRecord
 
 
 @dataclass(frozen=True)
@@ -124,7 +129,7 @@ class FundContract:
 class StoreClientChannel:
     """Durably store the new client record, refund included -> ``channel_stored()``."""
 
-    record: Any
+    record: ClientChannelRecord
 
 
 @dataclass(frozen=True)
@@ -139,7 +144,7 @@ class StoreClientChange:
 class ReleaseContract:
     """The funded contract will never be sent: give its coins back to the wallet."""
 
-    funded: Any
+    funded: FundedTransaction
 
 
 @dataclass(frozen=True)
@@ -163,3 +168,32 @@ class ResumeRefused:
     """The server answered our resume with INITIATE: the stored channel is free again."""
 
     contract_txid: bytes
+
+
+#: Everything a :class:`~twisted_paychan.channel.server.ServerMachine` may ask for.
+ServerEffect = Union[
+    Send,
+    Close,
+    NewServerKey,
+    FindChannel,
+    BroadcastContract,
+    StoreServerChannel,
+    StorePayment,
+    NotifyPayment,
+    ChannelOpened,
+    SettleChannel,
+]
+
+#: Everything a :class:`~twisted_paychan.channel.client.ClientMachine` may ask for.
+ClientEffect = Union[
+    Send,
+    Close,
+    FundContract,
+    StoreClientChannel,
+    StoreClientChange,
+    ReleaseContract,
+    ChannelOpened,
+    PaymentAcked,
+    SettlementSeen,
+    ResumeRefused,
+]

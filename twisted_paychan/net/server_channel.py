@@ -28,6 +28,8 @@ from twisted_paychan.chain.types import display_hex
 from twisted_paychan import logs
 from twisted_paychan.faults import crash_point
 from twisted_paychan.store.interfaces import ChannelNotOpen
+from twisted_paychan.wire import received
+from twisted_paychan.wire.messages import TwoWayChannelMessage
 
 
 class IServerHandler(Interface):
@@ -88,8 +90,8 @@ class ServerChannel(EffectRunner):
 
     # -- input --------------------------------------------------------------------------------
 
-    def message_received(self, message: Any) -> None:
-        self._run(self.machine.receive(message, int(self.clock.seconds())))
+    def message_received(self, message: TwoWayChannelMessage) -> None:
+        self._run(self.machine.receive(received.decode(message), int(self.clock.seconds())))
 
     def connection_lost(self) -> None:
         self._run(self.machine.connection_lost())
