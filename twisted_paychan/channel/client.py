@@ -146,8 +146,6 @@ class ClientMachine:
     def _violation(self, e: RemoteProtocolError) -> list[ClientEffect]:
         return [*fx.send_error(e), *self._closed(e.reason, e.explanation)]
 
-    def _completing(self, completion: str, expected: ClientStep) -> bool:
-        return check_completion(completion, self.step, expected, _ENDING)
 
     def _closed(self, reason: CloseReason, detail: str = "") -> list[ClientEffect]:
         self.step = ClientStep.CHANNEL_CLOSED
@@ -242,7 +240,7 @@ class ClientMachine:
 
     def contract_funded(self, funded: FundedTransaction, now: int) -> list[ClientEffect]:
         """The wallet built and signed the contract (``FundContract`` completed)."""
-        if not self._completing("contract_funded", ClientStep.FUNDING_CONTRACT):
+        if not check_completion("contract_funded", self.step, ClientStep.FUNDING_CONTRACT, _ENDING):
             return [fx.ReleaseContract(funded)]  # the connection ended meanwhile: never sent
         self._funded = funded
         assert self._channel is not None and self._expiry is not None
@@ -256,7 +254,7 @@ class ClientMachine:
     def funding_failed(self, why: str) -> list[ClientEffect]:
         """The wallet could not fund the contract (``FundContract`` failed). [Recommended] tell
         the server (bitcoinj leaves the connection hanging, §13 item 17)."""
-        if not self._completing("funding_failed", ClientStep.FUNDING_CONTRACT):
+        if not check_completion("funding_failed", self.step, ClientStep.FUNDING_CONTRACT, _ENDING):
             return []
         return self._violation(
             RemoteProtocolError(ErrorCode.CHANNEL_VALUE_TOO_LARGE, f"cannot fund the channel: {why}",
@@ -295,7 +293,7 @@ class ClientMachine:
     def channel_stored(self) -> list[ClientEffect]:
         """The record (refund included) is durable (``StoreClientChannel`` completed): now the
         contract may leave."""
-        still_here = self._completing("channel_stored", ClientStep.STORING_CHANNEL)
+        still_here = check_completion("channel_stored", self.step, ClientStep.STORING_CHANNEL, _ENDING)
         assert self.record is not None and self._initial is not None
         self._funded = None
         if not still_here:
@@ -342,7 +340,7 @@ class ClientMachine:
 
     def change_stored(self) -> list[ClientEffect]:
         """The new ``c`` is durable (``StoreClientChange`` completed): send the payment."""
-        still_here = self._completing("change_stored", ClientStep.CHANNEL_OPEN)
+        still_here = check_completion("change_stored", self.step, ClientStep.CHANNEL_OPEN, _ENDING)
         payment, record = self._in_flight, self.record
         assert payment is not None and record is not None
         self.record = replace_fields(record, client_change=payment.client_change)  # dataclasses.replace, faster

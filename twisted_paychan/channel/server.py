@@ -144,8 +144,6 @@ class ServerMachine:
         self._queue.clear()
         return [fx.Close(reason, detail)]
 
-    def _completing(self, completion: str, expected: ServerStep) -> bool:
-        return check_completion(completion, self.step, expected, _ENDING)
 
     # -- version negotiation and resume (§3.2, §9.2) -------------------------------------------
 
@@ -171,7 +169,7 @@ class ServerMachine:
 
     def resume_found(self, record: ServerChannelRecord) -> list[ServerEffect]:
         """The stored channel to resume (``FindChannel`` completed)."""
-        if not self._completing("resume_found", ServerStep.LOOKING_UP_RESUME):
+        if not check_completion("resume_found", self.step, ServerStep.LOOKING_UP_RESUME, _ENDING):
             return []
         if record.state is not ServerChannelState.OPEN or record.version != self.major:
             # [Recommended] only resume a channel we can still pay on, in its own version;
@@ -185,13 +183,13 @@ class ServerMachine:
 
     def resume_not_found(self) -> list[ServerEffect]:
         """No stored channel to resume (``FindChannel`` completed): open a new one."""
-        if not self._completing("resume_not_found", ServerStep.LOOKING_UP_RESUME):
+        if not check_completion("resume_not_found", self.step, ServerStep.LOOKING_UP_RESUME, _ENDING):
             return []
         return self._new_channel_key()
 
     def server_key_ready(self, signer: ISigner) -> list[ServerEffect]:
         """A fresh channel key from the wallet (``NewServerKey`` completed)."""
-        if not self._completing("server_key_ready", ServerStep.WAITING_ON_SERVER_KEY):
+        if not check_completion("server_key_ready", self.step, ServerStep.WAITING_ON_SERVER_KEY, _ENDING):
             return []
         assert self.expiry is not None
         self.signer = signer
@@ -273,7 +271,7 @@ class ServerMachine:
         """The new record is durable (``StoreServerChannel`` completed): now the contract may be
         broadcast, whatever happened to the connection meanwhile (the client signed it and holds
         its refund; the stored channel is settled or resumed later)."""
-        still_here = self._completing("channel_stored", ServerStep.STORING_CHANNEL)
+        still_here = check_completion("channel_stored", self.step, ServerStep.STORING_CHANNEL, _ENDING)
         contract = self._pending_contract
         assert contract is not None
         out: list[ServerEffect] = [fx.BroadcastContract(contract.tx, contract.txid)]
@@ -285,7 +283,7 @@ class ServerMachine:
     def contract_rejected(self, why: str) -> list[ServerEffect]:
         """The chain refused the contract. [Recommended] ``ERROR{OTHER}`` (bitcoinj sends
         nothing and lets the client time out)."""
-        still_here = self._completing("contract_rejected", ServerStep.WAITING_ON_MULTISIG_ACCEPTANCE)
+        still_here = check_completion("contract_rejected", self.step, ServerStep.WAITING_ON_MULTISIG_ACCEPTANCE, _ENDING)
         self._pending_payment = None
         if not still_here:
             return []
@@ -293,7 +291,7 @@ class ServerMachine:
 
     def contract_accepted(self, now: int) -> list[ServerEffect]:
         """The chain took the contract (``BroadcastContract`` completed): the channel opens."""
-        still_here = self._completing("contract_accepted", ServerStep.WAITING_ON_MULTISIG_ACCEPTANCE)
+        still_here = check_completion("contract_accepted", self.step, ServerStep.WAITING_ON_MULTISIG_ACCEPTANCE, _ENDING)
         assert self.record is not None and self._pending_payment is not None
         payment, self._pending_payment = self._pending_payment, None
         out: list[ServerEffect] = []
@@ -332,7 +330,7 @@ class ServerMachine:
 
     def payment_stored(self) -> list[ServerEffect]:
         """The payment is durable (``StorePayment`` completed): now the application, then the ack."""
-        still_here = self._completing("payment_stored", ServerStep.STORING_PAYMENT)
+        still_here = check_completion("payment_stored", self.step, ServerStep.STORING_PAYMENT, _ENDING)
         record, payment = self.record, self._pending_payment
         assert record is not None and payment is not None
         increase = payment.best_value - record.best_value
@@ -351,7 +349,7 @@ class ServerMachine:
         """The store refused the payment: the channel no longer takes payments (its contract
         was double-spent or never confirmed, or it is being settled). §7.3 check 5:
         ``BAD_TRANSACTION``; the server's value does not grow and nothing is acknowledged."""
-        still_here = self._completing("payment_refused", ServerStep.STORING_PAYMENT)
+        still_here = check_completion("payment_refused", self.step, ServerStep.STORING_PAYMENT, _ENDING)
         self._pending_payment = None
         if self.disconnected or not still_here:
             self.step = ServerStep.CLOSED
@@ -361,7 +359,7 @@ class ServerMachine:
     def payment_acknowledged(self, info: Optional[bytes]) -> list[ServerEffect]:
         """The application accepted the payment, with optional ack info (``NotifyPayment``
         completed)."""
-        if not self._completing("payment_acknowledged", ServerStep.WAITING_ON_APPLICATION):
+        if not check_completion("payment_acknowledged", self.step, ServerStep.WAITING_ON_APPLICATION, _ENDING):
             self._pending_payment = None
             return []
         return self._acknowledge(info)
@@ -380,7 +378,7 @@ class ServerMachine:
 
     def payment_ack_failed(self, why: str) -> list[ServerEffect]:
         """The application's ack Deferred failed: ``ERROR{OTHER}`` / UPDATE_PAYMENT_FAILED."""
-        still_here = self._completing("payment_ack_failed", ServerStep.WAITING_ON_APPLICATION)
+        still_here = check_completion("payment_ack_failed", self.step, ServerStep.WAITING_ON_APPLICATION, _ENDING)
         self._pending_payment = None
         if self.disconnected or not still_here:
             self.step = ServerStep.CLOSED
@@ -433,7 +431,7 @@ class ServerMachine:
     def settled(self, settlement_tx: bytes) -> list[ServerEffect]:
         """The settlement was broadcast (``SettleChannel`` completed): CLOSE{settlement} and
         close (§8.2 step 6)."""
-        if not self._completing("settled", ServerStep.SETTLING) or self.disconnected:
+        if not check_completion("settled", self.step, ServerStep.SETTLING, _ENDING) or self.disconnected:
             return []
         return self._late_open() + [fx.Send(m.close(settlement_tx))] + self._closed(self._settle_reason)
 
@@ -442,7 +440,7 @@ class ServerMachine:
         retries ([Recommended], §13 item 6). On the wire as §8.2 says: a fee above b is
         ``ERROR{BAD_TRANSACTION}`` / REMOTE_SENT_INVALID_MESSAGE (step 8); a failed broadcast
         sends nothing and closes with the reason at hand (step 7)."""
-        if not self._completing("settle_failed", ServerStep.SETTLING) or self.disconnected:
+        if not check_completion("settle_failed", self.step, ServerStep.SETTLING, _ENDING) or self.disconnected:
             return []
         if fee_unaffordable:
             self._open_after_settle = False

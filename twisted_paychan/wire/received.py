@@ -27,7 +27,7 @@ from typing import Callable, ClassVar, Final, Optional, Union
 from google.protobuf.message import Message
 
 from twisted_paychan.wire.messages import MT, TwoWayChannelMessage
-from twisted_paychan.wire.paymentchannel_pb2 import UpdatePayment as _PbUpdatePayment
+from twisted_paychan.wire.messages import UpdatePayment as _PbUpdatePayment
 
 __all__ = [
     "ChannelOpen",
@@ -203,8 +203,6 @@ ReceivedMessage = Union[
 
 def decode(message: TwoWayChannelMessage) -> ReceivedMessage:
     """The typed value of ``message``; :class:`Malformed` when a required field is missing."""
-    if not message.HasField("type"):
-        return Malformed("(none)", "message without a type")
     return _DECODERS[message.type](message)
 
 
@@ -219,6 +217,10 @@ def _incomplete(type_name: str, field: str, body: Message) -> Malformed:
 
 
 def _client_version(message: TwoWayChannelMessage) -> ReceivedMessage:
+    # An unset ``type`` reads as the enum's first value, CLIENT_VERSION: only this decoder needs
+    # to tell the two apart, and no other message pays for the check.
+    if not message.HasField("type"):
+        return Malformed("(none)", "message without a type")
     if not message.HasField("client_version"):
         return _missing("CLIENT_VERSION", "client_version")
     b = message.client_version
@@ -265,7 +267,25 @@ def _return_refund(message: TwoWayChannelMessage) -> ReceivedMessage:
 
 
 def _payment(b: _PbUpdatePayment) -> UpdatePayment:
-    return UpdatePayment(b.client_change_value, b.signature, b.info if b.HasField("info") else None)
+    # Once per payment: built field by field through the slots, which is what the frozen
+    # dataclass's own __init__ does, in half the time (it looks up object.__setattr__ for each).
+    payment = _new(UpdatePayment)
+    _set_change(payment, b.client_change_value)
+    _set_signature(payment, b.signature)
+    _set_info(payment, b.info if b.HasField("info") else None)
+    return payment
+
+
+def _slot_setter(cls: type, name: str) -> Callable[[object, object], None]:
+    """The setter of slot ``name``, which a frozen dataclass's ``__setattr__`` does not guard."""
+    setter: Callable[[object, object], None] = cls.__dict__[name].__set__
+    return setter
+
+
+_new: Final = object.__new__
+_set_change: Final = _slot_setter(UpdatePayment, "client_change_value")
+_set_signature: Final = _slot_setter(UpdatePayment, "signature")
+_set_info: Final = _slot_setter(UpdatePayment, "info")
 
 
 def _provide_contract(message: TwoWayChannelMessage) -> ReceivedMessage:
@@ -312,7 +332,10 @@ def _error(message: TwoWayChannelMessage) -> ReceivedMessage:
 def _payment_ack(message: TwoWayChannelMessage) -> ReceivedMessage:
     if message.HasField("payment_ack") and message.payment_ack.HasField("info"):
         return PaymentAck(message.payment_ack.info)
-    return PaymentAck(None)
+    return _ACK_WITHOUT_INFO
+
+
+_ACK_WITHOUT_INFO: Final = PaymentAck(None)
 
 
 #: One decoder per MessageType number; protobuf refuses to set any other number.
