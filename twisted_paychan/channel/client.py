@@ -43,6 +43,10 @@ from twisted_paychan.wire import received as r
 
 
 class ClientStep(enum.Enum):
+    # Looked up in the transition table on every message: identity hashing (members are
+    # singletons, compared by identity) is a C slot, Enum's own __hash__ a Python call.
+    __hash__ = object.__hash__
+
     WAITING_FOR_CONNECTION_OPEN = "waiting for the connection"
     WAITING_FOR_VERSION_NEGOTIATION = "waiting for server version"
     WAITING_FOR_INITIATE = "waiting for initiate"
@@ -146,7 +150,6 @@ class ClientMachine:
     def _violation(self, e: RemoteProtocolError) -> list[ClientEffect]:
         return [*fx.send_error(e), *self._closed(e.reason, e.explanation)]
 
-
     def _closed(self, reason: CloseReason, detail: str = "") -> list[ClientEffect]:
         self.step = ClientStep.CHANNEL_CLOSED
         out: list[ClientEffect] = []
@@ -240,7 +243,10 @@ class ClientMachine:
 
     def contract_funded(self, funded: FundedTransaction, now: int) -> list[ClientEffect]:
         """The wallet built and signed the contract (``FundContract`` completed)."""
-        if not check_completion("contract_funded", self.step, ClientStep.FUNDING_CONTRACT, _ENDING):
+        still_here = self.step is ClientStep.FUNDING_CONTRACT or check_completion(
+            "contract_funded", self.step, ClientStep.FUNDING_CONTRACT, _ENDING
+        )
+        if not still_here:
             return [fx.ReleaseContract(funded)]  # the connection ended meanwhile: never sent
         self._funded = funded
         assert self._channel is not None and self._expiry is not None
@@ -254,7 +260,10 @@ class ClientMachine:
     def funding_failed(self, why: str) -> list[ClientEffect]:
         """The wallet could not fund the contract (``FundContract`` failed). [Recommended] tell
         the server (bitcoinj leaves the connection hanging, §13 item 17)."""
-        if not check_completion("funding_failed", self.step, ClientStep.FUNDING_CONTRACT, _ENDING):
+        still_here = self.step is ClientStep.FUNDING_CONTRACT or check_completion(
+            "funding_failed", self.step, ClientStep.FUNDING_CONTRACT, _ENDING
+        )
+        if not still_here:
             return []
         return self._violation(
             RemoteProtocolError(ErrorCode.CHANNEL_VALUE_TOO_LARGE, f"cannot fund the channel: {why}",
@@ -293,7 +302,9 @@ class ClientMachine:
     def channel_stored(self) -> list[ClientEffect]:
         """The record (refund included) is durable (``StoreClientChannel`` completed): now the
         contract may leave."""
-        still_here = check_completion("channel_stored", self.step, ClientStep.STORING_CHANNEL, _ENDING)
+        still_here = self.step is ClientStep.STORING_CHANNEL or check_completion(
+            "channel_stored", self.step, ClientStep.STORING_CHANNEL, _ENDING
+        )
         assert self.record is not None and self._initial is not None
         self._funded = None
         if not still_here:
@@ -340,7 +351,9 @@ class ClientMachine:
 
     def change_stored(self) -> list[ClientEffect]:
         """The new ``c`` is durable (``StoreClientChange`` completed): send the payment."""
-        still_here = check_completion("change_stored", self.step, ClientStep.CHANNEL_OPEN, _ENDING)
+        still_here = self.step is ClientStep.CHANNEL_OPEN or check_completion(
+            "change_stored", self.step, ClientStep.CHANNEL_OPEN, _ENDING
+        )
         payment, record = self._in_flight, self.record
         assert payment is not None and record is not None
         self.record = replace_fields(record, client_change=payment.client_change)  # dataclasses.replace, faster

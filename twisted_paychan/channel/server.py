@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import enum
 from collections import deque
-from typing import Any, Callable, Final, Mapping, Optional, TypeVar, Union
+from typing import Any, Callable, Final, Mapping, NoReturn, Optional, TypeVar, Union
 
 from twisted_paychan.bitcoin.scripts import ChannelScript
 from twisted_paychan.chain.interfaces import ISigner
@@ -42,6 +42,10 @@ MAX_QUEUED_MESSAGES = 16
 
 
 class ServerStep(enum.Enum):
+    # Looked up in the transition table on every message: identity hashing (members are
+    # singletons, compared by identity) is a C slot, Enum's own __hash__ a Python call.
+    __hash__ = object.__hash__
+
     WAITING_ON_CLIENT_VERSION = "waiting on client version"
     LOOKING_UP_RESUME = "looking up a channel to resume"
     WAITING_ON_SERVER_KEY = "waiting on a channel key"
@@ -112,16 +116,17 @@ class ServerMachine:
             self._queue.append((message, now))
             return []
         try:
-            return self._dispatch(row, message, now)
+            handler = row.get(type(message))
+            if handler is None:
+                self._refuse(message)
+            return handler(self, message, now)
         except RemoteProtocolError as e:
             return self._violation(e)
 
-    def _dispatch(self, row: Mapping[type, _Handler], message: r.ReceivedMessage, now: int) -> list[ServerEffect]:
-        handler = row.get(type(message))
-        if handler is None:
-            what = "a server-to-client message" if type(message) in _SERVER_TO_CLIENT_ONLY else "out of order"
-            raise RemoteProtocolError(ErrorCode.SYNTAX_ERROR, f"{message.NAME} is {what} in step '{self.step.value}'")
-        return handler(self, message, now)
+    def _refuse(self, message: r.ReceivedMessage) -> NoReturn:
+        """A message its step's row does not list."""
+        what = "a server-to-client message" if type(message) in _SERVER_TO_CLIENT_ONLY else "out of order"
+        raise RemoteProtocolError(ErrorCode.SYNTAX_ERROR, f"{message.NAME} is {what} in step '{self.step.value}'")
 
     def _drain(self, out: list[ServerEffect]) -> list[ServerEffect]:
         """Handle messages that queued while we were busy, until we are busy again."""
@@ -131,7 +136,10 @@ class ServerMachine:
                 break
             message, now = self._queue.popleft()
             try:
-                out.extend(self._dispatch(row, message, now))
+                handler = row.get(type(message))
+                if handler is None:
+                    self._refuse(message)
+                out.extend(handler(self, message, now))
             except RemoteProtocolError as e:
                 out.extend(self._violation(e))
         return out
@@ -169,7 +177,10 @@ class ServerMachine:
 
     def resume_found(self, record: ServerChannelRecord) -> list[ServerEffect]:
         """The stored channel to resume (``FindChannel`` completed)."""
-        if not check_completion("resume_found", self.step, ServerStep.LOOKING_UP_RESUME, _ENDING):
+        still_here = self.step is ServerStep.LOOKING_UP_RESUME or check_completion(
+            "resume_found", self.step, ServerStep.LOOKING_UP_RESUME, _ENDING
+        )
+        if not still_here:
             return []
         if record.state is not ServerChannelState.OPEN or record.version != self.major:
             # [Recommended] only resume a channel we can still pay on, in its own version;
@@ -183,13 +194,19 @@ class ServerMachine:
 
     def resume_not_found(self) -> list[ServerEffect]:
         """No stored channel to resume (``FindChannel`` completed): open a new one."""
-        if not check_completion("resume_not_found", self.step, ServerStep.LOOKING_UP_RESUME, _ENDING):
+        still_here = self.step is ServerStep.LOOKING_UP_RESUME or check_completion(
+            "resume_not_found", self.step, ServerStep.LOOKING_UP_RESUME, _ENDING
+        )
+        if not still_here:
             return []
         return self._new_channel_key()
 
     def server_key_ready(self, signer: ISigner) -> list[ServerEffect]:
         """A fresh channel key from the wallet (``NewServerKey`` completed)."""
-        if not check_completion("server_key_ready", self.step, ServerStep.WAITING_ON_SERVER_KEY, _ENDING):
+        still_here = self.step is ServerStep.WAITING_ON_SERVER_KEY or check_completion(
+            "server_key_ready", self.step, ServerStep.WAITING_ON_SERVER_KEY, _ENDING
+        )
+        if not still_here:
             return []
         assert self.expiry is not None
         self.signer = signer
@@ -271,7 +288,9 @@ class ServerMachine:
         """The new record is durable (``StoreServerChannel`` completed): now the contract may be
         broadcast, whatever happened to the connection meanwhile (the client signed it and holds
         its refund; the stored channel is settled or resumed later)."""
-        still_here = check_completion("channel_stored", self.step, ServerStep.STORING_CHANNEL, _ENDING)
+        still_here = self.step is ServerStep.STORING_CHANNEL or check_completion(
+            "channel_stored", self.step, ServerStep.STORING_CHANNEL, _ENDING
+        )
         contract = self._pending_contract
         assert contract is not None
         out: list[ServerEffect] = [fx.BroadcastContract(contract.tx, contract.txid)]
@@ -283,7 +302,9 @@ class ServerMachine:
     def contract_rejected(self, why: str) -> list[ServerEffect]:
         """The chain refused the contract. [Recommended] ``ERROR{OTHER}`` (bitcoinj sends
         nothing and lets the client time out)."""
-        still_here = check_completion("contract_rejected", self.step, ServerStep.WAITING_ON_MULTISIG_ACCEPTANCE, _ENDING)
+        still_here = self.step is ServerStep.WAITING_ON_MULTISIG_ACCEPTANCE or check_completion(
+            "contract_rejected", self.step, ServerStep.WAITING_ON_MULTISIG_ACCEPTANCE, _ENDING
+        )
         self._pending_payment = None
         if not still_here:
             return []
@@ -291,7 +312,9 @@ class ServerMachine:
 
     def contract_accepted(self, now: int) -> list[ServerEffect]:
         """The chain took the contract (``BroadcastContract`` completed): the channel opens."""
-        still_here = check_completion("contract_accepted", self.step, ServerStep.WAITING_ON_MULTISIG_ACCEPTANCE, _ENDING)
+        still_here = self.step is ServerStep.WAITING_ON_MULTISIG_ACCEPTANCE or check_completion(
+            "contract_accepted", self.step, ServerStep.WAITING_ON_MULTISIG_ACCEPTANCE, _ENDING
+        )
         assert self.record is not None and self._pending_payment is not None
         payment, self._pending_payment = self._pending_payment, None
         out: list[ServerEffect] = []
@@ -330,7 +353,9 @@ class ServerMachine:
 
     def payment_stored(self) -> list[ServerEffect]:
         """The payment is durable (``StorePayment`` completed): now the application, then the ack."""
-        still_here = check_completion("payment_stored", self.step, ServerStep.STORING_PAYMENT, _ENDING)
+        still_here = self.step is ServerStep.STORING_PAYMENT or check_completion(
+            "payment_stored", self.step, ServerStep.STORING_PAYMENT, _ENDING
+        )
         record, payment = self.record, self._pending_payment
         assert record is not None and payment is not None
         increase = payment.best_value - record.best_value
@@ -340,16 +365,18 @@ class ServerMachine:
             self.step = ServerStep.CLOSED
             return []
         self._exhausted = payment.client_change == 0
+        self.step = ServerStep.WAITING_ON_APPLICATION
         if increase > 0:
-            self.step = ServerStep.WAITING_ON_APPLICATION
             return [fx.NotifyPayment(record.contract_txid, increase, payment.best_value, payment.info, awaited=True)]
-        return self._acknowledge(None)
+        return self.payment_acknowledged(None)  # nothing new for the application to accept
 
     def payment_refused(self, why: str) -> list[ServerEffect]:
         """The store refused the payment: the channel no longer takes payments (its contract
         was double-spent or never confirmed, or it is being settled). §7.3 check 5:
         ``BAD_TRANSACTION``; the server's value does not grow and nothing is acknowledged."""
-        still_here = check_completion("payment_refused", self.step, ServerStep.STORING_PAYMENT, _ENDING)
+        still_here = self.step is ServerStep.STORING_PAYMENT or check_completion(
+            "payment_refused", self.step, ServerStep.STORING_PAYMENT, _ENDING
+        )
         self._pending_payment = None
         if self.disconnected or not still_here:
             self.step = ServerStep.CLOSED
@@ -359,14 +386,11 @@ class ServerMachine:
     def payment_acknowledged(self, info: Optional[bytes]) -> list[ServerEffect]:
         """The application accepted the payment, with optional ack info (``NotifyPayment``
         completed)."""
-        if not check_completion("payment_acknowledged", self.step, ServerStep.WAITING_ON_APPLICATION, _ENDING):
-            self._pending_payment = None
-            return []
-        return self._acknowledge(info)
-
-    def _acknowledge(self, info: Optional[bytes]) -> list[ServerEffect]:
+        still_here = self.step is ServerStep.WAITING_ON_APPLICATION or check_completion(
+            "payment_acknowledged", self.step, ServerStep.WAITING_ON_APPLICATION, _ENDING
+        )
         self._pending_payment = None
-        if self.disconnected:
+        if self.disconnected or not still_here:
             self.step = ServerStep.CLOSED
             return []
         out: list[ServerEffect] = [fx.Send(m.payment_ack(info))]
@@ -378,7 +402,9 @@ class ServerMachine:
 
     def payment_ack_failed(self, why: str) -> list[ServerEffect]:
         """The application's ack Deferred failed: ``ERROR{OTHER}`` / UPDATE_PAYMENT_FAILED."""
-        still_here = check_completion("payment_ack_failed", self.step, ServerStep.WAITING_ON_APPLICATION, _ENDING)
+        still_here = self.step is ServerStep.WAITING_ON_APPLICATION or check_completion(
+            "payment_ack_failed", self.step, ServerStep.WAITING_ON_APPLICATION, _ENDING
+        )
         self._pending_payment = None
         if self.disconnected or not still_here:
             self.step = ServerStep.CLOSED
@@ -431,7 +457,10 @@ class ServerMachine:
     def settled(self, settlement_tx: bytes) -> list[ServerEffect]:
         """The settlement was broadcast (``SettleChannel`` completed): CLOSE{settlement} and
         close (§8.2 step 6)."""
-        if not check_completion("settled", self.step, ServerStep.SETTLING, _ENDING) or self.disconnected:
+        still_here = self.step is ServerStep.SETTLING or check_completion(
+            "settled", self.step, ServerStep.SETTLING, _ENDING
+        )
+        if not still_here or self.disconnected:
             return []
         return self._late_open() + [fx.Send(m.close(settlement_tx))] + self._closed(self._settle_reason)
 
@@ -440,7 +469,10 @@ class ServerMachine:
         retries ([Recommended], §13 item 6). On the wire as §8.2 says: a fee above b is
         ``ERROR{BAD_TRANSACTION}`` / REMOTE_SENT_INVALID_MESSAGE (step 8); a failed broadcast
         sends nothing and closes with the reason at hand (step 7)."""
-        if not check_completion("settle_failed", self.step, ServerStep.SETTLING, _ENDING) or self.disconnected:
+        still_here = self.step is ServerStep.SETTLING or check_completion(
+            "settle_failed", self.step, ServerStep.SETTLING, _ENDING
+        )
+        if not still_here or self.disconnected:
             return []
         if fee_unaffordable:
             self._open_after_settle = False

@@ -308,9 +308,14 @@ def _update_payment(message: TwoWayChannelMessage) -> ReceivedMessage:
     if not message.HasField("update_payment"):
         return _missing("UPDATE_PAYMENT", "update_payment")
     b = message.update_payment
-    if not b.IsInitialized():  # one call for both required fields: this runs once per payment
+    if not b.IsInitialized():  # one call for both required fields
         return _incomplete("UPDATE_PAYMENT", "update_payment", b)
-    return _payment(b)
+    # _payment, inlined: this runs once per payment.
+    payment = _new(UpdatePayment)
+    _set_change(payment, b.client_change_value)
+    _set_signature(payment, b.signature)
+    _set_info(payment, b.info if b.HasField("info") else None)
+    return payment
 
 
 def _close(message: TwoWayChannelMessage) -> ReceivedMessage:
