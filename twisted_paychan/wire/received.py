@@ -305,10 +305,12 @@ _CHANNEL_OPEN: Final = ChannelOpen()
 
 
 def _update_payment(message: TwoWayChannelMessage) -> ReceivedMessage:
-    if not message.HasField("update_payment"):
-        return _missing("UPDATE_PAYMENT", "update_payment")
     b = message.update_payment
-    if not b.IsInitialized():  # one call for both required fields
+    # One call for the payload and both its required fields: an absent payload reads as an
+    # empty UpdatePayment, which is not initialized either.
+    if not b.IsInitialized():
+        if not message.HasField("update_payment"):
+            return _missing("UPDATE_PAYMENT", "update_payment")
         return _incomplete("UPDATE_PAYMENT", "update_payment", b)
     # _payment, inlined: this runs once per payment.
     payment = _new(UpdatePayment)
