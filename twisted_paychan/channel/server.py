@@ -398,7 +398,7 @@ class ServerMachine:
             # [Recommended] the ack goes out before the settlement starts (§7.3 step 4).
             return out + self._settle(CloseReason.CHANNEL_EXHAUSTED)
         self.step = ServerStep.CHANNEL_OPEN
-        return self._drain(out)
+        return self._drain(out) if self._queue else out  # once per payment: no call for nothing
 
     def payment_ack_failed(self, why: str) -> list[ServerEffect]:
         """The application's ack Deferred failed: ``ERROR{OTHER}`` / UPDATE_PAYMENT_FAILED."""
