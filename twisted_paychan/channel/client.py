@@ -18,7 +18,7 @@ the contract is sent, and each new ``c`` is stored before the payment that signs
 from __future__ import annotations
 
 import enum
-from typing import Any, Callable, Final, Mapping, Optional, TypeVar, Union
+from typing import Final, Mapping, Optional
 
 from twisted_paychan import constants as C
 from twisted_paychan.bitcoin.scripts import ChannelScript
@@ -37,6 +37,7 @@ from twisted_paychan.channel.errors import (
 )
 from twisted_paychan.channel.effects import ClientEffect
 from twisted_paychan.channel.settings import ClientSettings
+from twisted_paychan.channel.moves import Handler, handles, on
 from twisted_paychan.channel.records import ClientChannelRecord
 from twisted_paychan.wire import messages as m
 from twisted_paychan.wire import received as r
@@ -419,27 +420,20 @@ class ClientMachine:
 
 # -- the transition table ---------------------------------------------------------------------
 
-#: A handler: ``(machine, message, now) -> effects``. Every entry is built with :func:`_on`,
-#: which checks statically that the handler takes the message class it is filed under.
-_Handler = Callable[[ClientMachine, Any, int], list[ClientEffect]]
-_M = TypeVar("_M", bound=r.ReceivedMessage)
-
-
-def _on(cls: type[_M], handler: Callable[[ClientMachine, _M, int], list[ClientEffect]]) -> tuple[type, _Handler]:
-    return cls, handler
+# Entries are built with ``moves.on``, which checks each handler against its message class.
+_Handler = Handler[ClientMachine, ClientEffect]
 
 
 def _handles(*moves: tuple[type, _Handler]) -> Mapping[type, _Handler]:
-    """A step that handles messages: ``moves``, plus what every such step handles."""
-    return dict(moves + _EVERY_STEP)
+    return handles(_EVERY_STEP, *moves)
 
 
 #: Handled in every step that handles messages at all (§7.4, §8.3, §8.5, §1.3).
 _EVERY_STEP: Final = (
-    _on(r.Close, ClientMachine._on_close),
-    _on(r.Error, ClientMachine._on_error),
-    _on(r.PaymentAck, ClientMachine._on_payment_ack),
-    _on(r.Malformed, ClientMachine._on_malformed),
+    on(r.Close, ClientMachine._on_close),
+    on(r.Error, ClientMachine._on_error),
+    on(r.PaymentAck, ClientMachine._on_payment_ack),
+    on(r.Malformed, ClientMachine._on_malformed),
 )
 
 #: Every step of the client's connection, and the messages from the server it handles (anything
@@ -447,15 +441,15 @@ _EVERY_STEP: Final = (
 #: our own waits, in which only the every-step messages are legal.
 CLIENT_MOVES: Final[Mapping[ClientStep, Optional[Mapping[type, _Handler]]]] = {
     ClientStep.WAITING_FOR_CONNECTION_OPEN: _handles(),
-    ClientStep.WAITING_FOR_VERSION_NEGOTIATION: _handles(_on(r.ServerVersion, ClientMachine._on_server_version)),
+    ClientStep.WAITING_FOR_VERSION_NEGOTIATION: _handles(on(r.ServerVersion, ClientMachine._on_server_version)),
     # CHANNEL_OPEN here answers our resume (§9.1); the handler refuses it if we asked for none.
     ClientStep.WAITING_FOR_INITIATE: _handles(
-        _on(r.Initiate, ClientMachine._on_initiate), _on(r.ChannelOpen, ClientMachine._on_resumed)
+        on(r.Initiate, ClientMachine._on_initiate), on(r.ChannelOpen, ClientMachine._on_resumed)
     ),
     ClientStep.FUNDING_CONTRACT: _handles(),  # FundContract outstanding
-    ClientStep.WAITING_FOR_REFUND_RETURN: _handles(_on(r.ReturnRefund, ClientMachine._on_return_refund)),
+    ClientStep.WAITING_FOR_REFUND_RETURN: _handles(on(r.ReturnRefund, ClientMachine._on_return_refund)),
     ClientStep.STORING_CHANNEL: _handles(),  # StoreClientChannel outstanding
-    ClientStep.WAITING_FOR_CHANNEL_OPEN: _handles(_on(r.ChannelOpen, ClientMachine._on_channel_open)),
+    ClientStep.WAITING_FOR_CHANNEL_OPEN: _handles(on(r.ChannelOpen, ClientMachine._on_channel_open)),
     # PAYMENT_ACK (every step) is what this step waits for; payments go out through pay().
     ClientStep.CHANNEL_OPEN: _handles(),
     ClientStep.WAITING_FOR_CHANNEL_CLOSE: _handles(),  # CLOSE (every step) is what it waits for

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import enum
 from collections import deque
-from typing import Any, Callable, Final, Mapping, NoReturn, Optional, TypeVar, Union
+from typing import Final, Mapping, NoReturn, Optional, Union
 
 from twisted_paychan.bitcoin.scripts import ChannelScript
 from twisted_paychan.chain.interfaces import ISigner
@@ -33,6 +33,7 @@ from twisted_paychan.channel.effects import ServerEffect
 from twisted_paychan.channel.record_copy import replace_fields
 from twisted_paychan.channel.errors import CloseReason, ErrorCode, RemoteProtocolError, check_completion
 from twisted_paychan.channel.settings import ServerSettings
+from twisted_paychan.channel.moves import Handler, handles, on
 from twisted_paychan.channel.records import ServerChannelRecord, ServerChannelState
 from twisted_paychan.wire import messages as m
 from twisted_paychan.wire import received as r
@@ -520,43 +521,35 @@ class ServerMachine:
 
 # -- the transition table ---------------------------------------------------------------------
 
-#: A handler: ``(machine, message, now) -> effects``. The table below builds every entry with
-#: :func:`_on`, which checks statically that the handler takes the message class it is filed
-#: under; the table's own type can only say "some message".
-_Handler = Callable[[ServerMachine, Any, int], list[ServerEffect]]
-_M = TypeVar("_M", bound=r.ReceivedMessage)
-
-
-def _on(cls: type[_M], handler: Callable[[ServerMachine, _M, int], list[ServerEffect]]) -> tuple[type, _Handler]:
-    return cls, handler
+# Entries are built with ``moves.on``, which checks each handler against its message class.
+_Handler = Handler[ServerMachine, ServerEffect]
 
 
 def _handles(*moves: tuple[type, _Handler]) -> Mapping[type, _Handler]:
-    """A step that handles messages: ``moves``, plus what every such step handles."""
-    return dict(moves + _EVERY_STEP)
+    return handles(_EVERY_STEP, *moves)
 
 
 #: Handled in every step that handles messages at all (§8, §1.3).
 _EVERY_STEP: Final = (
-    _on(r.Close, ServerMachine._on_close),
-    _on(r.Error, ServerMachine._on_error),
-    _on(r.Malformed, ServerMachine._on_malformed),
+    on(r.Close, ServerMachine._on_close),
+    on(r.Error, ServerMachine._on_error),
+    on(r.Malformed, ServerMachine._on_malformed),
 )
 
 #: Every step of the server's connection, and what it does with a message from the client:
 #: handle the ones listed (anything else is ``ERROR{SYNTAX_ERROR}``), queue them while an effect
 #: is outstanding, or ignore them. B.2 of the specification, plus our own waits.
 SERVER_MOVES: Final[Mapping[ServerStep, Union[Mapping[type, _Handler], Inbox]]] = {
-    ServerStep.WAITING_ON_CLIENT_VERSION: _handles(_on(r.ClientVersion, ServerMachine._on_client_version)),
+    ServerStep.WAITING_ON_CLIENT_VERSION: _handles(on(r.ClientVersion, ServerMachine._on_client_version)),
     ServerStep.LOOKING_UP_RESUME: Inbox.QUEUE,  # FindChannel
     ServerStep.WAITING_ON_SERVER_KEY: Inbox.QUEUE,  # NewServerKey
-    ServerStep.WAITING_ON_UNSIGNED_REFUND: _handles(_on(r.ProvideRefund, ServerMachine._on_provide_refund)),
-    ServerStep.WAITING_ON_CONTRACT: _handles(_on(r.ProvideContract, ServerMachine._on_provide_contract)),
+    ServerStep.WAITING_ON_UNSIGNED_REFUND: _handles(on(r.ProvideRefund, ServerMachine._on_provide_refund)),
+    ServerStep.WAITING_ON_CONTRACT: _handles(on(r.ProvideContract, ServerMachine._on_provide_contract)),
     ServerStep.STORING_CHANNEL: Inbox.QUEUE,  # StoreServerChannel
     # The broadcast (BroadcastContract) is outstanding, but a CLOSE is answered at once (§8.2
     # step 3); anything else is out of order.
     ServerStep.WAITING_ON_MULTISIG_ACCEPTANCE: _handles(),
-    ServerStep.CHANNEL_OPEN: _handles(_on(r.UpdatePayment, ServerMachine._on_update_payment)),
+    ServerStep.CHANNEL_OPEN: _handles(on(r.UpdatePayment, ServerMachine._on_update_payment)),
     ServerStep.STORING_PAYMENT: Inbox.QUEUE,  # StorePayment
     ServerStep.WAITING_ON_APPLICATION: Inbox.QUEUE,  # NotifyPayment
     ServerStep.SETTLING: Inbox.IGNORE,  # §8.2 step 1: everything is ignored once settling
