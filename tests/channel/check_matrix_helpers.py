@@ -31,6 +31,7 @@ from twisted_paychan.channel.errors import CloseReason, ErrorCode
 from twisted_paychan.channel.server import ServerMachine, ServerStep
 from twisted_paychan.channel.settings import ClientSettings, ServerSettings, VersionSelector
 from twisted_paychan.wire import messages as m
+from twisted_paychan.wire import received
 from twisted_paychan.wire.framing import CloseKind, MessageProtocol, encode_frame
 
 MT = m.MessageType
@@ -229,7 +230,7 @@ class ServerSession:
     client_change: int = VALUE
 
     def receive(self, message: Any, now: int = NOW) -> list:
-        return self.machine.receive(message, now)
+        return self.machine.receive(received.decode(message), now)
 
     @property
     def step(self) -> ServerStep:
@@ -374,7 +375,7 @@ class ClientSession:
     client_change: int = 0
 
     def receive(self, message: Any, now: int = NOW) -> list:
-        return self.machine.receive(message, now)
+        return self.machine.receive(received.decode(message), now)
 
     @property
     def step(self) -> ClientStep:

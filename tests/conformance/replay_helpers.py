@@ -29,6 +29,7 @@ from twisted_paychan.channel.client import ClientMachine
 from twisted_paychan.channel.server import ServerMachine
 from twisted_paychan.channel.settings import ClientSettings, ServerSettings, VersionSelector
 from twisted_paychan.wire import messages as m
+from twisted_paychan.wire import received
 
 VECTORS = Path(__file__).resolve().parents[2].parent / "shared" / "vectors"
 
@@ -219,7 +220,7 @@ class _Replay:
         return self.rec.server_now if self.clock is None else self.clock
 
     def receive(self, payload: bytes) -> None:
-        self.carry_out(self.machine.receive(m.decode_message(payload), self.now))
+        self.carry_out(self.machine.receive(received.decode(m.decode_message(payload)), self.now))
 
     def carry_out(self, effects: list) -> None:
         """Do each effect in order; a completion's own effects are done before the next."""

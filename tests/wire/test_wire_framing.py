@@ -19,7 +19,7 @@ from twisted.python.failure import Failure
 
 from twisted_paychan.constants import MAX_MESSAGE_SIZE
 from twisted_paychan.wire import messages as m
-from twisted_paychan.wire.framing import CloseKind, CloseReason, MessageProtocol, encode_frame
+from twisted_paychan.wire.framing import CloseKind, ConnectionEnd, MessageProtocol, encode_frame
 
 SYNTAX_ERROR_FRAME = bytes.fromhex("00000006 080a52020802")
 OTHER_ERROR_FRAME = bytes.fromhex("00000006 080a52020808")
@@ -53,12 +53,12 @@ class Recorder(MessageProtocol):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.received: list[m.TwoWayChannelMessage] = []
-        self.closings: list[CloseReason] = []
+        self.closings: list[ConnectionEnd] = []
 
     def messageReceived(self, msg: m.TwoWayChannelMessage) -> None:
         self.received.append(msg)
 
-    def connectionClosing(self, reason: CloseReason) -> None:
+    def connectionClosing(self, reason: ConnectionEnd) -> None:
         self.closings.append(reason)
 
 
@@ -252,12 +252,12 @@ def test_disconnect_writes_the_final_message_and_stops_delivery() -> None:
     assert proto.received == SAMPLE[:1]
     assert transport.writes == [encode_frame(m.error(m.ErrorCode.BAD_TRANSACTION))]
     assert transport.disconnecting
-    assert proto.closeReason == CloseReason(CloseKind.LOCAL, "done")
+    assert proto.closeReason == ConnectionEnd(CloseKind.LOCAL, "done")
     assert proto.closings == [proto.closeReason]
     proto.sendMessage(m.close())  # dropped: the connection is closing
     proto.disconnect("again", m.close())  # no-op
     assert transport.writes == [encode_frame(m.error(m.ErrorCode.BAD_TRANSACTION))]
-    assert proto.closings == [CloseReason(CloseKind.LOCAL, "done")]
+    assert proto.closings == [ConnectionEnd(CloseKind.LOCAL, "done")]
 
 
 def test_connection_lost_records_the_reason() -> None:
@@ -293,7 +293,7 @@ def test_handler_exception_is_contained() -> None:
 
 def test_closing_hook_exception_is_contained() -> None:
     class BadHook(Recorder):
-        def connectionClosing(self, reason: CloseReason) -> None:
+        def connectionClosing(self, reason: ConnectionEnd) -> None:
             raise RuntimeError("hook bug")
 
     with capturedLogs() as events:

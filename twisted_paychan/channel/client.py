@@ -1,11 +1,15 @@
 """
 The client (payer) side of one channel connection, as a sans-IO state machine.
 
-Same shape as ``channel.server``: feed it messages, local commands and effect completions; it
-returns effects. The steps are bitcoinj's ``PaymentChannelClient.InitStep`` (Appendix B.1) plus
-the internal waits for our own effects (funding, storing). :data:`ClientMachine._HANDLERS` lists
-every message each step accepts; CLOSE and ERROR are accepted in every step, PAYMENT_ACK in
-every step (ignored with nothing in flight), anything else is ``ERROR{SYNTAX_ERROR}``.
+Same shape as ``channel.server``: feed it decoded messages (``wire.received``), local commands
+and effect completions; it returns effects. The steps are bitcoinj's
+``PaymentChannelClient.InitStep`` (Appendix B.1) plus the internal waits for our own effects
+(funding, storing). :data:`CLIENT_MOVES` has a row for every step: the messages it accepts and
+the method that handles each, or that it ignores everything (closed). CLOSE, ERROR, PAYMENT_ACK
+(ignored with nothing in flight) and a malformed message are handled in every step that handles
+messages; anything else is ``ERROR{SYNTAX_ERROR}``. The client never queues: while its own
+effects run (funding, storing) it still answers the server, and the completion that arrives
+afterwards finds the step it left (``errors.check_completion``).
 
 Money rules this machine keeps (spec §11.1): the record with the signed refund is stored before
 the contract is sent, and each new ``c`` is stored before the payment that signs it is sent.
@@ -14,10 +18,12 @@ the contract is sent, and each new ``c`` is stored before the payment that signs
 from __future__ import annotations
 
 import enum
-from typing import Any, Callable, Optional
+from typing import Final, Mapping, Optional
 
 from twisted_paychan import constants as C
 from twisted_paychan.bitcoin.scripts import ChannelScript
+from twisted_paychan.chain.interfaces import ISigner
+from twisted_paychan.chain.types import FundedTransaction
 from twisted_paychan.channel import effects as fx
 from twisted_paychan.channel import transactions as ctx
 from twisted_paychan.channel import validation as check
@@ -27,15 +33,21 @@ from twisted_paychan.channel.errors import (
     CloseReason,
     ErrorCode,
     RemoteProtocolError,
+    check_completion,
 )
+from twisted_paychan.channel.effects import ClientEffect
 from twisted_paychan.channel.settings import ClientSettings
+from twisted_paychan.channel.moves import Handler, handles, on
 from twisted_paychan.channel.records import ClientChannelRecord
 from twisted_paychan.wire import messages as m
-
-MT = m.MT  # plain ints: MessageType.X costs a protobuf enum lookup per read
+from twisted_paychan.wire import received as r
 
 
 class ClientStep(enum.Enum):
+    # Looked up in the transition table on every message: identity hashing (members are
+    # singletons, compared by identity) is a C slot, Enum's own __hash__ a Python call.
+    __hash__ = object.__hash__
+
     WAITING_FOR_CONNECTION_OPEN = "waiting for the connection"
     WAITING_FOR_VERSION_NEGOTIATION = "waiting for server version"
     WAITING_FOR_INITIATE = "waiting for initiate"
@@ -49,7 +61,11 @@ class ClientStep(enum.Enum):
 
 
 #: Types a server must never send: answered with SYNTAX_ERROR in any step (§8.5).
-_CLIENT_TO_SERVER_ONLY = frozenset({MT.CLIENT_VERSION, MT.PROVIDE_REFUND, MT.PROVIDE_CONTRACT, MT.UPDATE_PAYMENT})
+_CLIENT_TO_SERVER_ONLY: Final = frozenset({r.ClientVersion, r.ProvideRefund, r.ProvideContract, r.UpdatePayment})
+
+#: Steps a completion may find the machine in when the connection is ending while its effect ran
+#: (``settle()`` called, or closed).
+_ENDING: Final = frozenset({ClientStep.WAITING_FOR_CHANNEL_CLOSE, ClientStep.CHANNEL_CLOSED})
 
 
 class ClientMachine:
@@ -59,7 +75,7 @@ class ClientMachine:
         self,
         settings: ClientSettings,
         server_id: bytes,
-        signer: Any,
+        signer: ISigner,
         resume: Optional[ClientChannelRecord] = None,
     ) -> None:
         if len(server_id) != 32:
@@ -79,7 +95,7 @@ class ClientMachine:
         self._server_key: Optional[bytes] = None
         self._expiry: Optional[int] = None
         self._min_payment = 0
-        self._funded: Any = None
+        self._funded: Optional[FundedTransaction] = None
         self._channel: Optional[ChannelScript] = None
         self._unsigned_refund: Optional[bytes] = None
         self._initial: Optional[ctx.SignedPayment] = None
@@ -88,13 +104,6 @@ class ClientMachine:
         self._in_flight_info: Optional[bytes] = None
         self._in_flight_sent = False
         self._settle_requested = False
-
-    _HANDLERS: dict[ClientStep, dict[int, str]] = {
-        ClientStep.WAITING_FOR_VERSION_NEGOTIATION: {MT.SERVER_VERSION: "_on_server_version"},
-        ClientStep.WAITING_FOR_INITIATE: {MT.INITIATE: "_on_initiate", MT.CHANNEL_OPEN: "_on_resumed"},
-        ClientStep.WAITING_FOR_REFUND_RETURN: {MT.RETURN_REFUND: "_on_return_refund"},
-        ClientStep.WAITING_FOR_CHANNEL_OPEN: {MT.CHANNEL_OPEN: "_on_channel_open"},
-    }
 
     @property
     def is_open(self) -> bool:
@@ -106,9 +115,10 @@ class ClientMachine:
 
     # -- starting -----------------------------------------------------------------------------
 
-    def start(self) -> list:
+    def start(self) -> list[ClientEffect]:
         """The connection is up: ask for a version (and offer the stored channel, if any)."""
-        assert self.step is ClientStep.WAITING_FOR_CONNECTION_OPEN
+        if self.step is not ClientStep.WAITING_FOR_CONNECTION_OPEN:
+            raise ChannelUsageError(f"start() in step '{self.step.value}': already started")
         self.step = ClientStep.WAITING_FOR_VERSION_NEGOTIATION
         previous = None if self.resume is None else bytes(reversed(self.resume.contract_txid))
         return [
@@ -121,35 +131,29 @@ class ClientMachine:
 
     # -- input from the peer ------------------------------------------------------------------
 
-    def receive(self, message: Any, now: int) -> list:
-        if self.step is ClientStep.CHANNEL_CLOSED:
+    def receive(self, message: r.ReceivedMessage, now: int) -> list[ClientEffect]:
+        """Handle one decoded message from the server, as its step's row in
+        :data:`CLIENT_MOVES` says."""
+        row = CLIENT_MOVES[self.step]
+        if row is None:
             return []
+        handler = row.get(type(message))
         try:
-            return self._dispatch(message, now)
+            if handler is None:
+                what = "a client-to-server message" if type(message) in _CLIENT_TO_SERVER_ONLY else "out of order"
+                raise RemoteProtocolError(
+                    ErrorCode.SYNTAX_ERROR, f"{message.NAME} is {what} in step '{self.step.value}'"
+                )
+            return handler(self, message, now)
         except RemoteProtocolError as e:
             return self._violation(e)
 
-    def _dispatch(self, message: Any, now: int) -> list:
-        t = message.type
-        if t == MT.CLOSE:
-            return self._on_close(message, now)
-        if t == MT.ERROR:
-            return self._on_error(message)
-        if t == MT.PAYMENT_ACK:
-            return self._on_payment_ack(message)
-        name = self._HANDLERS.get(self.step, {}).get(t)
-        if name is None:
-            what = "a client-to-server message" if t in _CLIENT_TO_SERVER_ONLY else "out of order"
-            raise RemoteProtocolError(ErrorCode.SYNTAX_ERROR, f"{m.type_name(t)} is {what} in step '{self.step.value}'")
-        handler: Callable[[Any, int], list] = getattr(self, name)
-        return handler(message, now)
+    def _violation(self, e: RemoteProtocolError) -> list[ClientEffect]:
+        return [*fx.send_error(e), *self._closed(e.reason, e.explanation)]
 
-    def _violation(self, e: RemoteProtocolError) -> list:
-        return fx.send_error(e) + self._closed(e.reason, e.explanation)
-
-    def _closed(self, reason: CloseReason, detail: str = "") -> list:
+    def _closed(self, reason: CloseReason, detail: str = "") -> list[ClientEffect]:
         self.step = ClientStep.CHANNEL_CLOSED
-        out: list = []
+        out: list[ClientEffect] = []
         if self._funded is not None and self.record is None:
             out.append(fx.ReleaseContract(self._funded))  # never sent: give the coins back
             self._funded = None
@@ -157,10 +161,8 @@ class ClientMachine:
 
     # -- version negotiation (§3.3) -------------------------------------------------------------
 
-    def _on_server_version(self, message: Any, now: int) -> list:
-        if not message.HasField("server_version"):
-            raise RemoteProtocolError(ErrorCode.SYNTAX_ERROR, "SERVER_VERSION without server_version")
-        major = message.server_version.major
+    def _on_server_version(self, message: r.ServerVersion, now: int) -> list[ClientEffect]:
+        major = message.major
         if not self.settings.versions.accepts(major):
             raise RemoteProtocolError(
                 ErrorCode.NO_ACCEPTABLE_VERSION, f"server chose major {major}", CloseReason.NO_ACCEPTABLE_VERSION
@@ -175,7 +177,7 @@ class ClientMachine:
         self.step = ClientStep.WAITING_FOR_INITIATE
         return []
 
-    def _on_resumed(self, message: Any, now: int) -> list:
+    def _on_resumed(self, message: r.ChannelOpen, now: int) -> list[ClientEffect]:
         """CHANNEL_OPEN right after SERVER_VERSION: the server took our stored channel (§9.1)."""
         if self.resume is None:
             raise RemoteProtocolError(ErrorCode.SYNTAX_ERROR, "CHANNEL_OPEN but no resume was asked for")
@@ -188,10 +190,7 @@ class ClientMachine:
 
     # -- opening (§5, §6) -----------------------------------------------------------------------
 
-    def _on_initiate(self, message: Any, now: int) -> list:
-        if not message.HasField("initiate"):
-            raise RemoteProtocolError(ErrorCode.SYNTAX_ERROR, "INITIATE without initiate")
-        i = message.initiate
+    def _on_initiate(self, i: r.Initiate, now: int) -> list[ClientEffect]:
         s = self.settings
         if i.expire_time_secs >= 2**63 or i.min_accepted_channel_size >= 2**63:
             raise RemoteProtocolError(ErrorCode.SYNTAX_ERROR, "expiry or channel size out of range")
@@ -236,18 +235,21 @@ class ClientMachine:
         self._expiry = i.expire_time_secs
         self._min_payment = i.min_payment
         self._channel = ChannelScript(self.major, self.signer.public_key, server_key, self._expiry)
-        out: list = []
+        out: list[ClientEffect] = []
         if self.resume is not None:
             out.append(fx.ResumeRefused(self.resume.contract_txid))
             self.resume = None
         self.step = ClientStep.FUNDING_CONTRACT
         return out + [fx.FundContract(self._channel.script_pubkey, s.channel_value)]
 
-    def contract_funded(self, funded: Any, now: int) -> list:
+    def contract_funded(self, funded: FundedTransaction, now: int) -> list[ClientEffect]:
         """The wallet built and signed the contract (``FundContract`` completed)."""
+        still_here = self.step is ClientStep.FUNDING_CONTRACT or check_completion(
+            "contract_funded", self.step, ClientStep.FUNDING_CONTRACT, _ENDING
+        )
+        if not still_here:
+            return [fx.ReleaseContract(funded)]  # the connection ended meanwhile: never sent
         self._funded = funded
-        if self.step is not ClientStep.FUNDING_CONTRACT:
-            return [fx.ReleaseContract(funded)]
         assert self._channel is not None and self._expiry is not None
         self._unsigned_refund = ctx.unsigned_refund(self._channel, funded.txid, self.settings.channel_value)
         if self.major == 1:
@@ -256,26 +258,25 @@ class ClientMachine:
         refund = ctx.sign_v2_refund(self._unsigned_refund, self._channel, self.signer)
         return self._store_channel(refund, funded, now)
 
-    def funding_failed(self, why: str) -> list:
-        """The wallet could not fund the contract. [Recommended] tell the server (bitcoinj
-        leaves the connection hanging, §13 item 17)."""
-        if self.step is not ClientStep.FUNDING_CONTRACT:
+    def funding_failed(self, why: str) -> list[ClientEffect]:
+        """The wallet could not fund the contract (``FundContract`` failed). [Recommended] tell
+        the server (bitcoinj leaves the connection hanging, §13 item 17)."""
+        still_here = self.step is ClientStep.FUNDING_CONTRACT or check_completion(
+            "funding_failed", self.step, ClientStep.FUNDING_CONTRACT, _ENDING
+        )
+        if not still_here:
             return []
         return self._violation(
             RemoteProtocolError(ErrorCode.CHANNEL_VALUE_TOO_LARGE, f"cannot fund the channel: {why}",
                                 CloseReason.SERVER_REQUESTED_TOO_MUCH_VALUE)
         )
 
-    def _on_return_refund(self, message: Any, now: int) -> list:
-        if not message.HasField("return_refund"):
-            raise RemoteProtocolError(ErrorCode.SYNTAX_ERROR, "RETURN_REFUND without return_refund")
-        assert self._channel is not None and self._unsigned_refund is not None
-        refund = check.v1_refund_signature(
-            message.return_refund.signature, self._unsigned_refund, self._channel, self.signer
-        )
+    def _on_return_refund(self, message: r.ReturnRefund, now: int) -> list[ClientEffect]:
+        assert self._channel is not None and self._unsigned_refund is not None and self._funded is not None
+        refund = check.v1_refund_signature(message.signature, self._unsigned_refund, self._channel, self.signer)
         return self._store_channel(refund, self._funded, now)
 
-    def _store_channel(self, refund: bytes, funded: Any, now: int) -> list:
+    def _store_channel(self, refund: bytes, funded: FundedTransaction, now: int) -> list[ClientEffect]:
         """Sign the initial payment and store everything before the contract leaves (§11.1)."""
         assert self._channel is not None and self._expiry is not None and self._server_key is not None
         value = self.settings.channel_value
@@ -299,11 +300,15 @@ class ClientMachine:
         self.step = ClientStep.STORING_CHANNEL
         return [fx.StoreClientChannel(self.record)]
 
-    def channel_stored(self) -> list:
-        """The record (refund included) is durable: now the contract may leave."""
+    def channel_stored(self) -> list[ClientEffect]:
+        """The record (refund included) is durable (``StoreClientChannel`` completed): now the
+        contract may leave."""
+        still_here = self.step is ClientStep.STORING_CHANNEL or check_completion(
+            "channel_stored", self.step, ClientStep.STORING_CHANNEL, _ENDING
+        )
         assert self.record is not None and self._initial is not None
         self._funded = None
-        if self.step is not ClientStep.STORING_CHANNEL:
+        if not still_here:
             return []
         self.step = ClientStep.WAITING_FOR_CHANNEL_OPEN
         client_key = self.record.client_key if self.major == 2 else None
@@ -317,14 +322,14 @@ class ClientMachine:
             )
         ]
 
-    def _on_channel_open(self, message: Any, now: int) -> list:
+    def _on_channel_open(self, message: r.ChannelOpen, now: int) -> list[ClientEffect]:
         assert self.record is not None
         self.step = ClientStep.CHANNEL_OPEN
         return [fx.ChannelOpened(self.record.contract_txid, resumed=False)]
 
     # -- paying (§7.2, §7.4) ------------------------------------------------------------------
 
-    def pay(self, amount: int, info: Optional[bytes], now: int) -> list:
+    def pay(self, amount: int, info: Optional[bytes], now: int) -> list[ClientEffect]:
         """Sign a payment of ``amount`` more; raises :class:`ChannelUsageError` if it cannot be
         made. The new ``c`` is stored before the payment is sent (``change_stored``)."""
         if self.step is not ClientStep.CHANNEL_OPEN:
@@ -345,27 +350,29 @@ class ClientMachine:
         self._in_flight_sent = False
         return [fx.StoreClientChange(record.contract_txid, payment.client_change)]
 
-    def change_stored(self) -> list:
-        """The new ``c`` is durable: send the payment."""
+    def change_stored(self) -> list[ClientEffect]:
+        """The new ``c`` is durable (``StoreClientChange`` completed): send the payment."""
+        still_here = self.step is ClientStep.CHANNEL_OPEN or check_completion(
+            "change_stored", self.step, ClientStep.CHANNEL_OPEN, _ENDING
+        )
         payment, record = self._in_flight, self.record
         assert payment is not None and record is not None
         self.record = replace_fields(record, client_change=payment.client_change)  # dataclasses.replace, faster
-        if self.step is not ClientStep.CHANNEL_OPEN:
+        if not still_here:
             return []
         self._in_flight_sent = True
         return [fx.Send(m.update_payment(payment.client_change, payment.signature, self._in_flight_info))]
 
-    def _on_payment_ack(self, message: Any) -> list:
+    def _on_payment_ack(self, message: r.PaymentAck, now: int) -> list[ClientEffect]:
         payment = self._in_flight
         if payment is None or not self._in_flight_sent:
             return []  # nothing in flight: ignored (§7.4)
         self._in_flight = None
-        info = message.payment_ack.info if message.HasField("payment_ack") and message.payment_ack.HasField("info") else None
-        return [fx.PaymentAcked(payment.amount, info)]
+        return [fx.PaymentAcked(payment.amount, message.info)]
 
     # -- closing (§8) -------------------------------------------------------------------------
 
-    def settle(self) -> list:
+    def settle(self) -> list[ClientEffect]:
         """Ask the server to settle: CLOSE, then wait for its CLOSE (or EOF)."""
         if self.step in (ClientStep.CHANNEL_CLOSED, ClientStep.WAITING_FOR_CHANNEL_CLOSE):
             return []
@@ -375,16 +382,16 @@ class ClientMachine:
         self.step = ClientStep.WAITING_FOR_CHANNEL_CLOSE
         return [fx.Send(m.close())]
 
-    def disconnect(self) -> list:
+    def disconnect(self) -> list[ClientEffect]:
         """Close without settling; the stored channel stays resumable (§8.4)."""
         if self.step is ClientStep.CHANNEL_CLOSED:
             return []
         return self._closed(CloseReason.CONNECTION_CLOSED, "disconnected by us")
 
-    def _on_close(self, message: Any, now: int) -> list:
-        out: list = []
-        if message.HasField("settlement"):
-            tx = message.settlement.tx
+    def _on_close(self, message: r.Close, now: int) -> list[ClientEffect]:
+        out: list[ClientEffect] = []
+        tx = message.settlement_tx
+        if tx is not None:
             check.settlement_parses(tx)  # §8.3 step 1: BAD_TRANSACTION if it does not
             if self.record is not None and self._channel is not None:
                 if check.settlement_spends_contract(tx, self.record.contract_txid, self._channel, self.record.value):
@@ -393,13 +400,13 @@ class ClientMachine:
         reason = CloseReason.CLIENT_REQUESTED_CLOSE if self._settle_requested else CloseReason.SERVER_REQUESTED_CLOSE
         return out + self._closed(reason)
 
-    def _on_error(self, message: Any) -> list:
-        if not message.HasField("error"):
-            raise RemoteProtocolError(ErrorCode.SYNTAX_ERROR, "ERROR without error")
-        e = message.error
+    def _on_error(self, e: r.Error, now: int) -> list[ClientEffect]:
         return self._closed(CloseReason.REMOTE_SENT_ERROR, f"{ErrorCode(e.code).name}: {e.explanation}")
 
-    def connection_lost(self) -> list:
+    def _on_malformed(self, message: r.Malformed, now: int) -> list[ClientEffect]:
+        raise RemoteProtocolError(ErrorCode.SYNTAX_ERROR, message.explanation)
+
+    def connection_lost(self) -> list[ClientEffect]:
         """EOF. With stock bitcoinj this is how a settlement or an exhausting payment ends
         (§1.4): the adapter then looks for the settlement on the chain."""
         if self.step is ClientStep.CHANNEL_CLOSED:
@@ -409,3 +416,42 @@ class ClientMachine:
         if self._in_flight is not None and self._in_flight.client_change == 0 and self._in_flight_sent:
             return self._closed(CloseReason.CHANNEL_EXHAUSTED, "EOF after the exhausting payment")
         return self._closed(CloseReason.CONNECTION_CLOSED)
+
+
+# -- the transition table ---------------------------------------------------------------------
+
+# Entries are built with ``moves.on``, which checks each handler against its message class.
+_Handler = Handler[ClientMachine, ClientEffect]
+
+
+def _handles(*moves: tuple[type, _Handler]) -> Mapping[type, _Handler]:
+    return handles(_EVERY_STEP, *moves)
+
+
+#: Handled in every step that handles messages at all (§7.4, §8.3, §8.5, §1.3).
+_EVERY_STEP: Final = (
+    on(r.Close, ClientMachine._on_close),
+    on(r.Error, ClientMachine._on_error),
+    on(r.PaymentAck, ClientMachine._on_payment_ack),
+    on(r.Malformed, ClientMachine._on_malformed),
+)
+
+#: Every step of the client's connection, and the messages from the server it handles (anything
+#: else is ``ERROR{SYNTAX_ERROR}``); None: everything is ignored. B.1 of the specification, plus
+#: our own waits, in which only the every-step messages are legal.
+CLIENT_MOVES: Final[Mapping[ClientStep, Optional[Mapping[type, _Handler]]]] = {
+    ClientStep.WAITING_FOR_CONNECTION_OPEN: _handles(),
+    ClientStep.WAITING_FOR_VERSION_NEGOTIATION: _handles(on(r.ServerVersion, ClientMachine._on_server_version)),
+    # CHANNEL_OPEN here answers our resume (§9.1); the handler refuses it if we asked for none.
+    ClientStep.WAITING_FOR_INITIATE: _handles(
+        on(r.Initiate, ClientMachine._on_initiate), on(r.ChannelOpen, ClientMachine._on_resumed)
+    ),
+    ClientStep.FUNDING_CONTRACT: _handles(),  # FundContract outstanding
+    ClientStep.WAITING_FOR_REFUND_RETURN: _handles(on(r.ReturnRefund, ClientMachine._on_return_refund)),
+    ClientStep.STORING_CHANNEL: _handles(),  # StoreClientChannel outstanding
+    ClientStep.WAITING_FOR_CHANNEL_OPEN: _handles(on(r.ChannelOpen, ClientMachine._on_channel_open)),
+    # PAYMENT_ACK (every step) is what this step waits for; payments go out through pay().
+    ClientStep.CHANNEL_OPEN: _handles(),
+    ClientStep.WAITING_FOR_CHANNEL_CLOSE: _handles(),  # CLOSE (every step) is what it waits for
+    ClientStep.CHANNEL_CLOSED: None,
+}

@@ -5,25 +5,31 @@ A machine method returns a list of effects, to be carried out in order. Effects 
 (store, broadcast, fund, ask the application) are answered by the adapter calling the machine's
 matching completion method (named in each docstring) once they are done; a machine never has
 more than one such effect outstanding, because the protocol is sequential per channel.
+
+Effects are slotted: a payment makes three on each side, and slotted ones are quicker to build.
+Each side's effects form a closed union (:data:`ServerEffect`, :data:`ClientEffect`): a runner
+that dispatches on them can be checked for exhaustiveness.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Optional, Union
 
+from twisted_paychan.chain.types import FundedTransaction
 from twisted_paychan.channel.errors import CloseReason, RemoteProtocolError
+from twisted_paychan.channel.records import ClientChannelRecord, ServerChannelRecord
 from twisted_paychan.wire import messages as m
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Send:
-    """Write this ``TwoWayChannelMessage`` to the peer."""
+    """Write this message to the peer."""
 
-    message: Any
+    message: m.TwoWayChannelMessage
 
 
-def send_error(e: RemoteProtocolError) -> list:
+def send_error(e: RemoteProtocolError) -> list[Send]:
     """The ``Send(ERROR)`` that tells the peer about its violation ``e``, or nothing when ``e``
     carries no wire code; both machines follow it with their own close."""
     if e.code is None:
@@ -31,7 +37,7 @@ def send_error(e: RemoteProtocolError) -> list:
     return [Send(m.error(m.ErrorCode.Value(e.code.name), e.explanation, e.expected_value))]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Close:
     """Close the connection (after every Send before it has been written) for ``reason``."""
 
@@ -42,12 +48,12 @@ class Close:
 # -- server -----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class NewServerKey:
     """Get a fresh channel key from the wallet -> ``server_key_ready(signer)``."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FindChannel:
     """Look up a stored server channel to resume -> ``resume_found(record)`` or
     ``resume_not_found()``."""
@@ -55,7 +61,7 @@ class FindChannel:
     contract_txid: bytes
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BroadcastContract:
     """Broadcast the client's contract -> ``contract_accepted()`` or ``contract_rejected(why)``."""
 
@@ -63,14 +69,14 @@ class BroadcastContract:
     contract_txid: bytes
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StoreServerChannel:
     """Durably store a new server record -> ``channel_stored()``."""
 
-    record: Any
+    record: ServerChannelRecord
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StorePayment:
     """Durably record the new best payment -> ``payment_stored()``."""
 
@@ -79,7 +85,7 @@ class StorePayment:
     signature: bytes
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class NotifyPayment:
     """Tell the application the server's value grew -> ``payment_acknowledged(info)`` or
     ``payment_ack_failed(why)`` (not awaited for the initial payment)."""
@@ -91,7 +97,7 @@ class NotifyPayment:
     awaited: bool
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ChannelOpened:
     """The channel is open on this connection (new or resumed)."""
 
@@ -99,7 +105,7 @@ class ChannelOpened:
     resumed: bool
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SettleChannel:
     """Build, store and broadcast the settlement of this channel -> ``settled(tx)`` or
     ``settle_failed(why, fee_unaffordable)``."""
@@ -111,7 +117,7 @@ class SettleChannel:
 # -- client -----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FundContract:
     """Have the wallet fund ``value`` to ``script_pubkey`` as output 0 -> ``contract_funded(tx)``
     or ``funding_failed(why)``."""
@@ -120,14 +126,14 @@ class FundContract:
     value: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StoreClientChannel:
     """Durably store the new client record, refund included -> ``channel_stored()``."""
 
-    record: Any
+    record: ClientChannelRecord
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StoreClientChange:
     """Durably record c before the payment that signs it leaves -> ``change_stored()``."""
 
@@ -135,14 +141,14 @@ class StoreClientChange:
     client_change: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ReleaseContract:
     """The funded contract will never be sent: give its coins back to the wallet."""
 
-    funded: Any
+    funded: FundedTransaction
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PaymentAcked:
     """The server acknowledged the payment in flight."""
 
@@ -150,7 +156,7 @@ class PaymentAcked:
     info: Optional[bytes]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SettlementSeen:
     """The server sent a settlement that validly spends the contract."""
 
@@ -158,8 +164,37 @@ class SettlementSeen:
     tx: bytes
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ResumeRefused:
     """The server answered our resume with INITIATE: the stored channel is free again."""
 
     contract_txid: bytes
+
+
+#: Everything a :class:`~twisted_paychan.channel.server.ServerMachine` may ask for.
+ServerEffect = Union[
+    Send,
+    Close,
+    NewServerKey,
+    FindChannel,
+    BroadcastContract,
+    StoreServerChannel,
+    StorePayment,
+    NotifyPayment,
+    ChannelOpened,
+    SettleChannel,
+]
+
+#: Everything a :class:`~twisted_paychan.channel.client.ClientMachine` may ask for.
+ClientEffect = Union[
+    Send,
+    Close,
+    FundContract,
+    StoreClientChannel,
+    StoreClientChange,
+    ReleaseContract,
+    ChannelOpened,
+    PaymentAcked,
+    SettlementSeen,
+    ResumeRefused,
+]

@@ -13,7 +13,7 @@ API only, never on the wire.
 from __future__ import annotations
 
 import enum
-from typing import Optional
+from typing import Collection, Optional, TypeVar
 
 
 class CloseReason(enum.IntEnum):
@@ -78,3 +78,26 @@ class ChannelClosed(Exception):
         super().__init__(f"{reason.name}{': ' + detail if detail else ''}")
         self.reason = reason
         self.detail = detail
+
+
+StepT = TypeVar("StepT", bound=enum.Enum)
+
+
+def check_completion(completion: str, step: StepT, expected: StepT, ending: Collection[StepT]) -> bool:
+    """How both connection machines check a completion method against their step.
+
+    A completion answers the effect the machine asked for in step ``expected``. It may also
+    arrive after the connection moved on to one of the ``ending`` steps meanwhile (a local close,
+    the peer's CLOSE or ERROR, a lost connection): the effect was still outstanding, and the
+    completion then does only what must happen whatever became of the connection (store, give
+    coins back, broadcast a stored contract). Returns whether the machine is still in
+    ``expected``. In any other step nothing can be waiting for it: :class:`ChannelUsageError`.
+
+    The machines write ``self.step is expected or check_completion(...)``: the same answer,
+    without a call in the usual case (each payment completes two or three effects).
+    """
+    if step is expected:
+        return True
+    if step in ending:
+        return False
+    raise ChannelUsageError(f"{completion}() in step '{step.value}': no effect of step '{expected.value}' is outstanding")

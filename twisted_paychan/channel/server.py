@@ -1,16 +1,19 @@
 """
 The server (payee) side of one channel connection, as a sans-IO state machine.
 
-Feed it what happens (``receive(message, now)``, the completions of the effects it asked for,
-``connection_lost()``, ``close()``) and it returns the effects to carry out, in order
-(``channel.effects``). Every legal move is in :data:`ServerMachine._HANDLERS`: the steps, and for
-each the message types it accepts. CLOSE and ERROR are handled in every step; anything else
-out of place is answered with ``ERROR{SYNTAX_ERROR}`` (the spec's recommendation where bitcoinj
-silently drops).
+Feed it what happens (``receive(message, now)`` with a decoded ``wire.received`` message, the
+completions of the effects it asked for, ``connection_lost()``, ``close()``) and it returns the
+effects to carry out, in order (``channel.effects``). Every legal move is in :data:`SERVER_MOVES`,
+one row per :class:`ServerStep`: the messages the step accepts and the method that handles each,
+or whether the step queues or ignores what arrives. CLOSE, ERROR and a malformed message are
+handled in every step that handles messages; anything else out of place is answered with
+``ERROR{SYNTAX_ERROR}`` (the spec's recommendation where bitcoinj silently drops).
 
-Messages that arrive while an effect is outstanding (a store, a broadcast, the application's
-ack) wait in a short queue and are handled once it completes, so the order of the wire is the
-order of processing. The queue is bounded: a well-behaved client has one payment in flight.
+Messages that arrive while an effect is outstanding (a store, a key, the application's ack)
+wait in a short queue and are handled once it completes, so the order of the wire is the order
+of processing. The queue is bounded: a well-behaved client has one payment in flight. Each
+completion method checks that it answers the step's outstanding effect
+(``errors.check_completion``).
 
 Where bitcoinj and the specification's **[Recommended]** behaviour differ, this follows the
 recommendation (stays wire-compatible); each such place says so.
@@ -20,24 +23,30 @@ from __future__ import annotations
 
 import enum
 from collections import deque
-from typing import Any, Callable, Optional
+from typing import Final, Mapping, NoReturn, Optional, Union
 
 from twisted_paychan.bitcoin.scripts import ChannelScript
+from twisted_paychan.chain.interfaces import ISigner
 from twisted_paychan.channel import effects as fx
 from twisted_paychan.channel import validation as check
+from twisted_paychan.channel.effects import ServerEffect
 from twisted_paychan.channel.record_copy import replace_fields
-from twisted_paychan.channel.errors import CloseReason, ErrorCode, RemoteProtocolError
+from twisted_paychan.channel.errors import CloseReason, ErrorCode, RemoteProtocolError, check_completion
 from twisted_paychan.channel.settings import ServerSettings
+from twisted_paychan.channel.moves import Handler, handles, on
 from twisted_paychan.channel.records import ServerChannelRecord, ServerChannelState
 from twisted_paychan.wire import messages as m
-
-MT = m.MT  # plain ints: MessageType.X costs a protobuf enum lookup per read
+from twisted_paychan.wire import received as r
 
 #: Messages a client may have queued behind an outstanding effect before we call it abuse.
 MAX_QUEUED_MESSAGES = 16
 
 
 class ServerStep(enum.Enum):
+    # Looked up in the transition table on every message: identity hashing (members are
+    # singletons, compared by identity) is a C slot, Enum's own __hash__ a Python call.
+    __hash__ = object.__hash__
+
     WAITING_ON_CLIENT_VERSION = "waiting on client version"
     LOOKING_UP_RESUME = "looking up a channel to resume"
     WAITING_ON_SERVER_KEY = "waiting on a channel key"
@@ -52,10 +61,20 @@ class ServerStep(enum.Enum):
     CLOSED = "closed"
 
 
+class Inbox(enum.Enum):
+    """What a step does with a message from the peer, when it does not handle it."""
+
+    #: An effect is outstanding: the message waits in the queue until it completes.
+    QUEUE = "queue"
+    #: The connection is settling or closed: the message is dropped (§8.2 step 1).
+    IGNORE = "ignore"
+
+
 #: Types a client must never send: bitcoinj answers them with SYNTAX_ERROR in any step.
-_SERVER_TO_CLIENT_ONLY = frozenset(
-    {MT.SERVER_VERSION, MT.INITIATE, MT.RETURN_REFUND, MT.CHANNEL_OPEN, MT.PAYMENT_ACK}
-)
+_SERVER_TO_CLIENT_ONLY: Final = frozenset({r.ServerVersion, r.Initiate, r.ReturnRefund, r.ChannelOpen, r.PaymentAck})
+
+#: Steps a completion may find the machine in when the connection ended while its effect ran.
+_ENDING: Final = frozenset({ServerStep.CLOSED})
 
 
 class ServerMachine:
@@ -66,14 +85,14 @@ class ServerMachine:
         self.step = ServerStep.WAITING_ON_CLIENT_VERSION
         self.major: Optional[int] = None
         self.expiry: Optional[int] = None
-        self.signer: Any = None
+        self.signer: Optional[ISigner] = None
         self.client_key: Optional[bytes] = None
         self.refund_output: Optional[bytes] = None
         self.refund_outpoint: Optional[tuple[bytes, int]] = None
         self.record: Optional[ServerChannelRecord] = None
         #: Set when the connection is gone; effects already running still complete.
         self.disconnected = False
-        self._queue: deque[tuple[Any, int]] = deque()
+        self._queue: deque[tuple[r.ReceivedMessage, int]] = deque()
         self._pending_contract: Optional[check.CheckedContract] = None
         self._pending_payment: Optional[check.CheckedPayment] = None
         self._settle_reason = CloseReason.CLIENT_REQUESTED_CLOSE
@@ -82,32 +101,15 @@ class ServerMachine:
         self._open_after_settle = False
         self._script: Optional[tuple[bytes, ChannelScript]] = None
 
-    # -- the transition table -----------------------------------------------------------------
-
-    _HANDLERS: dict[ServerStep, dict[int, str]] = {
-        ServerStep.WAITING_ON_CLIENT_VERSION: {MT.CLIENT_VERSION: "_on_client_version"},
-        ServerStep.WAITING_ON_UNSIGNED_REFUND: {MT.PROVIDE_REFUND: "_on_provide_refund"},
-        ServerStep.WAITING_ON_CONTRACT: {MT.PROVIDE_CONTRACT: "_on_provide_contract"},
-        ServerStep.CHANNEL_OPEN: {MT.UPDATE_PAYMENT: "_on_update_payment"},
-    }
-    #: Steps in which an effect is outstanding: incoming messages wait.
-    _BUSY = frozenset(
-        {
-            ServerStep.LOOKING_UP_RESUME,
-            ServerStep.WAITING_ON_SERVER_KEY,
-            ServerStep.STORING_CHANNEL,
-            ServerStep.STORING_PAYMENT,
-            ServerStep.WAITING_ON_APPLICATION,
-        }
-    )
-
     # -- input from the peer --------------------------------------------------------------------
 
-    def receive(self, message: Any, now: int) -> list:
-        """Handle one decoded message from the client."""
-        if self.step in (ServerStep.SETTLING, ServerStep.CLOSED):
-            return []  # §8.2 step 1: everything is ignored once settling
-        if self.step in self._BUSY:
+    def receive(self, message: r.ReceivedMessage, now: int) -> list[ServerEffect]:
+        """Handle one decoded message from the client, as its step's row in
+        :data:`SERVER_MOVES` says."""
+        row = SERVER_MOVES[self.step]
+        if row is Inbox.IGNORE:
+            return []
+        if row is Inbox.QUEUE:
             if len(self._queue) >= MAX_QUEUED_MESSAGES:
                 return self._violation(
                     RemoteProtocolError(ErrorCode.SYNTAX_ERROR, "too many messages without waiting for replies")
@@ -115,47 +117,46 @@ class ServerMachine:
             self._queue.append((message, now))
             return []
         try:
-            return self._dispatch(message, now)
+            handler = row.get(type(message))
+            if handler is None:
+                self._refuse(message)
+            return handler(self, message, now)
         except RemoteProtocolError as e:
             return self._violation(e)
 
-    def _dispatch(self, message: Any, now: int) -> list:
-        t = message.type
-        if t == MT.CLOSE:
-            return self._on_close()
-        if t == MT.ERROR:
-            return self._on_error(message)
-        name = self._HANDLERS.get(self.step, {}).get(t)
-        if name is None:
-            what = "a server-to-client message" if t in _SERVER_TO_CLIENT_ONLY else "out of order"
-            raise RemoteProtocolError(ErrorCode.SYNTAX_ERROR, f"{m.type_name(t)} is {what} in step '{self.step.value}'")
-        handler: Callable[[Any, int], list] = getattr(self, name)
-        return handler(message, now)
+    def _refuse(self, message: r.ReceivedMessage) -> NoReturn:
+        """A message its step's row does not list."""
+        what = "a server-to-client message" if type(message) in _SERVER_TO_CLIENT_ONLY else "out of order"
+        raise RemoteProtocolError(ErrorCode.SYNTAX_ERROR, f"{message.NAME} is {what} in step '{self.step.value}'")
 
-    def _drain(self, out: list) -> list:
+    def _drain(self, out: list[ServerEffect]) -> list[ServerEffect]:
         """Handle messages that queued while we were busy, until we are busy again."""
-        while self._queue and self.step not in self._BUSY and self.step not in (ServerStep.SETTLING, ServerStep.CLOSED):
+        while self._queue:
+            row = SERVER_MOVES[self.step]
+            if isinstance(row, Inbox):
+                break
             message, now = self._queue.popleft()
             try:
-                out.extend(self._dispatch(message, now))
+                handler = row.get(type(message))
+                if handler is None:
+                    self._refuse(message)
+                out.extend(handler(self, message, now))
             except RemoteProtocolError as e:
                 out.extend(self._violation(e))
         return out
 
-    def _violation(self, e: RemoteProtocolError) -> list:
-        return fx.send_error(e) + self._closed(e.reason, e.explanation)
+    def _violation(self, e: RemoteProtocolError) -> list[ServerEffect]:
+        return [*fx.send_error(e), *self._closed(e.reason, e.explanation)]
 
-    def _closed(self, reason: CloseReason, detail: str = "") -> list:
+    def _closed(self, reason: CloseReason, detail: str = "") -> list[ServerEffect]:
         self.step = ServerStep.CLOSED
         self._queue.clear()
         return [fx.Close(reason, detail)]
 
+
     # -- version negotiation and resume (§3.2, §9.2) -------------------------------------------
 
-    def _on_client_version(self, message: Any, now: int) -> list:
-        if not message.HasField("client_version"):
-            raise RemoteProtocolError(ErrorCode.SYNTAX_ERROR, "CLIENT_VERSION without client_version")
-        cv = message.client_version
+    def _on_client_version(self, cv: r.ClientVersion, now: int) -> list[ServerEffect]:
         if cv.major not in self.settings.versions:
             raise RemoteProtocolError(
                 ErrorCode.NO_ACCEPTABLE_VERSION,
@@ -164,40 +165,56 @@ class ServerMachine:
             )
         self.major = cv.major
         self.expiry = now + self.settings.clamp_time_window(cv.time_window_secs)
-        out: list = [fx.Send(m.server_version(cv.major))]
+        out: list[ServerEffect] = [fx.Send(m.server_version(cv.major))]
         resume_hash = cv.previous_channel_contract_hash
-        if len(resume_hash) == 32:  # any other length is silently ignored (§9.2 step 1)
+        if resume_hash is not None and len(resume_hash) == 32:  # any other length is ignored (§9.2 step 1)
             self.step = ServerStep.LOOKING_UP_RESUME
             return out + [fx.FindChannel(bytes(reversed(resume_hash)))]
-        self.step = ServerStep.WAITING_ON_SERVER_KEY
-        return out + [fx.NewServerKey()]
+        return out + self._new_channel_key()
 
-    def resume_found(self, record: ServerChannelRecord) -> list:
-        """The stored channel to resume (``FindChannel`` completed)."""
-        assert self.step is ServerStep.LOOKING_UP_RESUME
-        if record.state is not ServerChannelState.OPEN or record.version != self.major:
-            # [Recommended] only resume a channel we can still pay on, in its own version;
-            # bitcoinj rebuilds it in the stored version whatever was negotiated (§9.2).
-            return self.resume_not_found()
-        self.record = record
-        self.expiry = record.expiry
-        self.step = ServerStep.CHANNEL_OPEN
-        out: list = [fx.Send(m.channel_open()), fx.ChannelOpened(record.contract_txid, resumed=True)]
-        return self._drain(out)
-
-    def resume_not_found(self) -> list:
-        assert self.step is ServerStep.LOOKING_UP_RESUME
+    def _new_channel_key(self) -> list[ServerEffect]:
         self.step = ServerStep.WAITING_ON_SERVER_KEY
         return [fx.NewServerKey()]
 
-    def server_key_ready(self, signer: Any) -> list:
+    def resume_found(self, record: ServerChannelRecord) -> list[ServerEffect]:
+        """The stored channel to resume (``FindChannel`` completed)."""
+        still_here = self.step is ServerStep.LOOKING_UP_RESUME or check_completion(
+            "resume_found", self.step, ServerStep.LOOKING_UP_RESUME, _ENDING
+        )
+        if not still_here:
+            return []
+        if record.state is not ServerChannelState.OPEN or record.version != self.major:
+            # [Recommended] only resume a channel we can still pay on, in its own version;
+            # bitcoinj rebuilds it in the stored version whatever was negotiated (§9.2).
+            return self._new_channel_key()
+        self.record = record
+        self.expiry = record.expiry
+        self.step = ServerStep.CHANNEL_OPEN
+        out: list[ServerEffect] = [fx.Send(m.channel_open()), fx.ChannelOpened(record.contract_txid, resumed=True)]
+        return self._drain(out)
+
+    def resume_not_found(self) -> list[ServerEffect]:
+        """No stored channel to resume (``FindChannel`` completed): open a new one."""
+        still_here = self.step is ServerStep.LOOKING_UP_RESUME or check_completion(
+            "resume_not_found", self.step, ServerStep.LOOKING_UP_RESUME, _ENDING
+        )
+        if not still_here:
+            return []
+        return self._new_channel_key()
+
+    def server_key_ready(self, signer: ISigner) -> list[ServerEffect]:
         """A fresh channel key from the wallet (``NewServerKey`` completed)."""
-        assert self.step is ServerStep.WAITING_ON_SERVER_KEY and self.expiry is not None
+        still_here = self.step is ServerStep.WAITING_ON_SERVER_KEY or check_completion(
+            "server_key_ready", self.step, ServerStep.WAITING_ON_SERVER_KEY, _ENDING
+        )
+        if not still_here:
+            return []
+        assert self.expiry is not None
         self.signer = signer
         self.step = (
             ServerStep.WAITING_ON_UNSIGNED_REFUND if self.major == 1 else ServerStep.WAITING_ON_CONTRACT
         )
-        out: list = [
+        out: list[ServerEffect] = [
             fx.Send(
                 m.initiate(
                     signer.public_key,
@@ -211,11 +228,8 @@ class ServerMachine:
 
     # -- opening (§5 steps 5 and 7, §6 step 5) -------------------------------------------------
 
-    def _on_provide_refund(self, message: Any, now: int) -> list:
-        if not message.HasField("provide_refund"):
-            raise RemoteProtocolError(ErrorCode.SYNTAX_ERROR, "PROVIDE_REFUND without provide_refund")
-        assert self.expiry is not None
-        pr = message.provide_refund
+    def _on_provide_refund(self, pr: r.ProvideRefund, now: int) -> list[ServerEffect]:
+        assert self.expiry is not None and self.signer is not None
         refund = check.v1_refund(pr.tx, self.expiry)
         self.client_key = check.client_key(pr.multisig_key)
         self.refund_output = refund.output
@@ -224,13 +238,10 @@ class ServerMachine:
         self.step = ServerStep.WAITING_ON_CONTRACT
         return [fx.Send(m.return_refund(signature))]
 
-    def _on_provide_contract(self, message: Any, now: int) -> list:
-        if not message.HasField("provide_contract"):
-            raise RemoteProtocolError(ErrorCode.SYNTAX_ERROR, "PROVIDE_CONTRACT without provide_contract")
-        assert self.expiry is not None and self.major is not None
-        pc = message.provide_contract
+    def _on_provide_contract(self, pc: r.ProvideContract, now: int) -> list[ServerEffect]:
+        assert self.expiry is not None and self.major is not None and self.signer is not None
         if self.major == 2:
-            if not pc.HasField("client_key"):
+            if pc.client_key is None:
                 raise RemoteProtocolError(ErrorCode.SYNTAX_ERROR, "a version 2 contract needs client_key")
             self.client_key = check.client_key(pc.client_key)
         assert self.client_key is not None
@@ -258,6 +269,7 @@ class ServerMachine:
     def _new_record(self, contract: "check.CheckedContract", payment: "check.CheckedPayment",
                     now: int) -> ServerChannelRecord:
         assert self.client_key is not None and self.expiry is not None and self.major is not None
+        assert self.signer is not None
         return ServerChannelRecord(
             contract_txid=contract.txid,
             version=self.major,
@@ -273,37 +285,46 @@ class ServerMachine:
             updated_at=now,
         )
 
-    def channel_stored(self) -> list:
+    def channel_stored(self) -> list[ServerEffect]:
         """The new record is durable (``StoreServerChannel`` completed): now the contract may be
         broadcast, whatever happened to the connection meanwhile (the client signed it and holds
         its refund; the stored channel is settled or resumed later)."""
+        still_here = self.step is ServerStep.STORING_CHANNEL or check_completion(
+            "channel_stored", self.step, ServerStep.STORING_CHANNEL, _ENDING
+        )
         contract = self._pending_contract
         assert contract is not None
-        out: list = [fx.BroadcastContract(contract.tx, contract.txid)]
-        if self.step is ServerStep.STORING_CHANNEL:
+        out: list[ServerEffect] = [fx.BroadcastContract(contract.tx, contract.txid)]
+        if still_here:
             self.step = ServerStep.WAITING_ON_MULTISIG_ACCEPTANCE
             return self._drain(out)  # a CLOSE that came meanwhile is answered now
         return out
 
-    def contract_rejected(self, why: str) -> list:
+    def contract_rejected(self, why: str) -> list[ServerEffect]:
         """The chain refused the contract. [Recommended] ``ERROR{OTHER}`` (bitcoinj sends
         nothing and lets the client time out)."""
+        still_here = self.step is ServerStep.WAITING_ON_MULTISIG_ACCEPTANCE or check_completion(
+            "contract_rejected", self.step, ServerStep.WAITING_ON_MULTISIG_ACCEPTANCE, _ENDING
+        )
         self._pending_payment = None
-        if self.step is not ServerStep.WAITING_ON_MULTISIG_ACCEPTANCE:
+        if not still_here:
             return []
         return self._violation(RemoteProtocolError(ErrorCode.OTHER, f"contract rejected by the network: {why}"))
 
-    def contract_accepted(self, now: int) -> list:
+    def contract_accepted(self, now: int) -> list[ServerEffect]:
         """The chain took the contract (``BroadcastContract`` completed): the channel opens."""
+        still_here = self.step is ServerStep.WAITING_ON_MULTISIG_ACCEPTANCE or check_completion(
+            "contract_accepted", self.step, ServerStep.WAITING_ON_MULTISIG_ACCEPTANCE, _ENDING
+        )
         assert self.record is not None and self._pending_payment is not None
         payment, self._pending_payment = self._pending_payment, None
-        out: list = []
+        out: list[ServerEffect] = []
         if payment.best_value > 0:
             out.append(
                 fx.NotifyPayment(self.record.contract_txid, payment.best_value, payment.best_value,
                                  payment.info, awaited=False)
             )
-        if self.step is not ServerStep.WAITING_ON_MULTISIG_ACCEPTANCE or self.disconnected:
+        if not still_here or self.disconnected:
             # The connection went away, or the client closed, while the contract was on its
             # way: the channel is stored and can be resumed.
             self.step = ServerStep.CLOSED
@@ -321,60 +342,72 @@ class ServerMachine:
 
     # -- payments (§7.3) ----------------------------------------------------------------------
 
-    def _on_update_payment(self, message: Any, now: int) -> list:
-        if not message.HasField("update_payment"):
-            raise RemoteProtocolError(ErrorCode.SYNTAX_ERROR, "UPDATE_PAYMENT without update_payment")
+    def _on_update_payment(self, update: r.UpdatePayment, now: int) -> list[ServerEffect]:
         record = self.record
         assert record is not None
         payment = check.payment_update(
-            message.update_payment, record.value, record.best_value, record.contract_txid, self._channel_script()
+            update, record.value, record.best_value, record.contract_txid, self._channel_script()
         )
         self._pending_payment = payment
         self.step = ServerStep.STORING_PAYMENT
         return [fx.StorePayment(record.contract_txid, payment.best_value, payment.signature)]
 
-    def payment_stored(self) -> list:
+    def payment_stored(self) -> list[ServerEffect]:
         """The payment is durable (``StorePayment`` completed): now the application, then the ack."""
+        still_here = self.step is ServerStep.STORING_PAYMENT or check_completion(
+            "payment_stored", self.step, ServerStep.STORING_PAYMENT, _ENDING
+        )
         record, payment = self.record, self._pending_payment
         assert record is not None and payment is not None
         increase = payment.best_value - record.best_value
         self.record = record = _with_payment(record, payment)
-        if self.disconnected:
+        if self.disconnected or not still_here:
+            self._pending_payment = None
             self.step = ServerStep.CLOSED
             return []
         self._exhausted = payment.client_change == 0
+        self.step = ServerStep.WAITING_ON_APPLICATION
         if increase > 0:
-            self.step = ServerStep.WAITING_ON_APPLICATION
             return [fx.NotifyPayment(record.contract_txid, increase, payment.best_value, payment.info, awaited=True)]
-        return self.payment_acknowledged(None)
+        return self.payment_acknowledged(None)  # nothing new for the application to accept
 
-    def payment_refused(self, why: str) -> list:
+    def payment_refused(self, why: str) -> list[ServerEffect]:
         """The store refused the payment: the channel no longer takes payments (its contract
         was double-spent or never confirmed, or it is being settled). §7.3 check 5:
         ``BAD_TRANSACTION``; the server's value does not grow and nothing is acknowledged."""
+        still_here = self.step is ServerStep.STORING_PAYMENT or check_completion(
+            "payment_refused", self.step, ServerStep.STORING_PAYMENT, _ENDING
+        )
         self._pending_payment = None
-        if self.disconnected:
+        if self.disconnected or not still_here:
             self.step = ServerStep.CLOSED
             return []
         return self._violation(RemoteProtocolError(ErrorCode.BAD_TRANSACTION, f"channel closed to payments: {why}"))
 
-    def payment_acknowledged(self, info: Optional[bytes]) -> list:
-        """The application accepted the payment, with optional ack info."""
+    def payment_acknowledged(self, info: Optional[bytes]) -> list[ServerEffect]:
+        """The application accepted the payment, with optional ack info (``NotifyPayment``
+        completed)."""
+        still_here = self.step is ServerStep.WAITING_ON_APPLICATION or check_completion(
+            "payment_acknowledged", self.step, ServerStep.WAITING_ON_APPLICATION, _ENDING
+        )
         self._pending_payment = None
-        if self.disconnected:
+        if self.disconnected or not still_here:
             self.step = ServerStep.CLOSED
             return []
-        out: list = [fx.Send(m.payment_ack(info))]
+        out: list[ServerEffect] = [fx.Send(m.payment_ack(info))]
         if self._exhausted:
             # [Recommended] the ack goes out before the settlement starts (§7.3 step 4).
             return out + self._settle(CloseReason.CHANNEL_EXHAUSTED)
         self.step = ServerStep.CHANNEL_OPEN
-        return self._drain(out)
+        return self._drain(out) if self._queue else out  # once per payment: no call for nothing
 
-    def payment_ack_failed(self, why: str) -> list:
+    def payment_ack_failed(self, why: str) -> list[ServerEffect]:
         """The application's ack Deferred failed: ``ERROR{OTHER}`` / UPDATE_PAYMENT_FAILED."""
+        still_here = self.step is ServerStep.WAITING_ON_APPLICATION or check_completion(
+            "payment_ack_failed", self.step, ServerStep.WAITING_ON_APPLICATION, _ENDING
+        )
         self._pending_payment = None
-        if self.disconnected:
+        if self.disconnected or not still_here:
             self.step = ServerStep.CLOSED
             return []
         return self._violation(
@@ -394,7 +427,7 @@ class ServerMachine:
 
     # -- closing (§8) -------------------------------------------------------------------------
 
-    def _on_close(self) -> list:
+    def _on_close(self, message: r.Close, now: int) -> list[ServerEffect]:
         step = self.step
         if step in (ServerStep.WAITING_ON_CLIENT_VERSION, ServerStep.WAITING_ON_UNSIGNED_REFUND) or (
             step is ServerStep.WAITING_ON_CONTRACT and self.major == 2
@@ -406,13 +439,13 @@ class ServerMachine:
             return [fx.Send(m.close())] + self._closed(CloseReason.CLIENT_REQUESTED_CLOSE)
         return self._settle(CloseReason.CLIENT_REQUESTED_CLOSE)
 
-    def _on_error(self, message: Any) -> list:
-        if not message.HasField("error"):
-            raise RemoteProtocolError(ErrorCode.SYNTAX_ERROR, "ERROR without error")
-        e = message.error
+    def _on_error(self, e: r.Error, now: int) -> list[ServerEffect]:
         return self._closed(CloseReason.REMOTE_SENT_ERROR, f"{ErrorCode(e.code).name}: {e.explanation}")
 
-    def _settle(self, reason: CloseReason) -> list:
+    def _on_malformed(self, message: r.Malformed, now: int) -> list[ServerEffect]:
+        raise RemoteProtocolError(ErrorCode.SYNTAX_ERROR, message.explanation)
+
+    def _settle(self, reason: CloseReason) -> list[ServerEffect]:
         record = self.record
         assert record is not None
         if record.best_signature is None:
@@ -422,25 +455,32 @@ class ServerMachine:
         self.step = ServerStep.SETTLING
         return [fx.SettleChannel(record.contract_txid, reason)]
 
-    def settled(self, settlement_tx: bytes) -> list:
-        """The settlement was broadcast: CLOSE{settlement} and close (§8.2 step 6)."""
-        if self.disconnected or self.step is ServerStep.CLOSED:
+    def settled(self, settlement_tx: bytes) -> list[ServerEffect]:
+        """The settlement was broadcast (``SettleChannel`` completed): CLOSE{settlement} and
+        close (§8.2 step 6)."""
+        still_here = self.step is ServerStep.SETTLING or check_completion(
+            "settled", self.step, ServerStep.SETTLING, _ENDING
+        )
+        if not still_here or self.disconnected:
             return []
         return self._late_open() + [fx.Send(m.close(settlement_tx))] + self._closed(self._settle_reason)
 
-    def settle_failed(self, why: str, fee_unaffordable: bool) -> list:
+    def settle_failed(self, why: str, fee_unaffordable: bool) -> list[ServerEffect]:
         """The settlement could not be made or broadcast; the adapter keeps the channel and
         retries ([Recommended], §13 item 6). On the wire as §8.2 says: a fee above b is
         ``ERROR{BAD_TRANSACTION}`` / REMOTE_SENT_INVALID_MESSAGE (step 8); a failed broadcast
         sends nothing and closes with the reason at hand (step 7)."""
-        if self.disconnected or self.step is ServerStep.CLOSED:
+        still_here = self.step is ServerStep.SETTLING or check_completion(
+            "settle_failed", self.step, ServerStep.SETTLING, _ENDING
+        )
+        if not still_here or self.disconnected:
             return []
         if fee_unaffordable:
             self._open_after_settle = False
             return self._violation(RemoteProtocolError(ErrorCode.BAD_TRANSACTION, why))
         return self._late_open() + self._closed(self._settle_reason, why)
 
-    def _late_open(self) -> list:
+    def _late_open(self) -> list[ServerEffect]:
         """CHANNEL_OPEN held back by an exhausting initial payment (see ``channel_stored``)."""
         if not self._open_after_settle:
             return []
@@ -450,7 +490,7 @@ class ServerMachine:
 
     # -- local commands -----------------------------------------------------------------------
 
-    def close(self) -> list:
+    def close(self) -> list[ServerEffect]:
         """The server ends this connection without settling (§8.1): plain CLOSE."""
         if self.step is ServerStep.CLOSED:
             return []
@@ -458,25 +498,63 @@ class ServerMachine:
             return []
         return [fx.Send(m.close())] + self._closed(CloseReason.SERVER_REQUESTED_CLOSE)
 
-    def settled_elsewhere(self, settlement_tx: bytes) -> list:
+    def settled_elsewhere(self, settlement_tx: bytes) -> list[ServerEffect]:
         """The server settled this channel on its own (operator): CLOSE{settlement}, close
         with SERVER_REQUESTED_CLOSE. Nothing to do if this connection is already ending."""
         if self.step in (ServerStep.CLOSED, ServerStep.SETTLING) or self.disconnected:
             return []
         return [fx.Send(m.close(settlement_tx))] + self._closed(CloseReason.SERVER_REQUESTED_CLOSE)
 
-    def connection_lost(self) -> list:
+    def connection_lost(self) -> list[ServerEffect]:
         """The transport is gone. Outstanding effects still complete (and store what they must)."""
         self.disconnected = True
         if self.step is ServerStep.CLOSED:
             return []
-        busy = self.step in self._BUSY or self.step in (
+        busy = SERVER_MOVES[self.step] is Inbox.QUEUE or self.step in (
             ServerStep.WAITING_ON_MULTISIG_ACCEPTANCE, ServerStep.SETTLING
         )
         if not busy:
             self.step = ServerStep.CLOSED
         self._queue.clear()
         return [fx.Close(CloseReason.CONNECTION_CLOSED)]
+
+
+# -- the transition table ---------------------------------------------------------------------
+
+# Entries are built with ``moves.on``, which checks each handler against its message class.
+_Handler = Handler[ServerMachine, ServerEffect]
+
+
+def _handles(*moves: tuple[type, _Handler]) -> Mapping[type, _Handler]:
+    return handles(_EVERY_STEP, *moves)
+
+
+#: Handled in every step that handles messages at all (§8, §1.3).
+_EVERY_STEP: Final = (
+    on(r.Close, ServerMachine._on_close),
+    on(r.Error, ServerMachine._on_error),
+    on(r.Malformed, ServerMachine._on_malformed),
+)
+
+#: Every step of the server's connection, and what it does with a message from the client:
+#: handle the ones listed (anything else is ``ERROR{SYNTAX_ERROR}``), queue them while an effect
+#: is outstanding, or ignore them. B.2 of the specification, plus our own waits.
+SERVER_MOVES: Final[Mapping[ServerStep, Union[Mapping[type, _Handler], Inbox]]] = {
+    ServerStep.WAITING_ON_CLIENT_VERSION: _handles(on(r.ClientVersion, ServerMachine._on_client_version)),
+    ServerStep.LOOKING_UP_RESUME: Inbox.QUEUE,  # FindChannel
+    ServerStep.WAITING_ON_SERVER_KEY: Inbox.QUEUE,  # NewServerKey
+    ServerStep.WAITING_ON_UNSIGNED_REFUND: _handles(on(r.ProvideRefund, ServerMachine._on_provide_refund)),
+    ServerStep.WAITING_ON_CONTRACT: _handles(on(r.ProvideContract, ServerMachine._on_provide_contract)),
+    ServerStep.STORING_CHANNEL: Inbox.QUEUE,  # StoreServerChannel
+    # The broadcast (BroadcastContract) is outstanding, but a CLOSE is answered at once (§8.2
+    # step 3); anything else is out of order.
+    ServerStep.WAITING_ON_MULTISIG_ACCEPTANCE: _handles(),
+    ServerStep.CHANNEL_OPEN: _handles(on(r.UpdatePayment, ServerMachine._on_update_payment)),
+    ServerStep.STORING_PAYMENT: Inbox.QUEUE,  # StorePayment
+    ServerStep.WAITING_ON_APPLICATION: Inbox.QUEUE,  # NotifyPayment
+    ServerStep.SETTLING: Inbox.IGNORE,  # §8.2 step 1: everything is ignored once settling
+    ServerStep.CLOSED: Inbox.IGNORE,
+}
 
 
 def _with_payment(record: ServerChannelRecord, payment: "check.CheckedPayment") -> ServerChannelRecord:

@@ -38,7 +38,7 @@ class ServerSettings:
     min_payment: int = C.DEFAULT_MIN_PAYMENT
     min_time_window: int = C.DEFAULT_MIN_TIME_WINDOW
     max_time_window: int = C.DEFAULT_MAX_TIME_WINDOW
-    versions: frozenset = C.SERVER_MAJOR_VERSIONS
+    versions: frozenset[int] = C.SERVER_MAJOR_VERSIONS
     #: Settlement fee rate in sat/kB (never below the 1000 sat/kB floor).
     fee_rate: int = C.BITCOINJ_DEFAULT_FEE_RATE
     #: Seconds a connection may take to open a channel (and be idle before that).

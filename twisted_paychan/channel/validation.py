@@ -25,6 +25,7 @@ from twisted_paychan.bitcoin.transactions import (
 )
 from twisted_paychan.bitcoin.txid import txid as txid_of
 from twisted_paychan.channel.errors import ErrorCode, RemoteProtocolError
+from twisted_paychan.wire.received import UpdatePayment
 
 BAD = ErrorCode.BAD_TRANSACTION
 
@@ -128,7 +129,7 @@ class CheckedPayment:
 
 
 def payment_update(
-    update: Any,
+    update: UpdatePayment,
     value: int,
     best_value: int,
     contract_txid: bytes,
@@ -152,8 +153,7 @@ def payment_update(
         # [Recommended] BAD_TRANSACTION for every signature failure, the empty one included
         # (bitcoinj answers an empty signature in UPDATE_PAYMENT with SYNTAX_ERROR, §4.2).
         raise _bad(f"payment signature: {e}") from e
-    info = bytes(update.info) if update.HasField("info") else None
-    return CheckedPayment(new_best, c, signature, info)
+    return CheckedPayment(new_best, c, signature, update.info)
 
 
 # -- client side ------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from twisted_paychan.net.client_channel import ChannelOpen, ClientChannel, Payme
 from twisted_paychan.net.tcp import ChannelStreamProtocol, set_nodelay
 from twisted_paychan.channel.records import ClientChannelRecord, ClientChannelState
 from twisted_paychan.wire.framing import CloseKind
-from twisted_paychan.wire.framing import CloseReason as WireCloseReason
+from twisted_paychan.wire.framing import ConnectionEnd
 
 #: Contract txids of channels in use by a connection of this process (bitcoinj's "active").
 _ACTIVE: set[bytes] = set()
@@ -59,7 +59,7 @@ class ClientChannelProtocol(ChannelStreamProtocol):
         self.close_reason = reason
         self.disconnect(reason.name)
 
-    def connectionClosing(self, reason: WireCloseReason) -> None:
+    def connectionClosing(self, reason: ConnectionEnd) -> None:
         if reason.kind is not CloseKind.LOCAL and self.channel is not None:
             self.channel.connection_lost()
 

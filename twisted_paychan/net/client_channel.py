@@ -28,6 +28,8 @@ from twisted_paychan.channel.errors import ChannelClosed, CloseReason
 from twisted_paychan.channel.settings import ClientSettings
 from twisted_paychan.chain.types import OutPoint, SpendEvent, display_hex
 from twisted_paychan.channel.records import ClientChannelRecord, ClientChannelState
+from twisted_paychan.wire import received
+from twisted_paychan.wire.messages import TwoWayChannelMessage
 
 
 @dataclass(frozen=True)
@@ -134,8 +136,8 @@ class ClientChannel(EffectRunner):
 
     # -- input --------------------------------------------------------------------------------
 
-    def message_received(self, message: Any) -> None:
-        self._run(self.machine.receive(message, int(self.clock.seconds())))
+    def message_received(self, message: TwoWayChannelMessage) -> None:
+        self._run(self.machine.receive(received.decode(message), int(self.clock.seconds())))
 
     def connection_lost(self) -> None:
         self._run(self.machine.connection_lost())

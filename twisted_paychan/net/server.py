@@ -25,7 +25,7 @@ from twisted_paychan.net.server_manager import ServerChannelManager
 from twisted_paychan.store.interfaces import IChannelStore
 from twisted_paychan.net.tcp import ChannelStreamProtocol, set_nodelay
 from twisted_paychan.wire.framing import CloseKind
-from twisted_paychan.wire.framing import CloseReason as WireCloseReason
+from twisted_paychan.wire.framing import ConnectionEnd
 
 
 class ServerChannelProtocol(ChannelStreamProtocol):
@@ -51,7 +51,7 @@ class ServerChannelProtocol(ChannelStreamProtocol):
         """The channel decided to close (its last ERROR or CLOSE is already written)."""
         self.disconnect(reason.name)
 
-    def connectionClosing(self, reason: WireCloseReason) -> None:
+    def connectionClosing(self, reason: ConnectionEnd) -> None:
         # The wire layer closed (bad frame, idle timeout) or we did: tell the channel, which
         # ignores it if it asked for the close itself.
         if reason.kind is not CloseKind.LOCAL and self.channel is not None:

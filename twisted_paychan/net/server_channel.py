@@ -29,12 +29,15 @@ from twisted_paychan.chain.types import display_hex
 from twisted_paychan import logs
 from twisted_paychan.faults import crash_point
 from twisted_paychan.chain.interfaces import ISigner
+from twisted_paychan.channel.effects import ServerEffect
 from twisted_paychan.channel.records import ServerChannelRecord
 from twisted_paychan.store.interfaces import ChannelNotOpen, StoreError
+from twisted_paychan.wire import received
+from twisted_paychan.wire.messages import TwoWayChannelMessage
 
 
 #: The connection machine's effects (``channel.effects``), in order.
-Effects = list[Any]
+Effects = list[ServerEffect]
 
 
 class IServerHandler(Interface):
@@ -125,8 +128,8 @@ class ServerChannel(EffectRunner):
 
     # -- input --------------------------------------------------------------------------------
 
-    def message_received(self, message: Any) -> None:
-        self._run(self.machine.receive(message, int(self.clock.seconds())))
+    def message_received(self, message: TwoWayChannelMessage) -> None:
+        self._run(self.machine.receive(received.decode(message), int(self.clock.seconds())))
 
     def connection_lost(self) -> None:
         self._run(self.machine.connection_lost())

@@ -54,7 +54,7 @@ from twisted_paychan.wire.messages import (
     type_name,
 )
 
-__all__ = ["CloseKind", "CloseReason", "MessageProtocol", "encode_frame"]
+__all__ = ["CloseKind", "ConnectionEnd", "MessageProtocol", "encode_frame"]
 
 #: The length prefix. Signed, like bitcoinj's ``ProtobufConnection``: a prefix with the top bit
 #: set reads as negative and is rejected like an oversize one.
@@ -78,8 +78,9 @@ class CloseKind(enum.Enum):
 
 
 @dataclass(frozen=True)
-class CloseReason:
-    """Why a connection ended: the kind, and a human-readable detail for logs."""
+class ConnectionEnd:
+    """Why the framed stream ended: the kind, and a human-readable detail for logs. The channel
+    layer maps it to its own ``channel.errors.CloseReason`` (bitcoinj's close reasons)."""
 
     kind: CloseKind
     detail: str
@@ -114,7 +115,7 @@ class MessageProtocol(Int32StringReceiver):
     _log = Logger()
 
     #: Why the connection ended (or is ending); None while it is healthy.
-    closeReason: CloseReason | None = None
+    closeReason: ConnectionEnd | None = None
 
     def __init__(self, clock: IReactorTime | None = None, idleTimeout: float | None = None):
         self.clock = clock
@@ -136,7 +137,7 @@ class MessageProtocol(Int32StringReceiver):
         """Called with each decoded, well-formed message, in order. Override this."""
         raise NotImplementedError
 
-    def connectionClosing(self, reason: CloseReason) -> None:
+    def connectionClosing(self, reason: ConnectionEnd) -> None:
         """
         Called once, when the wire layer or :meth:`disconnect` decides to close (not when the
         peer closes first: ``connectionLost`` covers that, with ``closeReason`` set to
@@ -161,7 +162,7 @@ class MessageProtocol(Int32StringReceiver):
         not yet delivered is dropped. Does nothing if the connection is already closing.
         """
         frame = encode_frame(finalMessage) if finalMessage is not None else b""
-        self._close(CloseReason(CloseKind.LOCAL, detail), frame)
+        self._close(ConnectionEnd(CloseKind.LOCAL, detail), frame)
 
     def setIdleTimeout(self, seconds: float | None) -> None:
         """Start (or restart) the idle timeout with ``seconds``, or switch it off with None."""
@@ -202,7 +203,7 @@ class MessageProtocol(Int32StringReceiver):
         try:
             msg = decode_message(string)
         except MessageDecodeError as e:
-            self._close(CloseReason(CloseKind.PROTOCOL_VIOLATION, str(e)), _SYNTAX_ERROR_FRAME)
+            self._close(ConnectionEnd(CloseKind.PROTOCOL_VIOLATION, str(e)), _SYNTAX_ERROR_FRAME)
             return
         try:
             self.messageReceived(msg)
@@ -212,14 +213,14 @@ class MessageProtocol(Int32StringReceiver):
                 msgType=type_name(msg.type),
             )
             self._close(
-                CloseReason(CloseKind.INTERNAL_ERROR, f"handler failed on {type_name(msg.type)}"),
+                ConnectionEnd(CloseKind.INTERNAL_ERROR, f"handler failed on {type_name(msg.type)}"),
                 _OTHER_ERROR_FRAME,
             )
 
     def lengthLimitExceeded(self, length: int) -> None:
         """A prefix outside ``0..MAX_LENGTH`` (negative when read as signed)."""
         self._close(
-            CloseReason(
+            ConnectionEnd(
                 CloseKind.PROTOCOL_VIOLATION,
                 f"frame length {length} outside 0..{self.MAX_LENGTH}",
             ),
@@ -256,7 +257,7 @@ class MessageProtocol(Int32StringReceiver):
         self._pending = []
         self._pendingSize = 0
         if self.closeReason is None:
-            self.closeReason = CloseReason(CloseKind.CONNECTION_LOST, reason.getErrorMessage())
+            self.closeReason = ConnectionEnd(CloseKind.CONNECTION_LOST, reason.getErrorMessage())
         super().connectionLost(reason)
 
     # -- internals --------------------------------------------------------------------------------
@@ -294,7 +295,7 @@ class MessageProtocol(Int32StringReceiver):
                 if 0 <= length <= limit:
                     self._wanted = _PREFIX_SIZE + length
 
-    def _close(self, reason: CloseReason, lastFrame: bytes) -> None:
+    def _close(self, reason: ConnectionEnd, lastFrame: bytes) -> None:
         if self._condemned:
             return
         self._condemned = True
@@ -333,6 +334,6 @@ class MessageProtocol(Int32StringReceiver):
         self._idleCall = None
         self._log.info("no frame for {seconds} s; closing", seconds=self._idleTimeout)
         self._close(
-            CloseReason(CloseKind.IDLE_TIMEOUT, f"no frame received for {self._idleTimeout} s"),
+            ConnectionEnd(CloseKind.IDLE_TIMEOUT, f"no frame received for {self._idleTimeout} s"),
             b"",
         )

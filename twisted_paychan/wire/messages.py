@@ -50,7 +50,6 @@ __all__ = [
     "MessageTooLargeError",
     "MT",
     "MessageType",
-    "MessageTypeValue",
     "PAYLOAD_FIELD",
     "PaymentAck",
     "ProvideContract",
@@ -84,8 +83,7 @@ __all__ = [
 MessageType = TwoWayChannelMessage.MessageType
 #: The enum of error codes (``ErrorCode.SYNTAX_ERROR`` ...), nested in ``Error``.
 ErrorCode = Error.ErrorCode
-#: Static types of one enum value, for annotations.
-MessageTypeValue: TypeAlias = "TwoWayChannelMessage.MessageType.ValueType"
+#: The static type of one ErrorCode value, for annotations.
 ErrorCodeValue: TypeAlias = "Error.ErrorCode.ValueType"
 
 
