@@ -238,9 +238,21 @@ def test_client_change_stored_outside_its_step_is_a_usage_error() -> None:
 
 def test_a_completion_after_the_connection_ended_does_only_the_durable_part() -> None:
     s = server_storing_payment(2)
-    s.machine.close()
+    s.machine.connection_lost()
     assert s.machine.payment_stored() == []
     assert s.machine.record is not None and s.machine.record.value - s.machine.record.best_value == s.client_change
     c = client_funding(2)
     c.machine.disconnect()
     assert of_kind(c.machine.contract_funded(c.contract, NOW), fx.ReleaseContract)
+
+
+def test_a_local_close_during_a_payment_store_acknowledges_it_first() -> None:
+    """A resume that takes the channel over closes the old connection while its payment is
+    being stored: the client still hears PAYMENT_ACK for it, then CLOSE."""
+    s = server_storing_payment(2)
+    assert s.machine.close() == []
+    effects = s.machine.payment_stored()
+    effects += s.machine.payment_acknowledged(None) if not of_kind(effects, fx.Send) else []
+    sent = [e.message.type for e in effects if isinstance(e, fx.Send)]
+    assert sent == [m.MT.PAYMENT_ACK, m.MT.CLOSE]
+    assert of_kind(effects, fx.Close)

@@ -75,6 +75,8 @@ _SERVER_TO_CLIENT_ONLY: Final = frozenset({r.ServerVersion, r.Initiate, r.Return
 
 #: Steps a completion may find the machine in when the connection ended while its effect ran.
 _ENDING: Final = frozenset({ServerStep.CLOSED})
+#: Steps in which a payment is being stored or accepted: a local close waits for its ack.
+_PAYMENT_IN_FLIGHT: Final = frozenset({ServerStep.STORING_PAYMENT, ServerStep.WAITING_ON_APPLICATION})
 
 
 class ServerMachine:
@@ -97,6 +99,8 @@ class ServerMachine:
         self._pending_payment: Optional[check.CheckedPayment] = None
         self._settle_reason = CloseReason.CLIENT_REQUESTED_CLOSE
         self._exhausted = False
+        #: A local close asked for while a payment was in flight: sent right after its ack.
+        self._close_after_payment = False
         #: An exhausting initial payment: CHANNEL_OPEN waits for the settlement's outcome.
         self._open_after_settle = False
         self._script: Optional[tuple[bytes, ChannelScript]] = None
@@ -398,6 +402,8 @@ class ServerMachine:
         if self._exhausted:
             # [Recommended] the ack goes out before the settlement starts (§7.3 step 4).
             return out + self._settle(CloseReason.CHANNEL_EXHAUSTED)
+        if self._close_after_payment:
+            return out + [fx.Send(m.close())] + self._closed(CloseReason.SERVER_REQUESTED_CLOSE)
         self.step = ServerStep.CHANNEL_OPEN
         return self._drain(out) if self._queue else out  # once per payment: no call for nothing
 
@@ -495,6 +501,11 @@ class ServerMachine:
         if self.step is ServerStep.CLOSED:
             return []
         if self.step is ServerStep.SETTLING:
+            return []
+        if self.step in _PAYMENT_IN_FLIGHT and not self.disconnected:
+            # A payment being stored is answered before the CLOSE (a resume taking the channel
+            # over waits for it): the client learns that it counted.
+            self._close_after_payment = True
             return []
         return [fx.Send(m.close())] + self._closed(CloseReason.SERVER_REQUESTED_CLOSE)
 
