@@ -18,8 +18,10 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from typing_extensions import assert_never
 
 from twisted_paychan.channel import effects as fx
+from twisted_paychan.channel.effects import ClientEffect
 from twisted_paychan.faults import crash_point
 from twisted_paychan.net.client_channels import settlement_note
 from twisted_paychan.net.effect_runner import EffectRunner, Outcome
@@ -52,7 +54,7 @@ class SettledOnChain:
     tx: bytes
 
 
-class ClientChannel(EffectRunner):
+class ClientChannel(EffectRunner[ClientEffect]):
     """One connection to a server, client side, over any transport."""
 
     log = Logger()
@@ -147,16 +149,16 @@ class ClientChannel(EffectRunner):
     def _effect_failed(self, failure: Failure) -> None:
         self._finish(CloseReason.CONNECTION_CLOSED, failure.getErrorMessage())
 
-    def _do_send(self, effect: fx.Send) -> Outcome:
+    def _do_send(self, effect: fx.Send) -> Outcome[ClientEffect]:
         if self.close_reason is None:
             self._send(effect.message)
         return None
 
-    def _do_close(self, effect: fx.Close) -> Outcome:
+    def _do_close(self, effect: fx.Close) -> Outcome[ClientEffect]:
         self._finish(effect.reason, effect.detail)
         return None
 
-    def _fund_contract(self, effect: fx.FundContract) -> Outcome:
+    def _fund_contract(self, effect: fx.FundContract) -> Outcome[ClientEffect]:
         m = self.machine
         d = defer.maybeDeferred(self.wallet.fund, effect.script_pubkey, effect.value, self.settings.fee_rate)
 
@@ -166,7 +168,7 @@ class ClientChannel(EffectRunner):
 
         return d.addCallbacks(funded, lambda f: m.funding_failed(f.getErrorMessage()))
 
-    def _store_channel(self, effect: fx.StoreClientChannel) -> Outcome:
+    def _store_channel(self, effect: fx.StoreClientChannel) -> Outcome[ClientEffect]:
         m = self.machine
 
         def stored(_: Any) -> list:
@@ -177,7 +179,7 @@ class ClientChannel(EffectRunner):
 
     # Once per payment: a bound method as the store's callback, no closure made each time.
 
-    def _store_change(self, effect: fx.StoreClientChange) -> Outcome:
+    def _store_change(self, effect: fx.StoreClientChange) -> Outcome[ClientEffect]:
         return self.store.record_client_change(effect.contract_txid, effect.client_change).addCallback(
             self._change_stored
         )
@@ -186,28 +188,28 @@ class ClientChannel(EffectRunner):
         crash_point("client-change-stored")
         return self.machine.change_stored()
 
-    def _release_contract(self, effect: fx.ReleaseContract) -> Outcome:
+    def _release_contract(self, effect: fx.ReleaseContract) -> Outcome[ClientEffect]:
         self.wallet.release(effect.funded)
         return None
 
-    def _resume_refused(self, effect: fx.ResumeRefused) -> Outcome:
+    def _resume_refused(self, effect: fx.ResumeRefused) -> Outcome[ClientEffect]:
         self.log.info("server refused to resume channel {txid}; opening a new one",
                       txid=display_hex(effect.contract_txid))
         return None
 
-    def _channel_opened(self, effect: fx.ChannelOpened) -> Outcome:
+    def _channel_opened(self, effect: fx.ChannelOpened) -> Outcome[ClientEffect]:
         self.log.info("channel {txid}: open ({how})", txid=display_hex(effect.contract_txid),
                       how="resumed" if effect.resumed else "new")
         self.opened.callback(ChannelOpen(effect.contract_txid, effect.resumed))
         return None
 
-    def _payment_acked(self, effect: fx.PaymentAcked) -> Outcome:
+    def _payment_acked(self, effect: fx.PaymentAcked) -> Outcome[ClientEffect]:
         waiting, self._payment = self._payment, None
         if waiting is not None:
             waiting.callback(PaymentAck(effect.amount, effect.info))
         return None
 
-    def _settlement_seen(self, effect: fx.SettlementSeen) -> Outcome:
+    def _settlement_seen(self, effect: fx.SettlementSeen) -> Outcome[ClientEffect]:
         self._settlement_tx = effect.tx
         record = self.machine.record
         assert record is not None
@@ -216,19 +218,31 @@ class ClientChannel(EffectRunner):
         self.machine.record = settled
         return self.store.update_client_channel(settled).addCallback(lambda _: [])
 
-    #: Each effect's method, by the effect's type (see ``EffectRunner._PERFORMERS``).
-    _PERFORMERS: dict[type, Callable[[Any, Any], Outcome]] = {
-        fx.Send: _do_send,
-        fx.Close: _do_close,
-        fx.FundContract: _fund_contract,
-        fx.StoreClientChannel: _store_channel,
-        fx.StoreClientChange: _store_change,
-        fx.ReleaseContract: _release_contract,
-        fx.ResumeRefused: _resume_refused,
-        fx.ChannelOpened: _channel_opened,
-        fx.PaymentAcked: _payment_acked,
-        fx.SettlementSeen: _settlement_seen,
-    }
+    def _perform(self, effect: ClientEffect) -> Outcome[ClientEffect]:
+        """Each effect to its method: the ones of every payment first (store c, send, ack), and
+        ``assert_never`` last, so an effect added to ``ClientEffect`` without a method here
+        fails the type check."""
+        if isinstance(effect, fx.StoreClientChange):
+            return self._store_change(effect)
+        if isinstance(effect, fx.Send):
+            return self._do_send(effect)
+        if isinstance(effect, fx.PaymentAcked):
+            return self._payment_acked(effect)
+        if isinstance(effect, fx.Close):
+            return self._do_close(effect)
+        if isinstance(effect, fx.FundContract):
+            return self._fund_contract(effect)
+        if isinstance(effect, fx.StoreClientChannel):
+            return self._store_channel(effect)
+        if isinstance(effect, fx.ReleaseContract):
+            return self._release_contract(effect)
+        if isinstance(effect, fx.ResumeRefused):
+            return self._resume_refused(effect)
+        if isinstance(effect, fx.ChannelOpened):
+            return self._channel_opened(effect)
+        if isinstance(effect, fx.SettlementSeen):
+            return self._settlement_seen(effect)
+        assert_never(effect)
 
     def _finish(self, reason: CloseReason, detail: str = "") -> None:
         if self.close_reason is not None:

@@ -17,6 +17,7 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from typing_extensions import assert_never
 from zope.interface import Interface
 
 from twisted_paychan.bitcoin.settlement import SettlementRejected, SettlementUnaffordable
@@ -95,7 +96,7 @@ class ConnectionPorts:
     closed: Callable[["ServerChannel", CloseReason], None]
 
 
-class ServerChannel(EffectRunner):
+class ServerChannel(EffectRunner[ServerEffect]):
     """One client connection, server side, over any transport."""
 
     log = Logger()
@@ -147,24 +148,24 @@ class ServerChannel(EffectRunner):
     def _effect_failed(self, failure: Failure) -> None:
         self._finish(CloseReason.CONNECTION_CLOSED)
 
-    def _do_send(self, effect: fx.Send) -> Outcome:
+    def _do_send(self, effect: fx.Send) -> Outcome[ServerEffect]:
         if self.close_reason is None:
             self._send(effect.message)
         return None
 
-    def _do_close(self, effect: fx.Close) -> Outcome:
+    def _do_close(self, effect: fx.Close) -> Outcome[ServerEffect]:
         self._finish(effect.reason)
         return None
 
-    def _new_server_key(self, effect: fx.NewServerKey) -> Outcome:
+    def _new_server_key(self, effect: fx.NewServerKey) -> Outcome[ServerEffect]:
         return self._ports.new_channel_key().addCallback(self.machine.server_key_ready)
 
-    def _find_channel(self, effect: fx.FindChannel) -> Outcome:
+    def _find_channel(self, effect: fx.FindChannel) -> Outcome[ServerEffect]:
         m = self.machine
         d = self._ports.find_channel(effect.contract_txid, self)
         return d.addCallback(lambda rec: m.resume_found(rec) if rec is not None else m.resume_not_found())
 
-    def _broadcast_contract(self, effect: fx.BroadcastContract) -> Outcome:
+    def _broadcast_contract(self, effect: fx.BroadcastContract) -> Outcome[ServerEffect]:
         m = self.machine
         d = self._ports.broadcast_contract(effect.tx, effect.contract_txid)
 
@@ -174,7 +175,7 @@ class ServerChannel(EffectRunner):
 
         return d.addCallbacks(accepted, lambda f: m.contract_rejected(f.getErrorMessage()))
 
-    def _store_channel(self, effect: fx.StoreServerChannel) -> Outcome:
+    def _store_channel(self, effect: fx.StoreServerChannel) -> Outcome[ServerEffect]:
         m = self.machine
         d = self._ports.store_channel(effect.record, self)
 
@@ -186,7 +187,7 @@ class ServerChannel(EffectRunner):
 
     # Once per payment: bound methods as the store's callbacks, no closures made each time.
 
-    def _store_payment(self, effect: fx.StorePayment) -> Outcome:
+    def _store_payment(self, effect: fx.StorePayment) -> Outcome[ServerEffect]:
         d = self._record_payment(self, effect.contract_txid, effect.best_value, effect.signature)
         return d.addCallbacks(self._payment_stored, self._payment_refused)
 
@@ -203,7 +204,7 @@ class ServerChannel(EffectRunner):
                           txid=_DisplayTxid(self.contract_txid or b""), why=f.getErrorMessage())
         return self.machine.payment_refused(f.getErrorMessage())
 
-    def _notify_payment(self, effect: fx.NotifyPayment) -> Outcome:
+    def _notify_payment(self, effect: fx.NotifyPayment) -> Outcome[ServerEffect]:
         if logs.verbose:  # once per payment: only when asked for (see ``logs``)
             self.log.debug("channel {txid}: payment +{increase} sat, total {total}",
                            txid=_DisplayTxid(effect.contract_txid), increase=effect.increase, total=effect.total)
@@ -230,7 +231,7 @@ class ServerChannel(EffectRunner):
     def _payment_ack_failed(self, f: Failure) -> Effects:
         return self.machine.payment_ack_failed(f.getErrorMessage())
 
-    def _channel_opened(self, effect: fx.ChannelOpened) -> Outcome:
+    def _channel_opened(self, effect: fx.ChannelOpened) -> Outcome[ServerEffect]:
         self.contract_txid = effect.contract_txid
         self.log.info("channel {txid}: open ({how})", txid=display_hex(effect.contract_txid),
                       how="resumed" if effect.resumed else "new")
@@ -240,7 +241,7 @@ class ServerChannel(EffectRunner):
         self.handler.channel_opened(effect.contract_txid)
         return None
 
-    def _settle_channel(self, effect: fx.SettleChannel) -> Outcome:
+    def _settle_channel(self, effect: fx.SettleChannel) -> Outcome[ServerEffect]:
         m = self.machine
         d = self._ports.settle(effect.contract_txid, effect.reason)
 
@@ -252,19 +253,31 @@ class ServerChannel(EffectRunner):
 
         return d.addCallbacks(lambda settlement: m.settled(settlement), failed)
 
-    #: Each effect's method, by the effect's type (see ``EffectRunner._PERFORMERS``).
-    _PERFORMERS: dict[type, Callable[[Any, Any], Outcome]] = {
-        fx.Send: _do_send,
-        fx.Close: _do_close,
-        fx.NewServerKey: _new_server_key,
-        fx.FindChannel: _find_channel,
-        fx.BroadcastContract: _broadcast_contract,
-        fx.StoreServerChannel: _store_channel,
-        fx.StorePayment: _store_payment,
-        fx.NotifyPayment: _notify_payment,
-        fx.ChannelOpened: _channel_opened,
-        fx.SettleChannel: _settle_channel,
-    }
+    def _perform(self, effect: ServerEffect) -> Outcome[ServerEffect]:
+        """Each effect to its method: the ones of every payment first (store, application,
+        ack), and ``assert_never`` last, so an effect added to ``ServerEffect`` without a
+        method here fails the type check."""
+        if isinstance(effect, fx.StorePayment):
+            return self._store_payment(effect)
+        if isinstance(effect, fx.NotifyPayment):
+            return self._notify_payment(effect)
+        if isinstance(effect, fx.Send):
+            return self._do_send(effect)
+        if isinstance(effect, fx.Close):
+            return self._do_close(effect)
+        if isinstance(effect, fx.NewServerKey):
+            return self._new_server_key(effect)
+        if isinstance(effect, fx.FindChannel):
+            return self._find_channel(effect)
+        if isinstance(effect, fx.BroadcastContract):
+            return self._broadcast_contract(effect)
+        if isinstance(effect, fx.StoreServerChannel):
+            return self._store_channel(effect)
+        if isinstance(effect, fx.ChannelOpened):
+            return self._channel_opened(effect)
+        if isinstance(effect, fx.SettleChannel):
+            return self._settle_channel(effect)
+        assert_never(effect)
 
     def _finish(self, reason: CloseReason) -> None:
         if self.close_reason is not None:
