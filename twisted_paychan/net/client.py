@@ -28,6 +28,7 @@ from twisted.python.failure import Failure
 from twisted_paychan import constants as C
 from twisted_paychan.channel.errors import ChannelClosed, CloseReason
 from twisted_paychan.channel.settings import ClientSettings, VersionSelector
+from twisted_paychan.store.interfaces import IChannelStore
 from twisted_paychan.net.client_channel import ChannelOpen, ClientChannel, PaymentAck
 from twisted_paychan.net.tcp import ChannelStreamProtocol, set_nodelay
 from twisted_paychan.channel.records import ClientChannelRecord, ClientChannelState
@@ -98,7 +99,7 @@ class ClientConnection:
 
 
 async def find_resumable(
-    store: Any, server_id: bytes, version: int, now: int
+    store: IChannelStore, server_id: bytes, version: int, now: int
 ) -> Optional[ClientChannelRecord]:
     for record in await store.client_channels():
         if (
