@@ -60,7 +60,7 @@ class Options(usage.Options):
         ["min-channel", None, 100_000, "Smallest channel value accepted, in satoshis.", _positive_int("min-channel")],
         ["min-payment", None, C.DEFAULT_MIN_PAYMENT, "Size of the initial payment required, in satoshis.",
          _positive_int("min-payment")],
-        ["versions", None, "1,2", "Protocol majors to speak: '1', '2' or '1,2'."],
+        ["versions", None, "1,2", "Protocol majors to speak: '1', '2' or '1,2' (a client asking for more gets the highest)."],
         ["time-window-min", None, C.DEFAULT_MIN_TIME_WINDOW, "Shortest channel lifetime granted, seconds.",
          _positive_int("time-window-min")],
         ["time-window-max", None, C.DEFAULT_MAX_TIME_WINDOW, "Longest channel lifetime granted, seconds.",

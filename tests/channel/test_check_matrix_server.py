@@ -128,10 +128,10 @@ def test_client_version_without_its_field():
     assert_refused(server_fresh(2).receive(bare(MT.CLIENT_VERSION)), SYNTAX, INVALID)
 
 
-@pytest.mark.parametrize("major", [0, 3, -1, 2**31 - 1])
+@pytest.mark.parametrize("major", [0, -1])
 def test_client_version_major_not_spoken(major):
-    """A.1 "CLIENT_VERSION with major not in {1,2}": NO_ACCEPTABLE_VERSION /
-    NO_ACCEPTABLE_VERSION, and no SERVER_VERSION (bitcoinj never offers a lower major)."""
+    """A.1 "CLIENT_VERSION with major not in {1,2}", when we speak nothing at or below it:
+    NO_ACCEPTABLE_VERSION / NO_ACCEPTABLE_VERSION, and no SERVER_VERSION."""
     body = assert_refused(
         server_fresh(2).receive(m.client_version(major)),
         ErrorCode.NO_ACCEPTABLE_VERSION,
@@ -140,10 +140,40 @@ def test_client_version_major_not_spoken(major):
     assert str(major) in body.explanation
 
 
-def test_client_version_major_not_configured():
-    """§3.2 step 2 (transcript c2_): a server limited to {1} refuses major 2 outright."""
+@pytest.mark.parametrize("major", [3, 2**31 - 1])
+def test_client_version_major_above_ours_gets_our_highest(major):
+    """A.1 "CLIENT_VERSION with major not in {1,2}", above ours: bitcoinj refuses with
+    NO_ACCEPTABLE_VERSION (it never offers a lower major, §3.2 step 2); we answer
+    SERVER_VERSION{2}, the highest we speak below the client's, and go on in v2 (the client
+    decides whether it can, §3.3 step 3)."""
+    s = server_fresh(2)
+    out = s.receive(m.client_version(major))
+    [server_version] = sent(out)
+    assert server_version.type == MT.SERVER_VERSION and server_version.server_version.major == 2
+    assert s.machine.major == 2 and of_kind(out, fx.NewServerKey) and not close_reasons(out)
+    assert sent_types(s.machine.server_key_ready(SERVER_KEY)) == [MT.INITIATE]
+    assert s.step is ServerStep.WAITING_ON_CONTRACT
+
+
+def test_client_version_major_not_configured_gets_lower_major():
+    """§3.2 step 2 (transcript c2_): a v1-only bitcoinj server refuses a v2 request outright, even
+    from a VERSION_2_ALLOW_1 client. Ours, limited to {1}, answers SERVER_VERSION{1} and goes on
+    in v1: INITIATE, then it waits for the v1 refund."""
     s = server_fresh(1, ServerSettings(fee_rate=1000, versions=frozenset({1})))
-    assert_refused(s.receive(m.client_version(2)), ErrorCode.NO_ACCEPTABLE_VERSION, CloseReason.NO_ACCEPTABLE_VERSION)
+    out = s.receive(m.client_version(2))
+    [server_version] = sent(out)
+    assert server_version.type == MT.SERVER_VERSION and server_version.server_version.major == 1
+    assert s.machine.major == 1 and of_kind(out, fx.NewServerKey) and not close_reasons(out)
+    assert sent_types(s.machine.server_key_ready(SERVER_KEY)) == [MT.INITIATE]
+    assert s.step is ServerStep.WAITING_ON_UNSIGNED_REFUND
+
+
+def test_client_version_below_ours_is_refused():
+    """§3.2 step 2: a server limited to {2} speaks nothing at or below a v1 request:
+    NO_ACCEPTABLE_VERSION / NO_ACCEPTABLE_VERSION (a server never offers a higher major)."""
+    s = server_fresh(2, ServerSettings(fee_rate=1000, versions=frozenset({2})))
+    body = assert_refused(s.receive(m.client_version(1)), ErrorCode.NO_ACCEPTABLE_VERSION, CloseReason.NO_ACCEPTABLE_VERSION)
+    assert "[2]" in body.explanation and "1" in body.explanation
 
 
 def client_version_with_hash(major: int, resume_hash: bytes) -> m.TwoWayChannelMessage:
@@ -206,6 +236,37 @@ def test_resume_refused_gets_initiate(version, why):
     s.receive(client_version_with_hash(version, bytes(reversed(record.contract_txid))))
     assert of_kind(s.machine.resume_found(record), fx.NewServerKey)
     assert sent_types(s.machine.server_key_ready(SERVER_KEY)) == [MT.INITIATE]
+
+
+V1_ONLY = ServerSettings(fee_rate=1000, versions=frozenset({1}))
+
+
+def test_resume_after_lower_major_of_another_version_gets_initiate():
+    """§3.2 with a lower major, §9.2, §13 item 27: a v1-only server asked for 2 with the hash of
+    a stored v2 channel answers SERVER_VERSION{1}, looks the channel up as usual and does not
+    resume it in v1 (bitcoinj would rebuild it in the stored version): INITIATE for a new v1
+    channel."""
+    record = stored_record(2)
+    s = server_fresh(1, V1_ONLY)
+    out = s.receive(client_version_with_hash(2, bytes(reversed(record.contract_txid))))
+    [server_version] = sent(out)
+    assert server_version.server_version.major == 1
+    [find] = of_kind(out, fx.FindChannel)
+    assert find.contract_txid == record.contract_txid
+    assert of_kind(s.machine.resume_found(record), fx.NewServerKey)
+    assert sent_types(s.machine.server_key_ready(SERVER_KEY)) == [MT.INITIATE]
+    assert s.step is ServerStep.WAITING_ON_UNSIGNED_REFUND
+
+
+def test_resume_after_lower_major_of_that_version_gets_channel_open():
+    """The same lookup finds a stored v1 channel (a stock bitcoinj client offers any stored
+    channel, whatever major it asks for): it is in the negotiated version, so it is resumed, and
+    bitcoinj rebuilds it in the negotiated major, v1 (§9.1 item 6)."""
+    record = stored_record(1)
+    s = server_fresh(1, V1_ONLY)
+    s.receive(client_version_with_hash(2, bytes(reversed(record.contract_txid))))
+    out = s.machine.resume_found(record)
+    assert sent_types(out) == [MT.CHANNEL_OPEN] and of_kind(out, fx.ChannelOpened)[0].resumed
 
 
 # -- PROVIDE_REFUND (v1) -----------------------------------------------------------------------

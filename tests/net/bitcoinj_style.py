@@ -1,13 +1,19 @@
-"""A client that writes frames the way stock bitcoinj does: the 4-byte length and the body as
-two separate writes, with Nagle's algorithm left on (no TCP_NODELAY)."""
+"""Peers that behave the way stock bitcoinj does on the wire: a client that writes the 4-byte
+length and the body as two separate writes, with Nagle's algorithm left on (no TCP_NODELAY),
+and a v1-only server that drops a client asking for another major."""
 
 from __future__ import annotations
 
 import socket
 import struct
-from typing import Any
+from typing import Any, Optional
+
+from twisted.internet.interfaces import IAddress
 
 from twisted_paychan.net.client import ClientChannelProtocol
+from twisted_paychan.net.server import PaymentChannelServerFactory, ServerChannelProtocol
+from twisted_paychan.net.server_channel import NullServerHandler
+from twisted_paychan.wire.messages import MessageType as MT
 from twisted_paychan.wire.framing import MessageProtocol
 
 
@@ -30,3 +36,21 @@ class BitcoinjStyleProtocol(ClientChannelProtocol):
         # bitcoinj does not ask for quick ACKs either.
         MessageProtocol.dataReceived(self, data)
 
+
+
+class BitcoinjV1OnlyServerProtocol(ServerChannelProtocol):
+    """A server that, like a stock bitcoinj server limited to version 1, never offers a lower
+    major: a CLIENT_VERSION asking for another one ends the connection with nothing on the wire
+    (bitcoinj's ERROR{NO_ACCEPTABLE_VERSION} is lost as it closes, recording c2). A v1 request
+    is served as usual."""
+
+    def messageReceived(self, msg: Any) -> None:
+        if msg.type == MT.CLIENT_VERSION and msg.client_version.major != 1:
+            self.transport.loseConnection()  # type: ignore[union-attr]
+            return
+        super().messageReceived(msg)
+
+
+class BitcoinjV1OnlyServerFactory(PaymentChannelServerFactory):
+    def buildProtocol(self, addr: Optional[IAddress]) -> Optional[ServerChannelProtocol]:
+        return BitcoinjV1OnlyServerProtocol(self, NullServerHandler())

@@ -74,8 +74,9 @@ async def test_disconnect_and_resume_over_tcp(tmp_path, version):
 
 @pytest_twisted.ensureDeferred
 async def test_v2_or_1_client_falls_back_to_v1_server(tmp_path):
-    """A VERSION_2_ALLOW_1 client whose server closes after a version-2 CLIENT_VERSION
-    reconnects once asking for version 1 (recording c2)."""
+    """A VERSION_2_ALLOW_1 client and our v1-only server: the server answers SERVER_VERSION{1}
+    and the client goes on in v1 (§3.3 step 3). The reconnect for a server that drops the
+    connection instead (recording c2) is in test_version_fallback_tcp.py."""
     net = Loopback(tmp_path, ServerSettings(fee_rate=1000, versions=frozenset({1})))
     await net.start()
     try:
@@ -95,7 +96,8 @@ async def test_v2_only_client_against_v1_server_fails(tmp_path):
     await net.start()
     try:
         settings = ClientSettings(channel_value=300_000, versions=VersionSelector.VERSION_2, fee_rate=1000)
-        with pytest.raises(ChannelClosed):
+        with pytest.raises(ChannelClosed) as e:
             await net.connect(settings)
+        assert e.value.reason is CloseReason.NO_ACCEPTABLE_VERSION
     finally:
         await net.stop()

@@ -161,15 +161,20 @@ class ServerMachine:
     # -- version negotiation and resume (§3.2, §9.2) -------------------------------------------
 
     def _on_client_version(self, cv: r.ClientVersion, now: int) -> list[ServerEffect]:
-        if cv.major not in self.settings.versions:
+        # Unlike bitcoinj, which refuses any major it does not speak (§3.2 step 2), offer the
+        # highest one we speak up to the client's: the protocol lets a server answer lower, and
+        # a client that cannot go on in it answers NO_ACCEPTABLE_VERSION itself (§3.3 step 3).
+        # A stock VERSION_2_ALLOW_1 client thus reaches a v1-only server.
+        spoken = [major for major in self.settings.versions if major <= cv.major]
+        if not spoken:
             raise RemoteProtocolError(
                 ErrorCode.NO_ACCEPTABLE_VERSION,
                 f"server speaks majors {sorted(self.settings.versions)}, client asked for {cv.major}",
                 CloseReason.NO_ACCEPTABLE_VERSION,
             )
-        self.major = cv.major
+        self.major = max(spoken)
         self.expiry = now + self.settings.clamp_time_window(cv.time_window_secs)
-        out: list[ServerEffect] = [fx.Send(m.server_version(cv.major))]
+        out: list[ServerEffect] = [fx.Send(m.server_version(self.major))]
         resume_hash = cv.previous_channel_contract_hash
         if resume_hash is not None and len(resume_hash) == 32:  # any other length is ignored (§9.2 step 1)
             self.step = ServerStep.LOOKING_UP_RESUME
@@ -188,8 +193,9 @@ class ServerMachine:
         if not still_here:
             return []
         if record.state is not ServerChannelState.OPEN or record.version != self.major:
-            # [Recommended] only resume a channel we can still pay on, in its own version;
-            # bitcoinj rebuilds it in the stored version whatever was negotiated (§9.2).
+            # [Recommended] only resume a channel we can still pay on, in its own version (the
+            # negotiated major, which may be lower than the client's); bitcoinj rebuilds it in
+            # the stored version whatever was negotiated (§9.2, §13 item 27).
             return self._new_channel_key()
         self.record = record
         self.expiry = record.expiry

@@ -2,9 +2,12 @@
 The payment-channel client over TCP (or any stream endpoint).
 
 ``connect`` returns a Deferred of a :class:`ClientConnection` once CHANNEL_OPEN arrives, for a
-new channel or a stored one it resumed. A client whose version selector allows version 1 and
-whose server drops the connection right after a version-2 CLIENT_VERSION (a v1-only bitcoinj
-server does exactly that, recording ``c2``) reconnects once asking for version 1.
+new channel or a stored one it resumed. A client whose version selector allows version 1 goes
+on in version 1 on the same connection when the server answers SERVER_VERSION with major 1
+(ours does when it speaks only v1, §3.3 step 3). It reconnects once asking for version 1 when
+the server drops the connection right after a version-2 CLIENT_VERSION (a v1-only bitcoinj
+server does exactly that, recording ``c2``), or when the server answers 1 to the resume of a
+stored version-2 channel, which is not resumed in another version (§9.1 item 6).
 
 Which stored channel to resume (§9.1): one for this server id, in the requested version, not
 settled, with value left, not past its expiry, and not in use by another connection of this
@@ -25,6 +28,7 @@ from twisted.python.failure import Failure
 from twisted_paychan import constants as C
 from twisted_paychan.channel.errors import ChannelClosed, CloseReason
 from twisted_paychan.channel.settings import ClientSettings, VersionSelector
+from twisted_paychan.store.interfaces import IChannelStore
 from twisted_paychan.net.client_channel import ChannelOpen, ClientChannel, PaymentAck
 from twisted_paychan.net.tcp import ChannelStreamProtocol, set_nodelay
 from twisted_paychan.channel.records import ClientChannelRecord, ClientChannelState
@@ -95,7 +99,7 @@ class ClientConnection:
 
 
 async def find_resumable(
-    store: Any, server_id: bytes, version: int, now: int
+    store: IChannelStore, server_id: bytes, version: int, now: int
 ) -> Optional[ClientChannelRecord]:
     for record in await store.client_channels():
         if (
@@ -144,7 +148,14 @@ async def _attempt(
             CloseReason.CONNECTION_CLOSED, CloseReason.REMOTE_SENT_ERROR
         ):
             # Closed before SERVER_VERSION: a v1-only server (bitcoinj's ERROR is lost and we
-            # see EOF; ours arrives as NO_ACCEPTABLE_VERSION). The caller may retry with v1.
+            # see EOF; a server that sends a readable ERROR{NO_ACCEPTABLE_VERSION} instead, as
+            # ours did before it offered a lower major, ends it as REMOTE_SENT_ERROR). The
+            # caller may retry with v1.
+            return None, protocol
+        if resume is not None and channel.close_reason is CloseReason.NO_ACCEPTABLE_VERSION:
+            # The server answered a lower major than our stored channel's, and we do not resume
+            # a channel in another version (§9.1 item 6): the caller may retry with v1, which
+            # offers a v1 channel or opens a new one.
             return None, protocol
         raise
     if resume is not None and opened.contract_txid != resume.contract_txid:
