@@ -180,7 +180,7 @@ class MessageProtocol(Int32StringReceiver):
 
     def makeConnection(self, transport: ITransport) -> None:
         self._startIdleTimer()
-        super().makeConnection(transport)
+        Int32StringReceiver.makeConnection(self, transport)
 
     def dataReceived(self, data: bytes) -> None:
         if self._condemned:
