@@ -7,8 +7,6 @@ from __future__ import annotations
 
 from zope.interface import Interface
 
-from twisted_paychan.channel.records import ServerChannelState
-
 
 class IChannelStore(Interface):
     """Durable records of both sides' channels.
@@ -16,6 +14,11 @@ class IChannelStore(Interface):
     Every write returns a Deferred that fires (with None) only when the write is durable; it
     fails if the write could not be made, and the caller must then not acknowledge or send.
     Reads return Deferreds too, so a store may live in another thread or process.
+
+    A record changes in two ways only: the money (b and sig_C, c) through the hot-path
+    ``record_payment`` / ``record_client_change``, and everything else through a compare-and-set
+    ``transition_*`` that names the state it expects. Every store applies the same rules to
+    both (``store.rules``), so a write the in-memory double accepts is one SQLite accepts.
     """
 
     # -- server side ------------------------------------------------------------------------
@@ -29,13 +32,25 @@ class IChannelStore(Interface):
         ``ChannelNotOpen`` unless the record is OPEN: a payment on a channel that is settling or
         whose contract failed is refused at the moment it would be stored."""
 
+    def transition_server(contract_txid: bytes, expected, new, **changes):
+        # -> Deferred[ServerChannelRecord]
+        """Compare-and-set: move a server record from state ``expected`` to ``new``, changing
+        only ``changes`` (``channel.states.SERVER_TRANSITION_FIELDS``), and fire with the new
+        record once durable. Fails with ``TransitionConflict`` (nothing written) when the stored
+        state is not ``expected``, then with ``channel.states.IllegalTransition`` (a bug of the
+        caller's, not a ``StoreError``) when the table has no edge ``expected -> new`` or a field
+        may not change; with ``UnknownChannel`` before either. Payments still only in a payment
+        log are in the returned record and stay stored.
+        Settlement starts with OPEN -> SETTLING: payments stored before it are in the record it
+        returns, and payments after it are refused (``ChannelNotOpen``)."""
+
     def update_server_channel(record):  # -> Deferred[None]
-        """Replace a stored server record (state changes, settlement)."""
+        """Replace a stored server record. Being replaced by ``transition_server``; do not use
+        in new code (a whole-record write can lose a payment stored since the record was read)."""
 
     def set_server_state(contract_txid: bytes, state, note: str = ""):  # -> Deferred[None]
-        """Change only a server record's state and note. Settlement starts with this (OPEN ->
-        SETTLING), so that from then on payments are refused while every payment stored
-        before it is in the record the settlement is built from."""
+        """Change only a server record's state and note, unchecked. Being replaced by
+        ``transition_server``; do not use in new code."""
 
     def server_channel(contract_txid: bytes):  # -> Deferred[ServerChannelRecord | None]
         """The record, or None."""
@@ -49,10 +64,18 @@ class IChannelStore(Interface):
         """Store a new client record (with its signed refund) before the contract is sent."""
 
     def record_client_change(contract_txid: bytes, client_change: int):  # -> Deferred[None]
-        """Durably set c before the payment that signs it is sent."""
+        """Durably set c before the payment that signs it is sent (the hot path, batched like
+        ``record_payment``). Fails with ``StoreError`` if c would go up, and with
+        ``ChannelNotOpen`` once the channel is settled or refunded."""
+
+    def transition_client(contract_txid: bytes, expected, new, **changes):
+        # -> Deferred[ClientChannelRecord]
+        """Compare-and-set on a client record, as ``transition_server`` (fields from
+        ``channel.states.CLIENT_TRANSITION_FIELDS``)."""
 
     def update_client_channel(record):  # -> Deferred[None]
-        """Replace a stored client record."""
+        """Replace a stored client record. Being replaced by ``transition_client``; do not use
+        in new code."""
 
     def client_channel(contract_txid: bytes):  # -> Deferred[ClientChannelRecord | None]
         """The record, or None."""
@@ -76,24 +99,20 @@ class UnknownChannel(StoreError):
     """No record with this contract txid."""
 
 
+class TransitionConflict(StoreError):
+    """A compare-and-set transition found another state than the one it expected: another
+    writer got there first. Nothing was written; re-read and decide again."""
+
+    def __init__(self, contract_txid: bytes, expected: str, actual: str) -> None:
+        super().__init__(f"channel {contract_txid.hex()} is {actual}, not {expected}")
+        self.expected = expected
+        self.actual = actual
+
+
 class ChannelNotOpen(StoreError):
-    """The channel no longer takes payments (settling, settled, or its contract failed)."""
+    """The channel no longer takes payments: a server channel that is not OPEN (settling,
+    stuck, finished, or its contract failed), a client channel that is settled or refunded."""
 
     def __init__(self, contract_txid: bytes, state: str) -> None:
         super().__init__(f"channel {contract_txid.hex()} is {state}")
         self.state = state
-
-
-def check_payment(contract_txid: bytes, state: str, stored: int, best_value: int) -> None:
-    """The rule every store applies to ``record_payment`` (given the stored state and b):
-    payments only on an OPEN channel, and b never goes down."""
-    if state != ServerChannelState.OPEN.value:
-        raise ChannelNotOpen(contract_txid, state)
-    if best_value < stored:
-        raise StoreError(f"refusing to lower b from {stored} to {best_value}")
-
-
-def check_change(stored: int, client_change: int) -> None:
-    """The rule the SQLite store applies to ``record_client_change``: c never goes up."""
-    if client_change > stored:
-        raise StoreError(f"refusing to raise c from {stored} to {client_change}")

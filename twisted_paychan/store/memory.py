@@ -1,6 +1,9 @@
 """
 In-memory channel store: the double of ``IChannelStore`` for tests and for embedding where
 durability is someone else's business. Writes "complete" at once (already-fired Deferreds).
+
+It refuses exactly what the SQLite store refuses, through the same checks (``store.rules``):
+a test that passes against it must not rely on a write SQLite would not make.
 """
 
 from __future__ import annotations
@@ -10,9 +13,16 @@ from typing import Optional
 from twisted.internet import defer
 from zope.interface import implementer
 
-from twisted_paychan.store.interfaces import DuplicateChannel, IChannelStore, StoreError, UnknownChannel, check_payment
 from twisted_paychan.channel.record_copy import replace_fields
-from twisted_paychan.channel.records import ClientChannelRecord, ServerChannelRecord, ServerChannelState
+from twisted_paychan.channel.records import (
+    ClientChannelRecord,
+    ClientChannelState,
+    ServerChannelRecord,
+    ServerChannelState,
+)
+from twisted_paychan.channel.states import IllegalTransition
+from twisted_paychan.store.interfaces import DuplicateChannel, IChannelStore, StoreError, UnknownChannel
+from twisted_paychan.store.rules import check_change, check_client_cas, check_payment, check_server_cas
 
 
 @implementer(IChannelStore)
@@ -37,6 +47,18 @@ class MemoryChannelStore:
             return defer.fail()
         self._server[contract_txid] = replace_fields(old, best_value=best_value, best_signature=signature)
         return defer.succeed(None)
+
+    def transition_server(self, contract_txid: bytes, expected: ServerChannelState, new: ServerChannelState,
+                          **changes: object) -> defer.Deferred[ServerChannelRecord]:
+        old = self._server.get(contract_txid)
+        if old is None:
+            return defer.fail(UnknownChannel(contract_txid.hex()))
+        try:
+            check_server_cas(contract_txid, old.state, expected, new, changes)
+        except (StoreError, IllegalTransition):
+            return defer.fail()
+        record = self._server[contract_txid] = replace_fields(old, state=new, **changes)
+        return defer.succeed(record)
 
     def update_server_channel(self, record: ServerChannelRecord) -> defer.Deferred[None]:
         if record.contract_txid not in self._server:
@@ -67,8 +89,24 @@ class MemoryChannelStore:
         old = self._client.get(contract_txid)
         if old is None:
             return defer.fail(UnknownChannel(contract_txid.hex()))
+        try:
+            check_change(contract_txid, old.state.value, old.client_change, client_change)
+        except StoreError:
+            return defer.fail()
         self._client[contract_txid] = replace_fields(old, client_change=client_change)
         return defer.succeed(None)
+
+    def transition_client(self, contract_txid: bytes, expected: ClientChannelState, new: ClientChannelState,
+                          **changes: object) -> defer.Deferred[ClientChannelRecord]:
+        old = self._client.get(contract_txid)
+        if old is None:
+            return defer.fail(UnknownChannel(contract_txid.hex()))
+        try:
+            check_client_cas(contract_txid, old.state, expected, new, changes)
+        except (StoreError, IllegalTransition):
+            return defer.fail()
+        record = self._client[contract_txid] = replace_fields(old, state=new, **changes)
+        return defer.succeed(record)
 
     def update_client_channel(self, record: ClientChannelRecord) -> defer.Deferred[None]:
         if record.contract_txid not in self._client:

@@ -38,19 +38,25 @@ from zope.interface import implementer
 
 from twisted_paychan.store import paylog
 from twisted_paychan.channel.record_copy import replace_fields
-from twisted_paychan.store.interfaces import (
-    DuplicateChannel,
-    IChannelStore,
-    StoreError,
-    UnknownChannel,
+from twisted_paychan.store.interfaces import DuplicateChannel, IChannelStore, StoreError, UnknownChannel
+from twisted_paychan.store.rules import (
+    CLIENT_PAYABLE,
+    SERVER_PAYABLE,
     check_change,
+    check_client_cas,
     check_payment,
+    check_server_cas,
 )
 from twisted_paychan.channel.records import (
     ClientChannelRecord,
     ClientChannelState,
     ServerChannelRecord,
     ServerChannelState,
+)
+from twisted_paychan.channel.states import (
+    IllegalTransition,
+    check_client_transition,
+    check_server_transition,
 )
 
 T = TypeVar("T")
@@ -100,6 +106,10 @@ CREATE TABLE IF NOT EXISTS meta (
     value           INTEGER NOT NULL
 );
 """
+
+#: The rules of ``store.rules`` as SQL, for the UPDATEs that check and write in one statement.
+_SERVER_PAYABLE_SQL = f"state = '{SERVER_PAYABLE.value}'"
+_CLIENT_PAYABLE_SQL = "state IN ({})".format(", ".join(sorted(f"'{s.value}'" for s in CLIENT_PAYABLE)))
 
 _SERVER_COLUMNS = (
     "contract_txid, version, contract, value, expiry, server_key, client_key, best_value, "
@@ -295,7 +305,7 @@ class SqliteChannelStore:
                 ).fetchone()
             else:
                 row = self._db.execute(
-                    "SELECT NULL, client_change FROM client_channels WHERE contract_txid = ?", (txid,)
+                    "SELECT state, client_change FROM client_channels WHERE contract_txid = ?", (txid,)
                 ).fetchone()
             if row is None:
                 raise UnknownChannel(txid.hex())
@@ -306,7 +316,7 @@ class SqliteChannelStore:
         if kind == paylog.SERVER_PAYMENT:
             check_payment(txid, str(state), current, value)
         else:
-            check_change(current, value)
+            check_change(txid, str(state), current, value)
 
     def _run_sql(self, batch: list[_Pending]) -> list[tuple[defer.Deferred, Any]]:
         """Run ``batch`` in one SQLite transaction that also absorbs the log (checkpoint)."""
@@ -410,6 +420,35 @@ class SqliteChannelStore:
                 return replace_fields(record, client_change=logged[0])
         return record
 
+    @staticmethod
+    def _compare_and_set(db: sqlite3.Connection, table: str, contract_txid: bytes,
+                         expected: ServerChannelState | ClientChannelState,
+                         new: ServerChannelState | ClientChannelState,
+                         changes: dict[str, object], legal: bool) -> None:
+        """A transition's write, inside the batch's transaction (which absorbed the payment log
+        first, so the row holds every logged payment and keeps it): one UPDATE whose WHERE is
+        the comparison, so the check and the write cannot be split. A refused or illegal one
+        is explained from the row by the same rules the memory store applies."""
+        if legal:
+            # The names were checked against the table's allowed fields: they are columns.
+            sets = ", ".join(["state = ?"] + [f"{name} = ?" for name in changes])
+            cur = db.execute(
+                f"UPDATE {table} SET {sets} WHERE contract_txid = ? AND state = ?",
+                (new.value, *changes.values(), contract_txid, expected.value),
+            )
+            if cur.rowcount == 1:
+                return
+        row = db.execute(f"SELECT state FROM {table} WHERE contract_txid = ?", (contract_txid,)).fetchone()
+        if row is None:
+            raise UnknownChannel(contract_txid.hex())
+        if isinstance(expected, ServerChannelState):
+            assert isinstance(new, ServerChannelState)
+            check_server_cas(contract_txid, ServerChannelState(row[0]), expected, new, changes)
+        else:
+            assert isinstance(new, ClientChannelState)
+            check_client_cas(contract_txid, ClientChannelState(row[0]), expected, new, changes)
+        raise AssertionError("the UPDATE refused a transition that passes every check")
+
     # -- server side --------------------------------------------------------------------------
 
     def add_server_channel(self, record: ServerChannelRecord) -> defer.Deferred[None]:
@@ -429,7 +468,7 @@ class SqliteChannelStore:
         def op(db: sqlite3.Connection) -> None:
             cur = db.execute(
                 "UPDATE server_channels SET best_value = ?, best_signature = ? "
-                "WHERE contract_txid = ? AND best_value <= ? AND state = 'open'",
+                f"WHERE contract_txid = ? AND best_value <= ? AND {_SERVER_PAYABLE_SQL}",
                 (best_value, signature, contract_txid, best_value),
             )
             if cur.rowcount != 1:
@@ -443,6 +482,24 @@ class SqliteChannelStore:
 
         slot = (paylog.SERVER_PAYMENT, contract_txid, best_value, signature) if len(signature) <= paylog.MAX_SIGNATURE else None
         return self._submit(op, True, slot)
+
+    def transition_server(self, contract_txid: bytes, expected: ServerChannelState, new: ServerChannelState,
+                          **changes: object) -> defer.Deferred[ServerChannelRecord]:
+        try:
+            check_server_transition(expected, new, changes)
+        except IllegalTransition:
+            legal = False
+        else:
+            legal = True
+
+        def op(db: sqlite3.Connection) -> ServerChannelRecord:
+            self._compare_and_set(db, "server_channels", contract_txid, expected, new, changes, legal)
+            row = db.execute(
+                f"SELECT {_SERVER_COLUMNS} FROM server_channels WHERE contract_txid = ?", (contract_txid,)
+            ).fetchone()
+            return _server_record(row)
+
+        return self._submit(op, True)
 
     def update_server_channel(self, record: ServerChannelRecord) -> defer.Deferred[None]:
         def op(db: sqlite3.Connection) -> None:
@@ -503,19 +560,38 @@ class SqliteChannelStore:
     def record_client_change(self, contract_txid: bytes, client_change: int) -> defer.Deferred[None]:
         def op(db: sqlite3.Connection) -> None:
             cur = db.execute(
-                "UPDATE client_channels SET client_change = ? WHERE contract_txid = ? AND client_change >= ?",
+                "UPDATE client_channels SET client_change = ? "
+                f"WHERE contract_txid = ? AND client_change >= ? AND {_CLIENT_PAYABLE_SQL}",
                 (client_change, contract_txid, client_change),
             )
             if cur.rowcount != 1:
                 row = db.execute(
-                    "SELECT client_change FROM client_channels WHERE contract_txid = ?", (contract_txid,)
+                    "SELECT client_change, state FROM client_channels WHERE contract_txid = ?", (contract_txid,)
                 ).fetchone()
                 if row is None:
                     raise UnknownChannel(contract_txid.hex())
-                check_change(row[0], client_change)
+                check_change(contract_txid, row[1], row[0], client_change)
                 raise AssertionError("the UPDATE refused a change that passes every check")
 
         return self._submit(op, True, (paylog.CLIENT_CHANGE, contract_txid, client_change, b""))
+
+    def transition_client(self, contract_txid: bytes, expected: ClientChannelState, new: ClientChannelState,
+                          **changes: object) -> defer.Deferred[ClientChannelRecord]:
+        try:
+            check_client_transition(expected, new, changes)
+        except IllegalTransition:
+            legal = False
+        else:
+            legal = True
+
+        def op(db: sqlite3.Connection) -> ClientChannelRecord:
+            self._compare_and_set(db, "client_channels", contract_txid, expected, new, changes, legal)
+            row = db.execute(
+                f"SELECT {_CLIENT_COLUMNS} FROM client_channels WHERE contract_txid = ?", (contract_txid,)
+            ).fetchone()
+            return _client_record(row)
+
+        return self._submit(op, True)
 
     def update_client_channel(self, record: ClientChannelRecord) -> defer.Deferred[None]:
         def op(db: sqlite3.Connection) -> None:

@@ -1,0 +1,69 @@
+"""
+The money rules every channel store applies, stated once.
+
+Each store (``memory``, ``sqlite`` and its payment log) calls these with what it has stored, at
+the moment it would write, so the in-memory double refuses exactly what SQLite refuses:
+
+- a server payment only on an OPEN channel, and b never lower (``check_payment``);
+- a client's c never higher, and not on a finished channel (``check_change``);
+- a state change only by compare-and-set from the state the caller expects, along an edge of
+  ``channel.states``'s table, changing only the fields that table allows (``check_server_cas``,
+  ``check_client_cas``).
+
+Where SQLite states a rule in an ``UPDATE ... WHERE`` (so the check and the write are one step),
+the same rule is also asked here to explain a refused UPDATE, and the constants below are what
+both read.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+from twisted_paychan.channel.records import ClientChannelState, ServerChannelState
+from twisted_paychan.channel.states import check_client_transition, check_server_transition
+from twisted_paychan.store.interfaces import ChannelNotOpen, StoreError, TransitionConflict
+
+#: The only server state that takes a payment: settlement starts by leaving it, so every
+#: payment stored is in the record the settlement is built from.
+SERVER_PAYABLE = ServerChannelState.OPEN
+#: Client states in which c may still be stored. EXPIRING still takes one: the payer may sign
+#: a last payment while its refund waits (that only moves money the payer chose to move); a
+#: settled or refunded channel is over and a payment on it is a bug.
+CLIENT_PAYABLE = frozenset({ClientChannelState.OPEN, ClientChannelState.EXPIRING})
+
+
+def check_payment(contract_txid: bytes, state: str, stored: int, best_value: int) -> None:
+    """``record_payment`` given the stored state and b: payments only on an OPEN channel
+    (``ChannelNotOpen``), and b never goes down (``StoreError``)."""
+    if state != SERVER_PAYABLE.value:
+        raise ChannelNotOpen(contract_txid, state)
+    if best_value < stored:
+        raise StoreError(f"refusing to lower b from {stored} to {best_value}")
+
+
+def check_change(contract_txid: bytes, state: str, stored: int, client_change: int) -> None:
+    """``record_client_change`` given the stored state and c: not on a finished channel
+    (``ChannelNotOpen``), and c never goes up (``StoreError``)."""
+    if ClientChannelState(state) not in CLIENT_PAYABLE:
+        raise ChannelNotOpen(contract_txid, state)
+    if client_change > stored:
+        raise StoreError(f"refusing to raise c from {stored} to {client_change}")
+
+
+def check_server_cas(contract_txid: bytes, stored: ServerChannelState, expected: ServerChannelState,
+                     new: ServerChannelState, changes: Mapping[str, object]) -> None:
+    """``transition_server`` given the stored state: ``TransitionConflict`` if another writer
+    moved the channel first, then ``IllegalTransition`` if the table has no such edge or a
+    field may not change. A conflict is reported first: the caller's decision was made on a
+    state that no longer holds, whatever it decided."""
+    if stored is not expected:
+        raise TransitionConflict(contract_txid, expected.value, stored.value)
+    check_server_transition(expected, new, changes)
+
+
+def check_client_cas(contract_txid: bytes, stored: ClientChannelState, expected: ClientChannelState,
+                     new: ClientChannelState, changes: Mapping[str, object]) -> None:
+    """``transition_client`` given the stored state, as ``check_server_cas``."""
+    if stored is not expected:
+        raise TransitionConflict(contract_txid, expected.value, stored.value)
+    check_client_transition(expected, new, changes)
