@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import enum
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Mapping, Optional, Union
 
 from twisted_paychan import constants as C
@@ -107,6 +107,9 @@ class ContractSpent:
     spending_tx: bytes
     confirmed: bool
     now: int
+    #: c as stored when the spend was seen: payments lower it without the lifecycle (the
+    #: connection's hot path), and the settlement must pay at least the latest one.
+    client_change: Optional[int] = None
 
 
 @dataclass(frozen=True)
@@ -431,6 +434,8 @@ class ClientLifecycle:
     def _spent(self, event: ContractSpent) -> list[Effect]:
         record = self.record
         assert record is not None
+        if event.client_change is not None and event.client_change < record.client_change:
+            self.record = record = replace(record, client_change=event.client_change)
         refund = event.spending_tx == record.refund
         if refund and not event.confirmed:
             return []  # our refund is in the mempool: wait for it to confirm

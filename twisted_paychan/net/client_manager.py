@@ -176,7 +176,15 @@ class ClientChannelManager:
 
     def _contract_spent(self, txid: bytes, event: SpendEvent) -> None:
         confirmed = event.status.state is TxState.CONFIRMED
-        self._feed(txid, lc.ContractSpent(event.spending_tx, confirmed, self._now()))
+
+        def spent(record: Optional[ClientChannelRecord]) -> None:
+            change = None if record is None else record.client_change
+            self._feed(txid, lc.ContractSpent(event.spending_tx, confirmed, self._now(), change))
+
+        d = self.store.client_channel(txid)  # for the latest c, which payments change
+        d.addCallback(spent)
+        d.addErrback(lambda f: self.log.failure("channel {txid}: reading it after a spend failed", f,
+                                                txid=display_hex(txid)))
 
     def _feed(self, txid: bytes, event: lc.Event) -> None:
         self._inbox.append((txid, event))
