@@ -98,7 +98,8 @@ class ClientConnection:
 async def find_resumable(
     store: Any, server_id: bytes, version: int, now: int
 ) -> Optional[ClientChannelRecord]:
-    for record in await store.client_channels():
+    records: list[ClientChannelRecord] = await store.client_channels()
+    for record in records:
         if (
             record.server_id == server_id
             and record.version == version

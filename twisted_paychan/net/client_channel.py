@@ -223,7 +223,7 @@ class ClientChannel(EffectRunner):
         m = self.machine
         d = defer.maybeDeferred(self.wallet.fund, effect.script_pubkey, effect.value, self.settings.fee_rate)
 
-        def funded(tx: Any) -> list:
+        def funded(tx: Any) -> list[Any]:
             crash_point("client-contract-funded")
             return m.contract_funded(tx, int(self.clock.seconds()))
 
@@ -232,21 +232,21 @@ class ClientChannel(EffectRunner):
     def _store_channel(self, effect: fx.StoreClientChannel) -> Outcome:
         m = self.machine
 
-        def stored(_: Any) -> list:
+        def stored(_: Any) -> list[Any]:
             crash_point("client-channel-stored")
             self.hooks.channel_stored(effect.record)
             return m.channel_stored()
 
-        return self.store.add_client_channel(effect.record).addCallback(stored)
+        d: defer.Deferred[None] = self.store.add_client_channel(effect.record)
+        return d.addCallback(stored)
 
     # Once per payment: a bound method as the store's callback, no closure made each time.
 
     def _store_change(self, effect: fx.StoreClientChange) -> Outcome:
-        return self.store.record_client_change(effect.contract_txid, effect.client_change).addCallback(
-            self._change_stored
-        )
+        d: defer.Deferred[None] = self.store.record_client_change(effect.contract_txid, effect.client_change)
+        return d.addCallback(self._change_stored)
 
-    def _change_stored(self, _: Any) -> list:
+    def _change_stored(self, _: Any) -> list[Any]:
         crash_point("client-change-stored")
         return self.machine.change_stored()
 

@@ -246,9 +246,9 @@ class ClientChannelManager:
         d = self.store.transition_client(txid, effect.expected, effect.new, **effect.changes)
 
         def failed(f: Failure) -> Any:
-            if f.check(StoreConflict):
+            if isinstance(f.value, StoreConflict):
                 return self.store.client_channel(txid).addCallback(lc.TransitionConflict)
-            if f.check(IllegalTransition):
+            if isinstance(f.value, IllegalTransition):
                 return lc.TransitionFailed(f"illegal transition: {f.getErrorMessage()}")
             self.log.failure("channel {txid}: storing {new} failed", f, txid=display_hex(txid), new=effect.new.value)
             return lc.TransitionFailed(f.getErrorMessage())
