@@ -97,10 +97,13 @@ def test_loaded_watches_and_arms_the_refund_timer():
     assert effects == [lc.WatchOutpoint(OutPoint(TXID, 0)), lc.ArmTimer(RECORD.expiry + C.CLIENT_REFUND_DELAY)]
 
 
-def test_loaded_without_refunds_only_watches():
-    """``paychan pay``: the connected channel is followed for its settlement, no refund timer."""
-    _, effects = loaded(refunds=False)
-    assert effects == [lc.WatchOutpoint(OutPoint(TXID, 0))]
+def test_loaded_without_refunds_watches_only_when_a_settlement_is_awaited():
+    """``paychan pay``: no refund timer; the contract output is watched once our CLOSE ended in
+    EOF (a stock bitcoinj server, §1.4), for the settlement on the chain."""
+    machine, effects = loaded(refunds=False)
+    assert effects == []
+    assert machine.handle(lc.SettlementAwaited()) == [lc.WatchOutpoint(OutPoint(TXID, 0))]
+    assert machine.handle(lc.SettlementAwaited()) == []
 
 
 def test_loaded_on_start_offers_the_contract_again():

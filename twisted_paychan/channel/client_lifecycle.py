@@ -93,6 +93,12 @@ class Loaded:
 
 
 @dataclass(frozen=True)
+class SettlementAwaited:
+    """Our CLOSE ended in EOF (a stock bitcoinj server, §1.4): watch for the settlement on the
+    chain, if the channel is not watched already."""
+
+
+@dataclass(frozen=True)
 class RefundDue:
     now: int
 
@@ -161,7 +167,7 @@ class TransitionFailed:
 
 
 Event = Union[
-    Loaded, RefundDue, BlockConnected, ContractSpent, SettlementReceived, ContractStatus,
+    Loaded, SettlementAwaited, RefundDue, BlockConnected, ContractSpent, SettlementReceived, ContractStatus,
     BroadcastAccepted, BroadcastRefused, TransitionStored, TransitionConflict, TransitionFailed,
 ]
 
@@ -338,6 +344,11 @@ class ClientLifecycle:
             return self._loaded(event)
         if self.record is None:
             raise AssertionError(f"{event!r} before Loaded")
+        if isinstance(event, SettlementAwaited):
+            if self.watching or self.finished:
+                return []
+            self.watching = True
+            return [WatchOutpoint(OutPoint(self.record.contract_txid, 0))]
         if isinstance(event, RefundDue):
             self.timer_armed = False
             if self.finished or not self.refunds:
@@ -377,12 +388,14 @@ class ClientLifecycle:
         if record.state in _FINISHED:
             return []  # a live machine watches its settlement until it confirms; a loaded one is done
         out: list[Effect] = []
-        if not self.watching:
+        self.refunds = self.refunds or event.refunds
+        if not self.watching and self.refunds:
+            # Without refunds (``paychan pay``) the output is watched only once a settlement is
+            # awaited from the chain (SettlementAwaited), as before.
             self.watching = True
             out.append(WatchOutpoint(OutPoint(record.contract_txid, 0)))
         if event.rebroadcast and record.state is S.OPEN:
             out.append(Broadcast(record.contract, TxRole.CONTRACT_ON_LOAD))
-        self.refunds = self.refunds or event.refunds
         if self.refunds and not self.timer_armed and not self.refund_due:
             self.timer_armed = True
             out.append(ArmTimer(refund_due_at(record)))

@@ -153,6 +153,13 @@ class ClientChannel(EffectRunner):
             self._run(self.machine.settle())
         return d
 
+    @property
+    def awaiting_settlement_from_chain(self) -> bool:
+        """``settle()`` ended in EOF after our CLOSE, without the server's settlement."""
+        settlement = self._settlement
+        return (settlement is not None and not settlement.called and self._settlement_tx is None
+                and self.close_reason is CloseReason.CLIENT_REQUESTED_CLOSE)
+
     def settled_on_chain(self, tx: bytes) -> None:
         """Completion from the channel's owner: the contract output was spent by ``tx``, not
         our refund, and the stored channel says so. A ``settle()`` that ended in EOF (a stock

@@ -51,6 +51,8 @@ class ClientChannelManager:
         self.clock = clock
         self._machines: dict[bytes, lc.ClientLifecycle] = {}
         self._connections: dict[bytes, ClientChannel] = {}
+        #: Connections over whose ``settle()`` waits for the settlement on the chain.
+        self._closed_waiting: dict[bytes, ClientChannel] = {}
         self._timers: dict[bytes, IDelayedCall] = {}
         self._watches: dict[bytes, Any] = {}
         self._block_watch: Any = None
@@ -137,6 +139,8 @@ class ClientChannelManager:
 
     def _attach(self, record: ClientChannelRecord, channel: ClientChannel) -> None:
         txid = record.contract_txid
+        if self._connections.get(txid) is channel:
+            return
         self._connections[txid] = channel
         channel.closed.addBoth(lambda r: self._detach(txid, channel, r))
         self._track(record)
@@ -144,6 +148,9 @@ class ClientChannelManager:
     def _detach(self, txid: bytes, channel: ClientChannel, result: Any) -> Any:
         if self._connections.get(txid) is channel:
             del self._connections[txid]
+            if channel.awaiting_settlement_from_chain:
+                self._closed_waiting[txid] = channel  # until the chain shows the settlement
+                self._feed(txid, lc.SettlementAwaited())
         return result
 
     def _settlement_received(self, record: ClientChannelRecord, tx: bytes) -> defer.Deferred[None]:
@@ -294,7 +301,7 @@ class ClientChannelManager:
             if event.note:
                 self.log.warn("channel {txid}: {note}", txid=txid, note=event.note)
             self.log.info("channel {txid}: settled", txid=txid)
-            connection = self._connections.get(event.contract_txid)
+            connection = self._connections.get(event.contract_txid) or self._closed_waiting.pop(event.contract_txid, None)
             if connection is not None and event.from_chain:
                 connection.settled_on_chain(event.tx)
         elif isinstance(event, lc.ChannelRefunded):
