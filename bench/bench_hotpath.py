@@ -80,7 +80,7 @@ class Link:
         self.to_client: collections.deque[bytes] = collections.deque()
         self.server = manager.connection(NullServerHandler(), self._to_client, self._closed)
         self.client = ClientChannel(
-            client_wallet, chain, MemoryChannelStore(),
+            client_wallet, MemoryChannelStore(),
             ClientSettings(channel_value=channel_value, versions=VERSIONS[version], fee_rate=1000),
             SERVER_ID, _fired(client_wallet.new_channel_key()), self._to_server, self._closed, self.clock,
         )

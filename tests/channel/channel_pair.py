@@ -13,6 +13,7 @@ from twisted_paychan.chain.memory import MemoryChain
 from twisted_paychan.channel.errors import CloseReason
 from twisted_paychan.channel.settings import ClientSettings, ServerSettings
 from twisted_paychan.net.client_channel import ClientChannel
+from twisted_paychan.net.client_manager import ClientChannelManager
 from twisted_paychan.net.server_channel import NullServerHandler, ServerChannel
 from twisted_paychan.net.server_manager import ServerChannelManager
 from twisted_paychan.store.memory import MemoryChannelStore
@@ -59,6 +60,9 @@ class Pair:
         self.server_settings = server_settings or ServerSettings(fee_rate=1000)
         self.channels = ServerChannelManager(self.server_wallet, self.chain, self.server_store, self.server_settings,
                                              self.clock)
+        #: The client's channels (not started: it follows the connected channels only, as
+        #: ``paychan pay`` does; a test that wants refunds calls ``start()``).
+        self.client_manager = ClientChannelManager(self.client_wallet, self.chain, self.client_store, self.clock)
         address = result_of(self.client_wallet.new_address())
         if chain_dir is None:
             self.chain.credit(address_to_script(address, REGTEST), funds)
@@ -93,9 +97,9 @@ class Pair:
         self.server_closed = self.client_closed = None
         self.server = self.channels.connection(handler or self.handler, lambda msg: self._put("s2c", msg),
                                                self._server_close)
-        self.client = ClientChannel(
-            self.client_wallet, self.chain, self.client_store, client_settings, SERVER_ID, self.client_key,
-            lambda msg: self._put("c2s", msg), self._client_close, self.clock, resume,
+        self.client = self.client_manager.new_connection(
+            client_settings, SERVER_ID, self.client_key,
+            lambda msg: self._put("c2s", msg), self._client_close, resume,
         )
         self.client.start()
         self.pump()

@@ -8,7 +8,6 @@ import pytest
 from channel_pair import Pair, result_of
 from twisted_paychan.channel.settings import ClientSettings, VersionSelector
 from twisted_paychan.chain.types import TxState
-from twisted_paychan.net.client_channels import ClientChannels
 from twisted_paychan.channel.records import ClientChannelState
 
 
@@ -35,7 +34,7 @@ def abandoned_channel(version):
 def test_refund_after_expiry_confirms(version):
     pair, txid = abandoned_channel(version)
     record = result_of(pair.client_store.client_channel(txid))
-    refunds = ClientChannels(pair.chain, pair.client_store, pair.clock)
+    refunds = pair.client_manager
     result_of(refunds.start())
     # Time passes block by block (10 minutes each) until well past E.
     while pair.clock.seconds() < record.expiry + 3 * 3600:
@@ -58,7 +57,7 @@ def test_refund_waits_for_median_time_past(version):
     refused as non-final, and accepted blocks later (a bitcoinj bug: it tried once)."""
     pair, txid = abandoned_channel(version)
     record = result_of(pair.client_store.client_channel(txid))
-    refunds = ClientChannels(pair.chain, pair.client_store, pair.clock)
+    refunds = pair.client_manager
     result_of(refunds.start())
     # Blocks came regularly until now; then jump to just past E + 300 and mine one block.
     pair.clock.advance(record.expiry + 300 - pair.clock.seconds())
@@ -78,7 +77,7 @@ def test_refund_waits_for_median_time_past(version):
 
 def test_settlement_on_chain_is_recorded_not_refunded(version):
     pair, txid = abandoned_channel(version)
-    refunds = ClientChannels(pair.chain, pair.client_store, pair.clock)
+    refunds = pair.client_manager
     result_of(refunds.start())
     settlement = result_of(pair.channels.settle(txid))
     pair.clock.advance(0)
@@ -90,7 +89,6 @@ def test_a_spend_that_does_not_pay_our_change_is_flagged(version):
     """Learning the outcome from the chain, the client checks that the settlement pays its
     change; a spend of the contract that does not is recorded with a note saying so."""
     from bitcoin.core import COutPoint, CMutableTransaction, CMutableTxIn, CMutableTxOut, CScript
-    from twisted.internet import defer
 
     from twisted_paychan.chain.types import OutPoint, SpendEvent, TxStatus
     from twisted_paychan.channel.validation import settlement_pays_change
@@ -100,8 +98,8 @@ def test_a_spend_that_does_not_pay_our_change_is_flagged(version):
     short = CMutableTransaction([CMutableTxIn(COutPoint(txid, 0))],
                                 [CMutableTxOut(record.client_change - 1, CScript(b"\x51"))]).serialize()
     assert not settlement_pays_change(short, record.client_key, record.client_change)
-    refunds = ClientChannels(pair.chain, pair.client_store, pair.clock)
+    refunds = pair.client_manager
     event = SpendEvent(OutPoint(txid, 0), b"\x55" * 32, short, TxStatus(TxState.CONFIRMED, 1))
-    result_of(defer.ensureDeferred(refunds._record_spend(txid, event)))
+    refunds._contract_spent(txid, event)  # what the contract output's watch delivers
     got = result_of(pair.client_store.client_channel(txid))
     assert got.state is ClientChannelState.SETTLED and "does not pay our change" in got.note

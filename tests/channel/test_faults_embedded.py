@@ -14,7 +14,6 @@ from bitcoin.core import CTransaction
 from channel_pair import Pair, result_of
 from twisted_paychan.chain.types import TxState
 from twisted_paychan.channel.settings import ClientSettings, VersionSelector
-from twisted_paychan.net.client_channels import ClientChannels
 from twisted_paychan.net.server_manager import ServerChannelManager
 from twisted_paychan.channel.records import ClientChannelState, ServerChannelState
 
@@ -47,7 +46,7 @@ def test_server_vanishes_client_refund_confirms(tmp_path, version):
     client.disconnect()
     pair.pump()
     record = result_of(pair.client_store.client_channel(txid))
-    refunds = ClientChannels(pair.chain, pair.client_store, pair.clock)
+    refunds = pair.client_manager
     result_of(refunds.start())
     while pair.clock.seconds() < record.expiry + 4 * 3600:
         pair.mine(1)
@@ -86,7 +85,7 @@ def test_both_act_near_expiry_exactly_one_confirms(tmp_path, version):
     pair.pump()
     pair.channels.stop()  # server down
     record = result_of(pair.client_store.client_channel(txid))
-    refunds = ClientChannels(pair.chain, pair.client_store, pair.clock)
+    refunds = pair.client_manager
     result_of(refunds.start())
     while pair.clock.seconds() < record.expiry + 3 * 3600:
         pair.mine(1)  # the refund becomes final and is broadcast on one of these blocks...

@@ -36,10 +36,12 @@ SERVER_TRANSITIONS: Mapping[ServerChannelState, frozenset[ServerChannelState]] =
     S.REFUNDED: frozenset(),
 }
 
+#: The edges of ``channel.client_lifecycle.LIFECYCLE``, which says what takes each one (a test
+#: checks they are equal).
 CLIENT_TRANSITIONS: Mapping[ClientChannelState, frozenset[ClientChannelState]] = {
     # Refund due; settlement seen (CLOSE from the server, or on the chain); our refund confirmed.
     C.OPEN: frozenset({C.EXPIRING, C.SETTLED, C.REFUNDED}),
-    C.EXPIRING: frozenset({C.EXPIRING, C.SETTLED, C.REFUNDED}),
+    C.EXPIRING: frozenset({C.SETTLED, C.REFUNDED}),
     # A settlement seen in a mempool may be replaced by another spend before one confirms.
     C.SETTLED: frozenset({C.SETTLED, C.REFUNDED}),
     C.REFUNDED: frozenset(),

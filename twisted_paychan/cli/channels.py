@@ -17,6 +17,7 @@ from twisted_paychan.bitcoin.txid import txid as txid_of
 from twisted_paychan.chain.types import display_hex
 from twisted_paychan.channel.records import ClientChannelRecord, ServerChannelRecord
 from twisted_paychan.cli.output import Output, UserError, format_sat
+from twisted_paychan.net.client_manager import ClientChannelManager
 from twisted_paychan.store.sqlite import StoreLocked, open_store
 
 
@@ -73,7 +74,8 @@ async def run_channels(reactor: Any, args: argparse.Namespace, out: Output) -> i
     except StoreLocked:
         raise UserError(f"the channel store in {args.data_dir} is in use by a running paychan process") from None
     try:
-        rows = server_rows(await store.server_channels()) + client_rows(await store.client_channels())
+        clients = ClientChannelManager(None, None, store, reactor)  # asked, not started: it only reads
+        rows = server_rows(await store.server_channels()) + client_rows(await clients.list_channels())
     finally:
         await store.close()
     lines = [f"{len(rows)} channel(s)"]

@@ -32,6 +32,7 @@ from twisted_paychan.cli.output import Output, UserError
 from twisted_paychan.cli.wallet import WALLET_FILE
 from twisted_paychan.net.client import connect
 from twisted_paychan.net.client_channel import SettledOnChain
+from twisted_paychan.net.client_manager import ClientChannelManager
 from twisted_paychan.store.sqlite import StoreLocked, open_store
 from twisted_paychan.wallet import SqliteWallet
 
@@ -86,13 +87,21 @@ async def run_pay(reactor: Any, args: argparse.Namespace, out: Output) -> int:
 
 async def _pay(reactor: Any, args: Any, out: Output, wallet: Any, chain: Any, store: Any,
                settings: ClientSettings, server_id: bytes, info: Any) -> int:
-    from twisted_paychan.net.client_channels import release_abandoned_contracts
+    manager = ClientChannelManager(wallet, chain, store, reactor)
+    try:
+        return await _pay_with(reactor, args, out, manager, settings, server_id, info)
+    finally:
+        manager.stop()
 
-    for txid in await release_abandoned_contracts(wallet, store, chain):
+
+async def _pay_with(reactor: Any, args: Any, out: Output, manager: ClientChannelManager,
+                    settings: ClientSettings, server_id: bytes, info: Any) -> int:
+    for txid in await manager.release_abandoned_contracts():
         out.stderr.write(f"released the coins of contract {display_hex(txid)}, never sent (a crash?)\n")
     endpoint = clientFromString(reactor, args.server)
     try:
-        conn = await connect(reactor, endpoint, wallet, chain, store, settings, server_id, None)
+        conn = await connect(reactor, endpoint, manager.wallet, manager.chain, manager.store, settings, server_id,
+                             None, manager=manager)
     except ChannelClosed as e:
         raise UserError(f"could not open a channel: {e}") from None
     except (ConnectError, ConnectionError) as e:

@@ -16,7 +16,7 @@ from twisted.internet.defer import Deferred
 
 from twisted_paychan.cli.chains import open_chain
 from twisted_paychan.cli.output import Output, UserError
-from twisted_paychan.net.client_channels import ClientChannels
+from twisted_paychan.net.client_manager import ClientChannelManager
 from twisted_paychan.store.sqlite import StoreLocked, open_store
 
 
@@ -31,7 +31,7 @@ async def run_watch(reactor: Any, args: argparse.Namespace, out: Output) -> int:
     except StoreLocked:
         await access.close()
         raise UserError(f"the channel store in {args.data_dir} is in use by another paychan process") from None
-    channels = ClientChannels(access.chain, store, reactor)
+    channels = ClientChannelManager(None, access.chain, store, reactor)  # no wallet: it only watches
     stopped: Deferred[None] = Deferred()
 
     def shut_down() -> "Deferred[None]":

@@ -29,7 +29,8 @@ from twisted_paychan import constants as C
 from twisted_paychan.channel.errors import ChannelClosed, CloseReason
 from twisted_paychan.channel.settings import ClientSettings, VersionSelector
 from twisted_paychan.store.interfaces import IChannelStore
-from twisted_paychan.net.client_channel import ChannelOpen, ClientChannel, PaymentAck
+from twisted_paychan.net.client_channel import ChannelOpen, ClientChannel, PaymentAck, Settlement
+from twisted_paychan.net.client_manager import ClientChannelManager
 from twisted_paychan.net.tcp import ChannelStreamProtocol, set_nodelay
 from twisted_paychan.channel.records import ClientChannelRecord, ClientChannelState
 from twisted_paychan.wire.framing import CloseKind
@@ -90,7 +91,7 @@ class ClientConnection:
     def pay(self, amount: int, info: Optional[bytes] = None) -> defer.Deferred[PaymentAck]:
         return self.channel.pay(amount, info)
 
-    def settle(self) -> defer.Deferred[Any]:
+    def settle(self) -> defer.Deferred[Settlement]:
         return self.channel.settle()
 
     def disconnect(self) -> None:
@@ -101,7 +102,8 @@ class ClientConnection:
 async def find_resumable(
     store: IChannelStore, server_id: bytes, version: int, now: int
 ) -> Optional[ClientChannelRecord]:
-    for record in await store.client_channels():
+    records: list[ClientChannelRecord] = await store.client_channels()
+    for record in records:
         if (
             record.server_id == server_id
             and record.version == version
@@ -115,7 +117,7 @@ async def find_resumable(
 
 
 async def _attempt(
-    reactor: Any, endpoint: IStreamClientEndpoint, wallet: Any, chain: Any, store: Any,
+    reactor: Any, endpoint: IStreamClientEndpoint, wallet: Any, store: Any, manager: ClientChannelManager,
     settings: ClientSettings, server_id: bytes, signer: Any, protocol_class: type,
 ) -> tuple[Optional[ClientConnection], Optional[ClientChannelProtocol]]:
     now = int(reactor.seconds())
@@ -128,7 +130,7 @@ async def _attempt(
         signer = await wallet.new_channel_key()
 
     def make_channel(send: Any, close: Any) -> ClientChannel:
-        return ClientChannel(wallet, chain, store, settings, server_id, signer, send, close, reactor, resume)
+        return manager.new_connection(settings, server_id, signer, send, close, resume)
 
     factory = Factory.forProtocol(lambda: protocol_class(make_channel, reactor, settings.handshake_timeout))
     try:
@@ -180,20 +182,25 @@ def connect(
     signer: Any,
     *,
     protocol_class: type = ClientChannelProtocol,
+    manager: Optional[ClientChannelManager] = None,
 ) -> defer.Deferred[ClientConnection]:
     """Open (or resume) a channel to the server at ``endpoint``; see the module docstring.
     ``signer`` is the client channel key; None takes the stored channel's key for a resume and
     a fresh wallet key for a new channel. ``protocol_class`` (a :class:`ClientChannelProtocol` subclass) lets a test or an embedding
-    application change how frames are written."""
+    application change how frames are written. ``manager`` owns the channel once it is stored
+    or resumed (an application passes its own; without one, a manager that follows only this
+    connection's channel is made for it)."""
+    if manager is None:
+        manager = ClientChannelManager(wallet, chain, store, reactor)
 
     async def run() -> ClientConnection:
-        connection, protocol = await _attempt(reactor, endpoint, wallet, chain, store, settings, server_id, signer, protocol_class)
+        connection, protocol = await _attempt(reactor, endpoint, wallet, store, manager, settings, server_id, signer, protocol_class)
         if connection is not None:
             return connection
         assert protocol is not None and protocol.channel is not None
         if settings.versions is VersionSelector.VERSION_2_ALLOW_1:
             v1 = replace(settings, versions=VersionSelector.VERSION_1)
-            connection, protocol = await _attempt(reactor, endpoint, wallet, chain, store, v1, server_id, signer, protocol_class)
+            connection, protocol = await _attempt(reactor, endpoint, wallet, store, manager, v1, server_id, signer, protocol_class)
             if connection is not None:
                 return connection
         assert protocol is not None

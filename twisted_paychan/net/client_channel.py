@@ -5,17 +5,25 @@ A client channel for any transport: the Deferred-returning API over the sans-IO
 ``opened`` fires once CHANNEL_OPEN arrives (new or resumed channel); ``pay`` returns a Deferred
 of a :class:`PaymentAck`; ``settle`` returns a Deferred of the settlement transaction, which
 comes either in the server's CLOSE or, from a stock bitcoinj server that only closes the socket
-(§1.4), from the chain (:class:`SettledOnChain`). Every pending Deferred fails with
-:class:`ChannelClosed` and the close reason on ERROR, EOF and disconnect.
+(§1.4), from the chain (:class:`SettledOnChain`, delivered by the channel's owner through
+``settled_on_chain``). Every pending Deferred fails with :class:`ChannelClosed` and the close
+reason on ERROR, EOF and disconnect, and when the server's answer does not come within
+``ClientSettings.reply_timeout`` seconds (the connection is then closed; the channel stays
+stored and resumable).
+
+This object writes only what the connection machine asks for (the new channel, c before each
+payment). What happens to the stored channel afterwards (a settlement, a refund) belongs to its
+lifecycle machine, owned by ``ClientChannelManager``: the two :class:`ConnectionHooks` tell it
+that a channel was stored and that the server's CLOSE carried a settlement.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import Any, Callable, Optional
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Union
 
 from twisted.internet import defer
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from typing_extensions import assert_never
@@ -23,13 +31,12 @@ from typing_extensions import assert_never
 from twisted_paychan.channel import effects as fx
 from twisted_paychan.channel.effects import ClientEffect
 from twisted_paychan.faults import crash_point
-from twisted_paychan.net.client_channels import settlement_note
 from twisted_paychan.net.effect_runner import EffectRunner, Outcome
 from twisted_paychan.channel.client import ClientMachine
 from twisted_paychan.channel.errors import ChannelClosed, CloseReason
 from twisted_paychan.channel.settings import ClientSettings
-from twisted_paychan.chain.types import OutPoint, SpendEvent, display_hex
-from twisted_paychan.channel.records import ClientChannelRecord, ClientChannelState
+from twisted_paychan.chain.types import display_hex
+from twisted_paychan.channel.records import ClientChannelRecord
 from twisted_paychan.wire import received
 from twisted_paychan.wire.messages import TwoWayChannelMessage
 
@@ -54,6 +61,26 @@ class SettledOnChain:
     tx: bytes
 
 
+#: What ``settle()`` fires with: the settlement from the server's CLOSE, or found on the chain.
+Settlement = Union[bytes, SettledOnChain]
+
+
+def _no_settlement_store(record: ClientChannelRecord, tx: bytes) -> defer.Deferred[None]:
+    return defer.succeed(None)
+
+
+@dataclass(frozen=True)
+class ConnectionHooks:
+    """How a connection tells its channel's owner what happened to the stored channel. Called,
+    never written into: the owner decides what to store."""
+
+    #: The new channel is stored (its refund too): the owner starts following it.
+    channel_stored: Callable[[ClientChannelRecord], None] = lambda record: None
+    #: The server's CLOSE carried this settlement; the connection closes once the Deferred
+    #: fires (the owner has stored it).
+    settlement_received: Callable[[ClientChannelRecord, bytes], defer.Deferred[None]] = _no_settlement_store
+
+
 class ClientChannel(EffectRunner[ClientEffect]):
     """One connection to a server, client side, over any transport."""
 
@@ -62,7 +89,6 @@ class ClientChannel(EffectRunner[ClientEffect]):
     def __init__(
         self,
         wallet: Any,
-        chain: Any,
         store: Any,
         settings: ClientSettings,
         server_id: bytes,
@@ -71,11 +97,13 @@ class ClientChannel(EffectRunner[ClientEffect]):
         close: Callable[[CloseReason], None],
         clock: IReactorTime,
         resume: Optional[ClientChannelRecord] = None,
+        *,
+        hooks: ConnectionHooks = ConnectionHooks(),
     ) -> None:
         super().__init__()
         self.wallet = wallet
-        self.chain = chain
         self.store = store
+        self.hooks = hooks
         self.settings = settings
         self.machine = ClientMachine(settings, server_id, signer, resume)
         self._send = send
@@ -86,10 +114,14 @@ class ClientChannel(EffectRunner[ClientEffect]):
         #: Fires with the close reason when the connection is over.
         self.closed: defer.Deferred[CloseReason] = defer.Deferred()
         self._payment: Optional[defer.Deferred[PaymentAck]] = None
-        self._settlement: Optional[defer.Deferred[Any]] = None
+        self._settlement: Optional[defer.Deferred[Settlement]] = None
         self._settlement_tx: Optional[bytes] = None
-        self._settle_waiters: list[defer.Deferred[Any]] = []
-        self._settle_outcome: Any = None
+        #: A settlement the owner found on the chain (``settled_on_chain``).
+        self._chain_settlement: Optional[bytes] = None
+        self._settle_waiters: list[defer.Deferred[Settlement]] = []
+        self._settle_outcome: Union[None, Settlement, Failure] = None
+        #: The reply_timeout timer of the answer we wait for (PAYMENT_ACK, or CLOSE after ours).
+        self._reply_timer: Optional[IDelayedCall] = None
 
     @property
     def record(self) -> Optional[ClientChannelRecord]:
@@ -105,12 +137,13 @@ class ClientChannel(EffectRunner[ClientEffect]):
         effects = self.machine.pay(amount, info, int(self.clock.seconds()))
         d: defer.Deferred[PaymentAck] = defer.Deferred()
         self._payment = d
+        self._wait_for_reply("PAYMENT_ACK")
         self._run(effects)
         return d
 
-    def settle(self) -> defer.Deferred[Any]:
+    def settle(self) -> defer.Deferred[Settlement]:
         """Ask the server to settle; fires with the settlement tx bytes or SettledOnChain."""
-        d: defer.Deferred[Any] = defer.Deferred()
+        d: defer.Deferred[Settlement] = defer.Deferred()
         first = self._settlement is None
         if first:
             self._settlement = defer.Deferred()
@@ -119,8 +152,47 @@ class ClientChannel(EffectRunner[ClientEffect]):
         if self._settle_outcome is not None:
             self._settled(self._settle_outcome)
         elif first:
+            if self.close_reason is None:
+                self._wait_for_reply("CLOSE")
             self._run(self.machine.settle())
         return d
+
+    @property
+    def awaiting_settlement_from_chain(self) -> bool:
+        """``settle()`` ended in EOF after our CLOSE, without the server's settlement."""
+        settlement = self._settlement
+        return (settlement is not None and not settlement.called and self._settlement_tx is None
+                and self.close_reason is CloseReason.CLIENT_REQUESTED_CLOSE)
+
+    def settled_on_chain(self, tx: bytes) -> None:
+        """Completion from the channel's owner: the contract output was spent by ``tx``, not
+        our refund, and the stored channel says so. A ``settle()`` that ended in EOF (a stock
+        bitcoinj server, §1.4) fires with it."""
+        self._chain_settlement = tx
+        settlement = self._settlement
+        if settlement is not None and not settlement.called and self.close_reason is CloseReason.CLIENT_REQUESTED_CLOSE:
+            settlement.callback(SettledOnChain(tx))
+
+    # -- reply_timeout ------------------------------------------------------------------------
+
+    def _wait_for_reply(self, what: str) -> None:
+        timeout = self.settings.reply_timeout
+        if timeout is None or self._reply_timer is not None:
+            return
+        self._reply_timer = self.clock.callLater(timeout, self._reply_timed_out, what, timeout)
+
+    def _reply_came(self) -> None:
+        timer, self._reply_timer = self._reply_timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    def _reply_timed_out(self, what: str, timeout: float) -> None:
+        """The server did not answer in time: fail what waits, with the reason, and close. The
+        channel stays stored; a later connection resumes it."""
+        self._reply_timer = None
+        self.log.warn("no {what} within {timeout} s (reply_timeout); closing", what=what, timeout=timeout)
+        self._finish(CloseReason.CONNECTION_CLOSED, f"no {what} from the server within {timeout:g} s (reply_timeout)")
+        self._run(self.machine.disconnect())
 
     def _settled(self, outcome: Any) -> None:
         """Hand the settlement outcome to everyone who asked for it (each their own Deferred)."""
@@ -162,7 +234,7 @@ class ClientChannel(EffectRunner[ClientEffect]):
         m = self.machine
         d = defer.maybeDeferred(self.wallet.fund, effect.script_pubkey, effect.value, self.settings.fee_rate)
 
-        def funded(tx: Any) -> list:
+        def funded(tx: Any) -> list[Any]:
             crash_point("client-contract-funded")
             return m.contract_funded(tx, int(self.clock.seconds()))
 
@@ -171,20 +243,21 @@ class ClientChannel(EffectRunner[ClientEffect]):
     def _store_channel(self, effect: fx.StoreClientChannel) -> Outcome[ClientEffect]:
         m = self.machine
 
-        def stored(_: Any) -> list:
+        def stored(_: Any) -> list[Any]:
             crash_point("client-channel-stored")
+            self.hooks.channel_stored(effect.record)
             return m.channel_stored()
 
-        return self.store.add_client_channel(effect.record).addCallback(stored)
+        d: defer.Deferred[None] = self.store.add_client_channel(effect.record)
+        return d.addCallback(stored)
 
     # Once per payment: a bound method as the store's callback, no closure made each time.
 
     def _store_change(self, effect: fx.StoreClientChange) -> Outcome[ClientEffect]:
-        return self.store.record_client_change(effect.contract_txid, effect.client_change).addCallback(
-            self._change_stored
-        )
+        d: defer.Deferred[None] = self.store.record_client_change(effect.contract_txid, effect.client_change)
+        return d.addCallback(self._change_stored)
 
-    def _change_stored(self, _: Any) -> list:
+    def _change_stored(self, _: Any) -> list[Any]:
         crash_point("client-change-stored")
         return self.machine.change_stored()
 
@@ -204,19 +277,18 @@ class ClientChannel(EffectRunner[ClientEffect]):
         return None
 
     def _payment_acked(self, effect: fx.PaymentAcked) -> Outcome[ClientEffect]:
+        self._reply_came()
         waiting, self._payment = self._payment, None
         if waiting is not None:
             waiting.callback(PaymentAck(effect.amount, effect.info))
         return None
 
     def _settlement_seen(self, effect: fx.SettlementSeen) -> Outcome[ClientEffect]:
+        """The owner stores it (by its lifecycle machine) before the connection closes."""
         self._settlement_tx = effect.tx
         record = self.machine.record
         assert record is not None
-        settled = replace(record, state=ClientChannelState.SETTLED, close_tx=effect.tx,
-                          updated_at=int(self.clock.seconds()))
-        self.machine.record = settled
-        return self.store.update_client_channel(settled).addCallback(lambda _: [])
+        return self.hooks.settlement_received(record, effect.tx).addCallback(lambda _: [])
 
     def _perform(self, effect: ClientEffect) -> Outcome[ClientEffect]:
         """Each effect to its method: the ones of every payment first (store c, send, ack), and
@@ -248,6 +320,7 @@ class ClientChannel(EffectRunner[ClientEffect]):
         if self.close_reason is not None:
             return
         self.close_reason = reason
+        self._reply_came()
         self._close(reason)
         self.closed.callback(reason)
         error = ChannelClosed(reason, detail)
@@ -262,33 +335,9 @@ class ClientChannel(EffectRunner[ClientEffect]):
         if self._settlement_tx is not None:
             settlement.callback(self._settlement_tx)
         elif reason is CloseReason.CLIENT_REQUESTED_CLOSE and self.machine.record is not None:
-            self._learn_settlement_from_chain(settlement)
+            # A stock bitcoinj server closes without its CLOSE (§1.4): the owner's lifecycle
+            # machine watches the contract output and answers with ``settled_on_chain``.
+            if self._chain_settlement is not None:
+                settlement.callback(SettledOnChain(self._chain_settlement))
         else:
             settlement.errback(error)
-
-    def _learn_settlement_from_chain(self, settlement: defer.Deferred[Any]) -> None:
-        """A stock bitcoinj server closes without its CLOSE (§1.4): watch the contract output
-        and record the transaction that spends it as the settlement."""
-        record = self.machine.record
-        assert record is not None
-        watch: list = []
-
-        def spent(event: SpendEvent) -> None:
-            if settlement.called:
-                return
-            for w in watch:
-                w.cancel()
-            current = self.machine.record
-            assert current is not None
-            note = settlement_note(event.spending_tx, current)  # checks it pays our change
-            if note:
-                self.log.warn("channel {txid}: {note}", txid=display_hex(current.contract_txid), note=note)
-            settled = replace(current, state=ClientChannelState.SETTLED, close_tx=event.spending_tx, note=note,
-                              updated_at=int(self.clock.seconds()))
-            self.machine.record = settled
-            d = self.store.update_client_channel(settled)
-            d.addCallback(lambda _: settlement.callback(SettledOnChain(event.spending_tx)))
-            d.addErrback(settlement.errback)
-
-        watch.append(self.chain.watch_spend(OutPoint(record.contract_txid, 0), spent))
-

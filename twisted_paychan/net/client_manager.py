@@ -1,0 +1,341 @@
+"""
+The client's channels, one owner: :class:`ClientChannelManager` holds each stored channel's
+lifecycle machine (``channel/client_lifecycle.py``) and the connection attached to it
+(:class:`ClientChannel`), carries out the machines' effects through the wallet, chain, store
+and clock, and is where an application and the CLI ask about channels.
+
+- ``start()`` follows every stored channel that is not finished, as ``paychan watch`` does:
+  the contract is offered to the node again, its output watched, and from ``expiry + 300``
+  the refund broadcast on every block until the node takes it. Without ``start()`` (``paychan
+  pay``) only the channels of this process's connections are followed, for their settlement.
+- ``connect()`` (``net/client.py``) opens connections through :meth:`new_connection`; the
+  connection tells the manager, through two narrow callbacks and never by writing records
+  itself, when its channel is stored and when the server's CLOSE carried a settlement. A
+  settlement learned from the chain goes back to the connection by its completion method
+  ``settled_on_chain``.
+
+Every store write is a compare-and-set transition (``store.transition_client``); events are
+handed to the machines one at a time from a queue, never re-entrantly.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any, Callable, Optional
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from typing_extensions import assert_never
+
+from twisted_paychan.chain.types import BroadcastRejected, RejectKind, SpendEvent, TxState, TxStatus, display_hex
+from twisted_paychan.channel import client_lifecycle as lc
+from twisted_paychan.channel.records import ClientChannelRecord
+from twisted_paychan.channel.settings import ClientSettings
+from twisted_paychan.channel.states import IllegalTransition
+from twisted_paychan.channel.errors import CloseReason
+from twisted_paychan.net.client_channel import ClientChannel, ConnectionHooks
+from twisted_paychan.store.interfaces import TransitionConflict as StoreConflict
+
+ChannelCallback = Callable[[lc.ChannelEvent], None]
+
+
+class ClientChannelManager:
+    log = Logger()
+
+    def __init__(self, wallet: Any, chain: Any, store: Any, clock: IReactorTime) -> None:
+        self.wallet = wallet
+        self.chain = chain
+        self.store = store
+        self.clock = clock
+        self._machines: dict[bytes, lc.ClientLifecycle] = {}
+        self._connections: dict[bytes, ClientChannel] = {}
+        #: Connections over whose ``settle()`` waits for the settlement on the chain.
+        self._closed_waiting: dict[bytes, ClientChannel] = {}
+        self._timers: dict[bytes, IDelayedCall] = {}
+        self._watches: dict[bytes, Any] = {}
+        self._block_watch: Any = None
+        self._subscribers: list[ChannelCallback] = []
+        self._idle_waiters: dict[bytes, list[defer.Deferred[None]]] = {}
+        self._inbox: deque[tuple[bytes, lc.Event]] = deque()
+        self._draining = False
+        #: ``start()`` ran: this process looks after refunds too.
+        self._started = False
+
+    # -- the application's API ----------------------------------------------------------------
+
+    def start(self) -> defer.Deferred[None]:
+        """Follow every stored channel that is not finished (refunds included)."""
+        return defer.ensureDeferred(self._start())
+
+    async def _start(self) -> None:
+        self._started = True
+        self._block_watch = self.chain.watch_blocks(self._new_block)
+        for record in await self.store.client_channels():
+            self._track(record, rebroadcast=True)
+
+    def stop(self) -> None:
+        for call in self._timers.values():
+            if call.active():
+                call.cancel()
+        self._timers.clear()
+        for watch in self._watches.values():
+            watch.cancel()
+        self._watches.clear()
+        if self._block_watch is not None:
+            self._block_watch.cancel()
+            self._block_watch = None
+
+    def list_channels(self) -> defer.Deferred[list[ClientChannelRecord]]:
+        """Every stored client channel, oldest first, as stored."""
+        d: defer.Deferred[list[ClientChannelRecord]] = self.store.client_channels()
+        return d
+
+    def channel(self, contract_txid: bytes) -> defer.Deferred[Optional[ClientChannelRecord]]:
+        d: defer.Deferred[Optional[ClientChannelRecord]] = self.store.client_channel(contract_txid)
+        return d
+
+    def connection(self, contract_txid: bytes) -> Optional[ClientChannel]:
+        """The live connection on this channel, if any."""
+        return self._connections.get(contract_txid)
+
+    def subscribe(self, callback: ChannelCallback) -> Callable[[], None]:
+        """Call ``callback`` with every :data:`ChannelEvent`; returns the unsubscriber."""
+        self._subscribers.append(callback)
+        return lambda: self._subscribers.remove(callback) if callback in self._subscribers else None
+
+    def new_connection(
+        self,
+        settings: ClientSettings,
+        server_id: bytes,
+        signer: Any,
+        send: Callable[[Any], None],
+        close: Callable[[CloseReason], None],
+        resume: Optional[ClientChannelRecord] = None,
+    ) -> ClientChannel:
+        """A connection object for ``connect()`` (or any transport), attached to this manager
+        once its channel is stored or resumed."""
+        channel: ClientChannel
+
+        def opened(_: Any) -> Any:
+            if channel.record is not None:
+                self._attach(channel.record, channel)
+            return _
+
+        hooks = ConnectionHooks(
+            channel_stored=lambda record: self._attach(record, channel),
+            settlement_received=self._settlement_received,
+        )
+        channel = ClientChannel(self.wallet, self.store, settings, server_id, signer, send, close,
+                                self.clock, resume, hooks=hooks)
+        channel.opened.addCallback(opened)
+        return channel
+
+    def release_abandoned_contracts(self) -> defer.Deferred[list[bytes]]:
+        return defer.ensureDeferred(release_abandoned_contracts(self.wallet, self.store, self.chain))
+
+    # -- connections --------------------------------------------------------------------------
+
+    def _attach(self, record: ClientChannelRecord, channel: ClientChannel) -> None:
+        txid = record.contract_txid
+        if self._connections.get(txid) is channel:
+            return
+        self._connections[txid] = channel
+        channel.closed.addBoth(lambda r: self._detach(txid, channel, r))
+        self._track(record)
+
+    def _detach(self, txid: bytes, channel: ClientChannel, result: Any) -> Any:
+        if self._connections.get(txid) is channel:
+            del self._connections[txid]
+            if channel.awaiting_settlement_from_chain:
+                self._closed_waiting[txid] = channel  # until the chain shows the settlement
+                self._feed(txid, lc.SettlementAwaited())
+        return result
+
+    def _settlement_received(self, record: ClientChannelRecord, tx: bytes) -> defer.Deferred[None]:
+        """The connection's CLOSE carried a settlement: the lifecycle stores it; the Deferred
+        fires once it has (the connection closes after that)."""
+        txid = record.contract_txid
+        self._track(record)
+        d: defer.Deferred[None] = defer.Deferred()
+        self._idle_waiters.setdefault(txid, []).append(d)
+        self._feed(txid, lc.SettlementReceived(tx, self._now()))
+        return d
+
+    # -- feeding the machines -----------------------------------------------------------------
+
+    def _track(self, record: ClientChannelRecord, rebroadcast: bool = False) -> None:
+        txid = record.contract_txid
+        if txid in self._machines and not (self._started and not self._machines[txid].refunds):
+            return
+        self._machines.setdefault(txid, lc.ClientLifecycle())
+        current = self._machines[txid].record or record
+        self._feed(txid, lc.Loaded(current, refunds=self._started, rebroadcast=rebroadcast))
+
+    def _now(self) -> int:
+        return int(self.clock.seconds())
+
+    def _new_block(self, tip: Any) -> None:
+        for txid, machine in list(self._machines.items()):
+            if machine.refund_due:
+                self._feed(txid, lc.BlockConnected(self._now()))
+
+    def _contract_spent(self, txid: bytes, event: SpendEvent) -> None:
+        confirmed = event.status.state is TxState.CONFIRMED
+
+        def spent(record: Optional[ClientChannelRecord]) -> None:
+            change = None if record is None else record.client_change
+            self._feed(txid, lc.ContractSpent(event.spending_tx, confirmed, self._now(), change))
+
+        d = self.store.client_channel(txid)  # for the latest c, which payments change
+        d.addCallback(spent)
+        d.addErrback(lambda f: self.log.failure("channel {txid}: reading it after a spend failed", f,
+                                                txid=display_hex(txid)))
+
+    def _feed(self, txid: bytes, event: lc.Event) -> None:
+        self._inbox.append((txid, event))
+        if self._draining:
+            return  # the loop below takes it next: no machine is entered twice at once
+        self._draining = True
+        try:
+            while self._inbox:
+                key, ev = self._inbox.popleft()
+                machine = self._machines.get(key)
+                if machine is None:
+                    continue
+                try:
+                    effects = machine.handle(ev)
+                except Exception:
+                    self.log.failure("channel {txid}: lifecycle failed on {event}", txid=display_hex(key), event=ev)
+                    continue
+                for effect in effects:
+                    try:
+                        self._perform(key, effect)
+                    except Exception:
+                        self.log.failure("channel {txid}: {effect} failed", txid=display_hex(key), effect=effect)
+                if machine.idle:
+                    waiters = self._idle_waiters.pop(key, [])
+                    for d in waiters:
+                        d.callback(None)
+        finally:
+            self._draining = False
+
+    # -- effects ------------------------------------------------------------------------------
+
+    def _perform(self, txid: bytes, effect: lc.Effect) -> None:
+        if isinstance(effect, lc.PersistTransition):
+            self._persist(txid, effect)
+        elif isinstance(effect, lc.Broadcast):
+            self._broadcast(txid, effect)
+        elif isinstance(effect, lc.CheckContract):
+            self._check_contract(txid, effect)
+        elif isinstance(effect, lc.ArmTimer):
+            self._cancel_timer(txid)
+            delay = max(0.0, effect.at - self.clock.seconds())
+            self._timers[txid] = self.clock.callLater(delay, self._refund_due, txid)
+        elif isinstance(effect, lc.CancelTimer):
+            self._cancel_timer(txid)
+        elif isinstance(effect, lc.WatchOutpoint):
+            if txid not in self._watches:
+                self._watches[txid] = self.chain.watch_spend(
+                    effect.outpoint, lambda event, txid=txid: self._contract_spent(txid, event))
+        elif isinstance(effect, lc.Unwatch):
+            watch = self._watches.pop(txid, None)
+            if watch is not None:
+                watch.cancel()
+        elif isinstance(effect, lc.Notify):
+            self._notify(effect.event)
+        else:
+            assert_never(effect)
+
+    def _persist(self, txid: bytes, effect: lc.PersistTransition) -> None:
+        d = self.store.transition_client(txid, effect.expected, effect.new, **effect.changes)
+
+        def failed(f: Failure) -> Any:
+            if isinstance(f.value, StoreConflict):
+                return self.store.client_channel(txid).addCallback(lc.TransitionConflict)
+            if isinstance(f.value, IllegalTransition):
+                return lc.TransitionFailed(f"illegal transition: {f.getErrorMessage()}")
+            self.log.failure("channel {txid}: storing {new} failed", f, txid=display_hex(txid), new=effect.new.value)
+            return lc.TransitionFailed(f.getErrorMessage())
+
+        d.addCallbacks(lc.TransitionStored, failed)
+        d.addCallback(lambda event: self._feed(txid, event))
+        d.addErrback(lambda f: self.log.failure("channel {txid}: transition answer lost", f, txid=display_hex(txid)))
+
+    def _broadcast(self, txid: bytes, effect: lc.Broadcast) -> None:
+        def refused(f: Failure) -> lc.Event:
+            e = f.value
+            if isinstance(e, BroadcastRejected):
+                return lc.BroadcastRefused(effect.role, e.kind, e.reason)
+            return lc.BroadcastRefused(effect.role, RejectKind.UNREACHABLE, f.getErrorMessage())
+
+        d = defer.maybeDeferred(self.chain.broadcast, effect.tx)
+        d.addCallbacks(lambda _: lc.BroadcastAccepted(effect.role), refused)
+        d.addCallback(lambda event: self._feed(txid, event))
+
+    def _check_contract(self, txid: bytes, effect: lc.CheckContract) -> None:
+        def known(status: TxStatus) -> lc.Event:
+            return lc.ContractStatus(status.state is not TxState.UNKNOWN)
+
+        def failed(f: Failure) -> lc.Event:  # ends this attempt; the next block tries again
+            return lc.BroadcastRefused(lc.TxRole.CONTRACT, RejectKind.UNREACHABLE, f.getErrorMessage())
+
+        d = defer.maybeDeferred(self.chain.tx_status, effect.txid)
+        d.addCallbacks(known, failed)
+        d.addCallback(lambda event: self._feed(txid, event))
+
+    def _refund_due(self, txid: bytes) -> None:
+        self._timers.pop(txid, None)
+        self._feed(txid, lc.RefundDue(self._now()))
+
+    def _cancel_timer(self, txid: bytes) -> None:
+        call = self._timers.pop(txid, None)
+        if call is not None and call.active():
+            call.cancel()
+
+    def _notify(self, event: lc.ChannelEvent) -> None:
+        txid = display_hex(event.contract_txid)
+        if isinstance(event, lc.ChannelSettled):
+            if event.note:
+                self.log.warn("channel {txid}: {note}", txid=txid, note=event.note)
+            self.log.info("channel {txid}: settled", txid=txid)
+            connection = self._connections.get(event.contract_txid) or self._closed_waiting.pop(event.contract_txid, None)
+            if connection is not None and event.from_chain:
+                connection.settled_on_chain(event.tx)
+        elif isinstance(event, lc.ChannelRefunded):
+            self.log.info("channel {txid}: refunded", txid=txid)
+        elif isinstance(event, lc.ChannelExpiring):
+            self.log.info("channel {txid}: expiring; refund due", txid=txid)
+        elif isinstance(event, lc.RefundBroadcast):
+            self.log.info("channel {txid}: refund broadcast", txid=txid)
+        elif isinstance(event, lc.BroadcastNotAccepted):
+            self.log.info("channel {txid}: {role} not accepted yet ({kind}: {why}); retrying each block",
+                          txid=txid, role=event.role.value, kind=event.kind.value, why=event.reason)
+        elif isinstance(event, lc.StoreTrouble):
+            self.log.warn("channel {txid}: {detail}", txid=txid, detail=event.detail)
+        else:
+            assert_never(event)
+        for callback in list(self._subscribers):
+            try:
+                callback(event)
+            except Exception:
+                self.log.failure("channel event subscriber failed")
+
+
+async def release_abandoned_contracts(wallet: Any, store: Any, chain: Any) -> list[bytes]:
+    """After a crash between funding a contract and storing its channel, the wallet still holds
+    the contract's coins although nothing will ever send it: give them back. A funded
+    transaction is abandoned when no stored channel has it as its contract and the chain does
+    not know it (so it cannot have left this process). Returns the txids released."""
+    contracts = {r.contract_txid for r in await store.client_channels()}
+    released = []
+    for funded in wallet.reserved_transactions():
+        if funded.txid in contracts:
+            continue
+        status = await chain.tx_status(funded.txid)
+        if status.state is TxState.UNKNOWN:
+            wallet.release(funded)
+            released.append(funded.txid)
+    return released
