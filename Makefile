@@ -9,7 +9,7 @@ PY     := $(VENV)/bin/python
 SOURCES := $(shell find twisted_paychan twisted -name '*.py' -o -name '*.pyi' 2>/dev/null | sort)
 STAMP   := $(VENV)/.installed-$(shell echo $(SOURCES) | cksum | cut -d' ' -f1)
 
-.PHONY: test run lint typecheck proto bench clean
+.PHONY: test run lint typecheck diagrams proto bench clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,11 +18,17 @@ $(STAMP): setup.cfg pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $@
 
+# The type check first (mypy --strict, from setup.cfg), then the suite.
 test: $(STAMP)
+	$(VENV)/bin/mypy twisted_paychan
 	$(PY) -m pytest -q -n 2 tests
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy twisted_paychan
+
+# doc/states.md from the lifecycle tables (a test fails when it is stale).
+diagrams: $(STAMP)
+	$(PY) -m twisted_paychan.channel.diagrams doc/states.md
 
 proto: $(STAMP)
 	$(PY) -m twisted_paychan.wire.regenerate

@@ -71,16 +71,6 @@ def test_the_table_writes_exactly_the_store_table():
     assert lc.lifecycle_edges() == {state: frozenset(targets) for state, targets in SERVER_TRANSITIONS.items()}
 
 
-def test_the_documented_table_is_the_code_s():
-    """doc/server-lifecycle.md is generated from the table (python -m twisted_paychan.channel.lifecycle_doc)."""
-    from pathlib import Path
-
-    from twisted_paychan.channel.lifecycle_doc import render
-
-    doc = Path(__file__).resolve().parents[2] / "doc" / "server-lifecycle.md"
-    assert doc.read_text() == render()
-
-
 #: (stored state, extra fields, event) -> the state it is written to (None: no write).
 DECISIONS = [
     (S.OPEN, {}, lc.SettleRequested(lc.SettleBy.CLIENT), S.SETTLING),

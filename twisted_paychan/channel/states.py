@@ -7,7 +7,8 @@ compare-and-set transition that is not one of them (``check_server_transition`` 
 allow. A self-edge (``SETTLING -> SETTLING``) is a change of the record's other fields (a
 rebuilt settlement, a new note) that keeps its state; it is legal only where it is listed.
 
-``SERVER_TRANSITIONS`` and ``CLIENT_TRANSITIONS`` are read by ``doc/``'s generated diagrams.
+The lifecycle machines' tables (``server_lifecycle.LIFECYCLE_TABLE``, ``client_lifecycle.LIFECYCLE``)
+write exactly these edges (their tests hold them equal); ``doc/states.md`` draws them.
 """
 
 from __future__ import annotations
