@@ -91,14 +91,16 @@ async def check_record_payment(store: Any) -> None:
         await store.record_payment(b"\x77" * 32, 1, b"x")
 
 
-async def check_update_server_channel(store: Any) -> None:
+async def check_transition_server_round_trip(store: Any) -> None:
     rec = server_record(3)
     await store.add_server_channel(rec)
-    new = replace(rec, state=ServerChannelState.STUCK, note="fee above b", settlement_tx=b"tx")
-    await store.update_server_channel(new)
+    new = await store.transition_server(rec.contract_txid, ServerChannelState.OPEN, ServerChannelState.SETTLING,
+                                        note="fee above b", settlement_tx=b"tx")
+    assert new == replace(rec, state=ServerChannelState.SETTLING, note="fee above b", settlement_tx=b"tx")
     assert await store.server_channel(rec.contract_txid) == new
     with pytest.raises(UnknownChannel):
-        await store.update_server_channel(server_record(9))
+        await store.transition_server(server_record(9).contract_txid, ServerChannelState.OPEN,
+                                      ServerChannelState.SETTLING)
 
 
 async def check_server_listing_order(store: Any) -> None:
@@ -124,11 +126,12 @@ async def check_client_change(store: Any) -> None:
         await store.record_client_change(b"\x55" * 32, 1)
 
 
-async def check_update_client_channel(store: Any) -> None:
+async def check_transition_client_round_trip(store: Any) -> None:
     rec = client_record(3)
     await store.add_client_channel(rec)
-    new = replace(rec, state=ClientChannelState.SETTLED, close_tx=b"settlement")
-    await store.update_client_channel(new)
+    new = await store.transition_client(rec.contract_txid, ClientChannelState.OPEN, ClientChannelState.SETTLED,
+                                        close_tx=b"settlement")
+    assert new == replace(rec, state=ClientChannelState.SETTLED, close_tx=b"settlement")
     assert await store.client_channel(rec.contract_txid) == new
     assert [r.contract_txid for r in await store.client_channels()] == [rec.contract_txid]
 
@@ -156,26 +159,26 @@ async def check_payment_refused_unless_open(store: Any) -> None:
     rec = server_record(8)
     await store.add_server_channel(rec)
     await store.record_payment(rec.contract_txid, 100, b"a")
-    await store.update_server_channel(replace(rec, best_value=100, best_signature=b"a",
-                                              state=ServerChannelState.CONTRACT_FAILED))
+    await store.transition_server(rec.contract_txid, ServerChannelState.OPEN, ServerChannelState.CONTRACT_FAILED)
     with pytest.raises(ChannelNotOpen):
         await store.record_payment(rec.contract_txid, 200, b"b")
     assert (await store.server_channel(rec.contract_txid)).best_value == 100
 
 
-async def check_set_server_state_keeps_payments(store: Any) -> None:
+async def check_settling_transition_keeps_payments(store: Any) -> None:
     """Settlement freezes the channel: the state changes, b and sig_C stay as stored."""
     rec = server_record(9)
     await store.add_server_channel(rec)
     await store.record_payment(rec.contract_txid, 700, b"sig700")
-    await store.set_server_state(rec.contract_txid, ServerChannelState.SETTLING, "operator")
+    await store.transition_server(rec.contract_txid, ServerChannelState.OPEN, ServerChannelState.SETTLING,
+                                  note="operator")
     got = await store.server_channel(rec.contract_txid)
     assert (got.state, got.note, got.best_value, got.best_signature) == (
         ServerChannelState.SETTLING, "operator", 700, b"sig700")
     with pytest.raises(ChannelNotOpen):
         await store.record_payment(rec.contract_txid, 800, b"sig800")
     with pytest.raises(UnknownChannel):
-        await store.set_server_state(b"\x42" * 32, ServerChannelState.SETTLING)
+        await store.transition_server(b"\x42" * 32, ServerChannelState.OPEN, ServerChannelState.SETTLING)
 
 
 # -- the money rules ------------------------------------------------------------------------
@@ -420,14 +423,14 @@ CONFORMANCE = [
     check_server_round_trip,
     check_server_duplicate,
     check_record_payment,
-    check_update_server_channel,
+    check_transition_server_round_trip,
     check_server_listing_order,
     check_client_round_trip,
     check_client_change,
-    check_update_client_channel,
+    check_transition_client_round_trip,
     check_failure_does_not_spoil_others,
     check_payment_refused_unless_open,
-    check_set_server_state_keeps_payments,
+    check_settling_transition_keeps_payments,
     check_lower_b_refused,
     *[_payment_refused_in(s) for s in ServerChannelState if s is not ServerChannelState.OPEN],
     check_higher_c_refused,

@@ -78,7 +78,7 @@ def test_stale_slots_of_an_absorbed_generation_are_not_replayed(tmp_path):
     s.add_server_channel(server_record(1))
     for b in range(1, 11):
         s.record_payment(TXID, b, b"s")
-    s.set_server_state(TXID, ServerChannelState.SETTLING)  # a SQLite write absorbs the log
+    s.transition_server(TXID, ServerChannelState.OPEN, ServerChannelState.SETTLING)  # a SQLite write absorbs the log
     assert s._paylog.used == 0
     crash(s)
     s = SqliteChannelStore(path)
@@ -92,13 +92,11 @@ def test_reads_and_full_records_see_logged_payments(tmp_path):
     s.add_server_channel(server_record(1))
     s.record_payment(TXID, 700, b"sig")
     assert [r.best_value for r in result(s.server_channels())] == [700]
-    # A full-record write after logged payments: the log is absorbed first, then the record.
+    # A transition after logged payments: the log is absorbed first, then the change; and the
+    # state change is seen by the next payment (the cached table state is dropped).
+    s.transition_server(TXID, ServerChannelState.OPEN, ServerChannelState.SETTLING, note="hello")
     rec = result(s.server_channel(TXID))
-    s.update_server_channel(rec.__class__(**{**rec.__dict__, "note": "hello"}))
-    rec = result(s.server_channel(TXID))
-    assert (rec.best_value, rec.note) == (700, "hello")
-    # A state change is seen by the next payment (the cached table state is dropped).
-    s.set_server_state(TXID, ServerChannelState.SETTLING)
+    assert (rec.best_value, rec.note, rec.state) == (700, "hello", ServerChannelState.SETTLING)
     assert result(s.record_payment(TXID, 800, b"x")).check(ChannelNotOpen)
     s.close()
 

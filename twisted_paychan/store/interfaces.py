@@ -55,14 +55,6 @@ class IChannelStore(Interface):
         Settlement starts with OPEN -> SETTLING: payments stored before it are in the record it
         returns, and payments after it are refused (``ChannelNotOpen``)."""
 
-    def update_server_channel(record: ServerChannelRecord) -> Deferred[None]:
-        """Replace a stored server record. Being replaced by ``transition_server``; do not use
-        in new code (a whole-record write can lose a payment stored since the record was read)."""
-
-    def set_server_state(contract_txid: bytes, state: ServerChannelState, note: str = "") -> Deferred[None]:
-        """Change only a server record's state and note, unchecked. Being replaced by
-        ``transition_server``; do not use in new code."""
-
     def server_channel(contract_txid: bytes) -> Deferred[Optional[ServerChannelRecord]]:
         """The record, or None."""
 
@@ -83,10 +75,6 @@ class IChannelStore(Interface):
                           /, **changes: object) -> Deferred[ClientChannelRecord]:
         """Compare-and-set on a client record, as ``transition_server`` (fields from
         ``channel.states.CLIENT_TRANSITION_FIELDS``)."""
-
-    def update_client_channel(record: ClientChannelRecord) -> Deferred[None]:
-        """Replace a stored client record. Being replaced by ``transition_client``; do not use
-        in new code."""
 
     def client_channel(contract_txid: bytes) -> Deferred[Optional[ClientChannelRecord]]:
         """The record, or None."""

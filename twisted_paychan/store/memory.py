@@ -71,19 +71,6 @@ class MemoryChannelStore:
 
         return _transition(self._server, contract_txid, new, changes, check)
 
-    def update_server_channel(self, record: ServerChannelRecord) -> defer.Deferred[None]:
-        if record.contract_txid not in self._server:
-            return defer.fail(UnknownChannel(record.contract_txid.hex()))
-        self._server[record.contract_txid] = record
-        return defer.succeed(None)
-
-    def set_server_state(self, contract_txid: bytes, state: ServerChannelState, note: str = "") -> defer.Deferred[None]:
-        old = self._server.get(contract_txid)
-        if old is None:
-            return defer.fail(UnknownChannel(contract_txid.hex()))
-        self._server[contract_txid] = replace_fields(old, state=state, note=note)
-        return defer.succeed(None)
-
     def server_channel(self, contract_txid: bytes) -> defer.Deferred[Optional[ServerChannelRecord]]:
         return defer.succeed(self._server.get(contract_txid))
 
@@ -113,12 +100,6 @@ class MemoryChannelStore:
             check_client_cas(contract_txid, stored.state, expected, new, changes)
 
         return _transition(self._client, contract_txid, new, changes, check)
-
-    def update_client_channel(self, record: ClientChannelRecord) -> defer.Deferred[None]:
-        if record.contract_txid not in self._client:
-            return defer.fail(UnknownChannel(record.contract_txid.hex()))
-        self._client[record.contract_txid] = record
-        return defer.succeed(None)
 
     def client_channel(self, contract_txid: bytes) -> defer.Deferred[Optional[ClientChannelRecord]]:
         return defer.succeed(self._client.get(contract_txid))

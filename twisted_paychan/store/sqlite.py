@@ -507,31 +507,6 @@ class SqliteChannelStore:
         return self._transition("server_channels", _SERVER_COLUMNS, _server_record, contract_txid,
                                 expected.value, new.value, changes, check)
 
-    def update_server_channel(self, record: ServerChannelRecord) -> defer.Deferred[None]:
-        def op(db: sqlite3.Connection) -> None:
-            row = _server_row(record)
-            cur = db.execute(
-                "UPDATE server_channels SET "
-                + ", ".join(f"{c.strip()} = ?" for c in _SERVER_COLUMNS.split(",")[1:])
-                + " WHERE contract_txid = ?",
-                row[1:] + (row[0],),
-            )
-            if cur.rowcount != 1:
-                raise UnknownChannel(record.contract_txid.hex())
-
-        return self._submit(op, True)
-
-    def set_server_state(self, contract_txid: bytes, state: ServerChannelState, note: str = "") -> defer.Deferred[None]:
-        def op(db: sqlite3.Connection) -> None:
-            cur = db.execute(
-                "UPDATE server_channels SET state = ?, note = ? WHERE contract_txid = ?",
-                (state.value, note, contract_txid),
-            )
-            if cur.rowcount != 1:
-                raise UnknownChannel(contract_txid.hex())
-
-        return self._submit(op, True)
-
     def server_channel(self, contract_txid: bytes) -> defer.Deferred[Optional[ServerChannelRecord]]:
         def op(db: sqlite3.Connection) -> Optional[ServerChannelRecord]:
             row = db.execute(
@@ -584,20 +559,6 @@ class SqliteChannelStore:
 
         return self._transition("client_channels", _CLIENT_COLUMNS, _client_record, contract_txid,
                                 expected.value, new.value, changes, check)
-
-    def update_client_channel(self, record: ClientChannelRecord) -> defer.Deferred[None]:
-        def op(db: sqlite3.Connection) -> None:
-            row = _client_row(record)
-            cur = db.execute(
-                "UPDATE client_channels SET "
-                + ", ".join(f"{c.strip()} = ?" for c in _CLIENT_COLUMNS.split(",")[1:])
-                + " WHERE contract_txid = ?",
-                row[1:] + (row[0],),
-            )
-            if cur.rowcount != 1:
-                raise UnknownChannel(record.contract_txid.hex())
-
-        return self._submit(op, True)
 
     def client_channel(self, contract_txid: bytes) -> defer.Deferred[Optional[ClientChannelRecord]]:
         def op(db: sqlite3.Connection) -> Optional[ClientChannelRecord]:
