@@ -95,6 +95,10 @@ class IWallet(Interface):
     def release(funded: FundedTransaction) -> None:
         """Give back the coins of a funded transaction that will never be broadcast."""
 
+    def reserved_transactions() -> list[FundedTransaction]:
+        """Funded transactions still holding coins (a crash between funding a contract and
+        storing its channel leaves one behind: ``release`` it unless the chain knows it)."""
+
 
 class IFeeEstimator(Interface):
     def fee_rate(target: str) -> Deferred[int]:

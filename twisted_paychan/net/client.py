@@ -29,6 +29,7 @@ from twisted_paychan import constants as C
 from twisted_paychan.channel.errors import ChannelClosed, CloseReason
 from twisted_paychan.channel.settings import ClientSettings, VersionSelector
 from twisted_paychan.store.interfaces import IChannelStore
+from twisted_paychan.chain.interfaces import IChain, ISigner, IWallet
 from twisted_paychan.net.client_channel import ChannelOpen, ClientChannel, PaymentAck, Settlement
 from twisted_paychan.net.client_manager import ClientChannelManager
 from twisted_paychan.net.tcp import ChannelStreamProtocol, set_nodelay
@@ -117,8 +118,8 @@ async def find_resumable(
 
 
 async def _attempt(
-    reactor: Any, endpoint: IStreamClientEndpoint, wallet: Any, store: Any, manager: ClientChannelManager,
-    settings: ClientSettings, server_id: bytes, signer: Any, protocol_class: type,
+    reactor: Any, endpoint: IStreamClientEndpoint, wallet: IWallet, store: IChannelStore, manager: ClientChannelManager,
+    settings: ClientSettings, server_id: bytes, signer: Optional[ISigner], protocol_class: type,
 ) -> tuple[Optional[ClientConnection], Optional[ClientChannelProtocol]]:
     now = int(reactor.seconds())
     resume = await find_resumable(store, server_id, settings.versions.requested_major, now)
@@ -174,12 +175,12 @@ async def _attempt(
 def connect(
     reactor: Any,
     endpoint: IStreamClientEndpoint,
-    wallet: Any,
-    chain: Any,
-    store: Any,
+    wallet: IWallet,
+    chain: IChain,
+    store: IChannelStore,
     settings: ClientSettings,
     server_id: bytes,
-    signer: Any,
+    signer: Optional[ISigner],
     *,
     protocol_class: type = ClientChannelProtocol,
     manager: Optional[ClientChannelManager] = None,

@@ -37,6 +37,8 @@ from twisted_paychan.channel.errors import ChannelClosed, CloseReason
 from twisted_paychan.channel.settings import ClientSettings
 from twisted_paychan.chain.types import display_hex
 from twisted_paychan.channel.records import ClientChannelRecord
+from twisted_paychan.chain.interfaces import ISigner, IWallet
+from twisted_paychan.store.interfaces import IChannelStore
 from twisted_paychan.wire import received
 from twisted_paychan.wire.messages import TwoWayChannelMessage
 
@@ -88,12 +90,12 @@ class ClientChannel(EffectRunner[ClientEffect]):
 
     def __init__(
         self,
-        wallet: Any,
-        store: Any,
+        wallet: IWallet,
+        store: IChannelStore,
         settings: ClientSettings,
         server_id: bytes,
-        signer: Any,
-        send: Callable[[Any], None],
+        signer: ISigner,
+        send: Callable[[TwoWayChannelMessage], None],
         close: Callable[[CloseReason], None],
         clock: IReactorTime,
         resume: Optional[ClientChannelRecord] = None,

@@ -34,9 +34,12 @@ from twisted_paychan.channel import client_lifecycle as lc
 from twisted_paychan.channel.records import ClientChannelRecord
 from twisted_paychan.channel.settings import ClientSettings
 from twisted_paychan.channel.states import IllegalTransition
-from twisted_paychan.channel.errors import CloseReason
+from twisted_paychan.channel.errors import ChannelUsageError, CloseReason
 from twisted_paychan.net.client_channel import ClientChannel, ConnectionHooks
 from twisted_paychan.store.interfaces import TransitionConflict as StoreConflict
+from twisted_paychan.chain.interfaces import ICancellable, IChain, ISigner, IWallet
+from twisted_paychan.store.interfaces import IChannelStore
+from twisted_paychan.wire.messages import TwoWayChannelMessage
 
 ChannelCallback = Callable[[lc.ChannelEvent], None]
 
@@ -44,9 +47,12 @@ ChannelCallback = Callable[[lc.ChannelEvent], None]
 class ClientChannelManager:
     log = Logger()
 
-    def __init__(self, wallet: Any, chain: Any, store: Any, clock: IReactorTime) -> None:
-        self.wallet = wallet
-        self.chain = chain
+    def __init__(self, wallet: Optional[IWallet], chain: Optional[IChain], store: IChannelStore,
+                 clock: IReactorTime) -> None:
+        #: None where a command only reads (``paychan channels``) or only watches (``paychan
+        #: watch``, no wallet): asking such a manager for what needs one is a usage error.
+        self._wallet = wallet
+        self._chain = chain
         self.store = store
         self.clock = clock
         self._machines: dict[bytes, lc.ClientLifecycle] = {}
@@ -54,14 +60,26 @@ class ClientChannelManager:
         #: Connections over whose ``settle()`` waits for the settlement on the chain.
         self._closed_waiting: dict[bytes, ClientChannel] = {}
         self._timers: dict[bytes, IDelayedCall] = {}
-        self._watches: dict[bytes, Any] = {}
-        self._block_watch: Any = None
+        self._watches: dict[bytes, ICancellable] = {}
+        self._block_watch: Optional[ICancellable] = None
         self._subscribers: list[ChannelCallback] = []
         self._idle_waiters: dict[bytes, list[defer.Deferred[None]]] = {}
         self._inbox: deque[tuple[bytes, lc.Event]] = deque()
         self._draining = False
         #: ``start()`` ran: this process looks after refunds too.
         self._started = False
+
+    @property
+    def wallet(self) -> IWallet:
+        if self._wallet is None:
+            raise ChannelUsageError("this ClientChannelManager was made without a wallet")
+        return self._wallet
+
+    @property
+    def chain(self) -> IChain:
+        if self._chain is None:
+            raise ChannelUsageError("this ClientChannelManager was made without a chain")
+        return self._chain
 
     # -- the application's API ----------------------------------------------------------------
 
@@ -109,8 +127,8 @@ class ClientChannelManager:
         self,
         settings: ClientSettings,
         server_id: bytes,
-        signer: Any,
-        send: Callable[[Any], None],
+        signer: ISigner,
+        send: Callable[[TwoWayChannelMessage], None],
         close: Callable[[CloseReason], None],
         resume: Optional[ClientChannelRecord] = None,
     ) -> ClientChannel:
@@ -238,8 +256,7 @@ class ClientChannelManager:
             self._cancel_timer(txid)
         elif isinstance(effect, lc.WatchOutpoint):
             if txid not in self._watches:
-                self._watches[txid] = self.chain.watch_spend(
-                    effect.outpoint, lambda event, txid=txid: self._contract_spent(txid, event))
+                self._watches[txid] = self.chain.watch_spend(effect.outpoint, self._spend_watcher(txid))
         elif isinstance(effect, lc.Unwatch):
             watch = self._watches.pop(txid, None)
             if watch is not None:
@@ -249,20 +266,28 @@ class ClientChannelManager:
         else:
             assert_never(effect)
 
-    def _persist(self, txid: bytes, effect: lc.PersistTransition) -> None:
-        d = self.store.transition_client(txid, effect.expected, effect.new, **effect.changes)
+    def _spend_watcher(self, txid: bytes) -> Callable[[SpendEvent], None]:
+        def spent(event: SpendEvent) -> None:
+            self._contract_spent(txid, event)
 
-        def failed(f: Failure) -> Any:
+        return spent
+
+    def _persist(self, txid: bytes, effect: lc.PersistTransition) -> None:
+        d: defer.Deferred[ClientChannelRecord] = self.store.transition_client(
+            txid, effect.expected, effect.new, **effect.changes)
+
+        def failed(f: Failure) -> "lc.Event | defer.Deferred[lc.Event]":
             if isinstance(f.value, StoreConflict):
-                return self.store.client_channel(txid).addCallback(lc.TransitionConflict)
+                reread: defer.Deferred[Optional[ClientChannelRecord]] = self.store.client_channel(txid)
+                return reread.addCallback(lc.TransitionConflict)
             if isinstance(f.value, IllegalTransition):
                 return lc.TransitionFailed(f"illegal transition: {f.getErrorMessage()}")
             self.log.failure("channel {txid}: storing {new} failed", f, txid=display_hex(txid), new=effect.new.value)
             return lc.TransitionFailed(f.getErrorMessage())
 
-        d.addCallbacks(lc.TransitionStored, failed)
-        d.addCallback(lambda event: self._feed(txid, event))
-        d.addErrback(lambda f: self.log.failure("channel {txid}: transition answer lost", f, txid=display_hex(txid)))
+        answered: defer.Deferred[lc.Event] = d.addCallbacks(lc.TransitionStored, failed)
+        answered.addCallback(lambda event: self._feed(txid, event))
+        answered.addErrback(lambda f: self.log.failure("channel {txid}: transition answer lost", f, txid=display_hex(txid)))
 
     def _broadcast(self, txid: bytes, effect: lc.Broadcast) -> None:
         def refused(f: Failure) -> lc.Event:
@@ -272,8 +297,8 @@ class ClientChannelManager:
             return lc.BroadcastRefused(effect.role, RejectKind.UNREACHABLE, f.getErrorMessage())
 
         d = defer.maybeDeferred(self.chain.broadcast, effect.tx)
-        d.addCallbacks(lambda _: lc.BroadcastAccepted(effect.role), refused)
-        d.addCallback(lambda event: self._feed(txid, event))
+        answered: defer.Deferred[lc.Event] = d.addCallbacks(lambda _: lc.BroadcastAccepted(effect.role), refused)
+        answered.addCallback(lambda event: self._feed(txid, event))
 
     def _check_contract(self, txid: bytes, effect: lc.CheckContract) -> None:
         def known(status: TxStatus) -> lc.Event:
@@ -283,8 +308,8 @@ class ClientChannelManager:
             return lc.BroadcastRefused(lc.TxRole.CONTRACT, RejectKind.UNREACHABLE, f.getErrorMessage())
 
         d = defer.maybeDeferred(self.chain.tx_status, effect.txid)
-        d.addCallbacks(known, failed)
-        d.addCallback(lambda event: self._feed(txid, event))
+        answered: defer.Deferred[lc.Event] = d.addCallbacks(known, failed)
+        answered.addCallback(lambda event: self._feed(txid, event))
 
     def _refund_due(self, txid: bytes) -> None:
         self._timers.pop(txid, None)
@@ -324,7 +349,7 @@ class ClientChannelManager:
                 self.log.failure("channel event subscriber failed")
 
 
-async def release_abandoned_contracts(wallet: Any, store: Any, chain: Any) -> list[bytes]:
+async def release_abandoned_contracts(wallet: IWallet, store: IChannelStore, chain: IChain) -> list[bytes]:
     """After a crash between funding a contract and storing its channel, the wallet still holds
     the contract's coins although nothing will ever send it: give them back. A funded
     transaction is abandoned when no stored channel has it as its contract and the chain does

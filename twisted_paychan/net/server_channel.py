@@ -18,7 +18,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from typing_extensions import assert_never
-from zope.interface import Interface
+from zope.interface import Interface, implementer
 
 from twisted_paychan.bitcoin.settlement import SettlementRejected, SettlementUnaffordable
 from twisted_paychan.channel import effects as fx
@@ -57,6 +57,7 @@ class IServerHandler(Interface):
         """The connection ended, with the real reason."""
 
 
+@implementer(IServerHandler)
 class NullServerHandler:
     """A handler that accepts everything and says nothing."""
 
@@ -105,8 +106,8 @@ class ServerChannel(EffectRunner[ServerEffect]):
         self,
         ports: ConnectionPorts,
         settings: ServerSettings,
-        handler: Any,
-        send: Callable[[Any], None],
+        handler: IServerHandler,
+        send: Callable[[TwoWayChannelMessage], None],
         close: Callable[[CloseReason], None],
         clock: IReactorTime,
     ) -> None:

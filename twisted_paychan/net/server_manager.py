@@ -37,8 +37,9 @@ from twisted_paychan.channel.errors import CloseReason
 from twisted_paychan.channel.records import ServerChannelRecord, ServerChannelState
 from twisted_paychan.channel.settings import ServerSettings
 from twisted_paychan.faults import crash_point
-from twisted_paychan.net.server_channel import ConnectionPorts, NullServerHandler, ServerChannel
+from twisted_paychan.net.server_channel import ConnectionPorts, IServerHandler, NullServerHandler, ServerChannel
 from twisted_paychan.store.interfaces import ChannelNotOpen, IChannelStore, TransitionConflict
+from twisted_paychan.wire.messages import TwoWayChannelMessage
 
 S = ServerChannelState
 
@@ -219,7 +220,7 @@ class ServerChannelManager:
         for channel in self._channels.values():
             channel.feed(lc.Stopped())
 
-    def connection(self, handler: object, send: Callable[[object], None],
+    def connection(self, handler: Optional[IServerHandler], send: Callable[[TwoWayChannelMessage], None],
                    close: Callable[[CloseReason], None]) -> ServerChannel:
         """A new client connection's channel object, reaching this manager through its ports."""
         return ServerChannel(self.ports, self.settings, handler if handler is not None else NullServerHandler(),
