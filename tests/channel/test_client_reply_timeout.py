@@ -72,3 +72,23 @@ def test_none_waits_forever():
     d = client.pay(5000)
     pair.clock.advance(86_400)
     assert not d.called and pair.client_closed is None
+
+
+def test_each_payment_gets_the_whole_timeout():
+    """The deadline moves with every payment (one timer, re-armed when it fires early): a
+    payment sent 20 s after an answered one still has its own 30 s."""
+    pair, client, _ = opened()
+    first = client.pay(1000)
+    pair.pump()
+    result_of(first)
+    pair.clock.advance(20)
+    second = client.pay(1000)  # never delivered
+    pair.clock.advance(10)  # the first payment's deadline: the timer fires and waits on
+    assert not second.called and pair.client_closed is None
+    pair.clock.advance(19)
+    assert not second.called
+    pair.clock.advance(1)
+    assert failure_of(second).check(ChannelClosed)
+    assert pair.client_closed is CloseReason.CONNECTION_CLOSED
+    assert not pair.clock.getDelayedCalls() or all(
+        call.getTime() > pair.clock.seconds() for call in pair.clock.getDelayedCalls())

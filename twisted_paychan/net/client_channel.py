@@ -122,7 +122,10 @@ class ClientChannel(EffectRunner[ClientEffect]):
         self._chain_settlement: Optional[bytes] = None
         self._settle_waiters: list[defer.Deferred[Settlement]] = []
         self._settle_outcome: Union[None, Settlement, Failure] = None
-        #: The reply_timeout timer of the answer we wait for (PAYMENT_ACK, or CLOSE after ours).
+        #: The answer we wait for (PAYMENT_ACK, or CLOSE after ours), by when (reply_timeout),
+        #: and the one timer that checks it.
+        self._awaited: Optional[str] = None
+        self._reply_deadline = 0.0
         self._reply_timer: Optional[IDelayedCall] = None
 
     @property
@@ -177,21 +180,42 @@ class ClientChannel(EffectRunner[ClientEffect]):
 
     # -- reply_timeout ------------------------------------------------------------------------
 
+    # Once per payment: a deadline moved, not a timer armed and cancelled. One timer stays armed
+    # while replies are awaited; when it fires early (a later request moved the deadline) it is
+    # armed again for the rest, so the hot path never touches the reactor's timer queue.
+
     def _wait_for_reply(self, what: str) -> None:
         timeout = self.settings.reply_timeout
-        if timeout is None or self._reply_timer is not None:
+        if timeout is None:
             return
-        self._reply_timer = self.clock.callLater(timeout, self._reply_timed_out, what, timeout)
+        self._awaited = what
+        self._reply_deadline = self.clock.seconds() + timeout
+        if self._reply_timer is None:
+            self._reply_timer = self.clock.callLater(timeout, self._reply_check)
 
     def _reply_came(self) -> None:
+        self._awaited = None
+
+    def _stop_reply_timer(self) -> None:
+        self._awaited = None
         timer, self._reply_timer = self._reply_timer, None
         if timer is not None and timer.active():
             timer.cancel()
 
+    def _reply_check(self) -> None:
+        self._reply_timer = None
+        what = self._awaited
+        if what is None or self.close_reason is not None:
+            return
+        left = self._reply_deadline - self.clock.seconds()
+        if left > 0:
+            self._reply_timer = self.clock.callLater(left, self._reply_check)
+            return
+        self._reply_timed_out(what, self.settings.reply_timeout or 0.0)
+
     def _reply_timed_out(self, what: str, timeout: float) -> None:
         """The server did not answer in time: fail what waits, with the reason, and close. The
         channel stays stored; a later connection resumes it."""
-        self._reply_timer = None
         self.log.warn("no {what} within {timeout} s (reply_timeout); closing", what=what, timeout=timeout)
         self._finish(CloseReason.CONNECTION_CLOSED, f"no {what} from the server within {timeout:g} s (reply_timeout)")
         self._run(self.machine.disconnect())
@@ -322,7 +346,7 @@ class ClientChannel(EffectRunner[ClientEffect]):
         if self.close_reason is not None:
             return
         self.close_reason = reason
-        self._reply_came()
+        self._stop_reply_timer()
         self._close(reason)
         self.closed.callback(reason)
         error = ChannelClosed(reason, detail)
