@@ -182,3 +182,61 @@ def test_limits_are_settings_and_twistd_options():
     o.parseOptions(["--chain", "embedded", "--max-connections-per-address", "4", "--max-handshakes-per-minute", "0"])
     assert o["settings"].max_connections_per_address == 4
     assert o["settings"].max_handshakes_per_address == 0
+
+
+def test_a_key_that_arrives_after_the_connection_closed_is_forgotten():
+    """The wallet answers NewServerKey after the client has gone (the connection's end waits
+    behind the key, or, had it been handled first, the manager's port sees it closed): the key
+    is not left lent."""
+    from twisted.internet import defer
+
+    from twisted_paychan.chain.memory import MemoryChain
+    from twisted_paychan.net.server_manager import ServerChannelManager
+    from twisted_paychan.store.memory import MemoryChannelStore
+    from twisted_paychan.wallet.memory import MemoryWallet
+
+    class SlowWallet(MemoryWallet):
+        pending: list[defer.Deferred[Any]] = []
+
+        def provisional_channel_key(self) -> defer.Deferred[Any]:
+            later: defer.Deferred[Any] = defer.Deferred()
+            super().provisional_channel_key().addCallback(lambda signer: self.pending.append((later, signer)))
+            return later
+
+    clock = task.Clock()
+    chain = MemoryChain(clock)
+    wallet = SlowWallet(chain)
+    manager = ServerChannelManager(wallet, chain, MemoryChannelStore(), ServerSettings(), clock)
+    sent: list[Any] = []
+    connection = manager.connection(None, sent.append, lambda reason: None)
+    connection.message_received(m.client_version(2))
+    assert wallet.provisional_count() == 1 and [s.type for s in sent] == [MT.SERVER_VERSION]
+    connection.connection_lost()
+    [(later, signer)] = wallet.pending
+    later.callback(signer)
+    assert wallet.provisional_count() == 0
+    assert connection.close_reason is not None and manager._channels == {}
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_real_client_over_the_handshake_rate_gets_an_error(tmp_path):
+    from twisted_paychan.channel.errors import ChannelClosed, CloseReason
+
+    net = Loopback(tmp_path, ServerSettings(fee_rate=1000, max_handshakes_per_address=1))
+    await net.start()
+    try:
+        settings = ClientSettings(channel_value=500_000, versions=VersionSelector.VERSION_2, fee_rate=1000)
+        conn = await net.connect(settings)
+        await conn.pay(1000)
+        try:
+            await net.connect(settings)
+        except ChannelClosed as e:
+            assert e.reason is CloseReason.REMOTE_SENT_ERROR, e
+        else:
+            raise AssertionError("the second connection within the window was let in")
+        await conn.pay(1000)  # the open channel is not affected
+        conn.disconnect()
+        await conn.channel.closed
+    finally:
+        net.factory.stopFactory()
+        await net.stop()
