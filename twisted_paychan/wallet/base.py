@@ -6,7 +6,10 @@ the chain, and the funded transactions whose coins are reserved. Subclasses make
 durable by overriding the ``_persist_*`` hooks, each called *before* the in-memory state changes
 and before any Deferred fires, so a caller never sees a key, an address or a funded transaction
 that a crash could take back (STYLE: persist, then acknowledge). :class:`MemoryWallet` leaves
-the hooks empty; :class:`SqliteWallet` writes through to SQLite.
+the hooks empty; :class:`SqliteWallet` writes through to SQLite. The one key a caller sees
+unstored is a *provisional* channel key, lent to a server handshake and held in memory only
+until a channel record names it (``keep_channel_key``) or the handshake ends
+(``forget_channel_key``): a handshake that never becomes a channel leaves nothing behind.
 
 Coins come from the chain, never from our own bookkeeping: :meth:`refresh` asks
 ``IChain.unspent_outputs`` for each receive and payout script (channel keys are not scanned; a
