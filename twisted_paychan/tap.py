@@ -67,6 +67,12 @@ class Options(usage.Options):
          _positive_int("time-window-max")],
         ["fee-rate", None, C.FEE_RATE_FLOOR, "Settlement fee rate, sat/kB (at least 1000).", _positive_int("fee-rate")],
         ["handshake-timeout", None, 30, "Seconds a client may take to open a channel.", _positive_int("handshake-timeout")],
+        ["max-connections-per-address", None, 16,
+         "Connections one client address may hold open at once (0: no limit).",
+         _positive_int("max-connections-per-address")],
+        ["max-handshakes-per-minute", None, 120,
+         "Connections one client address may open per minute; more get ERROR and a close (0: no limit).",
+         _positive_int("max-handshakes-per-minute")],
         ["admin-listen", None, "default",
          "Endpoint for operator commands (paychan settle); default: unix socket DATA_DIR/admin.sock, 'none' to switch off."],
     ]
@@ -89,6 +95,8 @@ class Options(usage.Options):
                 versions=versions,
                 fee_rate=self["fee-rate"],
                 handshake_timeout=float(self["handshake-timeout"]),
+                max_connections_per_address=self["max-connections-per-address"],
+                max_handshakes_per_address=self["max-handshakes-per-minute"],
             )
         except ValueError as e:
             raise usage.UsageError(str(e)) from None

@@ -287,3 +287,29 @@ def test_not_a_database(path: Path) -> None:
     path.write_bytes(b"this is not a wallet, just some text that is long enough to be a header" * 20)
     with pytest.raises(WalletCorrupt, match="not a wallet"):
         SqliteWallet.open(path, _chain())
+
+
+def test_provisional_keys_touch_the_file_only_when_kept(path: Path) -> None:
+    """Issue #14 item 2: lending and forgetting keys writes nothing; a kept key is on disk and
+    survives a reopen, one lent but neither kept nor forgotten does not."""
+    chain = _chain()
+    wallet = SqliteWallet.open(path, chain)
+    result(wallet.payout_script())
+    before = _file_bytes(path)
+    for _ in range(200):
+        lent = result(wallet.provisional_channel_key())
+        wallet.forget_channel_key(lent.public_key)
+    dangling = result(wallet.provisional_channel_key())
+    assert _file_bytes(path) == before
+    kept = result(wallet.provisional_channel_key())
+    wallet.keep_channel_key(kept.public_key)
+    assert _file_bytes(path) != before
+    wallet.close()
+
+    wallet = SqliteWallet.open(path, chain)
+    try:
+        assert wallet.public_keys(KeyPurpose.CHANNEL) == [kept.public_key]
+        assert dangling.public_key not in wallet.public_keys()
+        assert wallet.provisional_count() == 0
+    finally:
+        wallet.close()

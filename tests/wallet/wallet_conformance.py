@@ -93,6 +93,30 @@ class WalletConformance:
         other = result(harness.wallet.new_channel_key())
         assert other.public_key != signer.public_key
 
+    def test_provisional_channel_key_is_kept_or_forgotten(self, harness: Harness) -> None:
+        """Issue #14 item 2: a server's handshake borrows a key that is stored only when a
+        channel names it; one forgotten leaves the wallet as it was."""
+        w = harness.wallet
+        held = list(w.public_keys())
+        lent = result(w.provisional_channel_key())
+        digest = bytes(range(32))
+        assert coincurve.PublicKey(lent.public_key).verify(lent.sign(digest), digest, hasher=None)
+        assert w.public_keys() == held
+        with pytest.raises(KeyError):
+            w.signer_for(lent.public_key)  # not the wallet's until kept
+        w.forget_channel_key(lent.public_key)
+        assert w.public_keys() == held and w.provisional_count() == 0
+        with pytest.raises(KeyError):
+            w.keep_channel_key(lent.public_key)  # forgotten: gone for good
+
+        kept = result(w.provisional_channel_key())
+        w.keep_channel_key(kept.public_key)
+        w.keep_channel_key(kept.public_key)  # keeping twice is harmless
+        w.forget_channel_key(kept.public_key)  # a kept key is never dropped
+        assert w.public_keys() == held + [kept.public_key]
+        assert w.signer_for(kept.public_key).sign(digest) == kept.sign(digest)
+        assert w.provisional_count() == 0
+
     def test_signer_for_unknown_key(self, harness: Harness) -> None:
         stranger = coincurve.PrivateKey().public_key.format()
         with pytest.raises(KeyError):

@@ -71,6 +71,18 @@ class IWallet(Interface):
     def new_channel_key() -> Deferred[ISigner]:
         """A fresh key for a channel, stored durably before it is returned."""
 
+    def provisional_channel_key() -> Deferred[ISigner]:
+        """A fresh key for a channel that may never exist, held in memory only: stored by
+        ``keep_channel_key`` once a channel names it, dropped by ``forget_channel_key`` (or by a
+        restart) otherwise. A handshake that ends without a channel costs nothing durable."""
+
+    def keep_channel_key(public_key: bytes) -> None:
+        """Store a provisional key durably before returning (a key already stored stays);
+        KeyError for a key this wallet neither holds nor lent."""
+
+    def forget_channel_key(public_key: bytes) -> None:
+        """Drop a provisional key that no channel came to name; a stored key is never dropped."""
+
     def signer_for(public_key: bytes) -> ISigner:
         """The signer of a key this wallet holds; raises KeyError if it does not hold it."""
 

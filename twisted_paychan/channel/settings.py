@@ -47,6 +47,13 @@ class ServerSettings:
     idle_timeout: float | None = None
     #: Seconds before E at which the server settles on its own.
     settle_offset: int = C.SERVER_SETTLE_OFFSET
+    #: Connections one peer address may hold open at once; more are closed at once. 0: no limit.
+    max_connections_per_address: int = 16
+    #: Connections (each a handshake) one peer address may open per ``rate_window``; more get
+    #: ERROR{OTHER} and a close until the window ends. 0: no limit.
+    max_handshakes_per_address: int = 120
+    #: Seconds of the handshake-rate window.
+    rate_window: float = 60.0
 
     def __post_init__(self) -> None:
         if not C.HARD_MIN_TIME_WINDOW <= self.min_time_window <= self.max_time_window:
@@ -60,6 +67,10 @@ class ServerSettings:
             raise ValueError("min_channel_size must be positive and min_payment non-negative")
         if self.fee_rate < 0:
             raise ValueError("fee_rate must be non-negative")
+        if self.max_connections_per_address < 0 or self.max_handshakes_per_address < 0:
+            raise ValueError("per-address limits must be non-negative (0: no limit)")
+        if self.rate_window <= 0:
+            raise ValueError("rate_window must be positive")
 
     @property
     def effective_fee_rate(self) -> int:

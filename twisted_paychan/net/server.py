@@ -6,6 +6,9 @@ Construct it with the :class:`ServerChannelManager` that owns the channels (or w
 chain, a channel store, :class:`ServerSettings` and a clock, and it makes one) and an
 application handler factory; listen with ``endpoint.listen(factory)``. The handshake has a timeout
 (``handshake_timeout``); an open channel may be given an idle timeout (``idle_timeout``).
+Each peer address is limited (``net.address_limits``): a connection beyond
+``max_connections_per_address`` open at once is closed unanswered, one beyond
+``max_handshakes_per_address`` per ``rate_window`` gets ERROR{OTHER} and a close.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from twisted_paychan.net.server_channel import NullServerHandler, ServerChannel
 from twisted_paychan.net.server_manager import ServerChannelManager
 from twisted_paychan.store.interfaces import IChannelStore
 from twisted_paychan.net.tcp import ChannelStreamProtocol, set_nodelay
+from twisted_paychan.net.address_limits import AddressLimits, Refusal
+from twisted_paychan.wire import messages as m
 from twisted_paychan.wire.framing import CloseKind
 from twisted_paychan.wire.framing import ConnectionEnd
 
@@ -31,10 +36,12 @@ from twisted_paychan.wire.framing import ConnectionEnd
 class ServerChannelProtocol(ChannelStreamProtocol):
     log = Logger()
 
-    def __init__(self, factory: "PaymentChannelServerFactory", handler: Any) -> None:
+    def __init__(self, factory: "PaymentChannelServerFactory", handler: Any, address: Optional[str] = None) -> None:
         super().__init__(clock=factory.clock, idleTimeout=factory.settings.handshake_timeout)
         self.factory = factory
         self.handler = handler
+        #: The peer's address as counted by the factory's limits (None: not counted).
+        self.address = address
         self.channel: Optional[ServerChannel] = None
 
     def connectionMade(self) -> None:
@@ -59,8 +66,19 @@ class ServerChannelProtocol(ChannelStreamProtocol):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         super().connectionLost(reason)
+        if self.address is not None:
+            self.factory.limits.release(self.address)
+            self.address = None
         if self.channel is not None:
             self.channel.connection_lost()
+
+
+class RateLimitedProtocol(ChannelStreamProtocol):
+    """Answers a peer over its handshake rate with ERROR{OTHER} and closes: the spec has no
+    code for "busy" (§2.5), and a bitcoinj client closes on any ERROR."""
+
+    def connectionMade(self) -> None:
+        self.disconnect("RATE_LIMITED", m.error(m.ErrorCode.OTHER, "too many handshakes from this address; try later"))
 
 
 class PaymentChannelServerFactory(Factory):
@@ -83,9 +101,23 @@ class PaymentChannelServerFactory(Factory):
         self.clock = clock
         self.manager = manager or ServerChannelManager(wallet, chain, store, settings, clock)
         self.handler_factory = handler_factory or (lambda address: NullServerHandler())
+        self.limits = AddressLimits(clock, settings.max_connections_per_address,
+                                    settings.max_handshakes_per_address, settings.rate_window)
 
-    def buildProtocol(self, addr: Optional[IAddress]) -> Optional[ServerChannelProtocol]:
+    def buildProtocol(self, addr: Optional[IAddress]) -> Optional[ChannelStreamProtocol]:
+        host: Optional[str] = getattr(addr, "host", None)  # IP peers only; others are not limited
+        if host is not None:
+            refusal = self.limits.admit(host)
+            if refusal is Refusal.CONNECTIONS:
+                return None
+            if refusal is Refusal.HANDSHAKES:
+                return RateLimitedProtocol(clock=self.clock, idleTimeout=self.settings.handshake_timeout)
         handler = self.handler_factory(addr)
         if handler is None:
+            if host is not None:
+                self.limits.release(host)
             return None
-        return ServerChannelProtocol(self, handler)
+        return ServerChannelProtocol(self, handler, host)
+
+    def stopFactory(self) -> None:
+        self.limits.stop()

@@ -77,8 +77,8 @@ class ConnectionPorts:
     typed calls, one per effect that needs a backend. The owner tells a connection things only
     through the connection's machine (``close``, ``settled_elsewhere``)."""
 
-    #: A fresh channel key (``NewServerKey``).
-    new_channel_key: Callable[[], "defer.Deferred[ISigner]"]
+    #: A fresh channel key for this connection (``NewServerKey``), provisional until stored.
+    new_channel_key: Callable[["ServerChannel"], "defer.Deferred[ISigner]"]
     #: The stored OPEN channel this connection resumes, now attached to it, read after every
     #: payment a previous connection had in flight is stored; or None (``FindChannel``).
     find_channel: Callable[[bytes, "ServerChannel"], "defer.Deferred[Optional[ServerChannelRecord]]"]
@@ -159,7 +159,7 @@ class ServerChannel(EffectRunner[ServerEffect]):
         return None
 
     def _new_server_key(self, effect: fx.NewServerKey) -> Outcome[ServerEffect]:
-        return self._ports.new_channel_key().addCallback(self.machine.server_key_ready)
+        return self._ports.new_channel_key(self).addCallback(self.machine.server_key_ready)
 
     def _find_channel(self, effect: fx.FindChannel) -> Outcome[ServerEffect]:
         m = self.machine

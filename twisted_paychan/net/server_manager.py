@@ -311,8 +311,16 @@ class ServerChannelManager:
 
     # -- what connections ask (their ports) --------------------------------------------------
 
-    def _new_channel_key(self) -> defer.Deferred[ISigner]:
-        return defer.maybeDeferred(self.wallet.new_channel_key)
+    def _new_channel_key(self, connection: ServerChannel) -> defer.Deferred[ISigner]:
+        """A provisional key: stored only with the channel record that names it
+        (``_store_channel``), forgotten when the connection ends without one (``_closed``)."""
+        def lent(signer: ISigner) -> ISigner:
+            if connection.close_reason is not None:  # gone while the wallet answered
+                self.wallet.forget_channel_key(signer.public_key)
+            return signer
+
+        d: defer.Deferred[ISigner] = defer.maybeDeferred(self.wallet.provisional_channel_key)
+        return d.addCallback(lent)
 
     def _find_channel(self, contract_txid: bytes, connection: ServerChannel) -> defer.Deferred[Optional[ServerChannelRecord]]:
         def found(channel: Optional[_Channel]) -> defer.Deferred[Optional[ServerChannelRecord]]:
@@ -347,6 +355,9 @@ class ServerChannelManager:
                 channel.connection = connection
             channel.feed(lc.Created())
 
+        # The key is durable before the record that names it: a crash between them leaves one
+        # unused key, never a channel whose key is lost.
+        self.wallet.keep_channel_key(record.server_key)
         return self.store.add_server_channel(record).addCallback(stored)
 
     def _broadcast_contract(self, tx: bytes, contract_txid: bytes) -> defer.Deferred[None]:
@@ -386,6 +397,8 @@ class ServerChannelManager:
             self._notify(lc.ChannelEvent(lc.ChannelEventKind.PAYMENT, contract_txid, increase=increase, total=total))
 
     def _closed(self, connection: ServerChannel, reason: CloseReason) -> None:
+        if connection.machine.signer is not None:  # a kept key stays; an unused one goes
+            self.wallet.forget_channel_key(connection.machine.signer.public_key)
         record = connection.machine.record  # stored (or resumed) by this connection, if it got that far
         txid = connection.contract_txid or (record.contract_txid if record is not None else None)
         channel = self._channels.get(txid) if txid is not None else None

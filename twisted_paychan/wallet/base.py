@@ -6,7 +6,10 @@ the chain, and the funded transactions whose coins are reserved. Subclasses make
 durable by overriding the ``_persist_*`` hooks, each called *before* the in-memory state changes
 and before any Deferred fires, so a caller never sees a key, an address or a funded transaction
 that a crash could take back (STYLE: persist, then acknowledge). :class:`MemoryWallet` leaves
-the hooks empty; :class:`SqliteWallet` writes through to SQLite.
+the hooks empty; :class:`SqliteWallet` writes through to SQLite. The one key a caller sees
+unstored is a *provisional* channel key, lent to a server handshake and held in memory only
+until a channel record names it (``keep_channel_key``) or the handshake ends
+(``forget_channel_key``): a handshake that never becomes a channel leaves nothing behind.
 
 Coins come from the chain, never from our own bookkeeping: :meth:`refresh` asks
 ``IChain.unspent_outputs`` for each receive and payout script (channel keys are not scanned; a
@@ -77,6 +80,8 @@ class BaseWallet:
         #: Receive and payout scripts, the ones scanned for coins, in creation order.
         self._by_script: dict[bytes, WalletKey] = {}
         self._payout: Optional[WalletKey] = None
+        #: Channel keys lent to handshakes and not yet stored (``provisional_channel_key``).
+        self._provisional: dict[bytes, WalletKey] = {}
         self._coins: dict[OutPoint, Utxo] = {}
         self._tip_height: Optional[int] = None
         self._funded: dict[bytes, FundedRecord] = {}
@@ -134,6 +139,34 @@ class BaseWallet:
         self.log.info("new channel key {public_key}", public_key=key.public_key.hex())
         signer: ISigner = self._signers[key.public_key]
         return succeed(signer)
+
+    def provisional_channel_key(self) -> Deferred[ISigner]:
+        """See IWallet: a server lends one to each new-channel handshake, so that a handshake
+        that never becomes a channel leaves nothing behind (PROTOCOL.md §13 items 10 and 28)."""
+        key = generate_key(KeyPurpose.CHANNEL, None)
+        self._provisional[key.public_key] = key
+        signer: ISigner = key.signer()
+        return succeed(signer)
+
+    def keep_channel_key(self, public_key: bytes) -> None:
+        public_key = bytes(public_key)
+        key = self._provisional.get(public_key)
+        if key is None:
+            if public_key not in self._keys:
+                raise KeyError(f"this wallet neither holds nor lent a key {public_key.hex()}")
+            return
+        # Durable before the channel record that names it is written (persist, then act).
+        self._persist_key(key)
+        self._load_key(key)
+        del self._provisional[public_key]
+        self.log.info("new channel key {public_key}", public_key=public_key.hex())
+
+    def forget_channel_key(self, public_key: bytes) -> None:
+        self._provisional.pop(bytes(public_key), None)
+
+    def provisional_count(self) -> int:
+        """How many provisional keys are lent and neither kept nor forgotten."""
+        return len(self._provisional)
 
     def signer_for(self, public_key: bytes) -> Signer:
         try:
