@@ -72,6 +72,7 @@ def trigger_event(trigger: Trigger) -> lc.Event:
         Trigger.SETTLEMENT_RECEIVED: lc.SettlementReceived(OTHER_SETTLEMENT, NOW),
         Trigger.SETTLEMENT_ON_CHAIN: lc.ContractSpent(OTHER_SETTLEMENT, False, NOW),
         Trigger.REFUND_CONFIRMED: lc.ContractSpent(RECORD.refund, True, NOW),
+        Trigger.EXHAUSTED: lc.SettlementAwaited(exhausted=True, now=NOW),
     }[trigger]
 
 
@@ -104,6 +105,29 @@ def test_loaded_without_refunds_watches_only_when_a_settlement_is_awaited():
     assert effects == []
     assert machine.handle(lc.SettlementAwaited()) == [lc.WatchOutpoint(OutPoint(TXID, 0))]
     assert machine.handle(lc.SettlementAwaited()) == []
+
+
+def test_exhausted_channel_is_noted_until_its_settlement():
+    """EOF after the payment that left no change (§7.3 step 4): the open record is noted as
+    awaiting the server's settlement (OPEN -> OPEN), the output watched; the settlement seen on
+    the chain ends it SETTLED and clears the note."""
+    machine, _ = loaded(refunds=False)
+    effects = machine.handle(lc.SettlementAwaited(exhausted=True, now=NOW))
+    [persist] = of(lc.PersistTransition, effects)
+    assert (persist.expected, persist.new) == (S.OPEN, S.OPEN)
+    assert persist.changes == {"note": lc.EXHAUSTED_NOTE, "updated_at": NOW}
+    assert lc.WatchOutpoint(OutPoint(TXID, 0)) in effects
+    # A spend seen while the note is being stored waits for it.
+    assert machine.handle(lc.ContractSpent(SETTLEMENT, False, NOW)) == []
+    noted = replace(machine.record, note=lc.EXHAUSTED_NOTE, updated_at=NOW)
+    effects = machine.handle(lc.TransitionStored(noted))
+    [persist] = of(lc.PersistTransition, effects)
+    assert (persist.expected, persist.new) == (S.OPEN, S.SETTLED)
+    assert persist.changes["note"] == "" and persist.changes["close_tx"] == SETTLEMENT
+    # Noted twice (a second EOF, a restart) stores nothing new.
+    machine2, _ = loaded(refunds=False)
+    machine2.record = noted
+    assert of(lc.PersistTransition, machine2.handle(lc.SettlementAwaited(exhausted=True, now=NOW))) == []
 
 
 def test_loaded_on_start_offers_the_contract_again():
