@@ -15,7 +15,10 @@ the chain, §1.4); from ``expiry + 300`` on (``constants.CLIENT_REFUND_DELAY``) 
 and the contract (in case the server never broadcast it) and the refund are broadcast, again
 on every block until the node takes the refund (non-final until the median time past passes
 its lock time, BIP 113); the refund confirming ends it REFUNDED. Nothing ends before a spend of
-the contract is seen, and the output stays watched until that spend confirms.
+the contract is seen, and the output stays watched until that spend confirms. A channel paid
+down to zero whose connection ended without the server's settlement (stock bitcoinj loses its
+CLOSE, §7.3 step 4) stays OPEN with a note (``EXHAUSTED_NOTE``) while the settlement is awaited
+from the chain; the settlement, or else the refund, ends it as above.
 
 Refusals are judged by ``BroadcastRejected.kind`` (``RejectKind``), never by their words.
 """
