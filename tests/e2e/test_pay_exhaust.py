@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_twisted
@@ -25,6 +28,7 @@ from bitcoinj_style import BitcoinjExhaustingServerFactory  # noqa: E402
 
 from twisted_paychan.chain.rpc.chain import RpcChain  # noqa: E402
 from twisted_paychan.chain.types import TxState  # noqa: E402
+from twisted_paychan.channel.client_lifecycle import EXHAUSTED_NOTE  # noqa: E402
 from twisted_paychan.channel.records import ClientChannelState  # noqa: E402
 from twisted_paychan.channel.settings import ServerSettings  # noqa: E402
 from twisted_paychan.store.sqlite import SqliteChannelStore, open_store  # noqa: E402
@@ -116,5 +120,110 @@ async def test_pay_channel_down_to_zero(tmp_path, server_kind, settled_from):
             await double_store.close()
         if double_wallet is not None:
             double_wallet.close()
+        await chain.stop()
+        await server.stop()
+
+
+class HoldsSettlements:
+    """The double's chain: broadcasts pass, except a spend of a transaction broadcast before
+    (the server's settlement of its contract), which is kept until the test lets it out."""
+
+    def __init__(self, chain: Any) -> None:
+        self._chain = chain
+        self._seen: set[bytes] = set()
+        self.held: list[bytes] = []
+
+    def broadcast(self, tx: bytes) -> Any:
+        from twisted.internet import defer
+
+        from twisted_paychan.bitcoin.transactions import parse_transaction
+        from twisted_paychan.bitcoin.txid import txid
+
+        if any(bytes(i.prevout.hash) in self._seen for i in parse_transaction(tx).vin):
+            self.held.append(tx)
+            return defer.succeed(None)
+        self._seen.add(txid(tx))
+        return self._chain.broadcast(tx)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._chain, name)
+
+
+@pytest_twisted.ensureDeferred
+async def test_settlement_late_pay_exits_0_and_watch_finishes(tmp_path):
+    """The settlement has not appeared within --settlement-wait: ``pay`` still exits 0, the
+    record stays open and says the channel is exhausted and awaiting the server's settlement;
+    once the settlement appears, ``paychan watch`` ends the channel settled with its txid."""
+    server = ServerProcess(tmp_path / "server")
+    await server.start()
+    chain = RpcChain.from_url(reactor, server.rpc_url, cookie_path=server.cookie, poll_interval=0.2)
+    await chain.start()
+    held = HoldsSettlements(chain)
+    double_wallet = SqliteWallet.open(tmp_path / "double-wallet.sqlite", chain)
+    double_store = SqliteChannelStore(str(tmp_path / "double-channels.sqlite"), reactor)
+    factory = BitcoinjExhaustingServerFactory(double_wallet, held, double_store, ServerSettings(fee_rate=1000),
+                                              reactor)
+    port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(factory)
+    endpoint = f"tcp:127.0.0.1:{port.getHost().port}"
+    client_dir = str(tmp_path / "client")
+    rpc = ["--chain", server.rpc_url, "--rpc-cookie", str(server.cookie)]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+
+    def run(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
+        return subprocess.run(cli(*argv), cwd=str(REPO), env=env, capture_output=True, text=True,
+                              timeout=180, check=check)
+
+    try:
+        def pay() -> subprocess.CompletedProcess:
+            address = run("wallet", "--data-dir", client_dir, *rpc, "new-address").stdout.strip()
+            run("regtest-fund", *rpc, address, str(FUNDS))
+            return run("pay", "--server", endpoint, *rpc, "--data-dir", client_dir, "--settlement-wait", "1",
+                       "--value", "100000", "--amount", "19800", "--count", "5", check=False)
+
+        paid = await threads.deferToThread(pay)
+        assert paid.returncode == 0, paid.stderr
+        assert "channel exhausted: 100000 sat paid; waiting for the server's settlement" in paid.stderr
+        assert "has not appeared within 1 s; paychan watch finishes the channel" in paid.stdout
+        store = open_store(client_dir)
+        try:
+            [record] = await store.client_channels()
+        finally:
+            await store.close()
+        assert record.state is ClientChannelState.OPEN and record.note == EXHAUSTED_NOTE
+        assert record.client_change == 0
+
+        [settlement] = held.held
+        await chain.broadcast(settlement)
+        from twisted_paychan.bitcoin.txid import txid
+
+        def watch() -> str:
+            proc = subprocess.Popen(cli("watch", "--data-dir", client_dir, *rpc), cwd=str(REPO), env=env,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            assert proc.stderr is not None
+            stuck = threading.Timer(120, proc.kill)  # a watch that never says it: fail, not hang
+            stuck.start()
+            try:
+                lines = [proc.stderr.readline(), proc.stderr.readline()]
+            finally:
+                stuck.cancel()
+                proc.send_signal(signal.SIGTERM)
+                proc.communicate(timeout=30)
+            return "".join(lines)
+
+        said = await threads.deferToThread(watch)
+        assert f"settled by {txid(settlement)[::-1].hex()}" in said
+        store = open_store(client_dir)
+        try:
+            [record] = await store.client_channels()
+        finally:
+            await store.close()
+        assert record.state is ClientChannelState.SETTLED and record.close_tx == settlement and record.note == ""
+        miner = (await threads.deferToThread(run, "wallet", "--data-dir", client_dir, *rpc, "new-address")).stdout
+        await chain.connection.call("generatetoaddress", 1, miner.strip())
+        assert (await chain.tx_status(txid(settlement))).state is TxState.CONFIRMED
+    finally:
+        await port.stopListening()
+        await double_store.close()
+        double_wallet.close()
         await chain.stop()
         await server.stop()
