@@ -258,3 +258,21 @@ def test_a_failed_write_is_retried_on_the_next_block():
     assert of(lc.Notify, machine.handle(lc.TransitionFailed("disk full")))
     persist, = machine.handle(lc.BlockConnected(NOW + 600))
     assert (persist.expected, persist.new) == (S.OPEN, S.EXPIRING)
+
+
+def test_exhausted_channel_the_server_never_settles_is_refunded():
+    """``paychan watch`` on a channel left noted as exhausted: no settlement ever appears, so
+    from ``E + 300`` the refund (the whole value back, as the protocol allows) is broadcast and,
+    once it confirms, ends the channel REFUNDED with the note cleared."""
+    machine, effects = loaded(client_change=0, note=lc.EXHAUSTED_NOTE)
+    assert lc.ArmTimer(RECORD.expiry + C.CLIENT_REFUND_DELAY) in effects
+    persist, = machine.handle(lc.RefundDue(RECORD.expiry + C.CLIENT_REFUND_DELAY))
+    assert (persist.expected, persist.new) == (S.OPEN, S.EXPIRING)
+    assert stored(machine, persist)[-1] == lc.CheckContract(TXID)
+    assert machine.handle(lc.ContractStatus(known=True)) == [lc.Broadcast(RECORD.refund, lc.TxRole.REFUND)]
+    assert machine.handle(lc.BroadcastAccepted(lc.TxRole.REFUND)) == [lc.Notify(lc.RefundBroadcast(TXID))]
+    out = machine.handle(lc.ContractSpent(RECORD.refund, True, RECORD.expiry + 1200, 0))
+    persist = of(lc.PersistTransition, out)[0]
+    assert (persist.expected, persist.new, persist.changes["note"]) == (S.EXPIRING, S.REFUNDED, "")
+    stored(machine, persist)
+    assert machine.record is not None and machine.record.state is S.REFUNDED and machine.record.note == ""
