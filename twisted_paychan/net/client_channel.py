@@ -113,6 +113,8 @@ class ClientChannel(EffectRunner[ClientEffect]):
         self._close = close
         self.clock = clock
         self.close_reason: Optional[CloseReason] = None
+        #: What ended the connection, for a ``settle()`` asked for after that.
+        self._close_detail = ""
         self.opened: defer.Deferred[ChannelOpen] = defer.Deferred()
         #: Fires with the close reason when the connection is over.
         self.closed: defer.Deferred[CloseReason] = defer.Deferred()
@@ -123,7 +125,6 @@ class ClientChannel(EffectRunner[ClientEffect]):
         self._chain_settlement: Optional[bytes] = None
         self._settle_waiters: list[defer.Deferred[Settlement]] = []
         self._settle_outcome: Union[None, Settlement, Failure] = None
-        self._close_detail = ""
         #: The reply_timeout timer of the answer we wait for (PAYMENT_ACK, or CLOSE after ours).
         self._reply_timer: Optional[IDelayedCall] = None
 
