@@ -72,6 +72,7 @@ def trigger_event(trigger: Trigger) -> lc.Event:
         Trigger.SETTLEMENT_RECEIVED: lc.SettlementReceived(OTHER_SETTLEMENT, NOW),
         Trigger.SETTLEMENT_ON_CHAIN: lc.ContractSpent(OTHER_SETTLEMENT, False, NOW),
         Trigger.REFUND_CONFIRMED: lc.ContractSpent(RECORD.refund, True, NOW),
+        Trigger.EXHAUSTED: lc.SettlementAwaited(exhausted=True, now=NOW),
     }[trigger]
 
 
@@ -104,6 +105,29 @@ def test_loaded_without_refunds_watches_only_when_a_settlement_is_awaited():
     assert effects == []
     assert machine.handle(lc.SettlementAwaited()) == [lc.WatchOutpoint(OutPoint(TXID, 0))]
     assert machine.handle(lc.SettlementAwaited()) == []
+
+
+def test_exhausted_channel_is_noted_until_its_settlement():
+    """EOF after the payment that left no change (§7.3 step 4): the open record is noted as
+    awaiting the server's settlement (OPEN -> OPEN), the output watched; the settlement seen on
+    the chain ends it SETTLED and clears the note."""
+    machine, _ = loaded(refunds=False)
+    effects = machine.handle(lc.SettlementAwaited(exhausted=True, now=NOW))
+    [persist] = of(lc.PersistTransition, effects)
+    assert (persist.expected, persist.new) == (S.OPEN, S.OPEN)
+    assert persist.changes == {"note": lc.EXHAUSTED_NOTE, "updated_at": NOW}
+    assert lc.WatchOutpoint(OutPoint(TXID, 0)) in effects
+    # A spend seen while the note is being stored waits for it.
+    assert machine.handle(lc.ContractSpent(SETTLEMENT, False, NOW)) == []
+    noted = replace(machine.record, note=lc.EXHAUSTED_NOTE, updated_at=NOW)
+    effects = machine.handle(lc.TransitionStored(noted))
+    [persist] = of(lc.PersistTransition, effects)
+    assert (persist.expected, persist.new) == (S.OPEN, S.SETTLED)
+    assert persist.changes["note"] == "" and persist.changes["close_tx"] == SETTLEMENT
+    # Noted twice (a second EOF, a restart) stores nothing new.
+    machine2, _ = loaded(refunds=False)
+    machine2.record = noted
+    assert of(lc.PersistTransition, machine2.handle(lc.SettlementAwaited(exhausted=True, now=NOW))) == []
 
 
 def test_loaded_on_start_offers_the_contract_again():
@@ -234,3 +258,21 @@ def test_a_failed_write_is_retried_on_the_next_block():
     assert of(lc.Notify, machine.handle(lc.TransitionFailed("disk full")))
     persist, = machine.handle(lc.BlockConnected(NOW + 600))
     assert (persist.expected, persist.new) == (S.OPEN, S.EXPIRING)
+
+
+def test_exhausted_channel_the_server_never_settles_is_refunded():
+    """``paychan watch`` on a channel left noted as exhausted: no settlement ever appears, so
+    from ``E + 300`` the refund (the whole value back, as the protocol allows) is broadcast and,
+    once it confirms, ends the channel REFUNDED with the note cleared."""
+    machine, effects = loaded(client_change=0, note=lc.EXHAUSTED_NOTE)
+    assert lc.ArmTimer(RECORD.expiry + C.CLIENT_REFUND_DELAY) in effects
+    persist, = machine.handle(lc.RefundDue(RECORD.expiry + C.CLIENT_REFUND_DELAY))
+    assert (persist.expected, persist.new) == (S.OPEN, S.EXPIRING)
+    assert stored(machine, persist)[-1] == lc.CheckContract(TXID)
+    assert machine.handle(lc.ContractStatus(known=True)) == [lc.Broadcast(RECORD.refund, lc.TxRole.REFUND)]
+    assert machine.handle(lc.BroadcastAccepted(lc.TxRole.REFUND)) == [lc.Notify(lc.RefundBroadcast(TXID))]
+    out = machine.handle(lc.ContractSpent(RECORD.refund, True, RECORD.expiry + 1200, 0))
+    persist = of(lc.PersistTransition, out)[0]
+    assert (persist.expected, persist.new, persist.changes["note"]) == (S.EXPIRING, S.REFUNDED, "")
+    stored(machine, persist)
+    assert machine.record is not None and machine.record.state is S.REFUNDED and machine.record.note == ""

@@ -124,6 +124,8 @@ def test_encrypted_wallet_needs_its_passphrase(data_dir: str, tmp_path: Path) ->
         (("regtest", "--rpc-user", "u"), "needs --data-dir"),
         (("regtest", "--data-dir", "{d}", "--rpc-user", "u"), "give both --rpc-user and --rpc-password"),
         (("regtest", "--data-dir", "{d}", "--rpc-listen", "nonsense:1"), "bad --rpc-listen"),
+        (("pay", "--data-dir", "{d}", "--server", "tcp:127.0.0.1:1", "--value", "100000", "--amount", "1",
+          "--settlement-wait", "-1"), "settlement_wait must be >= 0"),
     ],
 )
 def test_user_errors_are_one_line_and_exit_1(data_dir: str, argv: tuple[str, ...], message: str) -> None:

@@ -19,6 +19,7 @@ queued (CLOSE with the recorded settlement) would have been taken.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from typing import Optional
 
 import pytest
@@ -27,7 +28,10 @@ from twisted_paychan.bitcoin import consensus
 from twisted_paychan.bitcoin import transactions as tx_mod
 from twisted_paychan.bitcoin.keys import KeySigner
 from twisted_paychan.bitcoin.txid import txid
+from twisted_paychan.chain.types import OutPoint
+from twisted_paychan.channel import client_lifecycle as lc
 from twisted_paychan.channel.client import ClientStep
+from twisted_paychan.channel.records import ClientChannelState
 from twisted_paychan.channel.errors import CloseReason
 from twisted_paychan.channel.settings import VersionSelector
 from twisted_paychan.wire import messages as m
@@ -38,6 +42,8 @@ pytestmark = pytest.mark.skipif(not VECTORS.is_dir(), reason=f"recordings not fo
 
 MT = m.MessageType
 channel_folders = pytest.mark.parametrize("folder", CHANNEL_FOLDERS)
+#: The recordings that end with the exhausting payment and EOF (its ack and CLOSE lost, §1.4).
+EXHAUST_FOLDERS = [f for f in CHANNEL_FOLDERS if f.endswith("_exhaust")]
 
 
 def _show(payload: bytes) -> str:
@@ -48,14 +54,15 @@ def _info(hex_info: Optional[str]) -> Optional[bytes]:
     return None if hex_info is None else bytes.fromhex(hex_info)
 
 
-def replay(rec: Recording, lost_close: bool = False, **kwargs: object) -> ClientReplay:
+def replay(rec: Recording, lost_close: bool = False, ack_lost: bool = False, **kwargs: object) -> ClientReplay:
     """Walk the recording in order, acting as the recorded client application did, and match
     our machine's output against bitcoinj's.
 
     The application acts when bitcoinj's client sent something our machine has not been asked
     for: the next payment (client1.jsonl order) for an UPDATE_PAYMENT, ``settle()`` for a CLOSE.
     With ``lost_close`` what bitcoinj's server queued and lost arrives before the recorded EOF:
-    on exhaustion the last PAYMENT_ACK, then the CLOSE with the settlement it broadcast."""
+    on exhaustion the last PAYMENT_ACK (unless ``ack_lost``: the CLOSE overtook it), then the
+    CLOSE with the settlement it broadcast."""
     r = ClientReplay(rec, **kwargs)  # type: ignore[arg-type]
     payments = iter(rec.payments())
     for entry in rec.wire:
@@ -81,7 +88,7 @@ def replay(rec: Recording, lost_close: bool = False, **kwargs: object) -> Client
         elif entry.event == "eof" and entry.dir == "s2c":
             assert not r.outbox
             if lost_close:
-                if rec.payments()[-1]["event"] == "noAck":
+                if rec.payments()[-1]["event"] == "noAck" and not ack_lost:
                     r.receive(m.encode_message(m.payment_ack()))
                 r.receive(m.encode_message(m.close(rec.settlement_raw)))
             r.carry_out(r.machine.connection_lost())
@@ -138,11 +145,13 @@ def test_stored_refund_is_bitcoinjs(folder: str) -> None:
 @channel_folders
 def test_payments_and_acks(folder: str) -> None:
     """Each payment is stored before it is sent, and acked with the info bitcoinj's client saw
-    (the server echoed the payment's info)."""
+    (the server echoed the payment's info). The exhausting payment whose ack bitcoinj's server
+    lost (``noAck``) counts as paid, with no info (§7.3 step 4)."""
     rec = load(folder)
     r = replay(rec)
-    acked = [e for e in rec.payments() if e["event"] == "ack"]
-    assert [(a.amount, a.info) for a in r.acked] == [(e["amount"], _info(e["info"])) for e in acked]
+    expected = [(e["amount"], _info(e["info"])) if e["event"] == "ack" else (e["requested"], None)
+                for e in rec.payments()]
+    assert [(a.amount, a.info) for a in r.acked] == expected
     changes = [s.client_change for s in r.stored[1:]]
     assert changes == [e["value_refunded"] for e in rec.payments()]
     assert r.machine.record is not None and r.machine.record.client_change == changes[-1]
@@ -151,15 +160,16 @@ def test_payments_and_acks(folder: str) -> None:
 @channel_folders
 def test_recorded_end(folder: str) -> None:
     """The recordings end with EOF: after our CLOSE it means "the server probably settled",
-    after the exhausting payment "the server settled on exhaustion" (§1.4; the payment's ack
-    never came, as in bitcoinj's ``noAck``)."""
+    after the exhausting payment "paid, and settled by the server" (§7.3 step 4, §1.4; the
+    payment's ack never came, as in bitcoinj's ``noAck``, and it counts as paid)."""
     rec = load(folder)
     r = replay(rec)
     exhausted = rec.payments()[-1]["event"] == "noAck"
     expected = CloseReason.CHANNEL_EXHAUSTED if exhausted else CloseReason.CLIENT_REQUESTED_CLOSE
     assert r.closes[0].reason is expected
     assert r.settlements_seen == []
-    assert r.machine.payment_in_flight is exhausted
+    assert not r.machine.payment_in_flight and len(r.acked) == len(rec.payments())
+    assert r.machine.exhausted is exhausted
 
 
 @channel_folders
@@ -174,8 +184,46 @@ def test_lost_close_with_the_recorded_settlement(folder: str) -> None:
     exhausted = rec.payments()[-1]["event"] == "noAck"
     assert len(r.acked) == len(rec.payments())
     assert not r.machine.payment_in_flight
-    expected = CloseReason.SERVER_REQUESTED_CLOSE if exhausted else CloseReason.CLIENT_REQUESTED_CLOSE
+    expected = CloseReason.CHANNEL_EXHAUSTED if exhausted else CloseReason.CLIENT_REQUESTED_CLOSE
     assert r.closes[0].reason is expected
+
+
+@pytest.mark.parametrize("folder", EXHAUST_FOLDERS)
+def test_close_overtaking_the_exhausting_ack(folder: str) -> None:
+    """The server's CLOSE{settlement} arrives and its PAYMENT_ACK never does (§7.3 step 4
+    [bitcoinj]): the exhausting payment counts as paid, the settlement is taken, and the close
+    reason is CHANNEL_EXHAUSTED, as in every other ending of an exhausted channel."""
+    rec = load(folder)
+    r = replay(rec, lost_close=True, ack_lost=True)
+    [seen] = r.settlements_seen
+    assert seen.tx == rec.settlement_raw
+    assert [a.amount for a in r.acked][-1] == rec.payments()[-1]["requested"]
+    assert len(r.acked) == len(rec.payments()) and not r.machine.payment_in_flight
+    assert r.closes[0].reason is CloseReason.CHANNEL_EXHAUSTED
+
+
+@pytest.mark.parametrize("folder", EXHAUST_FOLDERS)
+def test_exhausted_recording_settled_from_the_chain(folder: str) -> None:
+    """After the recorded EOF, the client's lifecycle notes the open channel as exhausted and
+    watches its contract output; bitcoinj's recorded settlement spending it (as it appears in the
+    mempool) ends the channel SETTLED with that transaction, which pays our change of 0 (no
+    note)."""
+    rec = load(folder)
+    r = replay(rec)
+    record = replace(r.stored[0], client_change=r.stored[-1].client_change)
+    assert record.client_change == 0
+    machine = lc.ClientLifecycle()
+    assert machine.handle(lc.Loaded(record, refunds=False)) == []
+    effects = machine.handle(lc.SettlementAwaited(exhausted=True, now=r.now))
+    assert lc.WatchOutpoint(OutPoint(record.contract_txid, 0)) in effects
+    [noting] = [e for e in effects if isinstance(e, lc.PersistTransition)]
+    assert (noting.expected, noting.new, noting.changes["note"]) == (
+        ClientChannelState.OPEN, ClientChannelState.OPEN, lc.EXHAUSTED_NOTE)
+    machine.handle(lc.TransitionStored(replace(record, note=lc.EXHAUSTED_NOTE)))
+    effects = machine.handle(lc.ContractSpent(rec.settlement_raw, False, r.now, 0))
+    [settling] = [e for e in effects if isinstance(e, lc.PersistTransition)]
+    assert (settling.expected, settling.new) == (ClientChannelState.OPEN, ClientChannelState.SETTLED)
+    assert settling.changes["close_tx"] == rec.settlement_raw and settling.changes["note"] == ""
 
 
 def test_v2_or_1_client_against_a_v1_only_server() -> None:

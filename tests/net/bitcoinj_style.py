@@ -54,3 +54,27 @@ class BitcoinjV1OnlyServerProtocol(ServerChannelProtocol):
 class BitcoinjV1OnlyServerFactory(PaymentChannelServerFactory):
     def buildProtocol(self, addr: Optional[IAddress]) -> Optional[ServerChannelProtocol]:
         return BitcoinjV1OnlyServerProtocol(self, NullServerHandler())
+
+
+class BitcoinjExhaustingServerProtocol(ServerChannelProtocol):
+    """A server that, like stock bitcoinj, loses what it writes right before it closes on an
+    exhausted channel: the exhausting payment's PAYMENT_ACK and its CLOSE{settlement} (§7.3
+    step 4, §1.4; recordings f_v2_exhaust and g_v1_exhaust). It stores the payment and
+    broadcasts the settlement as usual; the client sees only EOF."""
+
+    exhausting = False
+
+    def messageReceived(self, msg: Any) -> None:
+        if msg.type == MT.UPDATE_PAYMENT and msg.update_payment.client_change_value == 0:
+            self.exhausting = True
+        super().messageReceived(msg)
+
+    def sendMessage(self, msg: Any) -> None:
+        if self.exhausting and msg.type in (MT.PAYMENT_ACK, MT.CLOSE):
+            return
+        super().sendMessage(msg)
+
+
+class BitcoinjExhaustingServerFactory(PaymentChannelServerFactory):
+    def buildProtocol(self, addr: Optional[IAddress]) -> Optional[ServerChannelProtocol]:
+        return BitcoinjExhaustingServerProtocol(self, NullServerHandler())

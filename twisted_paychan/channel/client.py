@@ -113,6 +113,32 @@ class ClientMachine:
     def payment_in_flight(self) -> bool:
         return self._in_flight is not None
 
+    @property
+    def exhausted(self) -> bool:
+        """The payment that leaves no change has gone out (acknowledged or not): the server
+        settles at once (§7.3 step 4), and the connection ends with ``CHANNEL_EXHAUSTED``."""
+        record = self.record
+        if record is None or record.client_change != 0:
+            return False
+        return self._in_flight is None or self._in_flight_sent
+
+    def _paid_by_exhaustion(self) -> list[ClientEffect]:
+        """The exhausting payment counts as paid when the connection ends without its
+        PAYMENT_ACK (EOF, or the server's CLOSE overtaking it): the server settles on exhaustion
+        and stock bitcoinj loses the ack (§7.3 step 4, §1.4)."""
+        payment = self._in_flight
+        if payment is None or payment.client_change != 0 or not self._in_flight_sent:
+            return []
+        self._in_flight = None
+        return [fx.PaymentAcked(payment.amount, None)]
+
+    def _end_reason(self, otherwise: CloseReason) -> CloseReason:
+        if self._settle_requested:
+            return CloseReason.CLIENT_REQUESTED_CLOSE
+        if self.exhausted:
+            return CloseReason.CHANNEL_EXHAUSTED
+        return otherwise
+
     # -- starting -----------------------------------------------------------------------------
 
     def start(self) -> list[ClientEffect]:
@@ -389,7 +415,7 @@ class ClientMachine:
         return self._closed(CloseReason.CONNECTION_CLOSED, "disconnected by us")
 
     def _on_close(self, message: r.Close, now: int) -> list[ClientEffect]:
-        out: list[ClientEffect] = []
+        out: list[ClientEffect] = self._paid_by_exhaustion()
         tx = message.settlement_tx
         if tx is not None:
             check.settlement_parses(tx)  # §8.3 step 1: BAD_TRANSACTION if it does not
@@ -397,8 +423,7 @@ class ClientMachine:
                 if check.settlement_spends_contract(tx, self.record.contract_txid, self._channel, self.record.value):
                     out.append(fx.SettlementSeen(self.record.contract_txid, bytes(tx)))
                 # An invalid settlement is ignored (§8.3), as bitcoinj does.
-        reason = CloseReason.CLIENT_REQUESTED_CLOSE if self._settle_requested else CloseReason.SERVER_REQUESTED_CLOSE
-        return out + self._closed(reason)
+        return out + self._closed(self._end_reason(CloseReason.SERVER_REQUESTED_CLOSE))
 
     def _on_error(self, e: r.Error, now: int) -> list[ClientEffect]:
         return self._closed(CloseReason.REMOTE_SENT_ERROR, f"{ErrorCode(e.code).name}: {e.explanation}")
@@ -408,14 +433,17 @@ class ClientMachine:
 
     def connection_lost(self) -> list[ClientEffect]:
         """EOF. With stock bitcoinj this is how a settlement or an exhausting payment ends
-        (§1.4): the adapter then looks for the settlement on the chain."""
+        (§1.4): the exhausting payment counts as paid, and the adapter looks for the settlement
+        on the chain."""
         if self.step is ClientStep.CHANNEL_CLOSED:
             return []
-        if self._settle_requested:
-            return self._closed(CloseReason.CLIENT_REQUESTED_CLOSE, "EOF after our CLOSE")
-        if self._in_flight is not None and self._in_flight.client_change == 0 and self._in_flight_sent:
-            return self._closed(CloseReason.CHANNEL_EXHAUSTED, "EOF after the exhausting payment")
-        return self._closed(CloseReason.CONNECTION_CLOSED)
+        paid = self._paid_by_exhaustion()
+        reason = self._end_reason(CloseReason.CONNECTION_CLOSED)
+        detail = {
+            CloseReason.CLIENT_REQUESTED_CLOSE: "EOF after our CLOSE",
+            CloseReason.CHANNEL_EXHAUSTED: "EOF after the exhausting payment: the server settles",
+        }.get(reason, "")
+        return paid + self._closed(reason, detail)
 
 
 # -- the transition table ---------------------------------------------------------------------

@@ -15,7 +15,10 @@ the chain, §1.4); from ``expiry + 300`` on (``constants.CLIENT_REFUND_DELAY``) 
 and the contract (in case the server never broadcast it) and the refund are broadcast, again
 on every block until the node takes the refund (non-final until the median time past passes
 its lock time, BIP 113); the refund confirming ends it REFUNDED. Nothing ends before a spend of
-the contract is seen, and the output stays watched until that spend confirms.
+the contract is seen, and the output stays watched until that spend confirms. A channel paid
+down to zero whose connection ended without the server's settlement (stock bitcoinj loses its
+CLOSE, §7.3 step 4) stays OPEN with a note (``EXHAUSTED_NOTE``) while the settlement is awaited
+from the chain; the settlement, or else the refund, ends it as above.
 
 Refusals are judged by ``BroadcastRejected.kind`` (``RejectKind``), never by their words.
 """
@@ -46,6 +49,10 @@ class Trigger(enum.Enum):
     SETTLEMENT_ON_CHAIN = "settlement on chain"
     #: Our refund confirmed.
     REFUND_CONFIRMED = "refund confirmed"
+    #: The payment that left no change went out and the connection ended without the server's
+    #: settlement (stock bitcoinj loses its CLOSE, §7.3 step 4, §1.4): the record notes that
+    #: the settlement is awaited from the chain.
+    EXHAUSTED = "exhausted, settlement awaited"
 
 
 #: Every state change of a stored client channel: (state, trigger) -> new state. A pair not
@@ -53,6 +60,7 @@ class Trigger(enum.Enum):
 #: is this table's edges (tests/channel/test_client_lifecycle.py checks they are equal).
 LIFECYCLE: Mapping[tuple[ClientChannelState, Trigger], ClientChannelState] = {
     (S.OPEN, Trigger.REFUND_DUE): S.EXPIRING,
+    (S.OPEN, Trigger.EXHAUSTED): S.OPEN,
     (S.OPEN, Trigger.SETTLEMENT_RECEIVED): S.SETTLED,
     (S.OPEN, Trigger.SETTLEMENT_ON_CHAIN): S.SETTLED,
     (S.OPEN, Trigger.REFUND_CONFIRMED): S.REFUNDED,
@@ -94,8 +102,13 @@ class Loaded:
 
 @dataclass(frozen=True)
 class SettlementAwaited:
-    """Our CLOSE ended in EOF (a stock bitcoinj server, §1.4): watch for the settlement on the
-    chain, if the channel is not watched already."""
+    """Our CLOSE, or the payment that exhausted the channel, ended in EOF (a stock bitcoinj
+    server, §1.4): watch for the settlement on the chain, if the channel is not watched
+    already. After exhaustion the open record is also noted (``EXHAUSTED_NOTE``) until the
+    settlement, or the refund if the server never settles, ends it."""
+
+    exhausted: bool = False
+    now: int = 0
 
 
 @dataclass(frozen=True)
@@ -173,7 +186,10 @@ Event = Union[
 
 #: Events from outside the machine's own effects: held while a transition is being stored, so
 #: that every decision is taken on the stored record.
-_EXTERNAL = (RefundDue, BlockConnected, ContractSpent, SettlementReceived)
+_EXTERNAL = (SettlementAwaited, RefundDue, BlockConnected, ContractSpent, SettlementReceived)
+
+#: The note on an open record whose channel is paid down to zero, until it ends.
+EXHAUSTED_NOTE = "exhausted: all paid; awaiting the server's settlement"
 
 
 # -- notifications (what the application and the attached connection are told) ---------------
@@ -345,10 +361,15 @@ class ClientLifecycle:
         if self.record is None:
             raise AssertionError(f"{event!r} before Loaded")
         if isinstance(event, SettlementAwaited):
-            if self.watching or self.finished:
+            if self.finished:
                 return []
-            self.watching = True
-            return [WatchOutpoint(OutPoint(self.record.contract_txid, 0))]
+            out: list[Effect] = []
+            if not self.watching:
+                self.watching = True
+                out.append(WatchOutpoint(OutPoint(self.record.contract_txid, 0)))
+            if event.exhausted:
+                out = self._move(Trigger.EXHAUSTED, event.now, note=EXHAUSTED_NOTE, then=[]) + out
+            return out
         if isinstance(event, RefundDue):
             self.timer_armed = False
             if self.finished or not self.refunds:

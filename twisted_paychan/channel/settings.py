@@ -97,10 +97,17 @@ class ClientSettings:
     handshake_timeout: float = 30.0
     #: Seconds to wait for a PAYMENT_ACK or the server's CLOSE; None waits forever (bitcoinj).
     reply_timeout: float | None = 60.0
+    #: Seconds ``paychan pay`` waits for the server's settlement once a payment has exhausted
+    #: the channel (the server settles by itself, §7.3 step 4; stock bitcoinj only closes the
+    #: socket, so it is looked for on the chain). Not seen by then: the record is left open with
+    #: a note, for ``paychan watch`` to finish.
+    settlement_wait: float = 60.0
 
     def __post_init__(self) -> None:
         if self.channel_value <= 0 or self.channel_value > C.MAX_MONEY:
             raise ValueError(f"channel_value out of range: {self.channel_value}")
+        if self.settlement_wait < 0:
+            raise ValueError("settlement_wait must be >= 0")
         if self.time_window < 0:
             raise ValueError("time_window must be >= 0")
         if self.max_min_payment < 0:

@@ -40,8 +40,9 @@ SERVER_TRANSITIONS: Mapping[ServerChannelState, frozenset[ServerChannelState]] =
 #: The edges of ``channel.client_lifecycle.LIFECYCLE``, which says what takes each one (a test
 #: checks they are equal).
 CLIENT_TRANSITIONS: Mapping[ClientChannelState, frozenset[ClientChannelState]] = {
-    # Refund due; settlement seen (CLOSE from the server, or on the chain); our refund confirmed.
-    C.OPEN: frozenset({C.EXPIRING, C.SETTLED, C.REFUNDED}),
+    # Refund due; settlement seen (CLOSE from the server, or on the chain); our refund confirmed;
+    # paid down to zero with the settlement awaited from the chain (a note, the state kept).
+    C.OPEN: frozenset({C.OPEN, C.EXPIRING, C.SETTLED, C.REFUNDED}),
     C.EXPIRING: frozenset({C.SETTLED, C.REFUNDED}),
     # A settlement seen in a mempool may be replaced by another spend before one confirms.
     C.SETTLED: frozenset({C.SETTLED, C.REFUNDED}),

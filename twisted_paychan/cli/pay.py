@@ -3,6 +3,7 @@
 
     paychan pay --server ENDPOINT --chain URL --data-dir DIR --value SATS --amount SATS
                 --count N [--version 1|2|2or1] [--info HEX] [--settle | --keep-open]
+                [--settlement-wait SECONDS]
 
 The client's wallet and channel store live in ``DATA_DIR`` (fund the wallet first, e.g. with
 ``paychan wallet new-address`` and ``paychan regtest-fund``). Progress goes to stderr; the
@@ -10,6 +11,13 @@ summary to stdout (``--json`` for machines). ``--keep-open`` (the default) disco
 settling, so the next ``paychan pay`` resumes the same channel; ``--settle`` asks the server to
 settle and waits for the settlement (from its CLOSE, or from the chain when the server only
 closes the socket, as stock bitcoinj does).
+
+A payment that leaves no change exhausts the channel: it counts as paid even when the server
+closes without acknowledging it (stock bitcoinj, §7.3 step 4), and the server settles by itself.
+``pay`` then waits up to ``--settlement-wait`` seconds (``ClientSettings.settlement_wait``,
+default 60) for that settlement, from the server's CLOSE or the chain, and reports it; if it has
+not appeared, ``pay`` still succeeds and the stored channel stays open with a note until
+``paychan watch`` sees the settlement (or refunds the channel after its expiry).
 """
 
 from __future__ import annotations
@@ -18,7 +26,11 @@ import argparse
 import hashlib
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional, Union
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
+from twisted.python.failure import Failure
 
 from twisted.internet.endpoints import clientFromString
 from twisted.internet.error import ConnectError
@@ -31,7 +43,7 @@ from twisted_paychan.cli.chains import open_chain
 from twisted_paychan.cli.output import Output, UserError
 from twisted_paychan.cli.wallet import WALLET_FILE
 from twisted_paychan.net.client import connect
-from twisted_paychan.net.client_channel import SettledOnChain
+from twisted_paychan.net.client_channel import ClientChannel, Settlement, SettledOnChain
 from twisted_paychan.net.client_manager import ClientChannelManager
 from twisted_paychan.store.sqlite import StoreLocked, open_store
 from twisted_paychan.wallet import SqliteWallet
@@ -48,6 +60,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--info", metavar="HEX", help="info bytes sent with each payment")
     p.add_argument("--fee-rate", type=int, default=1000, metavar="SAT_PER_KB", help="contract fee rate")
     p.add_argument("--server-id", default=None, help="string naming the server (default: the endpoint)")
+    p.add_argument("--settlement-wait", type=float, default=None, metavar="SECONDS",
+                   help="after a payment exhausts the channel, how long to wait for the server's "
+                        "settlement (default 60)")
     end = p.add_mutually_exclusive_group()
     end.add_argument("--settle", action="store_true", help="settle the channel after paying")
     end.add_argument("--keep-open", action="store_true", help="keep the channel for later (default)")
@@ -63,7 +78,9 @@ async def run_pay(reactor: Any, args: argparse.Namespace, out: Output) -> int:
     except ValueError:
         raise UserError("--info must be hex") from None
     try:
-        settings = ClientSettings(channel_value=args.value, versions=_VERSIONS[args.version], fee_rate=args.fee_rate)
+        wait = {} if args.settlement_wait is None else {"settlement_wait": args.settlement_wait}
+        settings = ClientSettings(channel_value=args.value, versions=_VERSIONS[args.version], fee_rate=args.fee_rate,
+                                  **wait)
     except ValueError as e:
         raise UserError(str(e)) from None
     Path(args.data_dir).mkdir(parents=True, exist_ok=True)
@@ -116,6 +133,8 @@ async def _pay_with(reactor: Any, args: Any, out: Output, manager: ClientChannel
             paid += ack.amount
             if args.count <= 20 or (i + 1) % max(1, args.count // 10) == 0:
                 out.stderr.write(f"  payment {i + 1}/{args.count}: {ack.amount} sat acknowledged\n")
+            if conn.record is not None and conn.record.client_change == 0 and i + 1 < args.count:
+                raise UserError(f"the channel is exhausted after {paid} sat ({i + 1} of {args.count} payments)")
     except (ChannelClosed, ChannelUsageError) as e:
         raise UserError(f"payment failed after {paid} sat: {e}") from None
     elapsed = time.perf_counter() - started
@@ -130,7 +149,27 @@ async def _pay_with(reactor: Any, args: Any, out: Output, manager: ClientChannel
         "channel_paid": record.value - record.client_change,
         "seconds": round(elapsed, 3),
     }
-    if args.settle:
+    exhausted = record.client_change == 0
+    if exhausted:
+        # The server settles by itself (§7.3 step 4): its CLOSE, or (stock bitcoinj) the chain.
+        out.stderr.write(f"channel exhausted: {record.value} sat paid; waiting for the server's settlement\n")
+        try:
+            found = await exhausted_settlement(reactor, conn.channel, settings.settlement_wait)
+        except ChannelClosed as e:
+            raise UserError(f"settlement failed: {e}") from None
+        if conn.channel.close_reason is None:
+            conn.disconnect()
+            await conn.channel.closed
+        result["exhausted"] = True
+        if found is not None:
+            tx = found.tx if isinstance(found, SettledOnChain) else found
+            result["settlement_txid"] = display_hex(txid_of(tx))
+            result["settlement_from"] = "chain" if isinstance(found, SettledOnChain) else "server"
+        stored = await manager.channel(conn.contract_txid)
+        if stored is not None:
+            result["state"] = stored.state.value
+            result["note"] = stored.note
+    elif args.settle:
         try:
             settlement = await conn.settle()
         except ChannelClosed as e:
@@ -147,7 +186,37 @@ async def _pay_with(reactor: Any, args: Any, out: Output, manager: ClientChannel
     ]
     if "settlement_txid" in result:
         lines.append(f"settled by {result['settlement_txid']}")
+    elif exhausted:
+        lines.append(f"exhausted: the server's settlement has not appeared within {settings.settlement_wait:g} s; "
+                     "paychan watch finishes the channel (settled when it appears, refunded after expiry)")
     else:
         lines.append("kept open: the next paychan pay resumes it")
     out.emit("\n".join(lines), result)
     return 0
+
+
+def exhausted_settlement(clock: IReactorTime, channel: ClientChannel,
+                         wait: float) -> defer.Deferred[Optional[Settlement]]:
+    """The settlement of a channel a payment exhausted, once the connection has ended (the
+    server's CLOSE, or EOF from stock bitcoinj and then the chain); None if it has not come
+    within ``wait`` seconds on ``clock``. Fails with ChannelClosed when the connection ended
+    otherwise (an ERROR)."""
+    result: defer.Deferred[Optional[Settlement]] = defer.Deferred()
+
+    def finish(outcome: Union[None, Settlement, Failure]) -> None:
+        if result.called:
+            return
+        if timer.active():
+            timer.cancel()
+        if isinstance(outcome, Failure):
+            result.errback(outcome)
+        else:
+            result.callback(outcome)
+
+    def closed(reason: object) -> object:
+        channel.settle().addBoth(finish)
+        return reason
+
+    timer = clock.callLater(wait, finish, None)
+    channel.closed.addBoth(closed)
+    return result

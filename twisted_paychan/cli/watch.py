@@ -3,7 +3,9 @@
 is being made. Runs until interrupted: records settlements it sees on the chain, and from each
 channel's expiry + 300 s broadcasts the contract and the refund, again on every block until the
 refund confirms (a client that never runs this still has its refund stored, and the next run
-picks up where it should).
+picks up where it should). Each channel that ends is reported on stderr as it ends (settled,
+with the settlement's txid, or refunded), e.g. one ``paychan pay`` left exhausted and awaiting
+the server's settlement.
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 
+from twisted_paychan.bitcoin.txid import txid as txid_of
+from twisted_paychan.chain.types import display_hex
+from twisted_paychan.channel import client_lifecycle as lc
 from twisted_paychan.cli.chains import open_chain
 from twisted_paychan.cli.output import Output, UserError
 from twisted_paychan.net.client_manager import ClientChannelManager
@@ -45,7 +50,16 @@ async def run_watch(reactor: Any, args: argparse.Namespace, out: Output) -> int:
 
         return Deferred.fromCoroutine(stop())
 
+    def report(event: lc.ChannelEvent) -> None:
+        if isinstance(event, lc.ChannelSettled):
+            out.stderr.write(f"channel {display_hex(event.contract_txid)}: settled by "
+                             f"{display_hex(txid_of(event.tx))}\n")
+        elif isinstance(event, lc.ChannelRefunded):
+            out.stderr.write(f"channel {display_hex(event.contract_txid)}: refunded by "
+                             f"{display_hex(txid_of(event.tx))}\n")
+
     reactor.addSystemEventTrigger("before", "shutdown", shut_down)
+    channels.subscribe(report)
     await channels.start()
     out.stderr.write(f"watching the channels in {args.data_dir} on {access.description}; Ctrl-C to stop\n")
     await stopped

@@ -9,7 +9,10 @@ comes either in the server's CLOSE or, from a stock bitcoinj server that only cl
 ``settled_on_chain``). Every pending Deferred fails with :class:`ChannelClosed` and the close
 reason on ERROR, EOF and disconnect, and when the server's answer does not come within
 ``ClientSettings.reply_timeout`` seconds (the connection is then closed; the channel stays
-stored and resumable).
+stored and resumable). One exception (§7.3 step 4): the payment that leaves no change fires as
+paid when the connection ends without its PAYMENT_ACK (EOF, or the server's CLOSE first); the
+close reason is then ``CHANNEL_EXHAUSTED`` (as after PAYMENT_ACK and CLOSE), and ``settle()``
+fires with the server's settlement, from its CLOSE or from the chain.
 
 This object writes only what the connection machine asks for (the new channel, c before each
 payment). What happens to the stored channel afterwards (a settlement, a refund) belongs to its
@@ -112,6 +115,8 @@ class ClientChannel(EffectRunner[ClientEffect]):
         self._close = close
         self.clock = clock
         self.close_reason: Optional[CloseReason] = None
+        #: What ended the connection, for a ``settle()`` asked for after that.
+        self._close_detail = ""
         self.opened: defer.Deferred[ChannelOpen] = defer.Deferred()
         #: Fires with the close reason when the connection is over.
         self.closed: defer.Deferred[CloseReason] = defer.Deferred()
@@ -159,15 +164,33 @@ class ClientChannel(EffectRunner[ClientEffect]):
         elif first:
             if self.close_reason is None:
                 self._wait_for_reply("CLOSE")
-            self._run(self.machine.settle())
+                self._run(self.machine.settle())
+            else:
+                # Closed already: after exhaustion the server settled by itself (§7.3 step 4).
+                self._close_settlement(self.close_reason, self._close_detail)
         return d
 
     @property
+    def exhausted(self) -> bool:
+        """The connection ended on the payment that left no change: that payment counts as
+        paid, and the server settles by itself (§7.3 step 4); ``settle()`` then fires with its
+        settlement, from its CLOSE or, when stock bitcoinj lost the CLOSE (§1.4), from the chain."""
+        return self.close_reason is CloseReason.CHANNEL_EXHAUSTED
+
+    def _settles_by_itself(self) -> bool:
+        """The server settles without a CLOSE reaching us: EOF after our CLOSE, or exhaustion."""
+        reason = self.close_reason
+        return self.machine.record is not None and (
+            reason is CloseReason.CHANNEL_EXHAUSTED
+            or (reason is CloseReason.CLIENT_REQUESTED_CLOSE and self._settlement is not None))
+
+    @property
     def awaiting_settlement_from_chain(self) -> bool:
-        """``settle()`` ended in EOF after our CLOSE, without the server's settlement."""
+        """The connection ended without the server's settlement where one is due (EOF after our
+        CLOSE, or after the exhausting payment): the owner watches the chain for it."""
         settlement = self._settlement
-        return (settlement is not None and not settlement.called and self._settlement_tx is None
-                and self.close_reason is CloseReason.CLIENT_REQUESTED_CLOSE)
+        return (self._settles_by_itself() and (settlement is None or not settlement.called)
+                and self._settlement_tx is None and self._chain_settlement is None)
 
     def settled_on_chain(self, tx: bytes) -> None:
         """Completion from the channel's owner: the contract output was spent by ``tx``, not
@@ -175,7 +198,7 @@ class ClientChannel(EffectRunner[ClientEffect]):
         bitcoinj server, §1.4) fires with it."""
         self._chain_settlement = tx
         settlement = self._settlement
-        if settlement is not None and not settlement.called and self.close_reason is CloseReason.CLIENT_REQUESTED_CLOSE:
+        if settlement is not None and not settlement.called and self._settles_by_itself():
             settlement.callback(SettledOnChain(tx))
 
     # -- reply_timeout ------------------------------------------------------------------------
@@ -355,15 +378,20 @@ class ClientChannel(EffectRunner[ClientEffect]):
         payment, self._payment = self._payment, None
         if payment is not None:
             payment.errback(error)
+        self._close_detail = detail
+        self._close_settlement(reason, detail)
+
+    def _close_settlement(self, reason: CloseReason, detail: str) -> None:
+        """What the connection's end means for ``settle()``."""
         settlement = self._settlement
         if settlement is None or settlement.called:
             return
         if self._settlement_tx is not None:
             settlement.callback(self._settlement_tx)
-        elif reason is CloseReason.CLIENT_REQUESTED_CLOSE and self.machine.record is not None:
+        elif self._settles_by_itself():
             # A stock bitcoinj server closes without its CLOSE (§1.4): the owner's lifecycle
             # machine watches the contract output and answers with ``settled_on_chain``.
             if self._chain_settlement is not None:
                 settlement.callback(SettledOnChain(self._chain_settlement))
         else:
-            settlement.errback(error)
+            settlement.errback(ChannelClosed(reason, detail))

@@ -168,7 +168,7 @@ class ClientChannelManager:
             del self._connections[txid]
             if channel.awaiting_settlement_from_chain:
                 self._closed_waiting[txid] = channel  # until the chain shows the settlement
-                self._feed(txid, lc.SettlementAwaited())
+                self._feed(txid, lc.SettlementAwaited(channel.exhausted, self._now()))
         return result
 
     def _settlement_received(self, record: ClientChannelRecord, tx: bytes) -> defer.Deferred[None]:
