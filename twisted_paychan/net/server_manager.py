@@ -189,6 +189,7 @@ class ServerChannelManager:
         self._subscribers: list[Subscriber] = []
         self._block_watch: Optional[ICancellable] = None
         self._started = False
+        self._prune_call: Optional[IDelayedCall] = None
         self.ports = ConnectionPorts(
             new_channel_key=self._new_channel_key,
             find_channel=self._find_channel,
@@ -220,6 +221,12 @@ class ServerChannelManager:
         if self._block_watch is None:
             self._block_watch = self.chain.watch_blocks(self._new_block)
         self._started = True
+        if self._prune_call is None:
+            self._prune_call = self.clock.callLater(self.policy.prune_interval, self._prune_due)
+        try:
+            await self.prune()
+        except Exception:  # the chain unreachable, say: the channels start all the same
+            self.log.failure("pruning failed contracts at start failed")
         for record in await self.store.server_channels():
             channel = self._channels.get(record.contract_txid)
             if channel is None:
@@ -231,6 +238,10 @@ class ServerChannelManager:
     def stop(self) -> None:
         """Cancel every timer and watch (the channels stay stored; ``start`` re-arms them)."""
         self._started = False
+        if self._prune_call is not None:
+            if self._prune_call.active():
+                self._prune_call.cancel()
+            self._prune_call = None
         if self._block_watch is not None:
             self._block_watch.cancel()
             self._block_watch = None
@@ -273,6 +284,42 @@ class ServerChannelManager:
             else:
                 results.append(SettleResult(record.contract_txid, tx, None))
         return results
+
+    def prune(self) -> defer.Deferred[int]:
+        """Delete every channel whose contract failed at least ``policy.prune_after`` seconds
+        ago, has no settlement, and is unknown to the chain now (issue #14 item 3): its record
+        was stored before the contract's broadcast, for the case the node took it after all; a
+        contract the chain does not know then never paid anything that can be claimed. Fires
+        with the number deleted. Run at ``start`` and every ``policy.prune_interval``."""
+        return defer.ensureDeferred(self._prune())
+
+    async def _prune(self) -> int:
+        now = self.clock.seconds()
+        pruned = 0
+        for record in await self.store.server_channels():
+            if (record.state is not S.CONTRACT_FAILED or record.settlement_tx is not None
+                    or now - max(record.updated_at, record.created_at) < self.policy.prune_after):
+                continue
+            txid = record.contract_txid
+            status: TxStatus = await defer.maybeDeferred(self.chain.tx_status, txid)
+            if status.state is not TxState.UNKNOWN:
+                continue  # the node has it after all: the lifecycle's watches decide
+            try:
+                await self.store.prune_server_channel(txid, record.best_value)
+            except StoreError as e:  # changed meanwhile: kept, looked at again next time
+                self.log.info("channel {txid}: not pruned: {why}", txid=display_hex(txid), why=str(e))
+                continue
+            channel = self._channels.pop(txid, None)
+            if channel is not None:
+                channel.feed(lc.Stopped())
+            pruned += 1
+        if pruned:
+            self.log.info("pruned {n} channel(s) whose contract the node never took", n=pruned)
+        return pruned
+
+    def _prune_due(self) -> None:
+        self._prune_call = self.clock.callLater(self.policy.prune_interval, self._prune_due)
+        self.prune().addErrback(lambda f: self.log.failure("pruning failed contracts failed", f))
 
     def subscribe(self, callback: Subscriber) -> Callable[[], None]:
         """Call ``callback(ChannelEvent)`` for every channel event; returns the unsubscriber."""
