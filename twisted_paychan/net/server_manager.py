@@ -286,10 +286,12 @@ class ServerChannelManager:
         return results
 
     def prune(self) -> defer.Deferred[int]:
-        """Delete every channel whose contract failed at least ``policy.prune_after`` seconds
-        ago, has no settlement, and is unknown to the chain now (issue #14 item 3): its record
-        was stored before the contract's broadcast, for the case the node took it after all; a
-        contract the chain does not know then never paid anything that can be claimed. Fires
+        """Delete every channel whose contract the node refused at its first broadcast (so it
+        never paid more than the contract's initial payment, ``lc.never_accepted``), at least
+        ``policy.prune_after`` seconds ago, and that the chain does not know now (issue #14
+        item 3): its record was stored before the broadcast for the case the node takes the
+        contract after all, and the grace and the chain's answer cover that. Channels whose
+        contract was double-spent or never confirmed are kept: they may hold payments. Fires
         with the number deleted. Run at ``start`` and every ``policy.prune_interval``."""
         return defer.ensureDeferred(self._prune())
 
@@ -297,7 +299,7 @@ class ServerChannelManager:
         now = self.clock.seconds()
         pruned = 0
         for record in await self.store.server_channels():
-            if (record.state is not S.CONTRACT_FAILED or record.settlement_tx is not None
+            if (not lc.never_accepted(record) or record.settlement_tx is not None
                     or now - max(record.updated_at, record.created_at) < self.policy.prune_after):
                 continue
             txid = record.contract_txid
