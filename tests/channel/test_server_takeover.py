@@ -212,3 +212,17 @@ def test_a_resume_after_the_holder_is_gone_is_attached_at_once():
     pair.clock.advance(0)
     assert second.types()[-1] == m.MT.CLOSE and second.sent[-1].settlement.tx
     assert result_of(pair.server_store.server_channel(txid)).best_value == stored_b
+
+
+def test_a_payment_of_nothing_for_the_stored_b_is_proof_enough():
+    pair, txid = paid_channel()
+    stored_b = result_of(pair.server_store.server_channel(txid)).best_value
+    resume = m.client_version(2, previous_contract_hash=bytes(reversed(txid)))
+    dead, fresh = Peer(pair), Peer(pair)
+    dead.channel.message_received(resume)
+    fresh.channel.message_received(resume)
+    fresh.channel.message_received(update(pair, txid, stored_b))
+    assert fresh.types()[-1] == m.MT.PAYMENT_ACK and dead.types()[-1] == m.MT.CLOSE
+    fresh.channel.message_received(m.close())  # now it may settle
+    pair.clock.advance(0)
+    assert fresh.types()[-1] == m.MT.CLOSE and fresh.sent[-1].settlement.tx
