@@ -11,6 +11,7 @@ from twisted_paychan.bitcoin import consensus
 from twisted_paychan.chain.types import TxState
 from twisted_paychan.channel.errors import ChannelClosed, CloseReason
 from twisted_paychan.channel.settings import ClientSettings, ServerSettings, VersionSelector
+from twisted_paychan.net import client as client_module
 from twisted_paychan.net.client_channel import SettledOnChain
 from twisted_paychan.channel.records import ClientChannelState
 
@@ -99,5 +100,35 @@ async def test_v2_only_client_against_v1_server_fails(tmp_path):
         with pytest.raises(ChannelClosed) as e:
             await net.connect(settings)
         assert e.value.reason is CloseReason.NO_ACCEPTABLE_VERSION
+    finally:
+        await net.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_resume_takes_a_live_connection_over_only_by_paying(tmp_path):
+    """Issue #14 item 4 over TCP: the first connection stays open (to the server it looks alive,
+    as a half-open one does); a second one resumes the channel, is told CHANNEL_OPEN, and takes
+    it over with its first payment; the first is closed then, not at the resume."""
+    net = Loopback(tmp_path)
+    await net.start()
+    try:
+        settings = ClientSettings(channel_value=500_000, versions=VersionSelector.VERSION_2, fee_rate=1000)
+        first = await net.connect(settings)
+        await first.pay(2000)
+        closed = []
+        net.factory.manager.subscribe(lambda e: closed.append(e.contract_txid) if e.kind.value == "closed" else None)
+        # A client process restarted after its connection went half-open has no memory of it.
+        client_module._ACTIVE.discard(first.contract_txid)
+        again = await net.connect(settings)
+        assert again.resumed and again.contract_txid == first.contract_txid
+        # The server decided before it sent CHANNEL_OPEN: no connection was closed for it.
+        assert closed == []
+        await again.pay(3000)
+        await first.channel.closed
+        assert closed == [first.contract_txid]
+        record = await net.server_store.server_channel(first.contract_txid)
+        assert record.best_value == 6000
+        again.disconnect()
+        await again.channel.closed
     finally:
         await net.stop()

@@ -22,6 +22,7 @@ from twisted_paychan.store.interfaces import (
     ChannelNotOpen,
     DuplicateChannel,
     IChannelStore,
+    NotPrunable,
     StoreError,
     TransitionConflict,
     UnknownChannel,
@@ -418,6 +419,55 @@ async def check_client_transition_keeps_change(store: Any) -> None:
     assert await store.client_channel(rec.contract_txid) == settled
 
 
+# -- pruning (issue #14 item 3) --------------------------------------------------------------
+
+
+async def check_prune_contract_failed(store: Any) -> None:
+    rec = server_record(40, best_value=1000, best_signature=b"initial")
+    keep = server_record(41)
+    await store.add_server_channel(rec)
+    await store.add_server_channel(keep)
+    await store.transition_server(rec.contract_txid, ServerChannelState.OPEN, ServerChannelState.CONTRACT_FAILED,
+                                  note="contract rejected by the node")
+    await store.prune_server_channel(rec.contract_txid, 1000)
+    assert await store.server_channel(rec.contract_txid) is None
+    assert [r.contract_txid for r in await store.server_channels()] == [keep.contract_txid]
+    with pytest.raises(UnknownChannel):
+        await store.prune_server_channel(rec.contract_txid, 1000)
+
+
+def _prune_refused_in(state: ServerChannelState) -> Check:
+    async def check(store: Any) -> None:
+        rec = server_record(42, state=state, best_value=100, best_signature=b"a")
+        await store.add_server_channel(rec)
+        with pytest.raises(NotPrunable):
+            await store.prune_server_channel(rec.contract_txid, 100)
+        assert await store.server_channel(rec.contract_txid) == rec
+
+    check.__name__ = f"check_prune_refused_{state.name.lower()}"
+    return check
+
+
+async def check_prune_refused_after_a_payment(store: Any) -> None:
+    """Compare-and-set on b: a record paid since the caller read it is kept."""
+    rec = server_record(43, best_value=100, best_signature=b"a")
+    await store.add_server_channel(rec)
+    await store.record_payment(rec.contract_txid, 300, b"c")
+    await store.transition_server(rec.contract_txid, ServerChannelState.OPEN, ServerChannelState.CONTRACT_FAILED)
+    with pytest.raises(NotPrunable):
+        await store.prune_server_channel(rec.contract_txid, 100)
+    got = await store.server_channel(rec.contract_txid)
+    assert (got.best_value, got.best_signature) == (300, b"c")
+
+
+async def check_prune_refused_with_a_settlement(store: Any) -> None:
+    rec = server_record(44, state=ServerChannelState.CONTRACT_FAILED, settlement_tx=b"tx")
+    await store.add_server_channel(rec)
+    with pytest.raises(NotPrunable):
+        await store.prune_server_channel(rec.contract_txid, 0)
+    assert await store.server_channel(rec.contract_txid) == rec
+
+
 CONFORMANCE = [
     check_provides_interface,
     check_server_round_trip,
@@ -443,4 +493,8 @@ CONFORMANCE = [
     check_unknown_channel_transitions,
     check_settling_keeps_every_payment,
     check_client_transition_keeps_change,
+    check_prune_contract_failed,
+    *[_prune_refused_in(s) for s in ServerChannelState if s is not ServerChannelState.CONTRACT_FAILED],
+    check_prune_refused_after_a_payment,
+    check_prune_refused_with_a_settlement,
 ]

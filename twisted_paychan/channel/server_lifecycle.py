@@ -59,13 +59,23 @@ __all__ = [
     "BuildSettlement", "Broadcast", "Rebroadcast", "QueryContractStatus", "ArmTimer", "CancelTimer",
     "WatchOutpoints", "Unwatch", "TellConnection", "SettleSucceeded", "SettleFailed", "NotifyApplication",
     "LifecycleEvent", "LifecycleEffect", "FINAL_STATES", "LIFECYCLE_TABLE", "Rule", "ServerLifecycle",
-    "lifecycle_edges",
+    "lifecycle_edges", "CONTRACT_REJECTED_NOTE", "never_accepted",
 ]
 
 S = ServerChannelState
 
 #: States a channel never leaves.
 FINAL_STATES = frozenset({S.SETTLED, S.REFUNDED})
+
+#: How the note of a channel whose contract the node refused at its first broadcast begins.
+CONTRACT_REJECTED_NOTE = "contract rejected by the node"
+
+
+def never_accepted(record: ServerChannelRecord) -> bool:
+    """The channel failed because the node refused its contract at the first broadcast, before
+    CHANNEL_OPEN: it never took a payment beyond the contract's initial one (a channel whose
+    contract was double-spent or never confirmed may have, and is not this)."""
+    return record.state is S.CONTRACT_FAILED and record.note.startswith(CONTRACT_REJECTED_NOTE + ":")
 
 
 #: The event the subscribers hear when a channel enters each state.
@@ -462,7 +472,7 @@ class ServerLifecycle:
     def _contract_rejected(self, event: LifecycleEvent, now: float) -> Effects:
         """The node refused the contract: CONTRACT_FAILED."""
         assert isinstance(event, ContractRejected)
-        return self._persist(S.CONTRACT_FAILED, self._contract_gone, note=f"contract rejected by the node: {event.why}",
+        return self._persist(S.CONTRACT_FAILED, self._contract_gone, note=f"{CONTRACT_REJECTED_NOTE}: {event.why}",
                              updated_at=int(now))
 
     def _contract_gone(self, now: float) -> Effects:

@@ -30,6 +30,10 @@ class LifecyclePolicy:
     contract_confirm_timeout: float = 6 * 3600.0
     #: Confirmations after which a contract is taken as final and its inputs no longer watched.
     contract_final_depth: int = 6
+    #: Seconds a CONTRACT_FAILED channel is kept after it failed before it is pruned, if the
+    #: chain does not know its contract then (issue #14 item 3); and how often that is looked at.
+    prune_after: float = 2 * 86400.0
+    prune_interval: float = 3600.0
 
 
 # -- what the machine is told ------------------------------------------------------------------

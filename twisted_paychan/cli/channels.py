@@ -1,6 +1,9 @@
 """
-``paychan channels --data-dir DIR [--json]``: the channels stored in a data directory, client
-side and server side, with value, paid, expiry, state and the transaction that closed them.
+``paychan channels --data-dir DIR [--state STATE ...] [--count] [--json]``: the channels stored
+in a data directory, client side and server side, with value, paid, expiry, state and the
+transaction that closed them, and how many there are in each state. ``--state`` shows only
+channels in the states named (a server may hold many contract-failed channels until they are
+pruned: issue #14 item 3); ``--count`` shows only the counts.
 
 It reads the store directly (``DATA_DIR/channels.sqlite``). The store allows one process at a
 time, so while a server or client runs on that directory this says so instead of waiting.
@@ -15,10 +18,34 @@ from typing import Any, Iterable, Optional
 
 from twisted_paychan.bitcoin.txid import txid as txid_of
 from twisted_paychan.chain.types import display_hex
-from twisted_paychan.channel.records import ClientChannelRecord, ServerChannelRecord
+from twisted_paychan.channel.records import (
+    ClientChannelRecord,
+    ClientChannelState,
+    ServerChannelRecord,
+    ServerChannelState,
+)
 from twisted_paychan.cli.output import Output, UserError, format_sat
 from twisted_paychan.net.client_manager import ClientChannelManager
 from twisted_paychan.store.sqlite import StoreLocked, open_store
+
+
+#: Every state either side stores, as ``paychan channels`` shows them.
+STATES = sorted({s.value for s in ServerChannelState} | {s.value for s in ClientChannelState})
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--state", action="append", choices=STATES, metavar="STATE",
+                        help=f"show only channels in this state (repeatable; one of {', '.join(STATES)})")
+    parser.add_argument("--count", action="store_true", help="show only how many channels are in each state")
+
+
+def counts_by_state(rows: Iterable[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """``{side: {state: n}}``, sides and states in a stable order."""
+    counts: dict[str, dict[str, int]] = {}
+    for r in rows:
+        side = counts.setdefault(r["side"], {})
+        side[r["state"]] = side.get(r["state"], 0) + 1
+    return {side: dict(sorted(states.items())) for side, states in sorted(counts.items())}
 
 
 def _when(ts: int) -> str:
@@ -78,8 +105,19 @@ async def run_channels(reactor: Any, args: argparse.Namespace, out: Output) -> i
         rows = server_rows(await store.server_channels()) + client_rows(await clients.list_channels())
     finally:
         await store.close()
-    lines = [f"{len(rows)} channel(s)"]
-    for r in rows:
+    counts = counts_by_state(rows)
+    wanted = getattr(args, "state", None)
+    shown = rows if not wanted else [r for r in rows if r["state"] in wanted]
+    if wanted:
+        lines = [f"{len(shown)} channel(s) {' or '.join(wanted)}, of {len(rows)}"]
+    else:
+        lines = [f"{len(rows)} channel(s)"]
+    if rows:
+        lines.append("by state: " + "; ".join(
+            f"{side} " + ", ".join(f"{state} {n}" for state, n in states.items()) for side, states in counts.items()))
+    if getattr(args, "count", False):
+        shown = []
+    for r in shown:
         lines.append(
             f"{r['side']:6} {r['contract_txid']} v{r['version']} {r['state']:15} "
             f"value {format_sat(r['value'])}, paid {r['paid']} sat, expires {_when(r['expiry'])}"
@@ -88,5 +126,5 @@ async def run_channels(reactor: Any, args: argparse.Namespace, out: Output) -> i
             lines.append(f"       closed by {r['closing_txid']}")
         if r["note"]:
             lines.append(f"       {r['note']}")
-    out.emit("\n".join(lines), {"channels": rows})
+    out.emit("\n".join(lines), {"channels": shown, "counts": counts})
     return 0

@@ -91,7 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     pay_arguments(pay)
 
-    commands.add_parser("channels", parents=[common], help="the channels stored in --data-dir")
+    channels = commands.add_parser("channels", parents=[common], help="the channels stored in --data-dir")
+    from twisted_paychan.cli.channels import add_arguments as channels_arguments
+
+    channels_arguments(channels)
 
     commands.add_parser("watch", parents=[common], help="broadcast refunds of expired client channels (runs until stopped)")
 

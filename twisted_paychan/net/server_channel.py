@@ -79,8 +79,10 @@ class ConnectionPorts:
 
     #: A fresh channel key for this connection (``NewServerKey``), provisional until stored.
     new_channel_key: Callable[["ServerChannel"], "defer.Deferred[ISigner]"]
-    #: The stored OPEN channel this connection resumes, now attached to it, read after every
-    #: payment a previous connection had in flight is stored; or None (``FindChannel``).
+    #: The stored OPEN channel this connection resumes, read after every payment a previous
+    #: connection had in flight is stored; or None (``FindChannel``). Attached to it at once
+    #: unless a live connection holds it; then its first stored payment must prove the client
+    #: key (``ServerChannelManager``).
     find_channel: Callable[[bytes, "ServerChannel"], "defer.Deferred[Optional[ServerChannelRecord]]"]
     #: Store a new channel durably and attach it to the connection (``StoreServerChannel``).
     store_channel: Callable[[ServerChannelRecord, "ServerChannel"], "defer.Deferred[None]"]
@@ -88,8 +90,9 @@ class ConnectionPorts:
     broadcast_contract: Callable[[bytes, bytes], "defer.Deferred[None]"]
     #: Durably record a payment of the connection's channel (``StorePayment``).
     store_payment: Callable[["ServerChannel", bytes, int, bytes], "defer.Deferred[None]"]
-    #: Settle the channel (``SettleChannel``) -> the settlement.
-    settle: Callable[[bytes, CloseReason], "defer.Deferred[bytes]"]
+    #: Settle the connection's channel (``SettleChannel``) -> the settlement; refused
+    #: (``SettlementRejected``) to a resume on probation while another connection holds it.
+    settle: Callable[["ServerChannel", bytes, CloseReason], "defer.Deferred[bytes]"]
     #: The channel opened on the connection (resumed or new), a payment was acknowledged,
     #: the connection ended: for the owner's subscribers.
     opened: Callable[["ServerChannel", bytes, bool], None]
@@ -244,7 +247,7 @@ class ServerChannel(EffectRunner[ServerEffect]):
 
     def _settle_channel(self, effect: fx.SettleChannel) -> Outcome[ServerEffect]:
         m = self.machine
-        d = self._ports.settle(effect.contract_txid, effect.reason)
+        d = self._ports.settle(self, effect.contract_txid, effect.reason)
 
         def failed(f: Failure) -> Effects:
             unaffordable = isinstance(f.value, SettlementUnaffordable)

@@ -11,10 +11,19 @@ and ``paychan settle`` ask it, never a connection: ``list_channels``, ``channel`
 
 Connections (``ServerChannel``) are made by :meth:`ServerChannelManager.connection` and reach
 the manager only through the narrow calls of their ``ConnectionPorts``; the manager tells a
-connection things only through its machine (``close``, ``settled_elsewhere``). A resume takes
-the channel over from the connection that had it, which is closed (bitcoinj), and the new
-connection starts from the record read after every payment the previous one had in flight is
-stored: one writer of b per channel.
+connection things only through its machine (``close``, ``settled_elsewhere``).
+
+A resume of a channel no live connection holds attaches the new connection at once. A resume
+of a channel a live connection holds does not evict it (issue #14 item 4: the contract txid is
+public, so naming it proves nothing; bitcoinj evicts): the newcomer is told CHANNEL_OPEN, as a
+stock client needs before it pays, but is only *on probation* (``_Channel.probation``). Its
+first UPDATE_PAYMENT, once its machine has checked the client's signature, is the proof that it
+holds the client key: if b is at least the stored one and nobody paid on the channel since the
+newcomer read it, the newcomer takes the channel over and the old connection is closed (after
+its payments in flight are acknowledged); otherwise that update gets ERROR{BAD_TRANSACTION}
+and nothing changes for the old connection. Until then the newcomer can neither pay nor settle
+the channel. Either way a connection starts paying from the record read after every payment
+the previous one had in flight is stored: one writer of b per channel.
 """
 
 from __future__ import annotations
@@ -38,7 +47,7 @@ from twisted_paychan.channel.records import ServerChannelRecord, ServerChannelSt
 from twisted_paychan.channel.settings import ServerSettings
 from twisted_paychan.faults import crash_point
 from twisted_paychan.net.server_channel import ConnectionPorts, IServerHandler, NullServerHandler, ServerChannel
-from twisted_paychan.store.interfaces import ChannelNotOpen, IChannelStore, TransitionConflict
+from twisted_paychan.store.interfaces import ChannelNotOpen, IChannelStore, StoreError, TransitionConflict
 from twisted_paychan.wire.messages import TwoWayChannelMessage
 
 S = ServerChannelState
@@ -78,7 +87,7 @@ class _Channel:
     is fed back (the machine never has two outstanding)."""
 
     # Slots, and lists rather than deques: one of these per open channel, mostly idle.
-    __slots__ = ("manager", "machine", "txid", "connection", "timers", "watches", "waiters", "writing", "written",
+    __slots__ = ("manager", "machine", "txid", "connection", "probation", "timers", "watches", "waiters", "writing", "written",
                  "_queue", "_running", "_blocked", "_idle")
 
     def __init__(self, manager: "ServerChannelManager", machine: lc.ServerLifecycle) -> None:
@@ -86,6 +95,9 @@ class _Channel:
         self.machine = machine
         self.txid = machine.record.contract_txid
         self.connection: Optional[ServerChannel] = None
+        #: Resumes that came while a live connection held the channel, each with the b it was
+        #: told (see the module docstring); empty almost always.
+        self.probation: dict[ServerChannel, int] = {}
         self.timers: dict[lc.TimerKind, IDelayedCall] = {}
         self.watches: dict[lc.WatchKind, list[ICancellable]] = {}
         #: Whoever waits for the outcome of the settlement asked for (operator, connection).
@@ -145,6 +157,11 @@ class _Channel:
                 d.callback(None)
         return result
 
+    def live(self) -> Optional[ServerChannel]:
+        """The attached connection, if it is not closing."""
+        connection = self.connection
+        return connection if connection is not None and connection.close_reason is None else None
+
     def payments_stored(self) -> defer.Deferred[None]:
         if not self.writing:
             return defer.succeed(None)
@@ -172,6 +189,7 @@ class ServerChannelManager:
         self._subscribers: list[Subscriber] = []
         self._block_watch: Optional[ICancellable] = None
         self._started = False
+        self._prune_call: Optional[IDelayedCall] = None
         self.ports = ConnectionPorts(
             new_channel_key=self._new_channel_key,
             find_channel=self._find_channel,
@@ -203,6 +221,12 @@ class ServerChannelManager:
         if self._block_watch is None:
             self._block_watch = self.chain.watch_blocks(self._new_block)
         self._started = True
+        if self._prune_call is None:
+            self._prune_call = self.clock.callLater(self.policy.prune_interval, self._prune_due)
+        try:
+            await self.prune()
+        except Exception:  # the chain unreachable, say: the channels start all the same
+            self.log.failure("pruning failed contracts at start failed")
         for record in await self.store.server_channels():
             channel = self._channels.get(record.contract_txid)
             if channel is None:
@@ -214,6 +238,10 @@ class ServerChannelManager:
     def stop(self) -> None:
         """Cancel every timer and watch (the channels stay stored; ``start`` re-arms them)."""
         self._started = False
+        if self._prune_call is not None:
+            if self._prune_call.active():
+                self._prune_call.cancel()
+            self._prune_call = None
         if self._block_watch is not None:
             self._block_watch.cancel()
             self._block_watch = None
@@ -256,6 +284,44 @@ class ServerChannelManager:
             else:
                 results.append(SettleResult(record.contract_txid, tx, None))
         return results
+
+    def prune(self) -> defer.Deferred[int]:
+        """Delete every channel whose contract the node refused at its first broadcast (so it
+        never paid more than the contract's initial payment, ``lc.never_accepted``), at least
+        ``policy.prune_after`` seconds ago, and that the chain does not know now (issue #14
+        item 3): its record was stored before the broadcast for the case the node takes the
+        contract after all, and the grace and the chain's answer cover that. Channels whose
+        contract was double-spent or never confirmed are kept: they may hold payments. Fires
+        with the number deleted. Run at ``start`` and every ``policy.prune_interval``."""
+        return defer.ensureDeferred(self._prune())
+
+    async def _prune(self) -> int:
+        now = self.clock.seconds()
+        pruned = 0
+        for record in await self.store.server_channels():
+            if (not lc.never_accepted(record) or record.settlement_tx is not None
+                    or now - max(record.updated_at, record.created_at) < self.policy.prune_after):
+                continue
+            txid = record.contract_txid
+            status: TxStatus = await defer.maybeDeferred(self.chain.tx_status, txid)
+            if status.state is not TxState.UNKNOWN:
+                continue  # the node has it after all: the lifecycle's watches decide
+            try:
+                await self.store.prune_server_channel(txid, record.best_value)
+            except StoreError as e:  # changed meanwhile: kept, looked at again next time
+                self.log.info("channel {txid}: not pruned: {why}", txid=display_hex(txid), why=str(e))
+                continue
+            channel = self._channels.pop(txid, None)
+            if channel is not None:
+                channel.feed(lc.Stopped())
+            pruned += 1
+        if pruned:
+            self.log.info("pruned {n} channel(s) whose contract the node never took", n=pruned)
+        return pruned
+
+    def _prune_due(self) -> None:
+        self._prune_call = self.clock.callLater(self.policy.prune_interval, self._prune_due)
+        self.prune().addErrback(lambda f: self.log.failure("pruning failed contracts failed", f))
 
     def subscribe(self, callback: Subscriber) -> Callable[[], None]:
         """Call ``callback(ChannelEvent)`` for every channel event; returns the unsubscriber."""
@@ -326,10 +392,6 @@ class ServerChannelManager:
         def found(channel: Optional[_Channel]) -> defer.Deferred[Optional[ServerChannelRecord]]:
             if channel is None or channel.machine.state is not S.OPEN:
                 return defer.succeed(None)
-            previous, channel.connection = channel.connection, None
-            if previous is not None and previous is not connection:
-                # bitcoinj: the resuming connection takes the channel over (§9.2 step 3.1).
-                previous.close()
             # One writer of b: read the record once every payment in flight is stored.
             d = channel.payments_stored()
             d.addCallback(lambda _: self.store.server_channel(contract_txid))
@@ -338,10 +400,14 @@ class ServerChannelManager:
         def attach(record: Optional[ServerChannelRecord], channel: _Channel) -> Optional[ServerChannelRecord]:
             if record is None or record.state is not S.OPEN or connection.close_reason is not None:
                 return None
-            other = channel.connection
-            if other is not None and other is not connection:
-                other.close()  # another resume got here while this one waited
-            channel.connection = connection
+            holder = channel.live()
+            if holder is not None and holder is not connection:
+                # Not evicted on the newcomer's word: it must prove the client key first.
+                self.log.info("channel {txid}: resumed while another connection holds it; on probation until "
+                              "a signed payment", txid=display_hex(contract_txid))
+                channel.probation[connection] = record.best_value
+            else:
+                channel.connection = connection
             return record
 
         return self._ensure(contract_txid).addCallback(found)
@@ -377,15 +443,56 @@ class ServerChannelManager:
     def _store_payment(self, connection: ServerChannel, contract_txid: bytes, best_value: int,
                        signature: bytes) -> defer.Deferred[None]:
         channel = self._channels.get(contract_txid)
+        if channel is not None and connection in channel.probation:
+            # The connection's machine has checked the client's signature: its proof.
+            return defer.ensureDeferred(self._take_over(channel, connection, best_value, signature))
         if channel is None or channel.connection is not connection:
             return defer.fail(ChannelNotOpen(contract_txid, "taken over by another connection"))
-        d = self.store.record_payment(contract_txid, best_value, signature)
+        return self._record_payment(channel, best_value, signature)
+
+    def _record_payment(self, channel: _Channel, best_value: int, signature: bytes) -> defer.Deferred[None]:
+        d = self.store.record_payment(channel.txid, best_value, signature)
         if not d.called:  # a durable store: a takeover waits for it
             channel.writing += 1
             d.addBoth(channel.payment_written)
         return d
 
-    def _settle_for_connection(self, contract_txid: bytes, reason: CloseReason) -> defer.Deferred[bytes]:
+    async def _take_over(self, channel: _Channel, connection: ServerChannel, best_value: int,
+                         signature: bytes) -> None:
+        """A connection on probation sent a correctly signed payment: it takes the channel over
+        if the payment does not go back on what is stored (see the module docstring)."""
+        told = channel.probation[connection]
+        while True:  # the holder may start another payment while the record is read
+            await channel.payments_stored()
+            record = await self.store.server_channel(channel.txid)
+            if not channel.writing:
+                break
+        if connection not in channel.probation or connection.close_reason is not None:
+            raise ChannelNotOpen(channel.txid, "this connection is closing")
+        del channel.probation[connection]
+        if record is None or record.state is not S.OPEN:
+            raise ChannelNotOpen(channel.txid, record.state.value if record is not None else "not stored")
+        if record.best_value != told or best_value < record.best_value:
+            # The holder paid since this connection resumed: its view of b is stale (or its
+            # payment goes back on a stored one). The holder keeps the channel.
+            raise StoreError(f"the channel was paid to {record.best_value} on another connection since this one "
+                             f"resumed at {told}; resume again")
+        holder, channel.connection = channel.live(), connection
+        if holder is not None and holder is not connection:
+            self.log.info("channel {txid}: taken over by a resume that proved the client key",
+                          txid=display_hex(channel.txid))
+            holder.close()
+        await self._record_payment(channel, best_value, signature)
+
+    def _settle_for_connection(self, connection: ServerChannel, contract_txid: bytes,
+                               reason: CloseReason) -> defer.Deferred[bytes]:
+        channel = self._channels.get(contract_txid)
+        if channel is not None and connection in channel.probation:
+            if channel.live() is not None:
+                # A CLOSE on the newcomer's word would end the paying client's channel.
+                return defer.fail(SettlementRejected("the channel is in use by another connection; "
+                                                     "pay on this one first to take it over"))
+            del channel.probation[connection]  # the holder is gone: nobody to protect
         return self._request_settlement(contract_txid, _SETTLE_BY.get(reason, lc.SettleBy.CLIENT))
 
     def _opened(self, connection: ServerChannel, contract_txid: bytes, resumed: bool) -> None:
@@ -402,8 +509,10 @@ class ServerChannelManager:
         record = connection.machine.record  # stored (or resumed) by this connection, if it got that far
         txid = connection.contract_txid or (record.contract_txid if record is not None else None)
         channel = self._channels.get(txid) if txid is not None else None
-        if channel is not None and channel.connection is connection:
-            channel.connection = None
+        if channel is not None:
+            if channel.connection is connection:
+                channel.connection = None
+            channel.probation.pop(connection, None)
         if txid is not None and self._subscribers:
             self._notify(lc.ChannelEvent(lc.ChannelEventKind.CLOSED, txid, reason.name))
 
@@ -568,6 +677,8 @@ class ServerChannelManager:
             watches.append(self.chain.watch_spend(point, spent))
 
     def _tell(self, channel: _Channel, effect: lc.TellConnection) -> None:
+        for waiting in list(channel.probation):
+            waiting.close()  # the channel is leaving OPEN: nothing to prove any more
         connection = channel.connection
         if connection is None or connection.close_reason is not None:
             return

@@ -55,6 +55,15 @@ class IChannelStore(Interface):
         Settlement starts with OPEN -> SETTLING: payments stored before it are in the record it
         returns, and payments after it are refused (``ChannelNotOpen``)."""
 
+    def prune_server_channel(contract_txid: bytes, best_value: int) -> Deferred[None]:
+        """Delete, durably, a server record whose contract the node never took (issue #14 item
+        3: such records would otherwise pile up for ever). A compare-and-set like the
+        transitions: fails with ``NotPrunable`` (nothing deleted) unless the record is
+        CONTRACT_FAILED, has no settlement, and its b is still ``best_value``, the b the caller
+        decided on (a payment stored since is never deleted with it); with ``UnknownChannel``
+        if there is no such record. Whether the contract is unknown to the chain is the
+        caller's to check (``ServerChannelManager.prune``): the store cannot see the chain."""
+
     def server_channel(contract_txid: bytes) -> Deferred[Optional[ServerChannelRecord]]:
         """The record, or None."""
 
@@ -106,6 +115,11 @@ class TransitionConflict(StoreError):
         super().__init__(f"channel {contract_txid.hex()} is {actual}, not {expected}")
         self.expected = expected
         self.actual = actual
+
+
+class NotPrunable(StoreError):
+    """``prune_server_channel`` found a record it must keep: not CONTRACT_FAILED, settled, or
+    paid since the caller read it."""
 
 
 class ChannelNotOpen(StoreError):

@@ -22,7 +22,7 @@ from twisted_paychan.channel.records import (
 )
 from twisted_paychan.channel.states import IllegalTransition
 from twisted_paychan.store.interfaces import DuplicateChannel, IChannelStore, StoreError, UnknownChannel
-from twisted_paychan.store.rules import check_change, check_client_cas, check_payment, check_server_cas
+from twisted_paychan.store.rules import check_change, check_client_cas, check_payment, check_prune, check_server_cas
 
 _R = TypeVar("_R", ServerChannelRecord, ClientChannelRecord)
 
@@ -70,6 +70,17 @@ class MemoryChannelStore:
             check_server_cas(contract_txid, stored.state, expected, new, changes)
 
         return _transition(self._server, contract_txid, new, changes, check)
+
+    def prune_server_channel(self, contract_txid: bytes, best_value: int) -> defer.Deferred[None]:
+        old = self._server.get(contract_txid)
+        if old is None:
+            return defer.fail(UnknownChannel(contract_txid.hex()))
+        try:
+            check_prune(contract_txid, old.state.value, old.settlement_tx, old.best_value, best_value)
+        except StoreError:
+            return defer.fail()
+        del self._server[contract_txid]
+        return defer.succeed(None)
 
     def server_channel(self, contract_txid: bytes) -> defer.Deferred[Optional[ServerChannelRecord]]:
         return defer.succeed(self._server.get(contract_txid))

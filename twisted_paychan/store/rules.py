@@ -6,6 +6,8 @@ the moment it would write, so the in-memory double refuses exactly what SQLite r
 
 - a server payment only on an OPEN channel, and b never lower (``check_payment``);
 - a client's c never higher, and not on a finished channel (``check_change``);
+- a server record deleted only if its contract failed, it has no settlement and its b is the one
+  the caller decided on (``check_prune``);
 - a state change only by compare-and-set from the state the caller expects, along an edge of
   ``channel.states``'s table, changing only the fields that table allows (``check_server_cas``,
   ``check_client_cas``).
@@ -21,7 +23,9 @@ from typing import Mapping
 
 from twisted_paychan.channel.records import ClientChannelState, ServerChannelState
 from twisted_paychan.channel.states import check_client_transition, check_server_transition
-from twisted_paychan.store.interfaces import ChannelNotOpen, StoreError, TransitionConflict
+from typing import Optional
+
+from twisted_paychan.store.interfaces import ChannelNotOpen, NotPrunable, StoreError, TransitionConflict
 
 #: The only server state that takes a payment: settlement starts by leaving it, so every
 #: payment stored is in the record the settlement is built from.
@@ -40,6 +44,22 @@ def check_payment(contract_txid: bytes, state: str, stored: int, best_value: int
         raise ChannelNotOpen(contract_txid, state)
     if best_value < stored:
         raise StoreError(f"refusing to lower b from {stored} to {best_value}")
+
+
+#: The only server state whose records may be pruned.
+SERVER_PRUNABLE = ServerChannelState.CONTRACT_FAILED
+
+
+def check_prune(contract_txid: bytes, state: str, settlement_tx: Optional[bytes], stored: int,
+                best_value: int) -> None:
+    """``prune_server_channel`` given the stored record: ``NotPrunable`` unless it is
+    CONTRACT_FAILED, unsettled, and its b is the caller's."""
+    if state != SERVER_PRUNABLE.value:
+        raise NotPrunable(f"channel {contract_txid.hex()} is {state}, not {SERVER_PRUNABLE.value}")
+    if settlement_tx is not None:
+        raise NotPrunable(f"channel {contract_txid.hex()} has a settlement")
+    if stored != best_value:
+        raise NotPrunable(f"channel {contract_txid.hex()} has b {stored}, not {best_value}")
 
 
 def check_change(contract_txid: bytes, state: str, stored: int, client_change: int) -> None:

@@ -47,9 +47,11 @@ from twisted_paychan.store.interfaces import DuplicateChannel, IChannelStore, St
 from twisted_paychan.store.rules import (
     CLIENT_PAYABLE,
     SERVER_PAYABLE,
+    SERVER_PRUNABLE,
     check_change,
     check_client_cas,
     check_payment,
+    check_prune,
     check_server_cas,
 )
 from twisted_paychan.channel.records import (
@@ -506,6 +508,24 @@ class SqliteChannelStore:
 
         return self._transition("server_channels", _SERVER_COLUMNS, _server_record, contract_txid,
                                 expected.value, new.value, changes, check)
+
+    def prune_server_channel(self, contract_txid: bytes, best_value: int) -> defer.Deferred[None]:
+        # Inside the batch's transaction, after the payment log was absorbed: the row's b is
+        # every payment's. One DELETE whose WHERE is the rule, as record_payment's UPDATE.
+        def op(db: sqlite3.Connection) -> None:
+            cur = db.execute(
+                "DELETE FROM server_channels WHERE contract_txid = ? AND state = ? AND settlement_tx IS NULL "
+                "AND best_value = ?", (contract_txid, SERVER_PRUNABLE.value, best_value))
+            if cur.rowcount != 1:
+                row = db.execute("SELECT state, settlement_tx, best_value FROM server_channels "
+                                 "WHERE contract_txid = ?", (contract_txid,)).fetchone()
+                if row is None:
+                    raise UnknownChannel(contract_txid.hex())
+                check_prune(contract_txid, row[0], row[1], row[2], best_value)
+                raise AssertionError("the DELETE refused a prune that passes every check")
+            self._table_cache.pop((paylog.SERVER_PAYMENT, contract_txid), None)
+
+        return self._submit(op, True)
 
     def server_channel(self, contract_txid: bytes) -> defer.Deferred[Optional[ServerChannelRecord]]:
         def op(db: sqlite3.Connection) -> Optional[ServerChannelRecord]:
