@@ -86,7 +86,10 @@ async def main(reactor, args) -> None:
         [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "--nodaemon", "--pidfile=",
          f"--logfile={tmp / 'server.log'}", *profiling, "paychan", "--data-dir", str(tmp / "server"),
          "--listen", f"tcp:{port}:interface=127.0.0.1", "--rpc-listen", f"tcp:{rpc_port}:interface=127.0.0.1",
-         "--fee-rate", "1000"],
+         "--fee-rate", "1000",
+         # Every client here is one address: the per-address limits (hostile peers) would refuse
+         # the idle connections, which are what is being measured.
+         "--max-connections-per-address", "0", "--max-handshakes-per-minute", "0"],
         env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     cookie = tmp / "server" / "chain" / ".cookie"
