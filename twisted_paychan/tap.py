@@ -67,6 +67,8 @@ class Options(usage.Options):
          _positive_int("time-window-max")],
         ["fee-rate", None, C.FEE_RATE_FLOOR, "Settlement fee rate, sat/kB (at least 1000).", _positive_int("fee-rate")],
         ["handshake-timeout", None, 30, "Seconds a client may take to open a channel.", _positive_int("handshake-timeout")],
+        ["wallet-passphrase-file", None, None,
+         "File whose first line is the wallet's passphrase: a new wallet is created encrypted, an encrypted one unlocked."],
         ["admin-listen", None, "default",
          "Endpoint for operator commands (paychan settle); default: unix socket DATA_DIR/admin.sock, 'none' to switch off."],
     ]
@@ -218,18 +220,54 @@ class NodeRpcServerService(service.Service):
         return defer.ensureDeferred(self._stop())
 
 
-class WalletService(service.Service):
-    """The server's wallet, ``DATA_DIR/wallet.sqlite``, following the chain while running."""
+class StartupRefused(SystemExit):
+    """The server will not start, for a reason the operator can fix (a wrong passphrase, a data
+    directory others can read). A SystemExit, so that twistd ends with this one line and no
+    traceback; raised before anything listens."""
 
-    def __init__(self, path: str, chain: ChainService) -> None:
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"paychan: not starting: {reason}")
+        self.reason = reason
+
+
+class WalletService(service.Service):
+    """The server's wallet, ``DATA_DIR/wallet.sqlite``, following the chain while running;
+    encrypted under the passphrase in ``passphrase_file`` when one is given."""
+
+    def __init__(self, path: str, chain: ChainService, passphrase_file: Optional[str] = None) -> None:
         self.path = path
         self.chain = chain
+        self.passphrase_file = passphrase_file
         self.wallet: Optional[SqliteWallet] = None
 
+    def _passphrase(self) -> Optional[str]:
+        from twisted_paychan.secretfiles import SecretFileError, read_secret_file
+
+        if self.passphrase_file is None:
+            return None
+        try:
+            return read_secret_file(self.passphrase_file, "wallet passphrase")
+        except SecretFileError as e:
+            raise StartupRefused(str(e)) from None
+
     def startService(self) -> None:
+        from twisted_paychan.wallet.errors import NotEncrypted, PassphraseRequired, WalletError, WrongPassphrase
         from twisted_paychan.wallet.sqlite import SqliteWallet
 
-        wallet = SqliteWallet.open(self.path, self.chain.running_chain())
+        passphrase = self._passphrase()
+        try:
+            wallet = SqliteWallet.open(self.path, self.chain.running_chain(), passphrase=passphrase)
+        except PassphraseRequired:
+            raise StartupRefused(f"the wallet {self.path} is encrypted: give its passphrase with --wallet-passphrase-file") from None
+        except WrongPassphrase:
+            raise StartupRefused(f"the passphrase in {self.passphrase_file} does not unlock the wallet {self.path}") from None
+        except NotEncrypted:
+            raise StartupRefused(
+                f"the wallet {self.path} is not encrypted; run `paychan wallet encrypt --data-dir "
+                f"{os.path.dirname(self.path)} --passphrase-file FILE` first"
+            ) from None
+        except WalletError as e:
+            raise StartupRefused(f"cannot open the wallet {self.path}: {e}") from None
         wallet.start()
         self.wallet = wallet
         service.Service.startService(self)
@@ -321,7 +359,9 @@ class ChannelServerService(_InOrder):
         self.data_dir = os.path.abspath(options["data-dir"])
         self.chain_service = ChainService(reactor, self.data_dir, options["chain"])
         self.addService(self.chain_service)
-        self.wallet_service = WalletService(os.path.join(self.data_dir, "wallet.sqlite"), self.chain_service)
+        self.wallet_service = WalletService(
+            os.path.join(self.data_dir, "wallet.sqlite"), self.chain_service, options["wallet-passphrase-file"]
+        )
         self.addService(self.wallet_service)
         self.store_service = StoreService(reactor, self.data_dir)
         self.addService(self.store_service)
@@ -356,7 +396,11 @@ class ChannelServerService(_InOrder):
 
     def startService(self) -> None:
         os.makedirs(self.data_dir, exist_ok=True)
-        service.MultiService.startService(self)
+        try:
+            service.MultiService.startService(self)
+        except StartupRefused:  # its one line reaches the log through twistd's stderr
+            self.stopService()  # close what did start (the chain); nothing listens yet
+            raise
         o = self.options
         self.log.info("paychan server: data in {data_dir}, chain {chain}, listening on {listen}",
                       data_dir=self.data_dir, chain=o["chain"], listen=o["listen"])

@@ -3,7 +3,7 @@
 
     paychan regtest --data-dir DIR [--rpc-listen tcp:18443:interface=127.0.0.1]
                     [--rpc-user U --rpc-password P] [--mine-every SECONDS] [--fee-rate SAT_PER_KB]
-    paychan wallet --data-dir DIR [--chain embedded|URL] [--passphrase-file F] new-address|balance|coins
+    paychan wallet --data-dir DIR [--chain embedded|URL] [--passphrase-file F] new-address|balance|coins|encrypt
     paychan regtest-fund [--chain embedded|URL] ADDRESS SATS
     paychan regtest-mine [--chain embedded|URL] N
     paychan pay --server ENDPOINT [--chain URL] --data-dir DIR --value SATS --amount SATS --count N
@@ -80,6 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
     new_address.add_argument("--type", choices=("p2wpkh", "p2pkh"), default="p2wpkh")
     actions.add_parser("balance", parents=[wallet_common], help="confirmed and unconfirmed balance")
     actions.add_parser("coins", parents=[wallet_common], help="the spendable coins")
+    actions.add_parser(
+        "encrypt", parents=[wallet_common],
+        help="encrypt a plaintext wallet in place (new passphrase from --passphrase-file, or asked twice)",
+    )
 
     fund = commands.add_parser("regtest-fund", parents=[common], help="mine coins and send SATS to ADDRESS, confirmed")
     fund.add_argument("address", metavar="ADDRESS")
