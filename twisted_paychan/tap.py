@@ -67,6 +67,10 @@ class Options(usage.Options):
          _positive_int("time-window-max")],
         ["fee-rate", None, C.FEE_RATE_FLOOR, "Settlement fee rate, sat/kB (at least 1000).", _positive_int("fee-rate")],
         ["handshake-timeout", None, 30, "Seconds a client may take to open a channel.", _positive_int("handshake-timeout")],
+        ["rpc-cookie", None, None, "With --chain URL: the node's cookie file (bitcoind's .cookie)."],
+        ["rpc-user", None, None, "With --chain URL: the RPC user (with --rpc-password-file)."],
+        ["rpc-password-file", None, None,
+         "With --chain URL: file whose first line is the RPC password (a password in the URL shows in ps)."],
         ["wallet-passphrase-file", None, None,
          "File whose first line is the wallet's passphrase: a new wallet is created encrypted, an encrypted one unlocked."],
         ["admin-listen", None, "default",
@@ -97,6 +101,10 @@ class Options(usage.Options):
         chain = self["chain"]
         if chain != "embedded" and not chain.startswith(("http://", "https://")):
             raise usage.UsageError("--chain is 'embedded' or an http(s) RPC URL")
+        if (self["rpc-user"] is None) != (self["rpc-password-file"] is None):
+            raise usage.UsageError("--rpc-user and --rpc-password-file go together")
+        if chain == "embedded" and any(self[o] is not None for o in ("rpc-cookie", "rpc-user", "rpc-password-file")):
+            raise usage.UsageError("--rpc-cookie, --rpc-user and --rpc-password-file are for --chain URL")
 
 
 def admin_endpoint(option: str, data_dir: str) -> Optional[str]:
@@ -137,14 +145,40 @@ class _InOrder(service.MultiService):
                 self.log.failure("stopping {child} failed", child=child)
 
 
-class ChainService(service.Service):
-    """The chain: the embedded regtest node in ``DATA_DIR/chain``, or ``RpcChain`` on a URL."""
+class StartupRefused(SystemExit):
+    """The server will not start, for a reason the operator can fix (a wrong passphrase, a data
+    directory others can read). A SystemExit, so that twistd ends with this one line and no
+    traceback; raised before anything listens."""
 
-    def __init__(self, reactor: Any, data_dir: str, chain_arg: str) -> None:
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"paychan: not starting: {reason}")
+        self.reason = reason
+
+
+class ChainService(service.Service):
+    """The chain: the embedded regtest node in ``DATA_DIR/chain``, or ``RpcChain`` on a URL,
+    logged in with ``rpc_user`` and the password in ``rpc_password_file`` or with the cookie in
+    ``rpc_cookie`` (or the URL's own credentials)."""
+
+    def __init__(self, reactor: Any, data_dir: str, chain_arg: str, rpc_cookie: Optional[str] = None,
+                 rpc_user: Optional[str] = None, rpc_password_file: Optional[str] = None) -> None:
         self.reactor = reactor
         self.data_dir = data_dir
         self.chain_arg = chain_arg
+        self.rpc_cookie = rpc_cookie
+        self.rpc_user = rpc_user
+        self.rpc_password_file = rpc_password_file
         self.chain: Union[EmbeddedChain, RpcChain, None] = None
+
+    def _login(self) -> Optional[tuple[str, str]]:
+        from twisted_paychan.secretfiles import SecretFileError, read_secret_file
+
+        if self.rpc_user is None or self.rpc_password_file is None:
+            return None
+        try:
+            return self.rpc_user, read_secret_file(self.rpc_password_file, "RPC password")
+        except SecretFileError as e:
+            raise StartupRefused(str(e)) from None
 
     def startService(self) -> None:
         if self.chain_arg == "embedded":
@@ -154,7 +188,7 @@ class ChainService(service.Service):
         else:
             from twisted_paychan.chain.rpc.chain import RpcChain
 
-            remote = RpcChain.from_url(self.reactor, self.chain_arg)
+            remote = RpcChain.from_url(self.reactor, self.chain_arg, cookie_path=self.rpc_cookie, credentials=self._login())
             remote.start()
             self.chain = remote
         service.Service.startService(self)
@@ -218,16 +252,6 @@ class NodeRpcServerService(service.Service):
     def stopService(self) -> "defer.Deferred[None]":
         service.Service.stopService(self)
         return defer.ensureDeferred(self._stop())
-
-
-class StartupRefused(SystemExit):
-    """The server will not start, for a reason the operator can fix (a wrong passphrase, a data
-    directory others can read). A SystemExit, so that twistd ends with this one line and no
-    traceback; raised before anything listens."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(f"paychan: not starting: {reason}")
-        self.reason = reason
 
 
 class WalletService(service.Service):
@@ -357,7 +381,8 @@ class ChannelServerService(_InOrder):
         self.options = options
         self.reactor = reactor
         self.data_dir = os.path.abspath(options["data-dir"])
-        self.chain_service = ChainService(reactor, self.data_dir, options["chain"])
+        self.chain_service = ChainService(reactor, self.data_dir, options["chain"], options["rpc-cookie"],
+                                          options["rpc-user"], options["rpc-password-file"])
         self.addService(self.chain_service)
         self.wallet_service = WalletService(
             os.path.join(self.data_dir, "wallet.sqlite"), self.chain_service, options["wallet-passphrase-file"]

@@ -2,7 +2,7 @@
 ``paychan``: the command line of twisted-paychan.
 
     paychan regtest --data-dir DIR [--rpc-listen tcp:18443:interface=127.0.0.1]
-                    [--rpc-user U --rpc-password P] [--mine-every SECONDS] [--fee-rate SAT_PER_KB]
+                    [--rpc-user U --rpc-password-file F] [--mine-every SECONDS] [--fee-rate SAT_PER_KB]
     paychan wallet --data-dir DIR [--chain embedded|URL] [--passphrase-file F] new-address|balance|coins|encrypt
     paychan regtest-fund [--chain embedded|URL] ADDRESS SATS
     paychan regtest-mine [--chain embedded|URL] N
@@ -48,6 +48,11 @@ def _common(json_only: bool = False) -> argparse.ArgumentParser:
             "http://[user:password@]host:port",
         )
         parent.add_argument("--rpc-cookie", default=argparse.SUPPRESS, metavar="PATH", help="RPC cookie file (bitcoind's .cookie)")
+        parent.add_argument("--rpc-user", default=argparse.SUPPRESS, metavar="USER", help="RPC user (with --rpc-password-file)")
+        parent.add_argument(
+            "--rpc-password-file", default=argparse.SUPPRESS, metavar="FILE",
+            help="file whose first line is the RPC password (never give it in argv)",
+        )
     return parent
 
 
@@ -62,8 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     regtest = commands.add_parser("regtest", parents=[_common(json_only=True)], help="run an embedded regtest node serving JSON-RPC")
     regtest.add_argument("--data-dir", default=argparse.SUPPRESS, help="the node's data directory (created if needed)")
     regtest.add_argument("--rpc-listen", default=DEFAULT_ENDPOINT, metavar="ENDPOINT", help=f"Twisted endpoint (default {DEFAULT_ENDPOINT})")
-    regtest.add_argument("--rpc-user", help="accept this user (with --rpc-password) instead of writing a cookie")
-    regtest.add_argument("--rpc-password")
+    regtest.add_argument("--rpc-user", help="accept this user (with --rpc-password-file) instead of writing a cookie")
+    regtest.add_argument("--rpc-password-file", metavar="FILE", help="file whose first line is the RPC password")
+    regtest.add_argument("--rpc-password", help="the RPC password itself (visible in argv: prefer --rpc-password-file)")
     regtest.add_argument("--mine-every", type=float, metavar="SECONDS", help="mine a block every SECONDS")
     regtest.add_argument("--fee-rate", type=int, metavar="SAT_PER_KB", help="what estimatesmartfee answers (default: no estimate)")
     regtest.add_argument("--no-log", dest="log", action="store_false", help="do not log to stderr")
@@ -113,7 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _defaults(args: argparse.Namespace) -> argparse.Namespace:
-    defaults = (("json", False), ("data_dir", None), ("chain", "embedded"), ("rpc_cookie", None), ("passphrase_file", None))
+    defaults = (("json", False), ("data_dir", None), ("chain", "embedded"), ("rpc_cookie", None),
+                ("rpc_user", None), ("rpc_password_file", None), ("passphrase_file", None))
     for name, value in defaults:
         if not hasattr(args, name):
             setattr(args, name, value)

@@ -27,7 +27,7 @@ from twisted_paychan.bitcoin.txid import txid as txid_of
 from twisted_paychan.chain.types import display_hex
 from twisted_paychan.channel.errors import ChannelClosed, ChannelUsageError
 from twisted_paychan.channel.settings import ClientSettings, VersionSelector
-from twisted_paychan.cli.chains import open_chain
+from twisted_paychan.cli.chains import open_chain, rpc_login
 from twisted_paychan.cli.output import Output, UserError
 from twisted_paychan.cli.wallet import WALLET_FILE
 from twisted_paychan.net.client import connect
@@ -68,7 +68,7 @@ async def run_pay(reactor: Any, args: argparse.Namespace, out: Output) -> int:
         raise UserError(str(e)) from None
     Path(args.data_dir).mkdir(parents=True, exist_ok=True)
     server_id = hashlib.sha256((args.server_id or args.server).encode()).digest()
-    access = await open_chain(reactor, args.chain, args.data_dir, args.rpc_cookie)
+    access = await open_chain(reactor, args.chain, args.data_dir, args.rpc_cookie, rpc_login(args))
     try:
         wallet = SqliteWallet.open(Path(args.data_dir) / WALLET_FILE, access.chain, access.network)
         try:

@@ -21,7 +21,7 @@ from twisted.internet.endpoints import UNIXClientEndpoint, connectProtocol
 from twisted.internet.defer import Deferred
 from twisted.protocols.basic import LineOnlyReceiver
 
-from twisted_paychan.cli.chains import open_chain
+from twisted_paychan.cli.chains import open_chain, rpc_login
 from twisted_paychan.cli.output import Output, UserError
 from twisted_paychan.cli.wallet import WALLET_FILE
 
@@ -88,7 +88,7 @@ async def _settle_offline(reactor: Any, args: argparse.Namespace, which: str) ->
 
     if not (Path(args.data_dir) / "channels.sqlite").exists():
         raise UserError(f"no channel store in {args.data_dir}")
-    access = await open_chain(reactor, args.chain, args.data_dir, args.rpc_cookie)
+    access = await open_chain(reactor, args.chain, args.data_dir, args.rpc_cookie, rpc_login(args))
     try:
         wallet = SqliteWallet.open(os.path.join(args.data_dir, WALLET_FILE), access.chain, access.network)
         try:

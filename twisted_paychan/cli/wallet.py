@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from twisted_paychan.chain.types import display_hex
-from twisted_paychan.cli.chains import open_chain
+from twisted_paychan.cli.chains import open_chain, rpc_login
 from twisted_paychan.cli.output import Output, UserError, format_sat
 from twisted_paychan.rpc.jsonenc import btc
 from twisted_paychan.wallet import SqliteWallet
@@ -74,7 +74,7 @@ async def run_wallet(reactor: Any, args: argparse.Namespace, out: Output) -> int
     if args.wallet_command == "encrypt":
         return _encrypt(args, out)
     passphrase = _passphrase(args.passphrase_file)
-    access = await open_chain(reactor, args.chain, args.data_dir, args.rpc_cookie)
+    access = await open_chain(reactor, args.chain, args.data_dir, args.rpc_cookie, rpc_login(args))
     try:
         path = Path(args.data_dir) / WALLET_FILE
         Path(args.data_dir).mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 
-from twisted_paychan.cli.chains import open_chain
+from twisted_paychan.cli.chains import open_chain, rpc_login
 from twisted_paychan.cli.output import Output, UserError
 from twisted_paychan.net.client_manager import ClientChannelManager
 from twisted_paychan.store.sqlite import StoreLocked, open_store
@@ -25,7 +25,7 @@ async def run_watch(reactor: Any, args: argparse.Namespace, out: Output) -> int:
         raise UserError("paychan watch needs --data-dir (the client's channels)")
     if not (Path(args.data_dir) / "channels.sqlite").exists():
         raise UserError(f"no channel store in {args.data_dir}")
-    access = await open_chain(reactor, args.chain, args.data_dir, args.rpc_cookie)
+    access = await open_chain(reactor, args.chain, args.data_dir, args.rpc_cookie, rpc_login(args))
     try:
         store = open_store(args.data_dir, reactor)
     except StoreLocked:
