@@ -16,6 +16,7 @@ same method table as the RPC server, in-process.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Optional
@@ -119,6 +120,11 @@ async def _open_rpc(
 
     from twisted_paychan.chain.rpc.chain import RpcChain
 
+    if urlsplit(url).password:  # the connection logs this too, but a command has no log to read
+        sys.stderr.write(
+            "paychan: warning: the --chain URL carries a password, which every user of this machine can see "
+            "in the process list; use --rpc-user with --rpc-password-file, or --rpc-cookie\n"
+        )
     cookie: Optional[Path] = Path(rpc_cookie) if rpc_cookie else None
     if cookie is None and login is None and urlsplit(url).username is None and data_dir is not None:
         candidate = node_directory(data_dir) / COOKIE_FILE

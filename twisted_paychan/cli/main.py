@@ -96,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     fund.add_argument("sats", metavar="SATS", type=int)
     fund.add_argument("--fee-rate", type=int, default=2000, metavar="SAT_PER_KB")
 
-    pay = commands.add_parser("pay", parents=[common], help="open or resume a channel to a server and pay it")
+    pay = commands.add_parser("pay", parents=[wallet_common], help="open or resume a channel to a server and pay it")
     from twisted_paychan.cli.pay import add_arguments as pay_arguments
 
     pay_arguments(pay)
@@ -105,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("watch", parents=[common], help="broadcast refunds of expired client channels (runs until stopped)")
 
-    settle = commands.add_parser("settle", parents=[common], help="settle stored server channels now")
+    settle = commands.add_parser("settle", parents=[wallet_common], help="settle stored server channels now")
     from twisted_paychan.cli.settle import add_arguments as settle_arguments
 
     settle_arguments(settle)

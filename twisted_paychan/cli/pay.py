@@ -34,6 +34,7 @@ from twisted_paychan.net.client import connect
 from twisted_paychan.net.client_channel import SettledOnChain
 from twisted_paychan.net.client_manager import ClientChannelManager
 from twisted_paychan.store.sqlite import StoreLocked, open_store
+from twisted_paychan.cli.wallet import open_wallet
 from twisted_paychan.wallet import SqliteWallet
 
 _VERSIONS = {"1": VersionSelector.VERSION_1, "2": VersionSelector.VERSION_2, "2or1": VersionSelector.VERSION_2_ALLOW_1}
@@ -70,7 +71,7 @@ async def run_pay(reactor: Any, args: argparse.Namespace, out: Output) -> int:
     server_id = hashlib.sha256((args.server_id or args.server).encode()).digest()
     access = await open_chain(reactor, args.chain, args.data_dir, args.rpc_cookie, rpc_login(args))
     try:
-        wallet = SqliteWallet.open(Path(args.data_dir) / WALLET_FILE, access.chain, access.network)
+        wallet = open_wallet(Path(args.data_dir) / WALLET_FILE, access.chain, access.network, args.passphrase_file)
         try:
             store = open_store(args.data_dir, reactor)
         except StoreLocked:

@@ -35,6 +35,20 @@ def _passphrase(path: Optional[str]) -> Optional[str]:
         raise UserError(str(e)) from None
 
 
+def open_wallet(path: "Path | str", chain: Any, network: Any, passphrase_file: Optional[str]) -> SqliteWallet:
+    """The wallet at ``path``, unlocked with the passphrase in ``passphrase_file`` if it is
+    encrypted; the errors a user can fix as one-line :class:`UserError` s."""
+    passphrase = _passphrase(passphrase_file)
+    try:
+        return SqliteWallet.open(path, chain, network, passphrase=passphrase)
+    except PassphraseRequired:
+        raise UserError(f"{path} is encrypted: give its passphrase with --passphrase-file") from None
+    except WrongPassphrase:
+        raise UserError(f"the passphrase does not unlock {path}") from None
+    except WalletError as e:
+        raise UserError(str(e)) from None
+
+
 def _new_passphrase(path: Optional[str]) -> str:
     """The passphrase to encrypt with: from the file, or typed twice at the terminal."""
     from_file = _passphrase(path)
@@ -73,19 +87,12 @@ async def run_wallet(reactor: Any, args: argparse.Namespace, out: Output) -> int
         raise UserError("paychan wallet needs --data-dir (where wallet.sqlite lives)")
     if args.wallet_command == "encrypt":
         return _encrypt(args, out)
-    passphrase = _passphrase(args.passphrase_file)
+    _passphrase(args.passphrase_file)  # an unreadable file fails before the chain is opened
     access = await open_chain(reactor, args.chain, args.data_dir, args.rpc_cookie, rpc_login(args))
     try:
         path = Path(args.data_dir) / WALLET_FILE
         Path(args.data_dir).mkdir(parents=True, exist_ok=True)
-        try:
-            wallet = SqliteWallet.open(path, access.chain, access.network, passphrase=passphrase)
-        except PassphraseRequired:
-            raise UserError(f"{path} is encrypted: give its passphrase with --passphrase-file") from None
-        except WrongPassphrase:
-            raise UserError(f"the passphrase does not unlock {path}") from None
-        except WalletError as e:
-            raise UserError(str(e)) from None
+        wallet = open_wallet(path, access.chain, access.network, args.passphrase_file)
         try:
             return await _wallet_command(wallet, args, out)
         finally:
