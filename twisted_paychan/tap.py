@@ -49,7 +49,11 @@ class Options(usage.Options):
     synopsis = "[options]"
     longdesc = "Serve bitcoinj-compatible payment channels (protocol versions 1 and 2)."
 
-    optFlags = [["verbose", "v", "Log every payment and RPC request too (debug lines)."]]
+    optFlags = [
+        ["verbose", "v", "Log every payment and RPC request too (debug lines)."],
+        ["allow-insecure-permissions", None,
+         "Start even if the data directory, the wallet or a secret file is accessible by group or others."],
+    ]
 
     optParameters = [
         ["listen", None, "tcp:4242:interface=127.0.0.1", "Endpoint to accept channel clients on."],
@@ -419,8 +423,27 @@ class ChannelServerService(_InOrder):
     def rpc(self) -> Optional[RpcServer]:
         return self.rpc_service.rpc if self.rpc_service is not None else None
 
+    def _check_permissions(self) -> None:
+        """Refuse, as ssh does, secrets that others could have read: they are no longer
+        secret, and running on them would hide that."""
+        from twisted_paychan.secretfiles import InsecurePermissions, check_private
+
+        o = self.options
+        private = [(self.data_dir, "the data directory"), (self.wallet_service.path, "the wallet")]
+        private += [(o[name], f"the --{name}") for name in ("wallet-passphrase-file", "rpc-password-file", "rpc-cookie")
+                    if o[name] is not None]
+        try:
+            for path, what in private:
+                check_private(path, what)
+        except InsecurePermissions as e:
+            raise StartupRefused(str(e)) from None
+
     def startService(self) -> None:
-        os.makedirs(self.data_dir, exist_ok=True)
+        from twisted_paychan.secretfiles import private_directory
+
+        private_directory(self.data_dir)
+        if not self.options["allow-insecure-permissions"]:
+            self._check_permissions()
         try:
             service.MultiService.startService(self)
         except StartupRefused:  # its one line reaches the log through twistd's stderr

@@ -28,6 +28,7 @@ from twisted_paychan.chain.types import display_hex
 from twisted_paychan.channel.errors import ChannelClosed, ChannelUsageError
 from twisted_paychan.channel.settings import ClientSettings, VersionSelector
 from twisted_paychan.cli.chains import open_chain, rpc_login
+from twisted_paychan.secretfiles import private_directory
 from twisted_paychan.cli.output import Output, UserError
 from twisted_paychan.cli.wallet import WALLET_FILE
 from twisted_paychan.net.client import connect
@@ -67,7 +68,7 @@ async def run_pay(reactor: Any, args: argparse.Namespace, out: Output) -> int:
         settings = ClientSettings(channel_value=args.value, versions=_VERSIONS[args.version], fee_rate=args.fee_rate)
     except ValueError as e:
         raise UserError(str(e)) from None
-    Path(args.data_dir).mkdir(parents=True, exist_ok=True)
+    private_directory(args.data_dir)
     server_id = hashlib.sha256((args.server_id or args.server).encode()).digest()
     access = await open_chain(reactor, args.chain, args.data_dir, args.rpc_cookie, rpc_login(args))
     try:

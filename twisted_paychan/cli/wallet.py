@@ -20,7 +20,7 @@ from twisted_paychan.cli.chains import open_chain, rpc_login
 from twisted_paychan.cli.output import Output, UserError, format_sat
 from twisted_paychan.rpc.jsonenc import btc
 from twisted_paychan.wallet import SqliteWallet
-from twisted_paychan.secretfiles import SecretFileError, read_secret_file
+from twisted_paychan.secretfiles import SecretFileError, private_directory, read_secret_file
 from twisted_paychan.wallet.errors import AlreadyEncrypted, PassphraseRequired, WalletError, WrongPassphrase
 
 WALLET_FILE = "wallet.sqlite"
@@ -88,10 +88,10 @@ async def run_wallet(reactor: Any, args: argparse.Namespace, out: Output) -> int
     if args.wallet_command == "encrypt":
         return _encrypt(args, out)
     _passphrase(args.passphrase_file)  # an unreadable file fails before the chain is opened
+    private_directory(args.data_dir)  # before the embedded node makes it, with the umask's mode
     access = await open_chain(reactor, args.chain, args.data_dir, args.rpc_cookie, rpc_login(args))
     try:
         path = Path(args.data_dir) / WALLET_FILE
-        Path(args.data_dir).mkdir(parents=True, exist_ok=True)
         wallet = open_wallet(path, access.chain, access.network, args.passphrase_file)
         try:
             return await _wallet_command(wallet, args, out)
