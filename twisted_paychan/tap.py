@@ -443,15 +443,35 @@ class ChannelServerService(_InOrder):
 
         private_directory(self.data_dir)
         if not self.options["allow-insecure-permissions"]:
-            self._check_permissions()
+            try:
+                self._check_permissions()
+            except StartupRefused as refused:
+                _tell_daemon_parent(self.options, refused)
+                raise
         try:
             service.MultiService.startService(self)
-        except StartupRefused:  # its one line reaches the log through twistd's stderr
+        except StartupRefused as refused:  # its one line reaches the log through twistd's stderr
             self.stopService()  # close what did start (the chain); nothing listens yet
+            _tell_daemon_parent(self.options, refused)
             raise
         o = self.options
         self.log.info("paychan server: data in {data_dir}, chain {chain}, listening on {listen}",
                       data_dir=self.data_dir, chain=o["chain"], listen=o["listen"])
+
+
+def _tell_daemon_parent(options: Options, refused: StartupRefused) -> None:
+    """A daemonized twistd's parent waits for a status on a pipe and says only "an unknown
+    error" (or waits on) when the daemon exits without one: give it the reason, as twistd does
+    for the exceptions it catches itself."""
+    parent: Any = getattr(options, "parent", None)  # twistd's ServerOptions, holding the pipe once daemonized
+    pipe = parent.get("statusPipe") if parent is not None else None
+    if isinstance(pipe, int):
+        try:
+            os.write(pipe, b"1 " + str(refused.code).encode("utf-8", "replace")[:97])
+            os.close(pipe)
+        except OSError:
+            pass
+        parent["statusPipe"] = None
 
 
 def makeService(options: Options) -> service.IService:

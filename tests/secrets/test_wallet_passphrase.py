@@ -204,3 +204,18 @@ def test_a_kill_during_wallet_encrypt_leaves_the_old_or_the_new_wallet(tmp_path:
     wallet = SqliteWallet.open(path, None, REGTEST, passphrase="crash passphrase")
     assert set(wallet._keys) == keys
     wallet.close()
+
+
+def test_a_daemonized_twistd_reports_the_refusal_to_its_parent(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir(mode=0o700)
+    SqliteWallet.open(data / "wallet.sqlite", None, REGTEST, passphrase="right").close()
+    argv = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+            f"--pidfile={tmp_path / 'twistd.pid'}", f"--logfile={tmp_path / 'twistd.log'}", "paychan",
+            "--data-dir", str(data), "--listen", "tcp:0:interface=127.0.0.1", "--rpc-listen", "none",
+            "--admin-listen", "none", "--wallet-passphrase-file", str(_secret(tmp_path / "wrong", "wrong one"))]
+    done = subprocess.run(argv, cwd=str(REPO), env={**os.environ, "PYTHONPATH": str(REPO)},
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert "paychan: not starting: the passphrase in" in done.stderr and "Traceback" not in done.stderr
+    assert "wrong one" not in done.stderr + (tmp_path / "twistd.log").read_text()
