@@ -23,6 +23,8 @@ POINTS: Final = frozenset({
     "payment-stored",         # a payment is durable; its PAYMENT_ACK not sent
     "settlement-stored",      # the settlement is durable; not broadcast
     "settlement-broadcast",   # broadcast; CLOSE{settlement} not sent
+    "wallet-encrypt-written",   # paychan wallet encrypt: the encrypted copy is synced, not renamed
+    "wallet-encrypt-replaced",  # the encrypted copy has replaced the plaintext wallet
 })
 
 _ARMED: Final = os.environ.get("PAYCHAN_CRASH_AT")

@@ -49,7 +49,11 @@ class Options(usage.Options):
     synopsis = "[options]"
     longdesc = "Serve bitcoinj-compatible payment channels (protocol versions 1 and 2)."
 
-    optFlags = [["verbose", "v", "Log every payment and RPC request too (debug lines)."]]
+    optFlags = [
+        ["verbose", "v", "Log every payment and RPC request too (debug lines)."],
+        ["allow-insecure-permissions", None,
+         "Start even if the data directory, the wallet or a secret file is accessible by group or others."],
+    ]
 
     optParameters = [
         ["listen", None, "tcp:4242:interface=127.0.0.1", "Endpoint to accept channel clients on."],
@@ -73,6 +77,12 @@ class Options(usage.Options):
         ["max-handshakes-per-minute", None, 120,
          "Connections one client address may open per minute; more get ERROR and a close (0: no limit).",
          _positive_int("max-handshakes-per-minute")],
+        ["rpc-cookie", None, None, "With --chain URL: the node's cookie file (bitcoind's .cookie)."],
+        ["rpc-user", None, None, "With --chain URL: the RPC user (with --rpc-password-file)."],
+        ["rpc-password-file", None, None,
+         "With --chain URL: file whose first line is the RPC password (a password in the URL shows in ps)."],
+        ["wallet-passphrase-file", None, None,
+         "File whose first line is the wallet's passphrase: a new wallet is created encrypted, an encrypted one unlocked."],
         ["admin-listen", None, "default",
          "Endpoint for operator commands (paychan settle); default: unix socket DATA_DIR/admin.sock, 'none' to switch off."],
     ]
@@ -103,6 +113,10 @@ class Options(usage.Options):
         chain = self["chain"]
         if chain != "embedded" and not chain.startswith(("http://", "https://")):
             raise usage.UsageError("--chain is 'embedded' or an http(s) RPC URL")
+        if (self["rpc-user"] is None) != (self["rpc-password-file"] is None):
+            raise usage.UsageError("--rpc-user and --rpc-password-file go together")
+        if chain == "embedded" and any(self[o] is not None for o in ("rpc-cookie", "rpc-user", "rpc-password-file")):
+            raise usage.UsageError("--rpc-cookie, --rpc-user and --rpc-password-file are for --chain URL")
 
 
 def admin_endpoint(option: str, data_dir: str) -> Optional[str]:
@@ -143,14 +157,40 @@ class _InOrder(service.MultiService):
                 self.log.failure("stopping {child} failed", child=child)
 
 
-class ChainService(service.Service):
-    """The chain: the embedded regtest node in ``DATA_DIR/chain``, or ``RpcChain`` on a URL."""
+class StartupRefused(SystemExit):
+    """The server will not start, for a reason the operator can fix (a wrong passphrase, a data
+    directory others can read). A SystemExit, so that twistd ends with this one line and no
+    traceback; raised before anything listens."""
 
-    def __init__(self, reactor: Any, data_dir: str, chain_arg: str) -> None:
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"paychan: not starting: {reason}")
+        self.reason = reason
+
+
+class ChainService(service.Service):
+    """The chain: the embedded regtest node in ``DATA_DIR/chain``, or ``RpcChain`` on a URL,
+    logged in with ``rpc_user`` and the password in ``rpc_password_file`` or with the cookie in
+    ``rpc_cookie`` (or the URL's own credentials)."""
+
+    def __init__(self, reactor: Any, data_dir: str, chain_arg: str, rpc_cookie: Optional[str] = None,
+                 rpc_user: Optional[str] = None, rpc_password_file: Optional[str] = None) -> None:
         self.reactor = reactor
         self.data_dir = data_dir
         self.chain_arg = chain_arg
+        self.rpc_cookie = rpc_cookie
+        self.rpc_user = rpc_user
+        self.rpc_password_file = rpc_password_file
         self.chain: Union[EmbeddedChain, RpcChain, None] = None
+
+    def _login(self) -> Optional[tuple[str, str]]:
+        from twisted_paychan.secretfiles import SecretFileError, read_secret_file
+
+        if self.rpc_user is None or self.rpc_password_file is None:
+            return None
+        try:
+            return self.rpc_user, read_secret_file(self.rpc_password_file, "RPC password")
+        except SecretFileError as e:
+            raise StartupRefused(str(e)) from None
 
     def startService(self) -> None:
         if self.chain_arg == "embedded":
@@ -160,7 +200,7 @@ class ChainService(service.Service):
         else:
             from twisted_paychan.chain.rpc.chain import RpcChain
 
-            remote = RpcChain.from_url(self.reactor, self.chain_arg)
+            remote = RpcChain.from_url(self.reactor, self.chain_arg, cookie_path=self.rpc_cookie, credentials=self._login())
             remote.start()
             self.chain = remote
         service.Service.startService(self)
@@ -227,17 +267,43 @@ class NodeRpcServerService(service.Service):
 
 
 class WalletService(service.Service):
-    """The server's wallet, ``DATA_DIR/wallet.sqlite``, following the chain while running."""
+    """The server's wallet, ``DATA_DIR/wallet.sqlite``, following the chain while running;
+    encrypted under the passphrase in ``passphrase_file`` when one is given."""
 
-    def __init__(self, path: str, chain: ChainService) -> None:
+    def __init__(self, path: str, chain: ChainService, passphrase_file: Optional[str] = None) -> None:
         self.path = path
         self.chain = chain
+        self.passphrase_file = passphrase_file
         self.wallet: Optional[SqliteWallet] = None
 
+    def _passphrase(self) -> Optional[str]:
+        from twisted_paychan.secretfiles import SecretFileError, read_secret_file
+
+        if self.passphrase_file is None:
+            return None
+        try:
+            return read_secret_file(self.passphrase_file, "wallet passphrase")
+        except SecretFileError as e:
+            raise StartupRefused(str(e)) from None
+
     def startService(self) -> None:
+        from twisted_paychan.wallet.errors import NotEncrypted, PassphraseRequired, WalletError, WrongPassphrase
         from twisted_paychan.wallet.sqlite import SqliteWallet
 
-        wallet = SqliteWallet.open(self.path, self.chain.running_chain())
+        passphrase = self._passphrase()
+        try:
+            wallet = SqliteWallet.open(self.path, self.chain.running_chain(), passphrase=passphrase)
+        except PassphraseRequired:
+            raise StartupRefused(f"the wallet {self.path} is encrypted: give its passphrase with --wallet-passphrase-file") from None
+        except WrongPassphrase:
+            raise StartupRefused(f"the passphrase in {self.passphrase_file} does not unlock the wallet {self.path}") from None
+        except NotEncrypted:
+            raise StartupRefused(
+                f"the wallet {self.path} is not encrypted; run `paychan wallet encrypt --data-dir "
+                f"{os.path.dirname(self.path)} --passphrase-file FILE` first"
+            ) from None
+        except WalletError as e:
+            raise StartupRefused(f"cannot open the wallet {self.path}: {e}") from None
         wallet.start()
         self.wallet = wallet
         service.Service.startService(self)
@@ -327,9 +393,12 @@ class ChannelServerService(_InOrder):
         self.options = options
         self.reactor = reactor
         self.data_dir = os.path.abspath(options["data-dir"])
-        self.chain_service = ChainService(reactor, self.data_dir, options["chain"])
+        self.chain_service = ChainService(reactor, self.data_dir, options["chain"], options["rpc-cookie"],
+                                          options["rpc-user"], options["rpc-password-file"])
         self.addService(self.chain_service)
-        self.wallet_service = WalletService(os.path.join(self.data_dir, "wallet.sqlite"), self.chain_service)
+        self.wallet_service = WalletService(
+            os.path.join(self.data_dir, "wallet.sqlite"), self.chain_service, options["wallet-passphrase-file"]
+        )
         self.addService(self.wallet_service)
         self.store_service = StoreService(reactor, self.data_dir)
         self.addService(self.store_service)
@@ -362,12 +431,55 @@ class ChannelServerService(_InOrder):
     def rpc(self) -> Optional[RpcServer]:
         return self.rpc_service.rpc if self.rpc_service is not None else None
 
+    def _check_permissions(self) -> None:
+        """Refuse, as ssh does, secrets that others could have read: they are no longer
+        secret, and running on them would hide that."""
+        from twisted_paychan.secretfiles import InsecurePermissions, check_private
+
+        o = self.options
+        private = [(self.data_dir, "the data directory"), (self.wallet_service.path, "the wallet")]
+        private += [(o[name], f"the --{name}") for name in ("wallet-passphrase-file", "rpc-password-file", "rpc-cookie")
+                    if o[name] is not None]
+        try:
+            for path, what in private:
+                check_private(path, what)
+        except InsecurePermissions as e:
+            raise StartupRefused(str(e)) from None
+
     def startService(self) -> None:
-        os.makedirs(self.data_dir, exist_ok=True)
-        service.MultiService.startService(self)
+        from twisted_paychan.secretfiles import private_directory
+
+        private_directory(self.data_dir)
+        if not self.options["allow-insecure-permissions"]:
+            try:
+                self._check_permissions()
+            except StartupRefused as refused:
+                _tell_daemon_parent(self.options, refused)
+                raise
+        try:
+            service.MultiService.startService(self)
+        except StartupRefused as refused:  # its one line reaches the log through twistd's stderr
+            self.stopService()  # close what did start (the chain); nothing listens yet
+            _tell_daemon_parent(self.options, refused)
+            raise
         o = self.options
         self.log.info("paychan server: data in {data_dir}, chain {chain}, listening on {listen}",
                       data_dir=self.data_dir, chain=o["chain"], listen=o["listen"])
+
+
+def _tell_daemon_parent(options: Options, refused: StartupRefused) -> None:
+    """A daemonized twistd's parent waits for a status on a pipe and says only "an unknown
+    error" (or waits on) when the daemon exits without one: give it the reason, as twistd does
+    for the exceptions it catches itself."""
+    parent: Any = getattr(options, "parent", None)  # twistd's ServerOptions, holding the pipe once daemonized
+    pipe = parent.get("statusPipe") if parent is not None else None
+    if isinstance(pipe, int):
+        try:
+            os.write(pipe, b"1 " + str(refused.code).encode("utf-8", "replace")[:97])
+            os.close(pipe)
+        except OSError:
+            pass
+        parent["statusPipe"] = None
 
 
 def makeService(options: Options) -> service.IService:

@@ -33,7 +33,7 @@ __all__ = ["RequestNotSent", "TCP_TRANSPORTS", "missing_attributes", "queued_byt
 TCP_TRANSPORTS: Final = frozenset({tcp.Server, tcp.Client})
 
 #: What this module reads of a TCP transport beyond ITransport.
-PRIVATE_ATTRIBUTES: Final = ("dataBuffer", "_tempDataBuffer", "writeSomeData", "connected", "disconnecting")
+PRIVATE_ATTRIBUTES: Final = ("TLS", "dataBuffer", "_tempDataBuffer", "writeSomeData", "connected", "disconnecting")
 
 
 def write_unqueued(transport: ITransport, data: bytes) -> int:
@@ -44,6 +44,7 @@ def write_unqueued(transport: ITransport, data: bytes) -> int:
     # nothing here and the caller queues, instead of failing the connection.
     if (
         type(transport) in TCP_TRANSPORTS
+        and not getattr(transport, "TLS", True)  # listenSSL's connections are tcp.Server too: bytes must go through TLS
         and not getattr(transport, "dataBuffer", True)
         and not getattr(transport, "_tempDataBuffer", True)
         and getattr(transport, "connected", False)

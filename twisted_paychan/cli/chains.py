@@ -5,7 +5,8 @@ What ``--chain`` names, opened for one command.
   channel server keeps it too), opened in this process; it must not be in use by a running
   ``paychan regtest`` or channel server.
 * ``http://[user:password@]host:port``: any Bitcoin Core-compatible JSON-RPC server (bitcoind,
-  ``paychan regtest``, the channel server's); credentials from the URL, ``--rpc-cookie``, or
+  ``paychan regtest``, the channel server's); credentials from ``--rpc-user`` with
+  ``--rpc-password-file``, the URL (which warns: argv is public), ``--rpc-cookie``, or
   ``DATA_DIR/chain/.cookie`` when that exists.
 
 Either way the command gets a :class:`ChainAccess`: an IChain for the wallet, the network, and
@@ -15,6 +16,7 @@ same method table as the RPC server, in-process.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Optional
@@ -50,11 +52,36 @@ def node_directory(data_dir: str) -> Path:
     return Path(data_dir) / CHAIN_DIR
 
 
-async def open_chain(reactor: Any, chain: str, data_dir: Optional[str], rpc_cookie: Optional[str]) -> ChainAccess:
+def rpc_login(args: Any) -> Optional[tuple[str, str]]:
+    """``--rpc-user`` with the password in ``--rpc-password-file`` (both or neither), so that
+    no password is in argv."""
+    user: Optional[str] = getattr(args, "rpc_user", None)
+    password_file: Optional[str] = getattr(args, "rpc_password_file", None)
+    if user is None and password_file is None:
+        return None
+    if user is None or password_file is None:
+        raise UserError("--rpc-user and --rpc-password-file go together")
+    from twisted_paychan.secretfiles import SecretFileError, read_secret_file
+
+    try:
+        return user, read_secret_file(password_file, "RPC password")
+    except SecretFileError as e:
+        raise UserError(str(e)) from None
+
+
+async def open_chain(
+    reactor: Any,
+    chain: str,
+    data_dir: Optional[str],
+    rpc_cookie: Optional[str],
+    login: Optional[tuple[str, str]] = None,
+) -> ChainAccess:
     if chain == "embedded":
+        if login is not None or rpc_cookie is not None:
+            raise UserError("--rpc-user, --rpc-password-file and --rpc-cookie are for --chain URL")
         return _open_embedded(reactor, data_dir)
     if chain.startswith(("http://", "https://")):
-        return await _open_rpc(reactor, chain, data_dir, rpc_cookie)
+        return await _open_rpc(reactor, chain, data_dir, rpc_cookie, login)
     raise UserError(f"--chain must be 'embedded' or an RPC URL like http://127.0.0.1:18443, not {chain!r}")
 
 
@@ -86,18 +113,25 @@ def _open_embedded(reactor: Any, data_dir: Optional[str]) -> ChainAccess:
     return ChainAccess(embedded, REGTEST, "regtest", call, f"the embedded node in {data_dir}", close)
 
 
-async def _open_rpc(reactor: Any, url: str, data_dir: Optional[str], rpc_cookie: Optional[str]) -> ChainAccess:
+async def _open_rpc(
+    reactor: Any, url: str, data_dir: Optional[str], rpc_cookie: Optional[str], login: Optional[tuple[str, str]]
+) -> ChainAccess:
     from urllib.parse import urlsplit
 
     from twisted_paychan.chain.rpc.chain import RpcChain
 
+    if urlsplit(url).password:  # the connection logs this too, but a command has no log to read
+        sys.stderr.write(
+            "paychan: warning: the --chain URL carries a password, which every user of this machine can see "
+            "in the process list; use --rpc-user with --rpc-password-file, or --rpc-cookie\n"
+        )
     cookie: Optional[Path] = Path(rpc_cookie) if rpc_cookie else None
-    if cookie is None and urlsplit(url).username is None and data_dir is not None:
+    if cookie is None and login is None and urlsplit(url).username is None and data_dir is not None:
         candidate = node_directory(data_dir) / COOKIE_FILE
         if candidate.exists():
             cookie = candidate
     try:
-        chain = RpcChain.from_url(reactor, url, cookie_path=cookie)
+        chain = RpcChain.from_url(reactor, url, cookie_path=cookie, credentials=login)
     except ValueError as e:
         raise UserError(str(e)) from None
     try:

@@ -16,7 +16,7 @@ from typing import Any, Final
 from twisted_paychan.bitcoin.addresses import AddressError, address_to_script, script_to_address
 from twisted_paychan.bitcoin.policy import dust_threshold
 from twisted_paychan.chain.types import OutPoint, display_hex, from_display_hex
-from twisted_paychan.cli.chains import ChainAccess, open_chain
+from twisted_paychan.cli.chains import ChainAccess, open_chain, rpc_login
 from twisted_paychan.cli.output import Output, UserError, format_sat
 from twisted_paychan.cli.regtest_tx import KeyCoin, ThrowawayKey, build_funding_tx, estimate_fee
 from twisted_paychan.constants import COINBASE_MATURITY, MAX_MONEY
@@ -44,7 +44,7 @@ async def run_fund(reactor: Any, args: argparse.Namespace, out: Output) -> int:
         raise UserError(f"SATS must be between 1 and {MAX_MONEY}, got {amount}")
     if args.fee_rate < 1000:
         raise UserError("--fee-rate must be at least 1000 sat/kB (the minimum relay fee)")
-    access = await open_chain(reactor, args.chain, args.data_dir, args.rpc_cookie)
+    access = await open_chain(reactor, args.chain, args.data_dir, args.rpc_cookie, rpc_login(args))
     try:
         await _regtest(access, "regtest-fund")
         try:
@@ -104,7 +104,7 @@ async def run_fund(reactor: Any, args: argparse.Namespace, out: Output) -> int:
 async def run_mine(reactor: Any, args: argparse.Namespace, out: Output) -> int:
     if args.blocks < 0:
         raise UserError("N must not be negative")
-    access = await open_chain(reactor, args.chain, args.data_dir, args.rpc_cookie)
+    access = await open_chain(reactor, args.chain, args.data_dir, args.rpc_cookie, rpc_login(args))
     try:
         await _regtest(access, "regtest-mine")
         if args.address is None:

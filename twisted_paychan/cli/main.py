@@ -2,8 +2,8 @@
 ``paychan``: the command line of twisted-paychan.
 
     paychan regtest --data-dir DIR [--rpc-listen tcp:18443:interface=127.0.0.1]
-                    [--rpc-user U --rpc-password P] [--mine-every SECONDS] [--fee-rate SAT_PER_KB]
-    paychan wallet --data-dir DIR [--chain embedded|URL] [--passphrase-file F] new-address|balance|coins
+                    [--rpc-user U --rpc-password-file F] [--mine-every SECONDS] [--fee-rate SAT_PER_KB]
+    paychan wallet --data-dir DIR [--chain embedded|URL] [--passphrase-file F] new-address|balance|coins|encrypt
     paychan regtest-fund [--chain embedded|URL] ADDRESS SATS
     paychan regtest-mine [--chain embedded|URL] N
     paychan pay --server ENDPOINT [--chain URL] --data-dir DIR --value SATS --amount SATS --count N
@@ -48,6 +48,11 @@ def _common(json_only: bool = False) -> argparse.ArgumentParser:
             "http://[user:password@]host:port",
         )
         parent.add_argument("--rpc-cookie", default=argparse.SUPPRESS, metavar="PATH", help="RPC cookie file (bitcoind's .cookie)")
+        parent.add_argument("--rpc-user", default=argparse.SUPPRESS, metavar="USER", help="RPC user (with --rpc-password-file)")
+        parent.add_argument(
+            "--rpc-password-file", default=argparse.SUPPRESS, metavar="FILE",
+            help="file whose first line is the RPC password (never give it in argv)",
+        )
     return parent
 
 
@@ -62,8 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     regtest = commands.add_parser("regtest", parents=[_common(json_only=True)], help="run an embedded regtest node serving JSON-RPC")
     regtest.add_argument("--data-dir", default=argparse.SUPPRESS, help="the node's data directory (created if needed)")
     regtest.add_argument("--rpc-listen", default=DEFAULT_ENDPOINT, metavar="ENDPOINT", help=f"Twisted endpoint (default {DEFAULT_ENDPOINT})")
-    regtest.add_argument("--rpc-user", help="accept this user (with --rpc-password) instead of writing a cookie")
-    regtest.add_argument("--rpc-password")
+    regtest.add_argument("--rpc-user", help="accept this user (with --rpc-password-file) instead of writing a cookie")
+    regtest.add_argument("--rpc-password-file", metavar="FILE", help="file whose first line is the RPC password")
+    regtest.add_argument("--rpc-password", help="the RPC password itself (visible in argv: prefer --rpc-password-file)")
     regtest.add_argument("--mine-every", type=float, metavar="SECONDS", help="mine a block every SECONDS")
     regtest.add_argument("--fee-rate", type=int, metavar="SAT_PER_KB", help="what estimatesmartfee answers (default: no estimate)")
     regtest.add_argument("--no-log", dest="log", action="store_false", help="do not log to stderr")
@@ -80,13 +86,17 @@ def build_parser() -> argparse.ArgumentParser:
     new_address.add_argument("--type", choices=("p2wpkh", "p2pkh"), default="p2wpkh")
     actions.add_parser("balance", parents=[wallet_common], help="confirmed and unconfirmed balance")
     actions.add_parser("coins", parents=[wallet_common], help="the spendable coins")
+    actions.add_parser(
+        "encrypt", parents=[wallet_common],
+        help="encrypt a plaintext wallet in place (new passphrase from --passphrase-file, or asked twice)",
+    )
 
     fund = commands.add_parser("regtest-fund", parents=[common], help="mine coins and send SATS to ADDRESS, confirmed")
     fund.add_argument("address", metavar="ADDRESS")
     fund.add_argument("sats", metavar="SATS", type=int)
     fund.add_argument("--fee-rate", type=int, default=2000, metavar="SAT_PER_KB")
 
-    pay = commands.add_parser("pay", parents=[common], help="open or resume a channel to a server and pay it")
+    pay = commands.add_parser("pay", parents=[wallet_common], help="open or resume a channel to a server and pay it")
     from twisted_paychan.cli.pay import add_arguments as pay_arguments
 
     pay_arguments(pay)
@@ -98,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("watch", parents=[common], help="broadcast refunds of expired client channels (runs until stopped)")
 
-    settle = commands.add_parser("settle", parents=[common], help="settle stored server channels now")
+    settle = commands.add_parser("settle", parents=[wallet_common], help="settle stored server channels now")
     from twisted_paychan.cli.settle import add_arguments as settle_arguments
 
     settle_arguments(settle)
@@ -112,7 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _defaults(args: argparse.Namespace) -> argparse.Namespace:
-    defaults = (("json", False), ("data_dir", None), ("chain", "embedded"), ("rpc_cookie", None), ("passphrase_file", None))
+    defaults = (("json", False), ("data_dir", None), ("chain", "embedded"), ("rpc_cookie", None),
+                ("rpc_user", None), ("rpc_password_file", None), ("passphrase_file", None))
     for name, value in defaults:
         if not hasattr(args, name):
             setattr(args, name, value)

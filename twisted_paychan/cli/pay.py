@@ -39,20 +39,23 @@ from twisted_paychan.bitcoin.txid import txid as txid_of
 from twisted_paychan.chain.types import display_hex
 from twisted_paychan.channel.errors import ChannelClosed, ChannelUsageError
 from twisted_paychan.channel.settings import ClientSettings, VersionSelector
-from twisted_paychan.cli.chains import open_chain
+from twisted_paychan.cli.chains import open_chain, rpc_login
+from twisted_paychan.secretfiles import private_directory
 from twisted_paychan.cli.output import Output, UserError
 from twisted_paychan.cli.wallet import WALLET_FILE
 from twisted_paychan.net.client import connect
 from twisted_paychan.net.client_channel import ClientChannel, Settlement, SettledOnChain
 from twisted_paychan.net.client_manager import ClientChannelManager
 from twisted_paychan.store.sqlite import StoreLocked, open_store
+from twisted_paychan.cli.tls import TlsClientEndpoint, parse_tls
+from twisted_paychan.cli.wallet import open_wallet
 from twisted_paychan.wallet import SqliteWallet
 
 _VERSIONS = {"1": VersionSelector.VERSION_1, "2": VersionSelector.VERSION_2, "2or1": VersionSelector.VERSION_2_ALLOW_1}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--server", required=True, metavar="ENDPOINT", help="e.g. tcp:127.0.0.1:4242")
+    p.add_argument("--server", required=True, metavar="ENDPOINT", help="e.g. tcp:127.0.0.1:4242, or tls:HOST:PORT[:trustRoots=CA_DIR] (the certificate is verified)")
     p.add_argument("--value", type=int, required=True, metavar="SATS", help="value to lock in a new channel")
     p.add_argument("--amount", type=int, required=True, metavar="SATS", help="size of each payment")
     p.add_argument("--count", type=int, default=1, metavar="N", help="number of payments (default 1)")
@@ -83,11 +86,11 @@ async def run_pay(reactor: Any, args: argparse.Namespace, out: Output) -> int:
                                   **wait)
     except ValueError as e:
         raise UserError(str(e)) from None
-    Path(args.data_dir).mkdir(parents=True, exist_ok=True)
+    private_directory(args.data_dir)
     server_id = hashlib.sha256((args.server_id or args.server).encode()).digest()
-    access = await open_chain(reactor, args.chain, args.data_dir, args.rpc_cookie)
+    access = await open_chain(reactor, args.chain, args.data_dir, args.rpc_cookie, rpc_login(args))
     try:
-        wallet = SqliteWallet.open(Path(args.data_dir) / WALLET_FILE, access.chain, access.network)
+        wallet = open_wallet(Path(args.data_dir) / WALLET_FILE, access.chain, access.network, args.passphrase_file)
         try:
             store = open_store(args.data_dir, reactor)
         except StoreLocked:
@@ -111,15 +114,31 @@ async def _pay(reactor: Any, args: Any, out: Output, wallet: Any, chain: Any, st
         manager.stop()
 
 
+def _server_endpoint(reactor: Any, description: str) -> Any:
+    """The client endpoint ``--server`` names (Twisted's endpoint strings: ``tcp:HOST:PORT``,
+    ``unix:PATH``; ``tls:HOST:PORT[:trustRoots=PATH]`` is ours, see ``cli.tls``)."""
+    try:
+        if description.startswith("tls:"):
+            return parse_tls(reactor, description)
+        return clientFromString(reactor, description)
+    except (ValueError, TypeError, KeyError) as e:
+        raise UserError(f"--server {description!r} is not an endpoint like tcp:HOST:PORT or tls:HOST:PORT: {e}") from None
+
+
 async def _pay_with(reactor: Any, args: Any, out: Output, manager: ClientChannelManager,
                     settings: ClientSettings, server_id: bytes, info: Any) -> int:
     for txid in await manager.release_abandoned_contracts():
         out.stderr.write(f"released the coins of contract {display_hex(txid)}, never sent (a crash?)\n")
-    endpoint = clientFromString(reactor, args.server)
+    endpoint = _server_endpoint(reactor, args.server)
     try:
         conn = await connect(reactor, endpoint, manager.wallet, manager.chain, manager.store, settings, server_id,
                              None, manager=manager)
     except ChannelClosed as e:
+        if isinstance(endpoint, TlsClientEndpoint) and endpoint.tls_error is not None:
+            raise UserError(
+                f"refusing to pay {args.server}: its TLS certificate cannot be verified ({endpoint.tls_error}); "
+                "give the CA that signed it with :trustRoots=DIR"
+            ) from None
         raise UserError(f"could not open a channel: {e}") from None
     except (ConnectError, ConnectionError) as e:
         raise UserError(f"cannot reach {args.server}: {e}") from None

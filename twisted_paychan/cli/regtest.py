@@ -44,8 +44,20 @@ def _start_logging(verbose: bool) -> None:
 async def run_regtest(reactor: Any, args: argparse.Namespace, out: Output) -> int:
     if args.data_dir is None:
         raise UserError("paychan regtest needs --data-dir (the node's data directory)")
-    if (args.rpc_user is None) != (args.rpc_password is None):
-        raise UserError("give both --rpc-user and --rpc-password, or neither (a cookie is written)")
+    password = args.rpc_password
+    if getattr(args, "rpc_password_file", None) is not None:
+        if password is not None:
+            raise UserError("give --rpc-password-file or --rpc-password, not both")
+        from twisted_paychan.secretfiles import SecretFileError, read_secret_file
+
+        try:
+            password = read_secret_file(args.rpc_password_file, "RPC password")
+        except SecretFileError as e:
+            raise UserError(str(e)) from None
+    elif password is not None:
+        out.stderr.write("paychan: warning: --rpc-password is visible to every user of this machine; use --rpc-password-file\n")
+    if (args.rpc_user is None) != (password is None):
+        raise UserError("give both --rpc-user and --rpc-password-file, or neither (a cookie is written)")
     if args.mine_every is not None and args.mine_every <= 0:
         raise UserError("--mine-every must be a positive number of seconds")
     node_dir = node_directory(args.data_dir)
@@ -54,7 +66,7 @@ async def run_regtest(reactor: Any, args: argparse.Namespace, out: Output) -> in
         node_dir,
         args.rpc_listen,
         user=args.rpc_user,
-        password=args.rpc_password,
+        password=password,
         mine_every=args.mine_every,
         fee_rate=args.fee_rate,
         on_stop=reactor.stop,

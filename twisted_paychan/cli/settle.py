@@ -21,7 +21,7 @@ from twisted.internet.endpoints import UNIXClientEndpoint, connectProtocol
 from twisted.internet.defer import Deferred
 from twisted.protocols.basic import LineOnlyReceiver
 
-from twisted_paychan.cli.chains import open_chain
+from twisted_paychan.cli.chains import open_chain, rpc_login
 from twisted_paychan.cli.output import Output, UserError
 from twisted_paychan.cli.wallet import WALLET_FILE
 
@@ -84,13 +84,13 @@ async def _settle_offline(reactor: Any, args: argparse.Namespace, which: str) ->
     from twisted_paychan.net.admin import settle_channels
     from twisted_paychan.net.server_manager import ServerChannelManager
     from twisted_paychan.store.sqlite import StoreLocked, open_store
-    from twisted_paychan.wallet import SqliteWallet
+    from twisted_paychan.cli.wallet import open_wallet
 
     if not (Path(args.data_dir) / "channels.sqlite").exists():
         raise UserError(f"no channel store in {args.data_dir}")
-    access = await open_chain(reactor, args.chain, args.data_dir, args.rpc_cookie)
+    access = await open_chain(reactor, args.chain, args.data_dir, args.rpc_cookie, rpc_login(args))
     try:
-        wallet = SqliteWallet.open(os.path.join(args.data_dir, WALLET_FILE), access.chain, access.network)
+        wallet = open_wallet(os.path.join(args.data_dir, WALLET_FILE), access.chain, access.network, args.passphrase_file)
         try:
             try:
                 store = open_store(args.data_dir)

@@ -10,15 +10,18 @@ the chain ``--chain`` names.
 from __future__ import annotations
 
 import argparse
+import getpass
+import sys
 from pathlib import Path
 from typing import Any, Optional
 
 from twisted_paychan.chain.types import display_hex
-from twisted_paychan.cli.chains import open_chain
+from twisted_paychan.cli.chains import open_chain, rpc_login
 from twisted_paychan.cli.output import Output, UserError, format_sat
 from twisted_paychan.rpc.jsonenc import btc
 from twisted_paychan.wallet import SqliteWallet
-from twisted_paychan.wallet.errors import PassphraseRequired, WalletError, WrongPassphrase
+from twisted_paychan.secretfiles import SecretFileError, private_directory, read_secret_file
+from twisted_paychan.wallet.errors import AlreadyEncrypted, PassphraseRequired, WalletError, WrongPassphrase
 
 WALLET_FILE = "wallet.sqlite"
 
@@ -27,31 +30,69 @@ def _passphrase(path: Optional[str]) -> Optional[str]:
     if path is None:
         return None
     try:
-        text = Path(path).read_text()
-    except OSError as e:
-        raise UserError(f"cannot read the passphrase file {path}: {e.strerror or e}") from None
-    passphrase = text.rstrip("\r\n")
-    if not passphrase:
-        raise UserError(f"the passphrase file {path} is empty")
-    return passphrase
+        return read_secret_file(path, "passphrase")
+    except SecretFileError as e:
+        raise UserError(str(e)) from None
+
+
+def open_wallet(path: "Path | str", chain: Any, network: Any, passphrase_file: Optional[str]) -> SqliteWallet:
+    """The wallet at ``path``, unlocked with the passphrase in ``passphrase_file`` if it is
+    encrypted; the errors a user can fix as one-line :class:`UserError` s."""
+    passphrase = _passphrase(passphrase_file)
+    try:
+        return SqliteWallet.open(path, chain, network, passphrase=passphrase)
+    except PassphraseRequired:
+        raise UserError(f"{path} is encrypted: give its passphrase with --passphrase-file") from None
+    except WrongPassphrase:
+        raise UserError(f"the passphrase does not unlock {path}") from None
+    except WalletError as e:
+        raise UserError(str(e)) from None
+
+
+def _new_passphrase(path: Optional[str]) -> str:
+    """The passphrase to encrypt with: from the file, or typed twice at the terminal."""
+    from_file = _passphrase(path)
+    if from_file is not None:
+        return from_file
+    if not sys.stdin.isatty():
+        raise UserError("give the new passphrase with --passphrase-file (no terminal to ask on)")
+    first = getpass.getpass("new wallet passphrase: ")
+    if not first:
+        raise UserError("the passphrase must not be empty")
+    if getpass.getpass("again: ") != first:
+        raise UserError("the passphrases differ; nothing was changed")
+    return first
+
+
+def _encrypt(args: argparse.Namespace, out: Output) -> int:
+    from twisted_paychan.wallet.encrypt_file import encrypt_wallet_file
+
+    path = Path(args.data_dir) / WALLET_FILE
+    if not path.exists():
+        raise UserError(f"there is no wallet at {path}")
+    passphrase = _new_passphrase(args.passphrase_file)
+    try:
+        encrypt_wallet_file(path, passphrase)
+    except AlreadyEncrypted:
+        raise UserError(f"{path} is already encrypted") from None
+    except WalletError as e:
+        raise UserError(str(e)) from None
+    out.emit(f"encrypted {path}; keep the passphrase: without it the wallet's keys are lost",
+             {"wallet": str(path), "encrypted": True})
+    return 0
 
 
 async def run_wallet(reactor: Any, args: argparse.Namespace, out: Output) -> int:
     if args.data_dir is None:
         raise UserError("paychan wallet needs --data-dir (where wallet.sqlite lives)")
-    passphrase = _passphrase(args.passphrase_file)
-    access = await open_chain(reactor, args.chain, args.data_dir, args.rpc_cookie)
+    if args.wallet_command == "encrypt":
+        return _encrypt(args, out)
+    _passphrase(args.passphrase_file)  # an unreadable file fails before the chain is opened
+    private_directory(args.data_dir)  # before the embedded node makes it, with the umask's mode
+    access = await open_chain(reactor, args.chain, args.data_dir, args.rpc_cookie, rpc_login(args))
     try:
         path = Path(args.data_dir) / WALLET_FILE
-        Path(args.data_dir).mkdir(parents=True, exist_ok=True)
-        try:
-            wallet = SqliteWallet.open(path, access.chain, access.network, passphrase=passphrase)
-        except PassphraseRequired:
-            raise UserError(f"{path} is encrypted: give its passphrase with --passphrase-file") from None
-        except WrongPassphrase:
-            raise UserError(f"the passphrase does not unlock {path}") from None
-        except WalletError as e:
-            raise UserError(str(e)) from None
+        wallet = open_wallet(path, access.chain, access.network, args.passphrase_file)
         try:
             return await _wallet_command(wallet, args, out)
         finally:

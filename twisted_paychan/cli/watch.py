@@ -19,7 +19,7 @@ from twisted.internet.defer import Deferred
 from twisted_paychan.bitcoin.txid import txid as txid_of
 from twisted_paychan.chain.types import display_hex
 from twisted_paychan.channel import client_lifecycle as lc
-from twisted_paychan.cli.chains import open_chain
+from twisted_paychan.cli.chains import open_chain, rpc_login
 from twisted_paychan.cli.output import Output, UserError
 from twisted_paychan.net.client_manager import ClientChannelManager
 from twisted_paychan.store.sqlite import StoreLocked, open_store
@@ -30,7 +30,7 @@ async def run_watch(reactor: Any, args: argparse.Namespace, out: Output) -> int:
         raise UserError("paychan watch needs --data-dir (the client's channels)")
     if not (Path(args.data_dir) / "channels.sqlite").exists():
         raise UserError(f"no channel store in {args.data_dir}")
-    access = await open_chain(reactor, args.chain, args.data_dir, args.rpc_cookie)
+    access = await open_chain(reactor, args.chain, args.data_dir, args.rpc_cookie, rpc_login(args))
     try:
         store = open_store(args.data_dir, reactor)
     except StoreLocked:

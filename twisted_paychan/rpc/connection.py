@@ -69,8 +69,16 @@ def _redact(url: str) -> str:
     return f"{parts.scheme}://{parts.hostname}:{parts.port}" if parts.port else f"{parts.scheme}://{parts.hostname}"
 
 
+#: Nodes whose URL carried a password, warned about once per process each.
+_WARNED_URL_PASSWORD: set[str] = set()
+
+
 class RpcConnection:
-    """Calls to one node. ``reactor`` does the network I/O (and the timeouts)."""
+    """Calls to one node. ``reactor`` does the network I/O (and the timeouts).
+
+    Credentials, first found wins: ``credentials`` (a user and a password read from a file),
+    ``user:password@`` in the URL (works, but warns once: argv is public), the cookie file.
+    No message ever contains the password or the cookie: the node is named without them."""
 
     def __init__(
         self,
@@ -78,6 +86,7 @@ class RpcConnection:
         url: str,
         *,
         cookie_path: Union[str, Path, None] = None,
+        credentials: Optional[tuple[str, str]] = None,
         timeout: float = DEFAULT_TIMEOUT,
         max_connections: int = 4,
     ) -> None:
@@ -96,8 +105,15 @@ class RpcConnection:
         self._timeout = timeout
         self._cookie_path = None if cookie_path is None else Path(cookie_path).expanduser()
         self._auth: Optional[bytes] = None
-        if parts.username is not None:
+        if credentials is not None:
+            self._auth = self._basic(*credentials)
+        elif parts.username is not None:
             self._auth = self._basic(unquote(parts.username), unquote(parts.password or ""))
+        if parts.password and self.name not in _WARNED_URL_PASSWORD:
+            _WARNED_URL_PASSWORD.add(self.name)
+            log.warn("the RPC URL for {node} carries a password, which every user of this machine can see "
+                     "in the process list; use --rpc-user with --rpc-password-file, or --rpc-cookie",
+                     node=self.name)
         self._ids = itertools.count(1)
         self._pool = HTTPConnectionPool(reactor, persistent=True)
         self._pool.maxPersistentPerHost = max_connections

@@ -9,6 +9,7 @@ __all__ = [
     "WalletError",
     "WalletInUse",
     "PassphraseRequired",
+    "NotEncrypted",
     "WrongPassphrase",
     "AlreadyEncrypted",
     "WalletCorrupt",
@@ -30,6 +31,10 @@ class PassphraseRequired(WalletError):
 
 class WrongPassphrase(WalletError):
     """The passphrase does not unlock this wallet."""
+
+
+class NotEncrypted(WalletError):
+    """A passphrase was given for a wallet that is not encrypted (it would protect nothing)."""
 
 
 class AlreadyEncrypted(WalletError):

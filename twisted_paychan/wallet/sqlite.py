@@ -37,6 +37,7 @@ from twisted_paychan.wallet.base import BaseWallet, FundedRecord, FundedState
 from twisted_paychan.wallet.crypto import DEFAULT_SCRYPT, KeyCipher, ScryptParams
 from twisted_paychan.wallet.errors import (
     AlreadyEncrypted,
+    NotEncrypted,
     PassphraseRequired,
     WalletCorrupt,
     WalletError,
@@ -218,7 +219,7 @@ class SqliteWallet(BaseWallet):
         kdf = self._meta("kdf")
         if kdf is None:
             if passphrase is not None:
-                raise WalletError(f"{self.path} is not encrypted; call encrypt() to protect it")
+                raise NotEncrypted(f"{self.path} is not encrypted; call encrypt() to protect it")
             return
         if passphrase is None:
             raise PassphraseRequired(f"{self.path} is encrypted; a passphrase is needed")

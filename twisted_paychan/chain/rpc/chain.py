@@ -134,12 +134,13 @@ class RpcChain:
         url: str,
         *,
         cookie_path: Union[str, Path, None] = None,
+        credentials: Optional[tuple[str, str]] = None,
         clock: Optional[IReactorTime] = None,
         **options: Any,
     ) -> "RpcChain":
-        """An RpcChain on ``http://[user:password@]host:port`` (credentials from ``cookie_path``
-        if the URL has none); ``clock`` defaults to ``reactor``."""
-        connection = RpcConnection(reactor, url, cookie_path=cookie_path)
+        """An RpcChain on ``http://[user:password@]host:port`` (credentials: ``credentials``,
+        else the URL's, else ``cookie_path``); ``clock`` defaults to ``reactor``."""
+        connection = RpcConnection(reactor, url, cookie_path=cookie_path, credentials=credentials)
         return cls(connection, reactor if clock is None else clock, **options)
 
     # -- life cycle ------------------------------------------------------------------------
