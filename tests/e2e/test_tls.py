@@ -104,5 +104,5 @@ async def test_pay_over_tls_verifies_the_server(tmp_path: Path) -> None:
     result = json.loads(verified.stdout)
     assert result["resumed"] is False  # the refused attempts opened no channel
     assert "settlement_txid" in result
-    channels = json.loads(_paychan("channels", "--data-dir", client_dir, "--json").stdout)
-    assert len(channels) == 1
+    listing = json.loads(_paychan("channels", "--data-dir", client_dir, "--json").stdout)
+    assert len(listing["channels"]) == 1 and listing["counts"] == {"client": {"settled": 1}}
