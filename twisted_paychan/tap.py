@@ -77,6 +77,9 @@ class Options(usage.Options):
         ["max-handshakes-per-minute", None, 120,
          "Connections one client address may open per minute; more get ERROR and a close (0: no limit).",
          _positive_int("max-handshakes-per-minute")],
+        ["prune-refused-after", None, 2 * 86400,
+         "Seconds a channel whose contract the node refused is kept before it is pruned (if the chain "
+         "does not know the contract then).", _positive_int("prune-refused-after")],
         ["rpc-cookie", None, None, "With --chain URL: the node's cookie file (bitcoind's .cookie)."],
         ["rpc-user", None, None, "With --chain URL: the RPC user (with --rpc-password-file)."],
         ["rpc-password-file", None, None,
@@ -107,6 +110,7 @@ class Options(usage.Options):
                 handshake_timeout=float(self["handshake-timeout"]),
                 max_connections_per_address=self["max-connections-per-address"],
                 max_handshakes_per_address=self["max-handshakes-per-minute"],
+                prune_after=float(self["prune-refused-after"]),
             )
         except ValueError as e:
             raise usage.UsageError(str(e)) from None

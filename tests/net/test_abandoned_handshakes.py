@@ -240,3 +240,22 @@ async def test_a_real_client_over_the_handshake_rate_gets_an_error(tmp_path):
     finally:
         net.factory.stopFactory()
         await net.stop()
+
+
+def test_prune_refused_after_reaches_the_manager() -> None:
+    from twisted.internet.task import Clock
+
+    from twisted_paychan.chain.memory import MemoryChain
+    from twisted_paychan.net.server_manager import ServerChannelManager
+    from twisted_paychan.store.memory import MemoryChannelStore
+    from twisted_paychan.tap import Options
+    from twisted_paychan.wallet.memory import MemoryWallet
+
+    o = Options()
+    o.parseOptions(["--chain", "embedded", "--prune-refused-after", "3600"])
+    settings = o["settings"]
+    assert settings.prune_after == 3600.0 and ServerSettings().prune_after == 2 * 86400.0
+    clock = Clock()
+    chain = MemoryChain(clock)
+    manager = ServerChannelManager(MemoryWallet(chain), chain, MemoryChannelStore(), settings, clock)
+    assert manager.policy.prune_after == 3600.0

@@ -54,6 +54,9 @@ class ServerSettings:
     max_handshakes_per_address: int = 120
     #: Seconds of the handshake-rate window.
     rate_window: float = 60.0
+    #: Seconds a channel whose contract the node refused (and that nothing else paid) is kept
+    #: before it is pruned, if the chain does not know its contract then (issue #14 item 3).
+    prune_after: float = 2 * 86400.0
 
     def __post_init__(self) -> None:
         if not C.HARD_MIN_TIME_WINDOW <= self.min_time_window <= self.max_time_window:
@@ -71,6 +74,8 @@ class ServerSettings:
             raise ValueError("per-address limits must be non-negative (0: no limit)")
         if self.rate_window <= 0:
             raise ValueError("rate_window must be positive")
+        if self.prune_after <= 0:
+            raise ValueError("prune_after must be positive")
 
     @property
     def effective_fee_rate(self) -> int:

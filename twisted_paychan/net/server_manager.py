@@ -184,7 +184,8 @@ class ServerChannelManager:
         self.settings = settings
         self.clock = clock
         self.policy = policy or lc.LifecyclePolicy(fee_rate=settings.effective_fee_rate,
-                                                   settle_offset=settings.settle_offset)
+                                                   settle_offset=settings.settle_offset,
+                                                   prune_after=settings.prune_after)
         self._channels: dict[bytes, _Channel] = {}
         self._subscribers: list[Subscriber] = []
         self._block_watch: Optional[ICancellable] = None
