@@ -142,6 +142,14 @@ class BroadcastRejected(Exception):
         self.kind = kind if kind is not None else reject_kind(reason)
 
 
+def refusal(error: object) -> tuple[RejectKind, str]:
+    """What a failed broadcast means and why: a ``BroadcastRejected`` says so itself; any other
+    failure (a connection, a timeout) decided nothing about the transaction: ``UNREACHABLE``."""
+    if isinstance(error, BroadcastRejected):
+        return error.kind, error.reason
+    return RejectKind.UNREACHABLE, str(error)
+
+
 @dataclass(frozen=True)
 class Balance:
     confirmed: int

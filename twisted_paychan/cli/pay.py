@@ -49,7 +49,6 @@ from twisted_paychan.net.client_manager import ClientChannelManager
 from twisted_paychan.store.sqlite import StoreLocked, open_store
 from twisted_paychan.cli.tls import TlsClientEndpoint, parse_tls
 from twisted_paychan.cli.wallet import open_wallet
-from twisted_paychan.wallet import SqliteWallet
 
 _VERSIONS = {"1": VersionSelector.VERSION_1, "2": VersionSelector.VERSION_2, "2or1": VersionSelector.VERSION_2_ALLOW_1}
 

@@ -29,12 +29,13 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from typing_extensions import assert_never
 
-from twisted_paychan.chain.types import BroadcastRejected, RejectKind, SpendEvent, TxState, TxStatus, display_hex
+from twisted_paychan.chain.types import RejectKind, SpendEvent, TxState, TxStatus, display_hex, refusal
 from twisted_paychan.channel import client_lifecycle as lc
 from twisted_paychan.channel.records import ClientChannelRecord
 from twisted_paychan.channel.settings import ClientSettings
 from twisted_paychan.channel.states import IllegalTransition
 from twisted_paychan.channel.errors import ChannelUsageError, CloseReason
+from twisted_paychan.net.subscribers import Subscribers
 from twisted_paychan.net.client_channel import ClientChannel, ConnectionHooks
 from twisted_paychan.store.interfaces import TransitionConflict as StoreConflict
 from twisted_paychan.chain.interfaces import ICancellable, IChain, ISigner, IWallet
@@ -62,7 +63,7 @@ class ClientChannelManager:
         self._timers: dict[bytes, IDelayedCall] = {}
         self._watches: dict[bytes, ICancellable] = {}
         self._block_watch: Optional[ICancellable] = None
-        self._subscribers: list[ChannelCallback] = []
+        self._subscribers: Subscribers[lc.ChannelEvent] = Subscribers()
         self._idle_waiters: dict[bytes, list[defer.Deferred[None]]] = {}
         self._inbox: deque[tuple[bytes, lc.Event]] = deque()
         self._draining = False
@@ -120,8 +121,7 @@ class ClientChannelManager:
 
     def subscribe(self, callback: ChannelCallback) -> Callable[[], None]:
         """Call ``callback`` with every :data:`ChannelEvent`; returns the unsubscriber."""
-        self._subscribers.append(callback)
-        return lambda: self._subscribers.remove(callback) if callback in self._subscribers else None
+        return self._subscribers.add(callback)
 
     def new_connection(
         self,
@@ -291,10 +291,8 @@ class ClientChannelManager:
 
     def _broadcast(self, txid: bytes, effect: lc.Broadcast) -> None:
         def refused(f: Failure) -> lc.Event:
-            e = f.value
-            if isinstance(e, BroadcastRejected):
-                return lc.BroadcastRefused(effect.role, e.kind, e.reason)
-            return lc.BroadcastRefused(effect.role, RejectKind.UNREACHABLE, f.getErrorMessage())
+            kind, reason = refusal(f.value)
+            return lc.BroadcastRefused(effect.role, kind, reason)
 
         d = defer.maybeDeferred(self.chain.broadcast, effect.tx)
         answered: defer.Deferred[lc.Event] = d.addCallbacks(lambda _: lc.BroadcastAccepted(effect.role), refused)
@@ -342,11 +340,7 @@ class ClientChannelManager:
             self.log.warn("channel {txid}: {detail}", txid=txid, detail=event.detail)
         else:
             assert_never(event)
-        for callback in list(self._subscribers):
-            try:
-                callback(event)
-            except Exception:
-                self.log.failure("channel event subscriber failed")
+        self._subscribers.notify(event)
 
 
 async def release_abandoned_contracts(wallet: IWallet, store: IChannelStore, chain: IChain) -> list[bytes]:

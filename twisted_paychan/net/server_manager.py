@@ -40,12 +40,13 @@ from typing_extensions import assert_never
 from twisted_paychan.bitcoin.scripts import ChannelScript
 from twisted_paychan.bitcoin.settlement import SettlementRejected, SettlementUnaffordable, build_settlement
 from twisted_paychan.chain.interfaces import ICancellable, IChain, ISigner, IWallet
-from twisted_paychan.chain.types import BroadcastRejected, ChainTip, RejectKind, SpendEvent, TxState, TxStatus, display_hex
+from twisted_paychan.chain.types import ChainTip, SpendEvent, TxState, TxStatus, display_hex, refusal
 from twisted_paychan.channel import server_lifecycle as lc
 from twisted_paychan.channel.errors import CloseReason
 from twisted_paychan.channel.records import ServerChannelRecord, ServerChannelState
 from twisted_paychan.channel.settings import ServerSettings
 from twisted_paychan.faults import crash_point
+from twisted_paychan.net.subscribers import Subscribers
 from twisted_paychan.net.server_channel import ConnectionPorts, IServerHandler, NullServerHandler, ServerChannel
 from twisted_paychan.store.interfaces import ChannelNotOpen, IChannelStore, StoreError, TransitionConflict
 from twisted_paychan.wire.messages import TwoWayChannelMessage
@@ -187,7 +188,7 @@ class ServerChannelManager:
                                                    settle_offset=settings.settle_offset,
                                                    prune_after=settings.prune_after)
         self._channels: dict[bytes, _Channel] = {}
-        self._subscribers: list[Subscriber] = []
+        self._subscribers: Subscribers[lc.ChannelEvent] = Subscribers()
         self._block_watch: Optional[ICancellable] = None
         self._started = False
         self._prune_call: Optional[IDelayedCall] = None
@@ -326,13 +327,7 @@ class ServerChannelManager:
 
     def subscribe(self, callback: Subscriber) -> Callable[[], None]:
         """Call ``callback(ChannelEvent)`` for every channel event; returns the unsubscriber."""
-        self._subscribers.append(callback)
-
-        def unsubscribe() -> None:
-            if callback in self._subscribers:
-                self._subscribers.remove(callback)
-
-        return unsubscribe
+        return self._subscribers.add(callback)
 
     # -- channels ---------------------------------------------------------------------------
 
@@ -363,13 +358,6 @@ class ServerChannelManager:
             return waiter
 
         return self._ensure(contract_txid).addCallback(ask)
-
-    def _notify(self, event: lc.ChannelEvent) -> None:
-        for callback in list(self._subscribers):
-            try:
-                callback(event)
-            except Exception:
-                self.log.failure("a channel event subscriber failed")
 
     def _new_block(self, tip: ChainTip) -> None:
         for channel in list(self._channels.values()):
@@ -498,11 +486,11 @@ class ServerChannelManager:
 
     def _opened(self, connection: ServerChannel, contract_txid: bytes, resumed: bool) -> None:
         if self._subscribers:
-            self._notify(lc.ChannelEvent(lc.ChannelEventKind.OPENED, contract_txid, "resumed" if resumed else "new"))
+            self._subscribers.notify(lc.ChannelEvent(lc.ChannelEventKind.OPENED, contract_txid, "resumed" if resumed else "new"))
 
     def _paid(self, contract_txid: bytes, increase: int, total: int) -> None:
         if self._subscribers:  # once per payment: nothing made when nobody listens
-            self._notify(lc.ChannelEvent(lc.ChannelEventKind.PAYMENT, contract_txid, increase=increase, total=total))
+            self._subscribers.notify(lc.ChannelEvent(lc.ChannelEventKind.PAYMENT, contract_txid, increase=increase, total=total))
 
     def _closed(self, connection: ServerChannel, reason: CloseReason) -> None:
         if connection.machine.signer is not None:  # a kept key stays; an unused one goes
@@ -515,7 +503,7 @@ class ServerChannelManager:
                 channel.connection = None
             channel.probation.pop(connection, None)
         if txid is not None and self._subscribers:
-            self._notify(lc.ChannelEvent(lc.ChannelEventKind.CLOSED, txid, reason.name))
+            self._subscribers.notify(lc.ChannelEvent(lc.ChannelEventKind.CLOSED, txid, reason.name))
 
     # -- carrying out lifecycle effects --------------------------------------------------------
 
@@ -558,7 +546,7 @@ class ServerChannelManager:
             return None
         if isinstance(effect, lc.NotifyApplication):
             self._log_event(effect.event)
-            self._notify(effect.event)
+            self._subscribers.notify(effect.event)
             return None
         assert_never(effect)
 
@@ -623,9 +611,7 @@ class ServerChannelManager:
             return lc.BroadcastAccepted(effect.what)
 
         def refused(f: Failure) -> lc.LifecycleEvent:
-            e = f.value
-            kind = e.kind if isinstance(e, BroadcastRejected) else RejectKind.UNREACHABLE
-            reason = e.reason if isinstance(e, BroadcastRejected) else f.getErrorMessage()
+            kind, reason = refusal(f.value)
             if effect.what is lc.TxRole.CONTRACT:
                 self.log.warn("channel {txid}: contract not accepted again: {why}", txid=display_hex(channel.txid),
                               why=reason)
