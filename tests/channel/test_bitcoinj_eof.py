@@ -8,7 +8,7 @@ from twisted.internet import defer
 
 from channel_pair import Pair, result_of
 from twisted_paychan.channel.client_lifecycle import EXHAUSTED_NOTE
-from twisted_paychan.channel.errors import ChannelClosed, CloseReason
+from twisted_paychan.channel.errors import CloseReason
 from twisted_paychan.channel.settings import ClientSettings, VersionSelector
 from twisted_paychan.net.client_channel import SettledOnChain
 from twisted_paychan.channel.records import ClientChannelState

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from twisted.internet import defer
 
 from cli_helpers import ok, paychan
 from twisted_paychan.channel.records import ServerChannelRecord, ServerChannelState

@@ -40,7 +40,7 @@ from twisted_paychan.bitcoin.signatures import sign
 from twisted_paychan.bitcoin.txid import display_txid, txid
 from twisted_paychan.bitcoin.keys import KeySigner
 from twisted_paychan.channel import effects as fx
-from twisted_paychan.channel.errors import CloseReason, ErrorCode
+from twisted_paychan.channel.errors import CloseReason
 from twisted_paychan.channel.server import ServerMachine, ServerStep
 from twisted_paychan.constants import FINAL_SEQUENCE, SIGHASH_ALL, TX_VERSION
 from twisted_paychan.wire import messages as m
