@@ -87,8 +87,10 @@ class StorePayment:
 
 @dataclass(frozen=True, slots=True)
 class NotifyPayment:
-    """Tell the application the server's value grew -> ``payment_acknowledged(info)`` or
-    ``payment_ack_failed(why)`` (not awaited for the initial payment)."""
+    """Tell the application the server's value grew (the payment is stored) ->
+    ``payment_acknowledged(info)`` or ``payment_ack_failed(why)``. Not awaited (no completion)
+    for the initial payment and for a payment stored after the connection ended: there is no
+    PAYMENT_ACK to send for those."""
 
     contract_txid: bytes
     increase: int
@@ -99,7 +101,9 @@ class NotifyPayment:
 
 @dataclass(frozen=True, slots=True)
 class ChannelOpened:
-    """The channel is open on this connection (new or resumed)."""
+    """The channel is open on this connection (new or resumed): stored, its contract accepted.
+    Comes before the NotifyPayment of the initial payment, even when the wire's CHANNEL_OPEN
+    is held back (an exhausting initial payment) or the client has gone."""
 
     contract_txid: bytes
     resumed: bool

@@ -328,9 +328,13 @@ class ServerMachine:
         )
         assert self.record is not None and self._pending_payment is not None
         payment, self._pending_payment = self._pending_payment, None
-        out: list[ServerEffect] = []
+        # The application hears of the channel before any payment on it, whatever happens on
+        # the wire (bitcoinj calls paymentIncrease for the initial payment before channelOpen,
+        # §5 step 7.10): the channel is stored and its contract accepted, so it is open, even if
+        # the client went away meanwhile or its CHANNEL_OPEN waits for a settlement (below).
+        heard: list[ServerEffect] = [fx.ChannelOpened(self.record.contract_txid, resumed=False)]
         if payment.best_value > 0:
-            out.append(
+            heard.append(
                 fx.NotifyPayment(self.record.contract_txid, payment.best_value, payment.best_value,
                                  payment.info, awaited=False)
             )
@@ -338,7 +342,7 @@ class ServerMachine:
             # The connection went away, or the client closed, while the contract was on its
             # way: the channel is stored and can be resumed.
             self.step = ServerStep.CLOSED
-            return out
+            return heard
         self.step = ServerStep.CHANNEL_OPEN
         if payment.client_change == 0:
             # The initial payment exhausted the channel (§5 step 7.10): settle at once. Like
@@ -346,9 +350,8 @@ class ServerMachine:
             # close when the broadcast fails), but not when b cannot pay the settlement fee:
             # that is ERROR{BAD_TRANSACTION} and no CHANNEL_OPEN. So it waits for the outcome.
             self._open_after_settle = True
-            return out + self._settle(CloseReason.CHANNEL_EXHAUSTED)
-        out += [fx.Send(m.channel_open()), fx.ChannelOpened(self.record.contract_txid, resumed=False)]
-        return self._drain(out)
+            return heard + self._settle(CloseReason.CHANNEL_EXHAUSTED)
+        return self._drain([fx.Send(m.channel_open()), *heard])
 
     # -- payments (§7.3) ----------------------------------------------------------------------
 
@@ -372,8 +375,13 @@ class ServerMachine:
         increase = payment.best_value - record.best_value
         self.record = record = _with_payment(record, payment)
         if self.disconnected or not still_here:
+            # Stored, so it counts (it is in the settlement): the application hears of it like
+            # of any payment, but there is nobody left to acknowledge it to.
             self._pending_payment = None
             self.step = ServerStep.CLOSED
+            if increase > 0:
+                return [fx.NotifyPayment(record.contract_txid, increase, payment.best_value, payment.info,
+                                         awaited=False)]
             return []
         self._exhausted = payment.client_change == 0
         self.step = ServerStep.WAITING_ON_APPLICATION
@@ -497,8 +505,7 @@ class ServerMachine:
         if not self._open_after_settle:
             return []
         self._open_after_settle = False
-        assert self.record is not None
-        return [fx.Send(m.channel_open()), fx.ChannelOpened(self.record.contract_txid, resumed=False)]
+        return [fx.Send(m.channel_open())]  # the application heard ChannelOpened at the contract
 
     # -- local commands -----------------------------------------------------------------------
 

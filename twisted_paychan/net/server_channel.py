@@ -42,19 +42,25 @@ Effects = list[ServerEffect]
 
 
 class IServerHandler(Interface):
-    """What the application hears about a channel connection (spec §12.3)."""
+    """What the application hears about a channel connection (spec §12.3), in this order:
+    ``channel_opened`` once, before any payment; ``payment_received`` once for every stored
+    increase of b (the initial payment first); ``channel_closed`` last, after every payment
+    the connection stored, even one stored after the transport was lost. A connection that
+    never stored or resumed a channel hears only ``channel_closed``."""
 
     def channel_opened(contract_txid: bytes) -> None:
-        """The channel is open on this connection (new or resumed)."""
+        """The channel is open on this connection (new or resumed): stored, contract accepted."""
 
     def payment_received(contract_txid: bytes, increase: int, total: int,
                          info: Optional[bytes]) -> "Union[None, bytes, defer.Deferred[Optional[bytes]]]":
-        """The server's value grew by ``increase`` to ``total`` (stored already). Return None,
-        bytes for the PAYMENT_ACK info, or a Deferred of either; a failed Deferred refuses the
-        payment (ERROR{OTHER}, UPDATE_PAYMENT_FAILED)."""
+        """The server's value grew by ``increase`` to ``total`` (stored already, so it will be
+        settled whatever is answered). Return None, bytes for the PAYMENT_ACK info, or a
+        Deferred of either; a failed Deferred (or an exception) refuses the payment: no
+        PAYMENT_ACK, ERROR{OTHER} and UPDATE_PAYMENT_FAILED. The answer is ignored for the
+        initial payment and for a payment stored after the connection ended (no ack to send)."""
 
     def channel_closed(reason: CloseReason) -> None:
-        """The connection ended, with the real reason."""
+        """The connection ended, with the real reason; the last call."""
 
 
 @implementer(IServerHandler)
@@ -218,7 +224,7 @@ class ServerChannel(EffectRunner[ServerEffect]):
             d = defer.maybeDeferred(
                 self.handler.payment_received, effect.contract_txid, effect.increase, effect.total, effect.info
             )
-            d.addErrback(lambda f: self.log.failure("payment handler failed on the initial payment", f))
+            d.addErrback(lambda f: self.log.failure("payment handler failed on a payment with no ack to send", f))
             return None
         # What defer.maybeDeferred would do, without wrapping the usual plain answer (None or
         # info bytes) in a Deferred only to unwrap it again on every payment.
