@@ -83,3 +83,10 @@ def test_an_exhausting_initial_payment_is_heard_after_opened() -> None:
     assert [e[0] for e in handler.events] == ["opened", "payment", "closed"]
     assert handler.events[1] == ("payment", 100_000, 100_000)
     assert handler.events[2] == ("closed", CloseReason.CHANNEL_EXHAUSTED)
+
+
+def test_a_close_reason_prints_by_name() -> None:
+    reason = CloseReason.UPDATE_PAYMENT_FAILED
+    assert str(reason) == f"{reason}" == "%s" % reason == "UPDATE_PAYMENT_FAILED"
+    assert f"{reason:>23}" == "  UPDATE_PAYMENT_FAILED"
+    assert reason == 9 and int(reason) == 9  # still the wire-compatible number

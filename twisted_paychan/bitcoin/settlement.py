@@ -75,8 +75,8 @@ MAX_LOW_S_SIGNATURE_SIZE = 72
 class SettlementUnaffordable(Exception):
     """``b`` cannot pay the settlement's fee. Keep the channel; retry later or at a lower rate."""
 
-    def __init__(self, server_value: int, fee: int) -> None:
-        super().__init__(f"the server's value {server_value} sat cannot pay the settlement fee {fee} sat")
+    def __init__(self, server_value: int, fee: int, why: Optional[str] = None) -> None:
+        super().__init__(why or f"the server's value {server_value} sat cannot pay the settlement fee {fee} sat")
         self.server_value = server_value
         self.fee = fee
 

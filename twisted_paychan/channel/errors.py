@@ -35,6 +35,13 @@ class CloseReason(enum.IntEnum):
     def retryable(self) -> bool:
         return self >= CloseReason.CLIENT_REQUESTED_CLOSE
 
+    def __str__(self) -> str:
+        # An IntEnum prints as its number; a person reading "closed: 8" learns nothing.
+        return self.name
+
+    def __format__(self, spec: str) -> str:
+        return format(self.name, spec)  # f"{reason}" too
+
 
 class ErrorCode(enum.IntEnum):
     """``Error.ErrorCode`` on the wire (§2.5)."""

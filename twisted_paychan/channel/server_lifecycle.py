@@ -376,8 +376,15 @@ class ServerLifecycle:
         """b cannot pay the fee: keep a stored settlement, else STUCK (retried later)."""
         if self._record.settlement_tx is not None:
             return self._query_contract(now)  # a bump b cannot pay: the stored settlement stands
-        note = "settlement fee exceeds what the channel pays the server, even at the minimum fee rate"
-        return self._persist(S.STUCK, lambda now: self._end_settlement(now, why=note, unaffordable=True),
+        assert isinstance(event, SettlementUnaffordable)
+        b = self._record.best_value
+        if event.fee is not None:
+            note = (f"settlement fee {event.fee} sat (at {event.rate} sat/kB) exceeds the {b} sat the channel "
+                    f"pays the server")
+        else:
+            note = "settlement fee exceeds what the channel pays the server, even at the minimum fee rate"
+        fee = event.fee
+        return self._persist(S.STUCK, lambda now: self._end_settlement(now, why=note, unaffordable=True, fee=fee),
                              settlement_tx=None, note=note, updated_at=int(now))
 
     def _contract_status_for_settlement(self, event: LifecycleEvent, now: float) -> Effects:
@@ -414,7 +421,7 @@ class ServerLifecycle:
         return self._end_settlement(now, why=None)
 
     def _end_settlement(self, now: Optional[float], why: Optional[str], unaffordable: bool = False,
-                        retry: bool = True) -> Effects:
+                        retry: bool = True, fee: Optional[int] = None) -> Effects:
         """Tell every requester the outcome; on a failure, keep a retry armed."""
         run, self._settling = self._settling, None
         by = frozenset(run.by) if run is not None else frozenset()
@@ -426,7 +433,7 @@ class ServerLifecycle:
             if SettleBy.OPERATOR in by:
                 out.append(TellConnection(ConnectionNews.SETTLED, r.settlement_tx))
             return out
-        out = [SettleFailed(why, unaffordable)]
+        out = [SettleFailed(why, unaffordable, fee)]
         if retry and now is not None and r.state not in FINAL_STATES and TimerKind.SETTLE not in self._timers:
             # Never lose the timer (a bitcoinj bug): try again later.
             out += self._arm(TimerKind.SETTLE, now + self._policy.retry_interval)

@@ -134,7 +134,11 @@ class SettlementBuilt:
 
 @dataclass(frozen=True)
 class SettlementUnaffordable:
-    """b cannot pay the settlement's fee at any of the rates asked for."""
+    """b cannot pay the settlement's fee at any of the rates asked for; ``fee`` is what the
+    cheapest of them would have cost, at ``rate`` sat/kB (None: not known)."""
+
+    fee: Optional[int] = None
+    rate: Optional[int] = None
 
 
 @dataclass(frozen=True)
@@ -309,6 +313,8 @@ class SettleFailed:
 
     why: str
     unaffordable: bool
+    #: The fee b could not pay, when that is why (``SettlementUnaffordable.fee``).
+    fee: Optional[int] = None
 
 
 @dataclass(frozen=True)

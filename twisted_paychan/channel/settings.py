@@ -39,8 +39,12 @@ class ServerSettings:
     min_time_window: int = C.DEFAULT_MIN_TIME_WINDOW
     max_time_window: int = C.DEFAULT_MAX_TIME_WINDOW
     versions: frozenset[int] = C.SERVER_MAJOR_VERSIONS
-    #: Settlement fee rate in sat/kB (never below the 1000 sat/kB floor).
-    fee_rate: int = C.BITCOINJ_DEFAULT_FEE_RATE
+    #: Settlement fee rate in sat/kB (never below the 1000 sat/kB floor). The floor by default,
+    #: not bitcoinj's 100000: a settlement (about 340 bytes) then costs about 340 sat, which the
+    #: smallest initial payment this server accepts (``min_payment``, 1000) can pay, so every
+    #: channel its own ``min_channel_size`` allows can be settled (at 100000 sat/kB it would
+    #: cost about 34000 sat, a third of a minimum channel).
+    fee_rate: int = C.FEE_RATE_FLOOR
     #: Seconds a connection may take to open a channel (and be idle before that).
     handshake_timeout: float = 30.0
     #: Seconds an open channel connection may stay idle; None keeps it forever (bitcoinj).

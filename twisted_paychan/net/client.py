@@ -180,7 +180,7 @@ def connect(
     store: IChannelStore,
     settings: ClientSettings,
     server_id: bytes,
-    signer: Optional[ISigner],
+    signer: Optional[ISigner] = None,
     *,
     protocol_class: type = ClientChannelProtocol,
     manager: Optional[ClientChannelManager] = None,

@@ -583,18 +583,21 @@ class ServerChannelManager:
             script = ChannelScript(record.version, record.client_key, record.server_key, record.expiry)
             signer = self.wallet.signer_for(record.server_key)
             assert record.best_signature is not None
+            cheapest: Optional[tuple[int, int]] = None  # (fee, rate) of the cheapest refusal
             for rate in rates:
                 try:
                     settlement = build_settlement(script, record.contract_txid, record.value,
                                                   record.value - record.best_value, record.best_signature, signer,
                                                   payout, rate)
-                except SettlementUnaffordable:
+                except SettlementUnaffordable as e:
+                    if cheapest is None or e.fee < cheapest[0]:
+                        cheapest = (e.fee, rate)
                     continue
                 if rate != self.policy.fee_rate:
                     self.log.info("channel {txid}: settlement at {rate} sat/kB", txid=display_hex(channel.txid),
                                   rate=rate)
                 return lc.SettlementBuilt(settlement.raw, rate)
-            return lc.SettlementUnaffordable()
+            return lc.SettlementUnaffordable(*cheapest) if cheapest is not None else lc.SettlementUnaffordable()
 
         def failed(f: Failure) -> lc.LifecycleEvent:
             self.log.failure("channel {txid}: building the settlement failed", f, txid=display_hex(channel.txid))
@@ -685,8 +688,8 @@ class ServerChannelManager:
         self.log.warn("channel {txid}: not settled: {why}", txid=display_hex(channel.txid), why=effect.why)
         waiting, channel.waiters = channel.waiters, []
         for waiter in waiting:
-            error: Exception = (SettlementUnaffordable(channel.machine.record.best_value, 0) if effect.unaffordable
-                                else SettlementRejected(effect.why))
+            error: Exception = (SettlementUnaffordable(channel.machine.record.best_value, effect.fee or 0, effect.why)
+                                if effect.unaffordable else SettlementRejected(effect.why))
             waiter.errback(error)
 
     def _log_event(self, event: lc.ChannelEvent) -> None:
