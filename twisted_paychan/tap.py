@@ -88,7 +88,15 @@ class Options(usage.Options):
          "File whose first line is the wallet's passphrase: a new wallet is created encrypted, an encrypted one unlocked."],
         ["admin-listen", None, "default",
          "Endpoint for operator commands (paychan settle); default: unix socket DATA_DIR/admin.sock, 'none' to switch off."],
+        ["handler", None, "log", "What the server does with each payment: NAME[:ARG] (see --help-handlers)."],
     ]
+
+    def opt_help_handlers(self) -> None:
+        """List the installed payment handlers (--handler) and exit."""
+        from twisted_paychan.handlers import describe_installed
+
+        print(describe_installed())
+        raise SystemExit(0)
 
     def postOptions(self) -> None:
         if self["verbose"]:
@@ -121,6 +129,12 @@ class Options(usage.Options):
             raise usage.UsageError("--rpc-user and --rpc-password-file go together")
         if chain == "embedded" and any(self[o] is not None for o in ("rpc-cookie", "rpc-user", "rpc-password-file")):
             raise usage.UsageError("--rpc-cookie, --rpc-user and --rpc-password-file are for --chain URL")
+        from twisted_paychan.handlers import HandlerArgumentError, choose
+
+        try:
+            self["handler-maker"] = choose(self["handler"])
+        except HandlerArgumentError as e:
+            raise usage.UsageError(f"--handler: {e}") from None
 
 
 def admin_endpoint(option: str, data_dir: str) -> Optional[str]:
@@ -362,7 +376,9 @@ class ChannelsService(_InOrder):
         chain, wallet, store = self.backends
         assert wallet.wallet is not None and store.store is not None, "backends start before the channels"
         o = self.options
-        factory = PaymentChannelServerFactory(wallet.wallet, chain.running_chain(), store.store, o["settings"], self.reactor)
+        maker, handler_arg = o["handler-maker"]
+        factory = PaymentChannelServerFactory(wallet.wallet, chain.running_chain(), store.store, o["settings"], self.reactor,
+                                              maker.make(handler_arg, self.reactor))
         self.factory = factory
         started = factory.manager.start()  # re-arm the settle-before-expiry timers
         started.addErrback(lambda f: self.log.failure("loading the stored channels failed", f))

@@ -1,0 +1,71 @@
+"""``twistd paychan --handler NAME[:ARG]`` and ``--help-handlers``: the handlers are found by
+Twisted's plugin scan, and a mistake is one line and a non-zero exit, before anything starts."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from twisted.python import usage
+
+from twisted_paychan.handlers import IPaymentHandlerMaker, installed_makers, split_option
+from twisted_paychan.handlers.log import LogHandlerMaker
+from twisted_paychan.tap import Options
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def twistd(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "paychan", *argv],
+                          cwd=str(REPO), env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_log_and_webhook_are_installed_plugins() -> None:
+    makers = installed_makers()
+    assert {"log", "webhook"} <= set(makers)
+    assert all(IPaymentHandlerMaker.providedBy(m) for m in makers.values())
+
+
+def test_the_default_is_log() -> None:
+    o = Options()
+    o.parseOptions([])
+    maker, arg = o["handler-maker"]
+    assert isinstance(maker, LogHandlerMaker) and arg is None
+
+
+def test_the_argument_keeps_its_colons() -> None:
+    assert split_option("webhook:http://127.0.0.1:8080/x") == ("webhook", "http://127.0.0.1:8080/x")
+    assert split_option("log") == ("log", None)
+
+
+@pytest.mark.parametrize("value, message", [
+    ("nosuch", "--handler: no payment handler named 'nosuch' (installed: "),
+    ("webhook", "--handler: the webhook handler needs an http(s) URL"),
+    ("webhook:ftp://x/", "--handler: the webhook handler needs an http(s) URL"),
+    ("log:loud", "--handler: the log handler takes no argument"),
+])
+def test_a_bad_handler_is_a_usage_error(value: str, message: str) -> None:
+    with pytest.raises(usage.UsageError) as e:
+        Options().parseOptions(["--handler", value])
+    assert str(e.value).startswith(message)
+
+
+def test_help_handlers_lists_them() -> None:
+    done = twistd("--help-handlers")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "Payment handlers (--handler NAME[:ARG]):"
+    assert any(line.split()[0] == "log" for line in lines[1:])
+    assert any(line.split()[0] == "webhook:URL" for line in lines[1:])
+
+
+def test_an_unknown_handler_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    done = twistd("--data-dir", str(tmp_path / "d"), "--handler", "nosuch")
+    assert done.returncode != 0
+    assert "--handler: no payment handler named 'nosuch'" in done.stdout + done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    assert not (tmp_path / "d").exists()  # nothing started
