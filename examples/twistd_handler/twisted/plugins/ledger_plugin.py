@@ -1,0 +1,3 @@
+from ledger_handler import LedgerHandlerMaker
+
+ledger = LedgerHandlerMaker()
