@@ -71,3 +71,60 @@ def test_help_handlers_lists_the_plugin() -> None:
                           env={**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{EXAMPLES / 'twistd_handler'}"})
     assert done.returncode == 0, done.stderr
     assert any(line.split()[:1] == ["ledger:PATH"] for line in done.stdout.splitlines())
+
+
+def test_the_metered_server_answers_a_request_only_after_its_payment_is_acknowledged() -> None:
+    """In memory (iosim, a MemoryChain, a Clock): a request with no payment gets no answer; once
+    paid, its answer follows the PAYMENT_ACK on the wire."""
+    import importlib.util
+
+    from twisted.internet import defer, task
+    from twisted.test import iosim
+
+    from twisted_paychan.bitcoin.addresses import REGTEST, address_to_script
+    from twisted_paychan.chain.memory import MemoryChain
+    from twisted_paychan.channel.settings import ServerSettings
+    from twisted_paychan.net.client_manager import ClientChannelManager
+    from twisted_paychan.net.server_manager import ServerChannelManager
+    from twisted_paychan.store.memory import MemoryChannelStore
+    from twisted_paychan.wallet.memory import MemoryWallet
+    from twisted_paychan.wire.messages import MT, decode_message
+
+    spec = importlib.util.spec_from_file_location("metered_service", EXAMPLES / "metered_service.py")
+    assert spec is not None and spec.loader is not None
+    ex: Any = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ex)
+
+    clock = task.Clock()
+    clock.advance(1_700_000_000)
+    chain = MemoryChain(clock)
+    server_wallet, client_wallet = MemoryWallet(chain), MemoryWallet(chain)
+    chain.credit(address_to_script(client_wallet.new_address().result, REGTEST), 10_000_000)
+    chain.mine(1)
+    server = ServerChannelManager(server_wallet, chain, MemoryChannelStore(), ServerSettings(), clock)
+    client = ClientChannelManager(client_wallet, chain, MemoryChannelStore(), clock)
+    signer = client_wallet.new_channel_key().result
+    s = ex.MeteredServerProtocol(server)
+    c = ex.MeteredClientProtocol(client, ClientSettings(channel_value=100_000, fee_rate=1000), signer)
+    written: list[bytes] = []  # what the server wrote, in order: A, or C + the message type
+    send_frame = s.send_frame
+
+    def recording(tag: bytes, body: bytes) -> None:
+        written.append(tag + bytes([decode_message(body).type]) if tag == ex.CHANNEL else tag)
+        send_frame(tag, body)
+
+    s.send_frame = recording
+    pump = iosim.connect(s, iosim.makeFakeServer(s), c, iosim.makeFakeClient(c))
+    pump.flush()
+    assert c.channel.opened.called
+
+    c.send_frame(ex.REQUEST, json.dumps({"id": "free", "query": "for nothing"}).encode())
+    pump.flush()
+    assert s.requests == {"free": "for nothing"} and not [w for w in written if w[:1] == ex.ANSWER]
+
+    answered = c.answers["free"] = defer.Deferred()
+    paid = c.channel.pay(ex.PRICE, b"free")
+    pump.flush()
+    assert paid.called and answered.result == "FOR NOTHING"
+    ack = written.index(ex.CHANNEL + bytes([MT.PAYMENT_ACK]))
+    assert written[ack + 1:] == [ex.ANSWER]
