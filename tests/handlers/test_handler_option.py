@@ -69,3 +69,24 @@ def test_an_unknown_handler_is_one_line_and_exit_1(tmp_path: Path) -> None:
     assert "--handler: no payment handler named 'nosuch'" in done.stdout + done.stderr
     assert "Traceback" not in done.stdout + done.stderr
     assert not (tmp_path / "d").exists()  # nothing started
+
+
+def test_the_log_handler_logs_each_event_with_the_peer() -> None:
+    from twisted.internet.address import IPv4Address
+    from twisted.logger import Logger, formatEvent
+
+    from twisted_paychan.channel.errors import CloseReason
+
+    events: list[dict] = []
+    handler = LogHandlerMaker().make(None, None)(IPv4Address("TCP", "10.0.0.7", 4321))
+    handler.log = Logger(namespace="test", observer=events.append)  # type: ignore[union-attr]
+    assert handler is not None
+    handler.channel_opened(bytes(32))
+    assert handler.payment_received(bytes(32), 1000, 3000, None) is None  # accepted, no ack info
+    handler.channel_closed(CloseReason.CLIENT_REQUESTED_CLOSE)
+    lines = [formatEvent(e) for e in events]
+    assert lines == [
+        f"channel {'00' * 32}: opened by 10.0.0.7:4321",
+        f"channel {'00' * 32}: payment of 1000 sat from 10.0.0.7:4321, 3000 sat in all",
+        f"channel {'00' * 32}: connection from 10.0.0.7:4321 ended (CLIENT_REQUESTED_CLOSE)",
+    ]
