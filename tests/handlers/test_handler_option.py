@@ -26,7 +26,7 @@ def twistd(*argv: str, env: dict[str, str] | None = None) -> subprocess.Complete
 
 def test_log_and_webhook_are_installed_plugins() -> None:
     makers = installed_makers()
-    assert {"log", "webhook"} <= set(makers)
+    assert {"accept", "log", "webhook"} <= set(makers)
     assert all(IPaymentHandlerMaker.providedBy(m) for m in makers.values())
 
 
@@ -90,3 +90,13 @@ def test_the_log_handler_logs_each_event_with_the_peer() -> None:
         f"channel {'00' * 32}: payment of 1000 sat from 10.0.0.7:4321, 3000 sat in all",
         f"channel {'00' * 32}: connection from 10.0.0.7:4321 ended (CLIENT_REQUESTED_CLOSE)",
     ]
+
+
+def test_accept_accepts_in_silence() -> None:
+    o = Options()
+    o.parseOptions(["--handler", "accept"])
+    maker, arg = o["handler-maker"]
+    handler = maker.make(arg, None)(None)
+    assert handler.payment_received(bytes(32), 1000, 1000, None) is None
+    with pytest.raises(usage.UsageError):
+        Options().parseOptions(["--handler", "accept:x"])

@@ -1,7 +1,9 @@
 """
 The ``log`` payment handler, ``twistd paychan``'s default: one log line when a channel opens on
 a connection, one per payment, one when the connection ends, each naming the peer. It accepts
-every payment (the PAYMENT_ACK carries no info).
+every payment (the PAYMENT_ACK carries no info). And ``accept``, which accepts every payment and
+says nothing: a log line per payment costs about as much server CPU as the payment itself
+(doc/handlers.md), which a busy server may not want to pay.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from zope.interface import implementer
 from twisted_paychan.chain.types import display_hex
 from twisted_paychan.channel.errors import CloseReason
 from twisted_paychan.handlers import HandlerArgumentError, HandlerFactory, IPaymentHandlerMaker
-from twisted_paychan.net.server_channel import IServerHandler
+from twisted_paychan.net.server_channel import IServerHandler, NullServerHandler
 
 
 def peer_name(address: Optional[IAddress]) -> str:
@@ -65,3 +67,18 @@ class LogHandlerMaker:
             return LoggingHandler(peer_name(address))
 
         return handler_for
+
+
+@implementer(IPlugin, IPaymentHandlerMaker)
+class AcceptHandlerMaker:
+    name = "accept"
+    usage = "accept"
+    description = "Accept every payment and log none of them (the channel events are still logged)."
+
+    def check(self, arg: Optional[str]) -> None:
+        if arg:
+            raise HandlerArgumentError("the accept handler takes no argument")
+
+    def make(self, arg: Optional[str], reactor: Any) -> HandlerFactory:
+        handler = NullServerHandler()  # no state: one serves every connection
+        return lambda address: handler
