@@ -413,7 +413,9 @@ class WalletConformance:
         funded = result(harness.wallet.sweep(TARGET, 2000))
         tx = self.check_signed(harness, funded, {a.outpoint: a, b.outpoint: b})
         assert len(tx.vout) == 1 and tx.vout[0].nValue == 150_000 - funded.fee
-        assert funded.fee == fee_for_weight(tx.calc_weight(), 2000)
+        needed = fee_for_weight(tx.calc_weight(), 2000)
+        # Re-signing can shrink a signature by a byte per input after the fee was fixed.
+        assert needed <= funded.fee <= needed + fee_for_weight(4 * len(tx.vin), 2000)
         result(harness.chain.broadcast(funded.tx))
         harness.chain.mine()
         assert result(harness.wallet.balance()).total == 0
