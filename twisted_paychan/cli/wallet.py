@@ -21,7 +21,14 @@ from twisted_paychan.chain.types import display_hex
 from twisted_paychan.cli.chains import open_chain, rpc_login
 from twisted_paychan.cli.output import Output, UserError, format_sat
 from twisted_paychan.rpc.jsonenc import btc
-from twisted_paychan.cli.wallet_seed import run_restore, run_seed, run_send, show_new_words, track_stored_channels
+from twisted_paychan.cli.wallet_seed import (
+    check_send,
+    run_restore,
+    run_seed,
+    run_send,
+    show_new_words,
+    track_stored_channels,
+)
 from twisted_paychan.wallet import SqliteWallet
 from twisted_paychan.secretfiles import SecretFileError, private_directory, read_secret_file
 from twisted_paychan.wallet.errors import AlreadyEncrypted, PassphraseRequired, WalletError, WrongPassphrase
@@ -97,6 +104,8 @@ async def run_wallet(reactor: Any, args: argparse.Namespace, out: Output) -> int
     path = Path(args.data_dir) / WALLET_FILE
     if args.wallet_command == "seed":
         return run_seed(path, args, out)
+    if args.wallet_command == "send":
+        check_send(args)
     _passphrase(args.passphrase_file)  # an unreadable file fails before the chain is opened
     private_directory(args.data_dir)  # before the embedded node makes it, with the umask's mode
     access = await open_chain(reactor, args.chain, args.data_dir, args.rpc_cookie, rpc_login(args))

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import sqlite3
 import sys
 from pathlib import Path
 from typing import Any, Optional, TextIO
@@ -34,7 +33,7 @@ from twisted_paychan.wallet.hd import InvalidMnemonic, Seed
 from twisted_paychan.wallet.restore import ChannelKey, find_coins
 from twisted_paychan.wallet.send import SendError, send_coins
 
-__all__ = ["add_arguments", "show_new_words", "run_seed", "run_restore", "run_send", "track_stored_channels"]
+__all__ = ["add_arguments", "show_new_words", "run_seed", "run_restore", "run_send", "check_send", "track_stored_channels"]
 
 
 def add_arguments(actions: Any, parents: list[argparse.ArgumentParser]) -> None:
@@ -62,17 +61,12 @@ def show_new_words(wallet: SqliteWallet, stderr: Optional[TextIO] = None) -> Non
 
 
 def _stored_network(path: Path) -> Any:
+    from twisted_paychan.wallet.encrypt_file import stored_network
+
     try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            row = db.execute("SELECT value FROM meta WHERE name = 'network'").fetchone()
-        finally:
-            db.close()
-    except sqlite3.DatabaseError as e:
-        raise UserError(f"{path} is not a wallet: {e}") from None
-    if row is None or row[0] not in NETWORKS:
-        raise UserError(f"{path} is not a wallet")
-    return NETWORKS[row[0]]
+        return NETWORKS[stored_network(str(path))]
+    except WalletError as e:
+        raise UserError(str(e)) from None
 
 
 def _ask(prompt: str, what: str, option: str) -> str:
@@ -176,15 +170,9 @@ async def _stored_channel_keys(data_dir: Path, reactor: Any) -> list[ChannelKey]
 async def track_stored_channels(wallet: SqliteWallet, data_dir: Path, reactor: Any) -> None:
     """Track the change and refunds of the client channels in the channel store, for keys a
     wallet stored before it tracked them. A store in use (a running server) is left alone."""
-    if not wallet.public_keys():
-        return
-    from twisted_paychan.store.sqlite import StoreLocked
-
     try:
         keys = await _stored_channel_keys(data_dir, reactor)
-    except UserError:
-        return
-    except StoreLocked:  # pragma: no cover - caught inside
+    except UserError:  # the store is in use
         return
     for key in keys:
         if key.tracked:
@@ -206,14 +194,21 @@ def _amount(text: str) -> Optional[int]:
     return value
 
 
-async def run_send(wallet: SqliteWallet, chain: Any, args: argparse.Namespace, out: Output) -> int:
+def check_send(args: argparse.Namespace) -> Optional[int]:
+    """The amount (None: all), after every check that needs no chain: a mistake costs no
+    node start."""
+    amount = _amount(args.amount)
+    if args.fee_rate < 1000:
+        raise UserError("--fee-rate must be at least 1000 sat/kB (the minimum relay fee)")
     if args.chain == "embedded":
         # Nothing else would ever mine it: the coins would stay reserved, the payment unmade.
         raise UserError("the embedded chain of a one-shot command forgets its mempool when the command exits: "
                         "serve the chain (`paychan regtest`, or `make run`) and give --chain URL")
-    amount = _amount(args.amount)
-    if args.fee_rate < 1000:
-        raise UserError("--fee-rate must be at least 1000 sat/kB (the minimum relay fee)")
+    return amount
+
+
+async def run_send(wallet: SqliteWallet, chain: Any, args: argparse.Namespace, out: Output) -> int:
+    amount = check_send(args)
     try:
         sent = await send_coins(wallet, chain, args.address, amount, args.fee_rate)
     except SendError as e:
