@@ -399,6 +399,9 @@ class WalletConformance:
         w = harness.wallet
         first = result(w.settlement_payout_script(b"\x01" * 32))
         second = result(w.settlement_payout_script(b"\x02" * 32))
+        if not w.has_seed:  # a wallet from before seeds has its one payout script
+            assert first == second == result(w.payout_script())
+            return
         assert first != second and first != result(w.payout_script())
         assert result(w.settlement_payout_script(b"\x01" * 32)) == first  # a rebuild pays it again
         harness.chain.credit(first, 10_000)
