@@ -25,6 +25,8 @@ from typing import Any
 
 from bitcoin.core import CTransaction
 
+from twisted_paychan.bitcoin.addresses import hash160, p2wpkh_script
+
 REPO = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 FUNDING = 1_000_000
@@ -152,6 +154,15 @@ def test_the_walkthrough_money_adds_up(tmp_path: Path) -> None:
         assert _balance("--data-dir", str(tmp_path / "stranger"), *chain) == sent["amount"]
     finally:
         _stop(server)
+
+    # The settlement paid a key the server's wallet stored for that channel alone.
+    db = sqlite3.connect(server_dir / "wallet.sqlite")
+    labelled = db.execute("SELECT public_key, label FROM keys WHERE label IS NOT NULL").fetchall()
+    db.close()
+    assert len(labelled) == 1
+    public_key, label = labelled[0]
+    assert bytes(settlement.vout[1].scriptPubKey) == p2wpkh_script(hash160(public_key))
+    assert bytes(label) == bytes(settlement.vin[0].prevout.hash)  # the contract's txid
 
     # The server stopped: its chain served by `paychan regtest`, its wallet shows its income.
     node = subprocess.Popen(
