@@ -212,3 +212,15 @@ def find_coins_d(wallet, chain, keys):  # type: ignore[no-untyped-def]
     from twisted.internet import defer
 
     return defer.ensureDeferred(find_coins(wallet, chain, keys))
+
+
+def test_child_derivation_matches_embit() -> None:
+    """The last, non-hardened step is ours (for speed): it gives embit's keys."""
+    from embit import bip32, bip39
+
+    seed = Seed.from_mnemonic(ABANDON, REGTEST)
+    root = bip32.HDKey.from_seed(bip39.mnemonic_to_seed(ABANDON))
+    for branch in Branch:
+        for index in (0, 1, 7, 1000, 2**31 - 1):
+            expected = root.derive(branch.path(REGTEST, index)).key.secret
+            assert seed.secret(branch, index) == bytes(expected)

@@ -5,7 +5,10 @@ of key lives.
 The wallet keeps the mnemonic's *entropy* (16 to 32 bytes), from which the words and the seed
 both follow, so the words can be shown again. The seed is BIP39's (PBKDF2 of the words, with
 no BIP39 passphrase: the wallet's own passphrase encrypts the file, it does not change the keys).
-BIP32 and BIP39 are embit's (``doc/wallet.md`` says why that library).
+BIP39 and the hardened part of each path are embit's (``doc/wallet.md`` says why that library);
+the last, non-hardened step is done here (:func:`_child_secret`, BIP32's CKDpriv: one HMAC and
+one addition), because a server derives a channel key for every handshake and embit's child
+derivation also base58-encodes every key it makes, three times the cost of the rest.
 
 Where keys live, ``c`` being the coin type (0 on mainnet, 1 on every test network):
 
@@ -27,10 +30,13 @@ closes, and only this wallet (with the channel store) knows what they pay.
 from __future__ import annotations
 
 import enum
+import hashlib
+import hmac
 import secrets
 import unicodedata
 from typing import Final
 
+import coincurve
 from embit import bip32, bip39
 
 from twisted_paychan.bitcoin.addresses import MAINNET, Network
@@ -40,6 +46,8 @@ __all__ = ["Branch", "Seed", "InvalidMnemonic", "ENTROPY_BYTES"]
 #: 32 bytes: 24 words, 256 bits, the most BIP39 allows.
 ENTROPY_BYTES: Final = 32
 _HARDENED: Final = 0x80000000
+#: The order of secp256k1's group.
+_N: Final = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 
 
 class InvalidMnemonic(ValueError):
@@ -73,9 +81,11 @@ class Seed:
         self.network = network
         root = bip32.HDKey.from_seed(bip39.mnemonic_to_seed(self.mnemonic()))
         # The hardened part of each path once; the children under it are cheap.
-        self._branches = {
-            branch: root.derive(branch.path(network, 0).rsplit("/", 1)[0]) for branch in Branch
-        }
+        self._branches: dict[Branch, tuple[bytes, bytes, bytes]] = {}
+        for branch in Branch:
+            node = root.derive(branch.path(network, 0).rsplit("/", 1)[0])
+            secret = bytes(node.key.secret)
+            self._branches[branch] = (secret, bytes(node.chain_code), _public_key(secret))
 
     @classmethod
     def generate(cls, network: Network) -> "Seed":
@@ -98,8 +108,22 @@ class Seed:
         """The 32-byte private key at ``index`` (non-hardened) of ``branch``."""
         if not 0 <= index < _HARDENED:
             raise ValueError(f"child index out of range: {index}")
-        child = self._branches[branch].derive([index])
-        return bytes(child.key.secret)
+        return _child_secret(*self._branches[branch], index)
 
     def __repr__(self) -> str:
         return f"<Seed {self.network.name}>"
+
+
+def _public_key(secret: bytes) -> bytes:
+    return bytes(coincurve.PrivateKey(secret).public_key.format(compressed=True))
+
+
+def _child_secret(secret: bytes, chain_code: bytes, public_key: bytes, index: int) -> bytes:
+    """BIP32 CKDpriv for a non-hardened ``index``: HMAC-SHA512 over the parent's public key and
+    the index, keyed by its chain code; the child key is the left half plus the parent's key."""
+    digest = hmac.new(chain_code, public_key + index.to_bytes(4, "big"), hashlib.sha512).digest()
+    tweak = int.from_bytes(digest[:32], "big")
+    child = (tweak + int.from_bytes(secret, "big")) % _N
+    if tweak >= _N or child == 0:  # probability below 2^-127; BIP32 says use the next index
+        raise ValueError(f"BIP32 index {index} gives no valid key; use the next one")
+    return child.to_bytes(32, "big")
