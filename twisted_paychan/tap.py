@@ -288,6 +288,8 @@ class WalletService(service.Service):
     """The server's wallet, ``DATA_DIR/wallet.sqlite``, following the chain while running;
     encrypted under the passphrase in ``passphrase_file`` when one is given."""
 
+    log = Logger()
+
     def __init__(self, path: str, chain: ChainService, passphrase_file: Optional[str] = None) -> None:
         self.path = path
         self.chain = chain
@@ -322,6 +324,10 @@ class WalletService(service.Service):
             ) from None
         except WalletError as e:
             raise StartupRefused(f"cannot open the wallet {self.path}: {e}") from None
+        if wallet.created:  # the words are a secret: named here, never logged
+            self.log.info("created the wallet {path}; write down its recovery words, which "
+                          "`paychan wallet seed --data-dir {data_dir}` shows", path=self.path,
+                          data_dir=os.path.dirname(self.path))
         wallet.start()
         self.wallet = wallet
         service.Service.startService(self)

@@ -4,8 +4,10 @@ A full session with every secret set (the node's RPC password, the server's and 
 wallet passphrases, then the node's cookie), the node and the server at ``--verbose``: the
 node runs as ``paychan regtest``, the server as ``twistd paychan`` on it, the client pays and
 settles with ``paychan pay``, a command even gives the password in the URL. Then everything
-written (logs, stdout, stderr of every process) is searched for every secret, and for every
-private key of both wallets.
+written (logs, stdout, stderr of every process) is searched for every secret, for every
+private key of both wallets, and for both wallets' seeds (words and entropy). The one place the
+client's words may appear is where they are meant to: the stderr of the command that created
+its wallet, once.
 """
 
 from __future__ import annotations
@@ -104,6 +106,15 @@ def _private_keys(path: Path, passphrase: str) -> list[bytes]:
         wallet.close()
 
 
+def _seed(path: Path, passphrase: str) -> tuple[str, bytes]:
+    wallet = SqliteWallet.open(path, None, REGTEST, passphrase=passphrase)
+    try:
+        assert wallet._seed is not None
+        return wallet.mnemonic(), wallet._seed.entropy
+    finally:
+        wallet.close()
+
+
 def test_a_full_session_writes_no_secret(tmp_path: Path) -> None:
     written = Written()
     password_file = _secret_file(tmp_path / "rpc-password", RPC_PASSWORD)
@@ -125,7 +136,9 @@ def test_a_full_session_writes_no_secret(tmp_path: Path) -> None:
     try:
         _wait_listening(server, port, server_log)
         client_pp = ("--passphrase-file", _secret_file(tmp_path / "client-pp", CLIENT_PASSPHRASE))
-        address = written.run("wallet", "--data-dir", str(client_dir), *login, *client_pp, "new-address").stdout.strip()
+        created = written.run("wallet", "--data-dir", str(client_dir), *login, *client_pp, "new-address")
+        address = created.stdout.strip()
+        written.texts.remove(created.stderr)  # where the words are shown, on purpose: checked below
         written.run("regtest-fund", *login, address, "1000000")
         paid = written.run("pay", "--server", f"tcp:127.0.0.1:{port}", "--data-dir", str(client_dir), *login,
                            *client_pp, "--value", "200000", "--amount", "1000", "--count", "3", "--settle", "--json")
@@ -174,8 +187,21 @@ def test_a_full_session_writes_no_secret(tmp_path: Path) -> None:
     for n, key in enumerate(keys):
         secrets[f"private key {n}"] = key.hex()
         secrets[f"private key {n} (reversed)"] = key[::-1].hex()
+    for side, directory, passphrase in (("server", server_dir, SERVER_PASSPHRASE), ("client", client_dir, CLIENT_PASSPHRASE)):
+        words, entropy = _seed(directory / "wallet.sqlite", passphrase)
+        secrets[f"the {side}'s words"] = words
+        secrets[f"the {side}'s words, one a line"] = "\n".join(words.split()[:3])
+        secrets[f"the {side}'s seed entropy"] = entropy.hex()
+        if side == "client":
+            assert created.stderr.count(words) == 1 and entropy.hex() not in created.stderr
     lowered = text.lower()
     leaked = [name for name, value in secrets.items() if value.lower() in lowered]
     assert not leaked, leaked
+    # Not in the files either: both wallets are encrypted, so their seeds are sealed.
+    for directory in (server_dir, client_dir):
+        raw = b"".join(p.read_bytes() for p in directory.glob("wallet.sqlite*"))
+        for name, value in secrets.items():
+            if "seed" in name or "words" in name:
+                assert value.encode() not in raw, name
     # What was written is the session's, not nothing: the server logged the payments.
     assert "paychan server" in server_log.read_text()

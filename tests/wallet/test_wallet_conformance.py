@@ -30,6 +30,16 @@ class TestMemoryWallet(WalletConformance):
         return Harness(clock, chain, MemoryWallet(chain), lambda: MemoryWallet(chain))
 
 
+class TestSeedlessMemoryWallet(WalletConformance):
+    """A wallet from before seeds (random keys) behaves the same."""
+
+    @pytest.fixture
+    def harness(self) -> Harness:
+        clock = _clock()
+        chain = MemoryChain(clock)
+        return Harness(clock, chain, MemoryWallet(chain, seeded=False), lambda: MemoryWallet(chain, seeded=False))
+
+
 class TestSqliteWallet(WalletConformance):
     @pytest.fixture
     def harness(self, tmp_path) -> Iterator[Harness]:

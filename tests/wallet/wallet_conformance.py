@@ -19,7 +19,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
-from twisted_paychan.bitcoin.addresses import REGTEST, address_to_script, hash160, p2sh_script
+from twisted_paychan.bitcoin.addresses import REGTEST, address_to_script, hash160, p2pkh_script, p2sh_script
 from twisted_paychan.bitcoin.consensus import verify_input
 from twisted_paychan.chain.interfaces import InsufficientFunds, ISigner, IWallet
 from twisted_paychan.chain.memory import MemoryChain
@@ -362,3 +362,67 @@ class WalletConformance:
         other: Optional[Any] = harness.other_wallet()
         assert other is not harness.wallet
         assert result(other.payout_script()) != result(harness.wallet.payout_script())
+
+    # -- channel payouts, settlement payouts, sweeping (issue 10, issue 21) -------------------
+
+    def test_client_channel_key_payouts_are_coins(self, harness: Harness) -> None:
+        """A client's change and refund pay P2PKH of its channel key: the wallet counts that
+        coin and spends it (signing with the channel key), checked by the judge."""
+        signer = result(harness.wallet.new_channel_key())
+        change_script = p2pkh_script(hash160(signer.public_key))
+        assert harness.wallet.is_mine(change_script)
+        outpoint = harness.chain.credit(change_script, 889_000)
+        harness.chain.mine()
+        assert result(harness.wallet.balance()).confirmed == 889_000
+        assert [c.outpoint for c in result(harness.wallet.coins())] == [outpoint]
+        funded = result(harness.wallet.fund(TARGET, 300_000, 1000))
+        self.check_signed(harness, funded, {outpoint: Utxo(outpoint, 889_000, change_script, 1)})
+        result(harness.chain.broadcast(funded.tx))
+
+    def test_server_channel_keys_are_not_scanned(self, harness: Harness) -> None:
+        """A server's channel keys never receive an output: scanning them would cost a query
+        per channel per block for nothing."""
+        signer = result(harness.wallet.provisional_channel_key())
+        harness.wallet.keep_channel_key(signer.public_key)
+        assert not harness.wallet.is_mine(p2pkh_script(hash160(signer.public_key)))
+
+    def test_track_channel_key(self, harness: Harness) -> None:
+        signer = result(harness.wallet.provisional_channel_key())
+        harness.wallet.keep_channel_key(signer.public_key)
+        assert harness.wallet.track_channel_key(signer.public_key) is True
+        assert harness.wallet.track_channel_key(signer.public_key) is False
+        assert harness.wallet.is_mine(p2pkh_script(hash160(signer.public_key)))
+        with pytest.raises(KeyError):
+            harness.wallet.track_channel_key(bytes(33))
+
+    def test_settlement_payout_script_per_channel(self, harness: Harness) -> None:
+        w = harness.wallet
+        first = result(w.settlement_payout_script(b"\x01" * 32))
+        second = result(w.settlement_payout_script(b"\x02" * 32))
+        if not w.has_seed:  # a wallet from before seeds has its one payout script
+            assert first == second == result(w.payout_script())
+            return
+        assert first != second and first != result(w.payout_script())
+        assert result(w.settlement_payout_script(b"\x01" * 32)) == first  # a rebuild pays it again
+        harness.chain.credit(first, 10_000)
+        harness.chain.credit(second, 20_000)
+        harness.chain.mine()
+        assert result(w.balance()).confirmed == 30_000  # one balance over every payout script
+
+    def test_sweep_spends_everything(self, harness: Harness) -> None:
+        a = self.credit(harness, 100_000)
+        b = self.credit(harness, 50_000, "p2pkh")
+        harness.chain.mine()
+        funded = result(harness.wallet.sweep(TARGET, 2000))
+        tx = self.check_signed(harness, funded, {a.outpoint: a, b.outpoint: b})
+        assert len(tx.vout) == 1 and tx.vout[0].nValue == 150_000 - funded.fee
+        needed = fee_for_weight(tx.calc_weight(), 2000)
+        # Re-signing can shrink a signature by a byte per input after the fee was fixed.
+        assert needed <= funded.fee <= needed + fee_for_weight(4 * len(tx.vin), 2000)
+        result(harness.chain.broadcast(funded.tx))
+        harness.chain.mine()
+        assert result(harness.wallet.balance()).total == 0
+
+    def test_sweep_of_an_empty_wallet(self, harness: Harness) -> None:
+        f = failure_of(harness.wallet.sweep(TARGET, 1000))
+        assert f.check(InsufficientFunds) and f.value.available == 0

@@ -89,8 +89,15 @@ class IWallet(Interface):
     def new_address() -> Deferred[str]:
         """A fresh receive address (for funding the wallet), stored before it is returned."""
 
+    network = Attribute("The ``bitcoin.addresses.Network`` its addresses are for.")
+
     def payout_script() -> Deferred[bytes]:
-        """A scriptPubKey of ours for settlement payouts and change."""
+        """A scriptPubKey of ours for change (the same one each time)."""
+
+    def settlement_payout_script(contract_txid: bytes) -> Deferred[bytes]:
+        """A scriptPubKey of ours for the settlement of the channel whose contract is
+        ``contract_txid``: a fresh one per channel (the same one again for the same channel),
+        stored before it is returned, so the settlement paying it can never be lost track of."""
 
     def balance() -> Deferred[Balance]:
         """Confirmed and unconfirmed value of the coins the wallet may spend."""
@@ -103,6 +110,11 @@ class IWallet(Interface):
         change back to the wallet, at ``fee_rate`` sat/kB. Its inputs are reserved, so a
         concurrent ``fund`` will not pick them, until ``release`` or until the chain shows them
         spent. Fails with ``InsufficientFunds``."""
+
+    def sweep(script_pubkey: bytes, fee_rate: int) -> Deferred[FundedTransaction]:
+        """Like ``fund``, but spending every spendable coin into one output to
+        ``script_pubkey``, worth their total minus the fee; reserved the same way. Fails with
+        ``InsufficientFunds`` when that output would be dust."""
 
     def release(funded: FundedTransaction) -> None:
         """Give back the coins of a funded transaction that will never be broadcast."""

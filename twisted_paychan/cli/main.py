@@ -3,7 +3,7 @@
 
     paychan regtest --data-dir DIR [--rpc-listen tcp:18443:interface=127.0.0.1]
                     [--rpc-user U --rpc-password-file F] [--mine-every SECONDS] [--fee-rate SAT_PER_KB]
-    paychan wallet --data-dir DIR [--chain embedded|URL] [--passphrase-file F] new-address|balance|coins|encrypt
+    paychan wallet --data-dir DIR [--chain embedded|URL] [--passphrase-file F] new-address|balance|coins|encrypt|seed|restore|send
     paychan regtest-fund [--chain embedded|URL] ADDRESS SATS
     paychan regtest-mine [--chain embedded|URL] N
     paychan pay --server ENDPOINT [--chain URL] --data-dir DIR --value SATS --amount SATS --count N
@@ -90,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
         "encrypt", parents=[wallet_common],
         help="encrypt a plaintext wallet in place (new passphrase from --passphrase-file, or asked twice)",
     )
+    from twisted_paychan.cli.wallet_seed import add_arguments as wallet_seed_arguments
+
+    wallet_seed_arguments(actions, [wallet_common])
 
     fund = commands.add_parser("regtest-fund", parents=[common], help="mine coins and send SATS to ADDRESS, confirmed")
     fund.add_argument("address", metavar="ADDRESS")

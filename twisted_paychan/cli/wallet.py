@@ -3,8 +3,10 @@
 the chain ``--chain`` names.
 
 ``new-address`` prints a fresh receive address (stored before it is printed); ``balance`` and
-``coins`` refresh the wallet's coins from the chain first. The wallet's network is the chain's
-(a wallet file made for another network is refused).
+``coins`` refresh the wallet's coins from the chain first, and count the change and refunds of
+the client channels in ``DATA_DIR/channels.sqlite``. The wallet's network is the chain's (a
+wallet file made for another network is refused). ``seed``, ``restore`` and ``send`` are in
+``wallet_seed``. A command that creates the wallet shows its recovery words once, on stderr.
 """
 
 from __future__ import annotations
@@ -13,12 +15,20 @@ import argparse
 import getpass
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, TextIO
 
 from twisted_paychan.chain.types import display_hex
 from twisted_paychan.cli.chains import open_chain, rpc_login
 from twisted_paychan.cli.output import Output, UserError, format_sat
 from twisted_paychan.rpc.jsonenc import btc
+from twisted_paychan.cli.wallet_seed import (
+    check_send,
+    run_restore,
+    run_seed,
+    run_send,
+    show_new_words,
+    track_stored_channels,
+)
 from twisted_paychan.wallet import SqliteWallet
 from twisted_paychan.secretfiles import SecretFileError, private_directory, read_secret_file
 from twisted_paychan.wallet.errors import AlreadyEncrypted, PassphraseRequired, WalletError, WrongPassphrase
@@ -35,18 +45,22 @@ def _passphrase(path: Optional[str]) -> Optional[str]:
         raise UserError(str(e)) from None
 
 
-def open_wallet(path: "Path | str", chain: Any, network: Any, passphrase_file: Optional[str]) -> SqliteWallet:
+def open_wallet(path: "Path | str", chain: Any, network: Any, passphrase_file: Optional[str],
+                stderr: Optional[TextIO] = None) -> SqliteWallet:
     """The wallet at ``path``, unlocked with the passphrase in ``passphrase_file`` if it is
-    encrypted; the errors a user can fix as one-line :class:`UserError` s."""
+    encrypted; the errors a user can fix as one-line :class:`UserError` s. A wallet this call
+    creates shows its recovery words once, on ``stderr``."""
     passphrase = _passphrase(passphrase_file)
     try:
-        return SqliteWallet.open(path, chain, network, passphrase=passphrase)
+        wallet = SqliteWallet.open(path, chain, network, passphrase=passphrase)
     except PassphraseRequired:
         raise UserError(f"{path} is encrypted: give its passphrase with --passphrase-file") from None
     except WrongPassphrase:
         raise UserError(f"the passphrase does not unlock {path}") from None
     except WalletError as e:
         raise UserError(str(e)) from None
+    show_new_words(wallet, stderr)
+    return wallet
 
 
 def _new_passphrase(path: Optional[str]) -> str:
@@ -87,13 +101,23 @@ async def run_wallet(reactor: Any, args: argparse.Namespace, out: Output) -> int
         raise UserError("paychan wallet needs --data-dir (where wallet.sqlite lives)")
     if args.wallet_command == "encrypt":
         return _encrypt(args, out)
+    path = Path(args.data_dir) / WALLET_FILE
+    if args.wallet_command == "seed":
+        return run_seed(path, args, out)
+    if args.wallet_command == "send":
+        check_send(args)
     _passphrase(args.passphrase_file)  # an unreadable file fails before the chain is opened
     private_directory(args.data_dir)  # before the embedded node makes it, with the umask's mode
     access = await open_chain(reactor, args.chain, args.data_dir, args.rpc_cookie, rpc_login(args))
     try:
-        path = Path(args.data_dir) / WALLET_FILE
-        wallet = open_wallet(path, access.chain, access.network, args.passphrase_file)
+        if args.wallet_command == "restore":
+            return await run_restore(reactor, path, access, args, out)
+        wallet = open_wallet(path, access.chain, access.network, args.passphrase_file, out.stderr)
         try:
+            if args.wallet_command in ("balance", "coins", "send"):
+                await track_stored_channels(wallet, Path(args.data_dir), reactor)
+            if args.wallet_command == "send":
+                return await run_send(wallet, access.chain, args, out)
             return await _wallet_command(wallet, args, out)
         finally:
             wallet.close()

@@ -603,7 +603,8 @@ class ServerChannelManager:
             self.log.failure("channel {txid}: building the settlement failed", f, txid=display_hex(channel.txid))
             return lc.EffectFailed(f.getErrorMessage())
 
-        d: defer.Deferred[bytes] = defer.maybeDeferred(self.wallet.payout_script)
+        # A payout script of its own per channel, stored by the wallet before it is returned.
+        d: defer.Deferred[bytes] = defer.maybeDeferred(self.wallet.settlement_payout_script, channel.txid)
         built: defer.Deferred[lc.LifecycleEvent] = d.addCallback(build)
         return built.addErrback(failed)
 

@@ -1,6 +1,7 @@
 """
 The wallet: keys and coins of one party, behind ``chain.interfaces.IWallet``.
 
+* ``hd``         the seed: BIP39 words, the BIP32 tree, where each kind of key lives in it
 * ``keys``       keys by purpose (channel, receive, payout) and the ``ISigner`` that wraps them
 * ``coinselect`` which coins pay for a transaction (pure)
 * ``txbuild``    building and signing funding transactions (pure)
@@ -8,6 +9,8 @@ The wallet: keys and coins of one party, behind ``chain.interfaces.IWallet``.
 * ``base``       the IWallet logic shared by both wallets
 * ``memory``     ``MemoryWallet``: the in-memory double
 * ``sqlite``     ``SqliteWallet``: the durable one
+* ``restore``    finding a restored wallet's keys and coins on the chain
+* ``send``       ``send_coins``: withdrawing to an address (any front end)
 
 Addresses (``MAINNET``, ``REGTEST``, ``TESTNET``, ``Network``) are ``bitcoin.addresses``, re-exported
 here for the wallet's callers.
@@ -18,6 +21,7 @@ here for the wallet's callers.
 from twisted_paychan.bitcoin.addresses import MAINNET, REGTEST, TESTNET, Network
 from twisted_paychan.wallet.errors import (
     AlreadyEncrypted,
+    NoSeed,
     PassphraseRequired,
     WalletCorrupt,
     WalletError,
@@ -36,6 +40,7 @@ __all__ = [
     "MemoryWallet",
     "SqliteWallet",
     "WalletError",
+    "NoSeed",
     "WalletInUse",
     "PassphraseRequired",
     "WrongPassphrase",

@@ -11,10 +11,18 @@ unstored is a *provisional* channel key, lent to a server handshake and held in 
 until a channel record names it (``keep_channel_key``) or the handshake ends
 (``forget_channel_key``): a handshake that never becomes a channel leaves nothing behind.
 
+Keys come from the wallet's seed (``hd``) when it has one, at the next index of their branch;
+a wallet from before seeds makes random ones. Each settlement a server builds gets its own
+payout key (:meth:`settlement_payout_script`), stored with the channel it was handed to before
+the settlement can exist, so income is not one address history and a rebuilt settlement pays
+the same script again.
+
 Coins come from the chain, never from our own bookkeeping: :meth:`refresh` asks
-``IChain.unspent_outputs`` for each receive and payout script (channel keys are not scanned; a
-channel watches its own outputs). It runs on every new block once :meth:`start` has been called,
-and on demand: ``balance``, ``coins`` and ``fund`` refresh first.
+``IChain.unspent_outputs`` for each receive and payout script, and for the P2PKH script of each
+*tracked* channel key: a client's change after a settlement and its refund pay there, and they
+are the wallet's money like any other coin (a server's channel keys receive nothing and are not
+scanned). It runs on every new block once :meth:`start` has been called, and on demand:
+``balance``, ``coins`` and ``fund`` refresh first.
 
 A coin is *spendable* when it is confirmed (a coinbase also mature), or unconfirmed but created
 by a transaction this wallet funded (our own change), and not reserved. A reservation lasts
@@ -41,10 +49,13 @@ from twisted_paychan.wallet.coinselect import (
     P2WPKH_INPUT_WEIGHT,
     Candidate,
     dust_threshold,
+    fee_for_weight,
     select_coins,
 )
-from twisted_paychan.wallet.keys import KeyPurpose, ScriptType, Signer, WalletKey, generate_key
-from twisted_paychan.wallet.txbuild import SpendableCoin, build_funding_transaction
+from twisted_paychan.wallet.errors import NoSeed
+from twisted_paychan.wallet.hd import Branch, Seed
+from twisted_paychan.wallet.keys import KeyPurpose, ScriptType, Signer, WalletKey, derive_key, generate_key
+from twisted_paychan.wallet.txbuild import SpendableCoin, build_funding_transaction, build_sweep_transaction
 
 # COINBASE_MATURITY lives in constants.py; it stays importable from here, as it always was.
 __all__ = ["BaseWallet", "FundedState", "FundedRecord", "COINBASE_MATURITY"]
@@ -80,6 +91,12 @@ class BaseWallet:
         #: Receive and payout scripts, the ones scanned for coins, in creation order.
         self._by_script: dict[bytes, WalletKey] = {}
         self._payout: Optional[WalletKey] = None
+        #: The payout key handed out for each channel's settlement, by contract txid.
+        self._labels: dict[bytes, WalletKey] = {}
+        #: Where new keys come from; None for a wallet from before seeds (random keys).
+        self._seed: Optional[Seed] = None
+        #: The next unused index of each branch of the seed's tree.
+        self._next: dict[Branch, int] = {b: 0 for b in Branch}
         #: Channel keys lent to handshakes and not yet stored (``provisional_channel_key``).
         self._provisional: dict[bytes, WalletKey] = {}
         self._coins: dict[OutPoint, Utxo] = {}
@@ -106,6 +123,9 @@ class BaseWallet:
     def _persist_coins(self, coins: Iterable[Utxo], tip_height: Optional[int]) -> None:
         """Store the coin cache (a cache only: the chain is the truth)."""
 
+    def _persist_tracked(self, key: WalletKey) -> None:
+        """Store that a stored channel key's payouts are now tracked (its new script type)."""
+
     # -- Loading (for subclasses restoring state) -----------------------------------------
 
     def _load_key(self, key: WalletKey) -> None:
@@ -114,19 +134,74 @@ class BaseWallet:
         script = key.script_pubkey
         if script is not None:
             self._by_script[script] = key
-        if key.purpose is KeyPurpose.PAYOUT:
+        if key.purpose is KeyPurpose.PAYOUT and key.label is None and self._payout is None:
             self._payout = key
+        if key.label is not None:
+            self._labels[key.label] = key
+        if key.path is not None:
+            branch, index = self._branch_of(key.path)
+            self._next[branch] = max(self._next[branch], index + 1)
+
+    def _branch_of(self, path: str) -> tuple[Branch, int]:
+        prefix, index = path.rsplit("/", 1)
+        for branch in Branch:
+            if branch.path(self.network, 0).rsplit("/", 1)[0] == prefix:
+                return branch, int(index)
+        raise ValueError(f"a key path outside this wallet's tree: {path}")
 
     def _load_funded(self, record: FundedRecord, reserved: Iterable[OutPoint]) -> None:
         self._funded[record.funded.txid] = record
         for outpoint in reserved:
             self._reserved[outpoint] = record.funded.txid
 
-    def _new_key(self, purpose: KeyPurpose, script_type: Optional[ScriptType]) -> WalletKey:
-        key = generate_key(purpose, script_type)
+    def _make_key(
+        self, purpose: KeyPurpose, script_type: Optional[ScriptType], label: Optional[bytes] = None
+    ) -> WalletKey:
+        """A new key, not yet stored: the next of its branch of the seed, or a random one."""
+        if self._seed is None:
+            key = generate_key(purpose, script_type)
+            return key if label is None else WalletKey(key.secret, key.public_key, purpose, script_type, None, label)
+        branch = _branch_for(purpose, script_type)
+        index = self._next[branch]
+        self._next[branch] = index + 1
+        return self.derive(branch, index, purpose, script_type, label)
+
+    def derive(
+        self, branch: Branch, index: int, purpose: KeyPurpose, script_type: Optional[ScriptType],
+        label: Optional[bytes] = None,
+    ) -> WalletKey:
+        """The key at ``index`` of ``branch`` of the seed, neither stored nor held (restore
+        looks with it); :class:`NoSeed` for a wallet without one."""
+        if self._seed is None:
+            raise NoSeed("this wallet's keys are random: it has no seed")
+        return derive_key(self._seed.secret(branch, index), branch.path(self.network, index),
+                          purpose, script_type, label)
+
+    def adopt_key(self, key: WalletKey) -> None:
+        """Hold and store a key made by :meth:`derive` (restore found it in use)."""
+        if key.public_key in self._keys:
+            return
+        self._persist_key(key)
+        self._load_key(key)
+
+    def _new_key(
+        self, purpose: KeyPurpose, script_type: Optional[ScriptType], label: Optional[bytes] = None
+    ) -> WalletKey:
+        key = self._make_key(purpose, script_type, label)
         self._persist_key(key)
         self._load_key(key)
         return key
+
+    @property
+    def has_seed(self) -> bool:
+        return self._seed is not None
+
+    def mnemonic(self) -> str:
+        """The BIP39 words every key of this wallet comes from; :class:`NoSeed` for a wallet
+        from before seeds. A secret: show it to its owner, never log it."""
+        if self._seed is None:
+            raise NoSeed("this wallet's keys are random: it has no seed (back up its file instead)")
+        return self._seed.mnemonic()
 
     def _ensure_payout_key(self) -> None:
         if self._payout is None:
@@ -135,7 +210,9 @@ class BaseWallet:
     # -- Keys -----------------------------------------------------------------------------
 
     def new_channel_key(self) -> Deferred[ISigner]:
-        key = self._new_key(KeyPurpose.CHANNEL, None)
+        """See IWallet. A client's key: its change and refund pay P2PKH of it, so the wallet
+        tracks that script's coins from now on."""
+        key = self._new_key(KeyPurpose.CHANNEL, ScriptType.P2PKH)
         self.log.info("new channel key {public_key}", public_key=key.public_key.hex())
         signer: ISigner = self._signers[key.public_key]
         return succeed(signer)
@@ -143,7 +220,7 @@ class BaseWallet:
     def provisional_channel_key(self) -> Deferred[ISigner]:
         """See IWallet: a server lends one to each new-channel handshake, so that a handshake
         that never becomes a channel leaves nothing behind (PROTOCOL.md §13 items 10 and 28)."""
-        key = generate_key(KeyPurpose.CHANNEL, None)
+        key = self._make_key(KeyPurpose.CHANNEL, None)
         self._provisional[key.public_key] = key
         signer: ISigner = key.signer()
         return succeed(signer)
@@ -168,6 +245,20 @@ class BaseWallet:
         """How many provisional keys are lent and neither kept nor forgotten."""
         return len(self._provisional)
 
+    def track_channel_key(self, public_key: bytes) -> bool:
+        """Count the coins paid to P2PKH of this channel key (a client's change and refund)
+        from now on; for keys stored before the wallet tracked them. KeyError for a key it does
+        not hold; whether anything changed."""
+        key = self._keys.get(bytes(public_key))
+        if key is None or key.purpose is not KeyPurpose.CHANNEL:
+            raise KeyError(f"this wallet holds no channel key {bytes(public_key).hex()}")
+        if key.script_type is not None:
+            return False
+        tracked = WalletKey(key.secret, key.public_key, key.purpose, ScriptType.P2PKH, key.path, key.label)
+        self._persist_tracked(tracked)
+        self._load_key(tracked)
+        return True
+
     def signer_for(self, public_key: bytes) -> Signer:
         try:
             return self._signers[bytes(public_key)]
@@ -184,6 +275,24 @@ class BaseWallet:
         self._ensure_payout_key()
         assert self._payout is not None and self._payout.script_pubkey is not None
         return succeed(self._payout.script_pubkey)
+
+    def settlement_payout_script(self, contract_txid: bytes) -> Deferred[bytes]:
+        """See IWallet: a payout script of its own for the settlement of the channel whose
+        contract is ``contract_txid``, stored (with that txid) before it is returned; the same
+        script again for the same channel. A wallet without a seed has only its one payout
+        script."""
+        contract_txid = bytes(contract_txid)
+        if self._seed is None:
+            return self.payout_script()
+        key = self._labels.get(contract_txid)
+        if key is None:
+            key = self._new_key(KeyPurpose.PAYOUT, ScriptType.P2WPKH, label=contract_txid)
+        assert key.script_pubkey is not None
+        return succeed(key.script_pubkey)
+
+    def payout_scripts(self) -> list[bytes]:
+        """Every payout script handed out, the shared one and each settlement's."""
+        return [s for s, k in self._by_script.items() if k.purpose is KeyPurpose.PAYOUT]
 
     def is_mine(self, script_pubkey: bytes) -> bool:
         """Whether coins paid to ``script_pubkey`` are counted by this wallet."""
@@ -341,6 +450,41 @@ class BaseWallet:
         )
         return funded
 
+    def sweep(self, script_pubkey: bytes, fee_rate: int) -> Deferred[FundedTransaction]:
+        """Like :meth:`fund`, but spending every spendable coin into one output to
+        ``script_pubkey`` (minus the fee); ``InsufficientFunds`` when what is left is dust."""
+        script_pubkey = bytes(script_pubkey)
+        if not script_pubkey:
+            raise ValueError("empty output script")
+        rate = max(int(fee_rate), FEE_RATE_FLOOR)
+        return self.refresh().addCallback(lambda _: self._sweep_now(script_pubkey, rate))
+
+    def _sweep_now(self, script_pubkey: bytes, fee_rate: int) -> FundedTransaction:
+        from twisted_paychan.chain.interfaces import InsufficientFunds
+
+        # Coins worth less than the fee of spending them would only lower what arrives.
+        usable = [c for c in (self._candidate(u) for u in self._spendable())
+                  if c.utxo.value > fee_for_weight(c.input_weight, fee_rate)]
+        coins = [
+            SpendableCoin(c.utxo, self._signers[self._by_script[c.utxo.script_pubkey].public_key],
+                          self._script_type(c.utxo))
+            for c in sorted(usable, key=lambda c: _coin_order(c.utxo))
+        ]
+        total = sum(c.utxo.value for c in coins)
+        try:
+            funded = build_sweep_transaction(coins, script_pubkey, fee_rate) if coins else None
+        except ValueError:
+            funded = None
+        if funded is None:
+            raise InsufficientFunds(total + dust_threshold(script_pubkey), total)
+        self._persist_funded(funded)
+        self._load_funded(FundedRecord(funded, FundedState.RESERVED), funded.spent)
+        self.log.info(
+            "swept {inputs} coin(s) into {txid}: fee {fee} sat",
+            txid=display_hex(funded.txid), fee=funded.fee, inputs=len(funded.spent),
+        )
+        return funded
+
     def _script_type(self, u: Utxo) -> ScriptType:
         script_type = self._by_script[u.script_pubkey].script_type
         assert script_type is not None
@@ -371,3 +515,11 @@ class BaseWallet:
 
 def _coin_order(u: Utxo) -> tuple[int, OutPoint]:
     return (-u.value, u.outpoint)
+
+
+def _branch_for(purpose: KeyPurpose, script_type: Optional[ScriptType]) -> Branch:
+    if purpose is KeyPurpose.CHANNEL:
+        return Branch.CHANNEL
+    if purpose is KeyPurpose.PAYOUT:
+        return Branch.PAYOUT
+    return Branch.RECEIVE if script_type is ScriptType.P2WPKH else Branch.RECEIVE_LEGACY

@@ -23,7 +23,7 @@ from twisted_paychan.wallet.crypto import DEFAULT_SCRYPT, ScryptParams
 from twisted_paychan.wallet.errors import AlreadyEncrypted, PassphraseRequired, WalletCorrupt
 from twisted_paychan.wallet.sqlite import SqliteWallet
 
-__all__ = ["encrypt_wallet_file", "TMP_SUFFIX"]
+__all__ = ["encrypt_wallet_file", "stored_network", "TMP_SUFFIX"]
 
 #: The new file while it is being made.
 TMP_SUFFIX: Final = ".encrypting"
@@ -50,7 +50,7 @@ def encrypt_wallet_file(path: Union[str, "os.PathLike[str]"], passphrase: str, s
     path = os.fspath(path)
     if not os.path.exists(path):
         raise WalletCorrupt(f"there is no wallet at {path}")
-    network_name = _stored_network(path)
+    network_name = stored_network(path)
     try:
         wallet = SqliteWallet.open(path, None, NETWORKS[network_name])  # holds path's lock from here
     except PassphraseRequired:
@@ -93,7 +93,8 @@ def encrypt_wallet_file(path: Union[str, "os.PathLike[str]"], passphrase: str, s
             lock.close()
 
 
-def _stored_network(path: str) -> str:
+def stored_network(path: str) -> str:
+    """The name of the network a wallet file is for, read without opening it as a wallet."""
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         row = db.execute("SELECT value FROM meta WHERE name = 'network'").fetchone()

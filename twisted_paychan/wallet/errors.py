@@ -7,6 +7,7 @@ from __future__ import annotations
 
 __all__ = [
     "WalletError",
+    "NoSeed",
     "WalletInUse",
     "PassphraseRequired",
     "NotEncrypted",
@@ -47,3 +48,7 @@ class WalletCorrupt(WalletError):
 
 class WalletMismatch(WalletError):
     """The wallet file belongs to another network than the one asked for."""
+
+
+class NoSeed(WalletError):
+    """The wallet is from before seeds: its keys are random, there are no words to show."""

@@ -16,9 +16,14 @@ One process at a time. :meth:`SqliteWallet.open` takes an exclusive ``flock`` on
 ``<file>.lock`` and holds it until :meth:`close`; a second open, from another process or from
 this one, fails with :class:`WalletInUse` rather than letting two wallets reserve the same coins.
 
-Encryption. With a passphrase, private keys are stored sealed (see ``crypto``); the passphrase is
-needed to open the wallet, since signing must not wait for a person. Everything else (public
-keys, coins, transactions) is stored in the clear.
+Encryption. With a passphrase, private keys and the seed are stored sealed (see ``crypto``); the
+passphrase is needed to open the wallet, since signing must not wait for a person. Everything
+else (public keys, derivation paths, coins, transactions) is stored in the clear.
+
+Seeds. A new file gets a seed (``meta.seed``: the BIP39 entropy) and derives every key from it;
+the keys are still stored, so opening never re-derives and a file from before seeds (schema 1,
+random keys, no seed) is read the same way. Opening a schema-1 file adds the two columns of
+schema 2 (``path``, ``label``) and nothing else: its keys stay random.
 """
 
 from __future__ import annotations
@@ -44,12 +49,19 @@ from twisted_paychan.wallet.errors import (
     WalletInUse,
     WalletMismatch,
 )
+from twisted_paychan.wallet.hd import Seed
 from twisted_paychan.wallet.keys import KeyPurpose, ScriptType, WalletKey
 
 __all__ = ["SqliteWallet", "SCHEMA_VERSION"]
 
 #: ``PRAGMA user_version`` of the files this code writes.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: What turns a file of each older version into the next one, in one transaction.
+_MIGRATIONS = {
+    1: ("ALTER TABLE keys ADD COLUMN path TEXT", "ALTER TABLE keys ADD COLUMN label BLOB"),
+}
+#: Associated data of the sealed seed: a sealed key moved onto it does not open.
+_SEED_AAD = b"seed"
 
 #: The tables, one statement each (run inside the creating transaction, in order).
 _SCHEMA = (
@@ -58,12 +70,15 @@ _SCHEMA = (
         value TEXT NOT NULL
     )""",
     # secret: the raw 32-byte key, or nonce || ciphertext || tag when meta has 'kdf'.
+    # path: where the seed derives it (NULL: random); label: the channel a payout key is for.
     """CREATE TABLE keys (
         id            INTEGER PRIMARY KEY AUTOINCREMENT,
         public_key    BLOB NOT NULL UNIQUE,
         purpose       TEXT NOT NULL CHECK (purpose IN ('channel', 'receive', 'payout')),
         script_type   TEXT CHECK (script_type IN ('p2wpkh', 'p2pkh')),
-        secret        BLOB NOT NULL
+        secret        BLOB NOT NULL,
+        path          TEXT,
+        label         BLOB
     )""",
     # A cache of the chain's unspent outputs paying our scripts (height NULL: unconfirmed).
     """CREATE TABLE coins (
@@ -132,6 +147,8 @@ class SqliteWallet(BaseWallet):
         self._lockfile: Optional[IO[bytes]] = lock
         self.path = path
         self._cipher: Optional[KeyCipher] = None
+        #: True when this open created the file (the caller shows the new seed's words once).
+        self.created = False
 
     # -- Opening and closing --------------------------------------------------------------
 
@@ -143,6 +160,7 @@ class SqliteWallet(BaseWallet):
         network: Network = REGTEST,
         passphrase: Optional[str] = None,
         scrypt: ScryptParams = DEFAULT_SCRYPT,
+        seed: Optional[Seed] = None,
     ) -> "SqliteWallet":
         """Open the wallet at ``path``, creating it if there is no file.
 
@@ -150,6 +168,9 @@ class SqliteWallet(BaseWallet):
         existing encrypted wallet needs its passphrase (:class:`PassphraseRequired`,
         :class:`WrongPassphrase`); giving one to an unencrypted wallet is an error too, so
         nobody believes their keys are protected when they are not.
+
+        A new wallet gets a fresh seed, or ``seed`` (a restore); giving ``seed`` for a file that
+        already is a wallet is a :class:`WalletError`.
         """
         path = os.fspath(path)
         lock = _lock(path)
@@ -158,7 +179,7 @@ class SqliteWallet(BaseWallet):
             _create_private(path)  # an empty file is an empty database
             db = sqlite3.connect(path, isolation_level=None)
             wallet = cls(chain, network, db, lock, path)
-            wallet._setup(passphrase, scrypt)
+            wallet._setup(passphrase, scrypt, seed)
         except BaseException:
             if db is not None:
                 db.close()
@@ -179,7 +200,7 @@ class SqliteWallet(BaseWallet):
     def is_encrypted(self) -> bool:
         return self._meta("kdf") is not None
 
-    def _setup(self, passphrase: Optional[str], scrypt: ScryptParams) -> None:
+    def _setup(self, passphrase: Optional[str], scrypt: ScryptParams, seed: Optional[Seed]) -> None:
         db = self._db
         try:
             mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
@@ -194,7 +215,12 @@ class SqliteWallet(BaseWallet):
         db.execute("PRAGMA foreign_keys = ON")
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version == 0:
-            self._create(passphrase, scrypt)
+            self._create(passphrase, scrypt, seed or Seed.generate(self.network))
+            self.created = True
+        elif seed is not None:
+            raise WalletError(f"{self.path} is already a wallet; restore into a new file")
+        elif version in _MIGRATIONS:
+            self._migrate(version)
         elif version != SCHEMA_VERSION:
             raise WalletCorrupt(f"{self.path} has schema version {version}, this code reads {SCHEMA_VERSION}")
         stored = self._meta("network")
@@ -206,14 +232,38 @@ class SqliteWallet(BaseWallet):
         self._load()
         self._ensure_payout_key()
 
-    def _create(self, passphrase: Optional[str], scrypt: ScryptParams) -> None:
+    def _create(self, passphrase: Optional[str], scrypt: ScryptParams, seed: Seed) -> None:
         with self._transaction():
             for statement in _SCHEMA:
                 self._db.execute(statement)
             self._set_meta("network", self.network.name)
+            cipher = None
             if passphrase is not None:
-                self._write_kdf(passphrase, scrypt)  # _unlock derives the key again: a check
+                cipher = self._write_kdf(passphrase, scrypt)  # _unlock derives the key again: a check
+            self._write_seed(seed, cipher)
             self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def _migrate(self, version: int) -> None:
+        with self._transaction():
+            while version in _MIGRATIONS:
+                for statement in _MIGRATIONS[version]:
+                    self._db.execute(statement)
+                version += 1
+            self._db.execute(f"PRAGMA user_version = {version}")
+        self.log.info("wallet {path} upgraded to schema {version}", path=self.path, version=version)
+
+    def _write_seed(self, seed: Seed, cipher: Optional[KeyCipher]) -> None:
+        stored = seed.entropy if cipher is None else cipher.seal(seed.entropy, _SEED_AAD)
+        self._set_meta("seed", stored.hex())
+
+    def _read_seed(self) -> Optional[Seed]:
+        stored = self._meta("seed")
+        if stored is None:
+            return None
+        entropy = bytes.fromhex(stored)
+        if self._cipher is not None:
+            entropy = self._cipher.open(entropy, _SEED_AAD)
+        return Seed(entropy, self.network)
 
     def _unlock(self, passphrase: Optional[str]) -> None:
         kdf = self._meta("kdf")
@@ -231,13 +281,15 @@ class SqliteWallet(BaseWallet):
         self._cipher = cipher
 
     def _load(self) -> None:
-        for public_key, purpose, script_type, secret in self._db.execute(
-            "SELECT public_key, purpose, script_type, secret FROM keys ORDER BY id"
+        self._seed = self._read_seed()
+        for public_key, purpose, script_type, secret, path, label in self._db.execute(
+            "SELECT public_key, purpose, script_type, secret, path, label FROM keys ORDER BY id"
         ):
             if self._cipher is not None:
                 secret = self._cipher.open(secret, public_key)
             key = WalletKey.from_secret(
-                secret, KeyPurpose(purpose), None if script_type is None else ScriptType(script_type)
+                secret, KeyPurpose(purpose), None if script_type is None else ScriptType(script_type),
+                path, None if label is None else bytes(label),
             )
             if key.public_key != public_key:
                 raise WalletCorrupt(f"stored key {public_key.hex()} does not match its secret")
@@ -267,7 +319,8 @@ class SqliteWallet(BaseWallet):
     # -- Encryption -----------------------------------------------------------------------
 
     def encrypt(self, passphrase: str, scrypt: ScryptParams = DEFAULT_SCRYPT) -> None:
-        """Encrypt every private key under ``passphrase``; from now on :meth:`open` needs it.
+        """Encrypt every private key and the seed under ``passphrase``; from now on
+        :meth:`open` needs it.
 
         The plaintext keys are overwritten, the file is vacuumed and the WAL truncated, so the
         file no longer holds them. Copies made before (backups, snapshots) still do.
@@ -282,6 +335,8 @@ class SqliteWallet(BaseWallet):
                     "UPDATE keys SET secret = ? WHERE public_key = ?",
                     (cipher.seal(secret, public_key), public_key),
                 )
+            if self._seed is not None:
+                self._write_seed(self._seed, cipher)
         self._cipher = cipher
         self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         self._db.execute("VACUUM")
@@ -302,13 +357,23 @@ class SqliteWallet(BaseWallet):
         secret = key.secret if self._cipher is None else self._cipher.seal(key.secret, key.public_key)
         with self._transaction():
             self._db.execute(
-                "INSERT INTO keys (public_key, purpose, script_type, secret) VALUES (?, ?, ?, ?)",
+                "INSERT INTO keys (public_key, purpose, script_type, secret, path, label) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
                 (
                     key.public_key,
                     key.purpose.value,
                     None if key.script_type is None else key.script_type.value,
                     secret,
+                    key.path,
+                    key.label,
                 ),
+            )
+
+    def _persist_tracked(self, key: WalletKey) -> None:
+        assert key.script_type is not None
+        with self._transaction():
+            self._db.execute(
+                "UPDATE keys SET script_type = ? WHERE public_key = ?", (key.script_type.value, key.public_key)
             )
 
     def _persist_funded(self, funded: FundedTransaction) -> None:

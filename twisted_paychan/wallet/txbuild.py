@@ -45,7 +45,7 @@ from twisted_paychan.constants import FINAL_SEQUENCE
 from twisted_paychan.wallet.coinselect import dust_threshold, fee_for_weight
 from twisted_paychan.wallet.keys import ScriptType, Signer
 
-__all__ = ["FUNDING_TX_VERSION", "SpendableCoin", "build_funding_transaction"]
+__all__ = ["FUNDING_TX_VERSION", "SpendableCoin", "build_funding_transaction", "build_sweep_transaction"]
 
 #: See the module docstring for why 2.
 FUNDING_TX_VERSION: Final = 2
@@ -130,6 +130,26 @@ def build_funding_transaction(
     if fee < needed:
         raise ValueError(f"coins leave {fee} sat for the fee, the signed size needs {needed}")
     return _funded(tx, coins, fee, change_index=None)
+
+
+def build_sweep_transaction(
+    coins: Sequence[SpendableCoin], target_script: bytes, fee_rate: int
+) -> FundedTransaction:
+    """Sign a transaction spending every one of ``coins`` into one output to ``target_script``,
+    worth their total minus the fee the signed size needs at ``fee_rate`` (same layout and
+    signing as a funding transaction, no change). ValueError when that output would be dust."""
+    total_in = sum(c.utxo.value for c in coins)
+    fee = 0
+    for _ in range(_MAX_FEE_ROUNDS):
+        value = total_in - fee
+        if value < dust_threshold(target_script):
+            raise ValueError(f"{total_in} sat leave {value} sat after the fee: dust")
+        tx = _sign(coins, [CTxOut(value, CScript(target_script))], FUNDING_TX_VERSION)
+        needed = fee_for_weight(tx.calc_weight(), fee_rate)
+        if needed <= fee:
+            return _funded(tx, coins, fee, change_index=None)
+        fee = needed
+    raise AssertionError("sweep fee did not settle")  # pragma: no cover
 
 
 def _funded(
