@@ -125,7 +125,7 @@ def test_a_full_session_writes_no_secret(tmp_path: Path) -> None:
     try:
         _wait_listening(server, port, server_log)
         client_pp = ("--passphrase-file", _secret_file(tmp_path / "client-pp", CLIENT_PASSPHRASE))
-        address = written.run("wallet", "--data-dir", str(client_dir), *login, *client_pp, "new-address").stdout.strip()
+        address = written.run("wallet", "--data-dir", str(client_dir), *login, *client_pp, "--create", "new-address").stdout.strip()
         written.run("regtest-fund", *login, address, "1000000")
         paid = written.run("pay", "--server", f"tcp:127.0.0.1:{port}", "--data-dir", str(client_dir), *login,
                            *client_pp, "--value", "200000", "--amount", "1000", "--count", "3", "--settle", "--json")

@@ -24,6 +24,8 @@ from twisted_paychan.cli.output import UserError
 _NEEDS_DATA_DIR = frozenset({"wallet", "regtest-fund", "regtest-mine", "pay", "close", "watch", "settle"})
 #: ``paychan wallet`` actions that make their own wallet where there is none.
 _WALLET_CREATES = frozenset({"restore"})
+#: ``paychan wallet`` actions on the wallet file alone, which open no chain.
+_WALLET_FILE_ONLY = frozenset({"encrypt"})
 
 
 def check_data_dir(args: argparse.Namespace) -> None:
@@ -44,6 +46,8 @@ def check_data_dir(args: argparse.Namespace) -> None:
         return
     if not os.access(path, os.R_OK | os.W_OK | os.X_OK):
         raise UserError(f"--data-dir {data_dir} is not writable by this user: fix its permissions or choose another")
+    if getattr(args, "wallet_command", None) in _WALLET_FILE_ONLY or command == "settle":
+        return  # no chain is opened (``settle`` asks the running server, which has its own)
     if getattr(args, "chain", "embedded") == "embedded" and not (path / "chain").exists() and not create:
         raise UserError(
             f"{data_dir} holds no embedded chain: give --chain URL to use a running node (e.g. "
