@@ -133,6 +133,12 @@ async def test_a_session_logs_what_an_operator_needs_and_nothing_more(tmp_path: 
                    "--amount", "1000", "--count", "5", "--json")
         assert paid.returncode == 0, paid.stderr
         txid = json.loads(paid.stdout)["contract_txid"]
+        unknown = cli("settle", "--data-dir", str(server.data_dir), "00" * 32)
+        assert unknown.returncode == 1 and f"the server stores no channel {'00' * 32}" in unknown.stderr
+        assert unknown.stdout == "" and "Traceback" not in unknown.stderr
+        theirs = cli("settle", "--data-dir", client, txid)
+        assert theirs.returncode == 1 and "is a client channel (this data directory paid it)" in theirs.stderr
+        assert "paychan close --server" in theirs.stderr and not (Path(client) / "chain").exists()
         for _ in range(3):  # the operator asks three times: one settlement
             assert cli("settle", "--data-dir", str(server.data_dir), txid).returncode == 0
         assert cli("regtest-mine", *chain, "1").returncode == 0
