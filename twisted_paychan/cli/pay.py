@@ -198,7 +198,12 @@ async def _pay_stream(reactor: Any, args: Any, out: Output, manager: ClientChann
                 out.stderr.write(f"  payment {i + 1}/{args.count}: {ack.amount} sat acknowledged\n")
             if conn.record is not None and conn.record.client_change == 0 and i + 1 < args.count:
                 raise UserError(f"the channel is exhausted after {paid} sat ({i + 1} of {args.count} payments)")
-    except (ChannelClosed, ChannelUsageError) as e:
+    except ChannelClosed as e:
+        from twisted_paychan.cli.errors import closed_in_words
+
+        kept = "; the channel is kept: the next paychan pay resumes it" if e.reason.retryable else ""
+        raise UserError(f"payment failed after {paid} sat: {closed_in_words(e)}{kept}") from None
+    except ChannelUsageError as e:
         raise UserError(f"payment failed after {paid} sat: {e}") from None
     if stop.requested and conn.record is not None and conn.record.client_change > 0:
         return await _interrupted(out, conn, stop, paid, done, args.count)
