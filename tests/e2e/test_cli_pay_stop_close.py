@@ -95,6 +95,9 @@ async def test_pay_checks_stops_and_closes(tmp_path):
         ok("regtest-fund", *chain, address, "5000000")
         refused("its minimum channel value is above --value (server wants at least 100000, we lock 10000)",
                 *pay, "--value", "10000", "--amount", "1000")
+        nowhere = f"tcp:127.0.0.1:{free_port()}"
+        refused(f"cannot reach {nowhere}: ", "pay", "--server", nowhere, *chain, "--data-dir", client_dir,
+                "--value", "1000000", "--amount", "1000")
         nothing = ok(*pay, "--value", "1000000", "--amount", "1000", "--count", "0", "--settle")
         assert "nothing to close" in nothing.stdout
         assert client_channels(client_dir) == []

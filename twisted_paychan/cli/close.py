@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Optional, cast
 
 from twisted.internet import defer
-from twisted.internet.error import ConnectError
+from twisted.internet.error import ConnectError, DNSLookupError
 
 from twisted_paychan import constants as C
 from twisted_paychan.bitcoin.txid import txid as txid_of
@@ -105,7 +105,7 @@ async def close_channels(reactor: Any, args: argparse.Namespace, out: Output, wa
             try:
                 conn = await connect(reactor, endpoint, wallet, manager.chain, manager.store, settings, server_id,
                                      None, manager=closing)
-            except (ConnectError, ConnectionError) as e:
+            except (ConnectError, ConnectionError, DNSLookupError) as e:
                 why = f"the server at {args.server} cannot be reached ({e})"
             except ChannelClosed as e:
                 if _NO_NEW_CHANNEL in e.detail:

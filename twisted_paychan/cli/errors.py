@@ -105,7 +105,7 @@ def closed_in_words(error: ChannelClosed) -> str:
 
 def user_message(error: BaseException) -> Optional[str]:
     """The message for an error the user can act on, or None for a bug."""
-    from twisted.internet.error import CannotListenError, ConnectError
+    from twisted.internet.error import CannotListenError, ConnectError, DNSLookupError
 
     from twisted_paychan.chain.embedded.datadir import DatadirInUse
     from twisted_paychan.chain.interfaces import InsufficientFunds
@@ -131,7 +131,7 @@ def user_message(error: BaseException) -> Optional[str]:
         return f"{error}: another paychan process is using this data directory"
     if isinstance(error, CannotListenError):
         return f"cannot listen on {error.interface or '*'}:{error.port}: {error.socketError}"
-    if isinstance(error, (ConnectError, ConnectionError)):
+    if isinstance(error, (ConnectError, ConnectionError, DNSLookupError)):
         return f"cannot connect: {error}"
     if isinstance(error, PermissionError):
         return f"permission denied: {error.filename or error}"

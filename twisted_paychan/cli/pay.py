@@ -39,7 +39,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
 from twisted.internet.endpoints import clientFromString
-from twisted.internet.error import ConnectError
+from twisted.internet.error import ConnectError, DNSLookupError
 
 from twisted_paychan.bitcoin.txid import txid as txid_of
 from twisted_paychan.chain.types import display_hex
@@ -174,7 +174,7 @@ async def _pay_stream(reactor: Any, args: Any, out: Output, manager: ClientChann
         from twisted_paychan.cli.errors import closed_in_words
 
         raise UserError(f"could not open a channel: {closed_in_words(e)}") from None
-    except (ConnectError, ConnectionError) as e:
+    except (ConnectError, ConnectionError, DNSLookupError) as e:
         raise UserError(f"cannot reach {args.server}: {e}") from None
     how = "resumed" if conn.resumed else "opened"
     out.stderr.write(pay_checks.opened_line(conn.record, conn.resumed, conn.contract_txid) + "\n")
