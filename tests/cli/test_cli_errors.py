@@ -60,3 +60,12 @@ def test_a_traceback_only_with_debug(tmp_path: Path) -> None:
     loud = paychan("wallet", "--data-dir", typo, "--debug", "balance")
     assert loud.code == 1 and loud.stderr.startswith("paychan: error: there is no data directory")
     assert "Traceback (most recent call last)" in loud.stderr
+
+
+def test_pay_help_explains_the_initial_payment_and_stopping() -> None:
+    done = subprocess.run([sys.executable, "-m", "twisted_paychan.cli", "pay", "--help"], cwd=str(REPO),
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    text = " ".join(done.stdout.split())
+    assert done.returncode == 0
+    assert "initial payment the server requires (its --min-payment, 1,000 sat by default)" in text
+    assert "Ctrl-C or SIGTERM stops between two payments (exit 130 or 143)" in text

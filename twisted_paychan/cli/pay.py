@@ -60,6 +60,14 @@ _VERSIONS = {"1": VersionSelector.VERSION_1, "2": VersionSelector.VERSION_2, "2o
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "Resume the stored channel to --server, or open a new one of --value satoshis, and make --count payments "
+        "of --amount. A new channel starts with an initial payment the server requires (its --min-payment, "
+        "1,000 sat by default), said as the channel opens: 'channel opened: 1,000,000 sat locked, 1,000 sat "
+        "initial payment required by the server'.")
+    p.epilog = (
+        "Ctrl-C or SIGTERM stops between two payments (exit 130 or 143): the channel is kept, and the next "
+        "paychan pay resumes it. paychan close (or pay --settle --count 0) settles without paying.")
     p.add_argument("--server", required=True, metavar="ENDPOINT", help="e.g. tcp:127.0.0.1:4242, or tls:HOST:PORT[:trustRoots=CA_DIR] (the certificate is verified)")
     p.add_argument("--value", type=int, required=True, metavar="SATS",
                    help="value to lock in a new channel (the server's minimum channel value applies); the "
