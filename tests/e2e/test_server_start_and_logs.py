@@ -181,3 +181,10 @@ def test_a_malformed_server_endpoint_is_one_line(tmp_path: Path, argv: tuple[str
     done = cli(*argv, "--data-dir", str(tmp_path), "--chain", "http://127.0.0.1:1", "--value", "100000", "--amount", "10")
     assert done.returncode == 1 and message in done.stderr and "Traceback" not in done.stderr
     assert done.stderr.count("\n") == 1
+
+
+def test_make_run_passes_args_on() -> None:
+    done = subprocess.run(["make", "-n", "run", "ARGS=--verbose --min-payment 2000"], cwd=str(REPO),
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "paychan --data-dir paychan-data --verbose --min-payment 2000" in done.stdout.splitlines()[-1]
