@@ -1,4 +1,5 @@
-# Two commands do all the set-up on a fresh machine (README): `make test` and `make run`.
+# Two commands do all the set-up on a fresh machine (README): `make test` and `make run`
+# (`make run ARGS=--verbose` passes options on to `twistd paychan`).
 PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -37,7 +38,7 @@ bench: $(STAMP)
 	for b in bench/bench_*.py; do $(PY) $$b || exit 1; done
 
 run: $(STAMP)
-	$(VENV)/bin/twistd --nodaemon --pidfile= paychan --data-dir paychan-data
+	$(VENV)/bin/twistd --nodaemon --pidfile= paychan --data-dir paychan-data $(ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

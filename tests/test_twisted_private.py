@@ -45,3 +45,13 @@ def test_request_not_sent_is_what_the_http_client_raises():
     from twisted.web import client
 
     assert client.RequestNotSent is twisted_private.RequestNotSent
+
+
+def test_the_http_pool_and_endpoint_services_have_what_we_use():
+    from twisted.application.internet import StreamServerEndpointService
+    from twisted.web.client import HTTPConnectionPool
+
+    assert HTTPConnectionPool._factory is twisted_private.HTTP11ClientFactory
+    service = StreamServerEndpointService(None, None)
+    for name in twisted_private.ENDPOINT_SERVICE_ATTRIBUTES:
+        assert hasattr(service, name), name

@@ -24,6 +24,7 @@ from twisted_paychan import constants as C
 from twisted_paychan.channel.settings import ServerSettings
 
 if TYPE_CHECKING:  # the backends load only when the service starts (twistd lists plugins first)
+    from twisted_paychan.bitcoin.addresses import Network
     from twisted_paychan.chain.embedded.chain import EmbeddedChain
     from twisted_paychan.chain.embedded.rpc.server import RpcServer
     from twisted_paychan.chain.rpc.chain import RpcChain
@@ -122,6 +123,8 @@ class Options(usage.Options):
             )
         except ValueError as e:
             raise usage.UsageError(str(e)) from None
+        if self["fee-rate"] < C.FEE_RATE_FLOOR:
+            raise usage.UsageError(f"--fee-rate must be at least {C.FEE_RATE_FLOOR} sat/kB (the minimum relay fee)")
         chain = self["chain"]
         if chain != "embedded" and not chain.startswith(("http://", "https://")):
             raise usage.UsageError("--chain is 'embedded' or an http(s) RPC URL")
@@ -199,6 +202,8 @@ class ChainService(service.Service):
         self.rpc_user = rpc_user
         self.rpc_password_file = rpc_password_file
         self.chain: Union[EmbeddedChain, RpcChain, None] = None
+        #: The wallet's network: the chain's (``getblockchaininfo`` of a node; regtest embedded).
+        self.network: Optional[Network] = None
 
     def _login(self) -> Optional[tuple[str, str]]:
         from twisted_paychan.secretfiles import SecretFileError, read_secret_file
@@ -211,14 +216,27 @@ class ChainService(service.Service):
             raise StartupRefused(str(e)) from None
 
     def startService(self) -> None:
-        if self.chain_arg == "embedded":
-            from twisted_paychan.chain.embedded.chain import EmbeddedChain
+        from twisted_paychan import startup
 
-            self.chain = EmbeddedChain.open(os.path.join(self.data_dir, "chain"), self.reactor)
+        if self.chain_arg == "embedded":
+            from twisted_paychan.bitcoin.addresses import REGTEST
+            from twisted_paychan.chain.embedded.chain import EmbeddedChain
+            from twisted_paychan.chain.embedded.datadir import DatadirInUse
+
+            try:
+                self.chain = EmbeddedChain.open(os.path.join(self.data_dir, "chain"), self.reactor)
+            except DatadirInUse as e:
+                raise StartupRefused(startup.in_use(self.data_dir, e)) from None
+            self.network = REGTEST
         else:
             from twisted_paychan.chain.rpc.chain import RpcChain
 
-            remote = RpcChain.from_url(self.reactor, self.chain_arg, cookie_path=self.rpc_cookie, credentials=self._login())
+            login = self._login()
+            try:  # fail now, with the reason, rather than run on without a chain
+                self.network = startup.probe_chain(self.chain_arg, self.rpc_cookie, login).network
+            except startup.ChainUnusable as e:
+                raise StartupRefused(str(e)) from None
+            remote = RpcChain.from_url(self.reactor, self.chain_arg, cookie_path=self.rpc_cookie, credentials=login)
             remote.start()
             self.chain = remote
         service.Service.startService(self)
@@ -259,9 +277,15 @@ class NodeRpcServerService(service.Service):
         from twisted_paychan.chain.embedded.chain import EmbeddedChain
         from twisted_paychan.chain.embedded.rpc.server import serve_node
 
+        from twisted_paychan import startup
+
         chain = self.chain.running_chain()
         assert isinstance(chain, EmbeddedChain), "only the embedded node is served"
         d = serve_node(self.reactor, chain.node, self.listen, fee_rate=self.fee_rate)
+        refused = startup.failed_now(d)
+        if refused is not None:  # a busy port: say so and stop, as for --listen
+            reason = getattr(refused.value, "socketError", None) or refused.getErrorMessage()
+            raise StartupRefused(f"cannot serve JSON-RPC on --rpc-listen {self.listen}: {reason}")
 
         def serving(server: RpcServer) -> None:
             self.rpc = server
@@ -312,7 +336,10 @@ class WalletService(service.Service):
 
         passphrase = self._passphrase()
         try:
-            wallet = SqliteWallet.open(self.path, self.chain.running_chain(), passphrase=passphrase)
+            from twisted_paychan.bitcoin.addresses import REGTEST
+
+            wallet = SqliteWallet.open(self.path, self.chain.running_chain(), self.chain.network or REGTEST,
+                                       passphrase=passphrase)
         except PassphraseRequired:
             raise StartupRefused(f"the wallet {self.path} is encrypted: give its passphrase with --wallet-passphrase-file") from None
         except WrongPassphrase:
@@ -349,9 +376,13 @@ class StoreService(service.Service):
         self.store: Optional[SqliteChannelStore] = None
 
     def startService(self) -> None:
-        from twisted_paychan.store.sqlite import open_store
+        from twisted_paychan import startup
+        from twisted_paychan.store.sqlite import StoreLocked, open_store
 
-        self.store = open_store(self.data_dir, self.reactor)
+        try:
+            self.store = open_store(self.data_dir, self.reactor)
+        except StoreLocked as e:
+            raise StartupRefused(startup.in_use(self.data_dir, e)) from None
         service.Service.startService(self)
 
     def stopService(self) -> "defer.Deferred[None]":
@@ -386,17 +417,25 @@ class ChannelsService(_InOrder):
         factory = PaymentChannelServerFactory(wallet.wallet, chain.running_chain(), store.store, o["settings"], self.reactor,
                                               maker.make(handler_arg, self.reactor))
         self.factory = factory
-        started = factory.manager.start()  # re-arm the settle-before-expiry timers
-        started.addErrback(lambda f: self.log.failure("loading the stored channels failed", f))
         for child in list(self):  # the listeners of an earlier run
             self.removeService(child)
-        self.addService(strports.service(o["listen"], factory, reactor=self.reactor))
+        from twisted.internet.error import CannotListenError
+
+        from twisted_paychan.startup import listen_now
+
+        self.addService(listen_now(o["listen"], factory, self.reactor))
         admin = admin_endpoint(o["admin-listen"], self.data_dir)
         if admin is not None:
             from twisted_paychan.net.admin import AdminFactory
 
-            self.addService(strports.service(admin, AdminFactory(factory.manager), reactor=self.reactor))
-        service.MultiService.startService(self)
+            self.addService(listen_now(admin, AdminFactory(factory.manager), self.reactor))
+        try:
+            service.MultiService.startService(self)
+        except CannotListenError as e:  # a busy port: one line, not a traceback
+            option, value = ("--admin-listen", admin) if admin and str(e.port) in admin else ("--listen", o["listen"])
+            raise StartupRefused(f"cannot listen on {option} {value}: {e.socketError}") from None
+        started = factory.manager.start()  # re-arm the settle-before-expiry timers (once listening)
+        started.addErrback(lambda f: self.log.failure("loading the stored channels failed", f))
 
     async def _stop(self) -> None:
         await _InOrder.stopService(self)

@@ -5,6 +5,13 @@ Everything we take from Twisted that is not its public API, in one place.
 connection the node had closed). Twisted raises it from ``twisted.web._newclient`` and
 re-exports it from ``twisted.web.client`` without listing it in ``__all__``.
 
+``HTTP11ClientFactory``: the factory ``HTTPConnectionPool`` makes each connection with, which
+``rpc.connection`` subclasses to silence its per-connection log lines (``pool._factory``).
+
+``StreamServerEndpointService``'s ``_raiseSynchronously`` and ``_waitingForPort``: ``startup``
+makes a server's busy port fail its start at once (twistd's own ``strports`` services log it and
+run on without the port).
+
 Direct socket writes:
 
 ``net.tcp.send_now`` hands a frame straight to the socket when nothing is queued before it,
@@ -25,8 +32,12 @@ from typing import Final
 from twisted.internet import tcp
 from twisted.internet.interfaces import ITransport
 from twisted.web._newclient import RequestNotSent
+from twisted.web.client import _HTTP11ClientFactory as HTTP11ClientFactory
 
-__all__ = ["RequestNotSent", "TCP_TRANSPORTS", "missing_attributes", "queued_bytes", "write_unqueued"]
+#: What ``startup`` reads and sets on a ``StreamServerEndpointService``.
+ENDPOINT_SERVICE_ATTRIBUTES: Final = ("_raiseSynchronously", "_waitingForPort")
+
+__all__ = ["ENDPOINT_SERVICE_ATTRIBUTES", "HTTP11ClientFactory", "RequestNotSent", "TCP_TRANSPORTS", "missing_attributes", "queued_bytes", "write_unqueued"]
 
 #: Twisted's TCP transports (server and client side); subclasses elsewhere (TLS, test doubles)
 #: are not assumed to keep the same buffers.

@@ -20,17 +20,17 @@ def data_dir(tmp_path: Path) -> str:
 
 
 def test_new_address_is_a_regtest_address(data_dir: str) -> None:
-    address = ok("wallet", "--data-dir", data_dir, "new-address").stdout.strip()
+    address = ok("wallet", "--data-dir", data_dir, "--create", "new-address").stdout.strip()
     assert address.startswith("bcrt1q")
     address_to_script(address, REGTEST)
-    legacy = ok("wallet", "--data-dir", data_dir, "--json", "new-address", "--type", "p2pkh").json
+    legacy = ok("wallet", "--data-dir", data_dir, "--create", "--json", "new-address", "--type", "p2pkh").json
     assert legacy["type"] == "p2pkh" and legacy["address"][0] in "mn" and legacy["network"] == "regtest"
     assert (Path(data_dir) / "wallet.sqlite").exists()
     assert (Path(data_dir) / "chain" / "paychan.lock").exists()  # the channel server's layout
 
 
 def test_fund_then_balance_and_coins(data_dir: str) -> None:
-    address = ok("wallet", "--data-dir", data_dir, "new-address").stdout.strip()
+    address = ok("wallet", "--data-dir", data_dir, "--create", "new-address").stdout.strip()
     funded = ok("regtest-fund", "--data-dir", data_dir, "--json", address, "250000").json
     assert funded["amount"] == 250000 and funded["vout"] == 0
     assert funded["outpoint"] == f"{funded['txid']}:0"
@@ -40,18 +40,18 @@ def test_fund_then_balance_and_coins(data_dir: str) -> None:
     assert bytes(tx.vout[0].scriptPubKey) == address_to_script(address, REGTEST)
     assert tx.GetTxid()[::-1].hex() == funded["txid"]
 
-    balance = ok("wallet", "--data-dir", data_dir, "--json", "balance").json
+    balance = ok("wallet", "--data-dir", data_dir, "--create", "--json", "balance").json
     assert (balance["confirmed"], balance["unconfirmed"], balance["total"]) == (250000, 0, 250000)
     assert balance["confirmed_btc"] == 0.0025
-    human = ok("wallet", "--data-dir", data_dir, "balance").stdout
+    human = ok("wallet", "--data-dir", data_dir, "--create", "balance").stdout
     assert "confirmed:   250000 sat (0.00250000 BTC)" in human
-    [coin] = ok("wallet", "--data-dir", data_dir, "--json", "coins").json
+    [coin] = ok("wallet", "--data-dir", data_dir, "--create", "--json", "coins").json
     assert (coin["txid"], coin["vout"], coin["value"], coin["height"]) == (funded["txid"], 0, 250000, 101)
-    assert f"{funded['txid']}:0" in ok("wallet", "--data-dir", data_dir, "coins").stdout
+    assert f"{funded['txid']}:0" in ok("wallet", "--data-dir", data_dir, "--create", "coins").stdout
 
 
 def test_fund_human_output_names_the_outpoint_and_the_tx(data_dir: str) -> None:
-    address = ok("wallet", "--data-dir", data_dir, "new-address").stdout.strip()
+    address = ok("wallet", "--data-dir", data_dir, "--create", "new-address").stdout.strip()
     lines = ok("regtest-fund", "--data-dir", data_dir, address, "1000").stdout.splitlines()
     assert lines[0] == f"funded {address} with 1000 sat (0.00001000 BTC)"
     assert lines[1].startswith("outpoint: ") and lines[1].endswith(":0")
@@ -60,11 +60,11 @@ def test_fund_human_output_names_the_outpoint_and_the_tx(data_dir: str) -> None:
 
 
 def test_fund_more_than_one_block_reward(data_dir: str) -> None:
-    address = ok("wallet", "--data-dir", data_dir, "new-address").stdout.strip()
+    address = ok("wallet", "--data-dir", data_dir, "--create", "new-address").stdout.strip()
     funded = ok("regtest-fund", "--data-dir", data_dir, "--json", address, str(75 * 100_000_000)).json
     tx = CTransaction.deserialize(bytes.fromhex(funded["hex"]))
     assert len(tx.vin) == 2  # two 50 BTC coinbases
-    assert ok("wallet", "--data-dir", data_dir, "--json", "balance").json["confirmed"] == 75 * 100_000_000
+    assert ok("wallet", "--data-dir", data_dir, "--create", "--json", "balance").json["confirmed"] == 75 * 100_000_000
 
 
 def test_funding_inputs_are_low_s_and_pass_core(data_dir: str) -> None:
@@ -73,7 +73,7 @@ def test_funding_inputs_are_low_s_and_pass_core(data_dir: str) -> None:
 
     key = ThrowawayKey()
     coins = [KeyCoin(OutPoint(bytes([i]) * 32, 0), 50_000) for i in (1, 2)]
-    target = address_to_script(ok("wallet", "--data-dir", data_dir, "new-address").stdout.strip(), REGTEST)
+    target = address_to_script(ok("wallet", "--data-dir", data_dir, "--create", "new-address").stdout.strip(), REGTEST)
     funding = build_funding_tx(key, coins, target, 60_000, 1000)
     tx = CTransaction.deserialize(funding.raw)
     assert [o.nValue for o in tx.vout] == [60_000, 100_000 - 60_000 - funding.fee]
@@ -86,19 +86,19 @@ def test_funding_inputs_are_low_s_and_pass_core(data_dir: str) -> None:
 
 
 def test_mine(data_dir: str) -> None:
-    mined = ok("regtest-mine", "--data-dir", data_dir, "--json", "3").json
+    mined = ok("regtest-mine", "--data-dir", data_dir, "--create", "--json", "3").json
     assert len(mined["blocks"]) == 3 and mined["height"] == 3
     assert mined["address"].startswith("bcrt1q")  # P2WSH(OP_TRUE)
-    address = ok("wallet", "--data-dir", data_dir, "new-address").stdout.strip()
-    human = ok("regtest-mine", "--data-dir", data_dir, "2", "--address", address).stdout
+    address = ok("wallet", "--data-dir", data_dir, "--create", "new-address").stdout.strip()
+    human = ok("regtest-mine", "--data-dir", data_dir, "--create", "2", "--address", address).stdout
     assert human.strip() == f"mined 2 block(s) to {address}; the tip is now at height 5"
 
 
 def test_encrypted_wallet_needs_its_passphrase(data_dir: str, tmp_path: Path) -> None:
     secret = tmp_path / "pass"
     secret.write_text("correct horse\n")
-    ok("wallet", "--data-dir", data_dir, "--passphrase-file", str(secret), "new-address")
-    ok("wallet", "--data-dir", data_dir, "balance", "--passphrase-file", str(secret))  # either side
+    ok("wallet", "--data-dir", data_dir, "--create", "--passphrase-file", str(secret), "new-address")
+    ok("wallet", "--data-dir", data_dir, "--create", "balance", "--passphrase-file", str(secret))  # either side
     missing = paychan("wallet", "--data-dir", data_dir, "balance")
     assert missing.code == 1 and "is encrypted: give its passphrase with --passphrase-file" in missing.stderr
     wrong = tmp_path / "wrong"
@@ -129,7 +129,7 @@ def test_encrypted_wallet_needs_its_passphrase(data_dir: str, tmp_path: Path) ->
     ],
 )
 def test_user_errors_are_one_line_and_exit_1(data_dir: str, argv: tuple[str, ...], message: str) -> None:
-    address = ok("wallet", "--data-dir", data_dir, "new-address").stdout.strip()
+    address = ok("wallet", "--data-dir", data_dir, "--create", "new-address").stdout.strip()
     result = paychan(*(a.format(d=data_dir, a=address) for a in argv))
     assert result.code == 1
     assert message in result.stderr
@@ -165,4 +165,4 @@ def test_a_data_dir_in_use_says_so(data_dir: str) -> None:
 
 def test_main_runs_many_times_in_one_process(data_dir: str) -> None:
     for n in range(1, 4):
-        assert ok("regtest-mine", "--data-dir", data_dir, "--json", "1").json["height"] == n
+        assert ok("regtest-mine", "--data-dir", data_dir, "--create", "--json", "1").json["height"] == n

@@ -85,7 +85,7 @@ def test_fund_and_query_a_running_node_then_sigterm(started: NodeProcess, node_d
     rpc = ("--chain", info["url"], "--rpc-cookie", str(cookie))
     wallet_dir = str(tmp_path / "wallet")
 
-    address = ok("wallet", "--data-dir", wallet_dir, *rpc, "new-address").stdout.strip()
+    address = ok("wallet", "--data-dir", wallet_dir, *rpc, "--create", "new-address").stdout.strip()
     funded = ok("regtest-fund", *rpc, "--json", address, "123456").json
     assert funded["height"] == 101
     balance = ok("wallet", "--data-dir", wallet_dir, *rpc, "--json", "balance").json

@@ -39,7 +39,7 @@ async def test_client_crash_at_each_step(tmp_path, point, after):
            "--amount", "1000"]
     try:
         def scenario() -> dict:
-            address = cli(["wallet", "--data-dir", client_dir, *chain, "new-address"]).stdout.strip()
+            address = cli(["wallet", "--data-dir", client_dir, *chain, "--create", "new-address"]).stdout.strip()
             for _ in range(2):  # two coins: a contract that never left keeps one reserved
                 assert cli(["regtest-fund", *chain, address, "3000000"]).returncode == 0
             crashed = cli([*pay, "--count", "10"], env={"PAYCHAN_CRASH_AT": point, "PAYCHAN_CRASH_AFTER": after})

@@ -69,7 +69,7 @@ async def test_pay_channel_down_to_zero(tmp_path, server_kind, settled_from):
                                   timeout=180, check=check)
 
         def scenario() -> tuple[subprocess.CompletedProcess, str]:
-            address = run("wallet", "--data-dir", client_dir, *rpc, "new-address").stdout.strip()
+            address = run("wallet", "--data-dir", client_dir, *rpc, "--create", "new-address").stdout.strip()
             run("regtest-fund", *rpc, address, str(FUNDS))
             # The server's 1000 sat opening payment and 5 x 19800: the fifth leaves no change.
             paid = run("pay", "--server", endpoint, *rpc, "--data-dir", client_dir, "--json",
@@ -175,7 +175,7 @@ async def test_settlement_late_pay_exits_0_and_watch_finishes(tmp_path):
 
     try:
         def pay() -> subprocess.CompletedProcess:
-            address = run("wallet", "--data-dir", client_dir, *rpc, "new-address").stdout.strip()
+            address = run("wallet", "--data-dir", client_dir, *rpc, "--create", "new-address").stdout.strip()
             run("regtest-fund", *rpc, address, str(FUNDS))
             return run("pay", "--server", endpoint, *rpc, "--data-dir", client_dir, "--settlement-wait", "1",
                        "--value", "100000", "--amount", "19800", "--count", "5", check=False)

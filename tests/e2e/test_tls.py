@@ -82,7 +82,7 @@ async def test_pay_over_tls_verifies_the_server(tmp_path: Path) -> None:
     pay = ["pay", *chain, "--data-dir", client_dir, "--value", "200000", "--amount", "1000", "--json"]
     try:
         def scenario() -> dict[str, subprocess.CompletedProcess[str]]:
-            address = _paychan("wallet", "--data-dir", client_dir, *chain, "new-address").stdout.strip()
+            address = _paychan("wallet", "--data-dir", client_dir, *chain, "--create", "new-address").stdout.strip()
             assert _paychan("regtest-fund", *chain, address, "1000000").returncode == 0
             return {
                 "untrusted": _paychan(*pay, "--server", f"{tls}:trustRoots={tmp_path / 'other'}"),

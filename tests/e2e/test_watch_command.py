@@ -26,7 +26,7 @@ async def test_watch_starts_and_stops_cleanly(tmp_path):
         def scenario() -> tuple[int, str]:
             run = lambda *a: subprocess.run(cli(*a), cwd=str(REPO), env=env, capture_output=True, text=True,  # noqa: E731
                                             timeout=120, check=True).stdout
-            address = run("wallet", "--data-dir", client_dir, *chain, "new-address").strip()
+            address = run("wallet", "--data-dir", client_dir, *chain, "--create", "new-address").strip()
             run("regtest-fund", *chain, address, "3000000")
             run("pay", "--server", server.endpoint, *chain, "--data-dir", client_dir,
                 "--value", "1000000", "--amount", "1000", "--count", "3")

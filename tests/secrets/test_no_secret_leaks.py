@@ -136,7 +136,7 @@ def test_a_full_session_writes_no_secret(tmp_path: Path) -> None:
     try:
         _wait_listening(server, port, server_log)
         client_pp = ("--passphrase-file", _secret_file(tmp_path / "client-pp", CLIENT_PASSPHRASE))
-        created = written.run("wallet", "--data-dir", str(client_dir), *login, *client_pp, "new-address")
+        created = written.run("wallet", "--data-dir", str(client_dir), *login, *client_pp, "--create", "new-address")
         address = created.stdout.strip()
         written.texts.remove(created.stderr)  # where the words are shown, on purpose: checked below
         written.run("regtest-fund", *login, address, "1000000")

@@ -95,7 +95,7 @@ async def test_allow_insecure_permissions_overrides(tmp_path: Path) -> None:
 
 def test_the_cli_creates_a_client_data_directory_private(tmp_path: Path) -> None:
     data = tmp_path / "client"
-    ok("wallet", "--data-dir", str(data), "new-address")
+    ok("wallet", "--data-dir", str(data), "--create", "new-address")
     assert _mode(data) == 0o700 and _mode(data / "wallet.sqlite") == 0o600
 
 

@@ -42,6 +42,6 @@ def test_trust_roots_must_hold_certificates(tmp_path: Path) -> None:
 
 
 def test_pay_says_what_is_wrong_with_the_server_endpoint(tmp_path: Path) -> None:
-    result = paychan("pay", "--data-dir", str(tmp_path / "c"), "--server", "tls:h:1:trustRoots=/no/such/dir",
+    result = paychan("pay", "--data-dir", str(tmp_path / "c"), "--create", "--server", "tls:h:1:trustRoots=/no/such/dir",
                      "--value", "200000", "--amount", "1000")
     assert result.code == 1 and "is not an endpoint" in result.stderr and "Traceback" not in result.stderr

@@ -23,7 +23,8 @@ from typing import Any, Awaitable, Callable, Optional
 
 from twisted.internet.defer import Deferred, succeed
 
-from twisted_paychan.bitcoin.addresses import MAINNET, REGTEST, TESTNET, Network
+from twisted_paychan import startup
+from twisted_paychan.bitcoin.addresses import REGTEST, Network
 from twisted_paychan.cli.output import UserError
 from twisted_paychan.rpc import jsonenc
 from twisted_paychan.rpc.auth import COOKIE_FILE
@@ -32,8 +33,8 @@ from twisted_paychan.rpc.auth import COOKIE_FILE
 #: node and its cookie in ``chain/``, ``wallet.sqlite`` and ``channels.sqlite`` beside it).
 CHAIN_DIR = "chain"
 
-#: Core's chain names -> address parameters.
-NETWORK_OF_CHAIN = {"main": MAINNET, "test": TESTNET, "testnet4": TESTNET, "signet": TESTNET, "regtest": REGTEST}
+#: Core's chain names -> address parameters (one table, shared with the server's start-up).
+NETWORK_OF_CHAIN = startup.NETWORK_OF_CHAIN
 
 
 @dataclass

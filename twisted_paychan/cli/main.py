@@ -9,12 +9,15 @@
     paychan pay --server ENDPOINT [--chain URL] --data-dir DIR --value SATS --amount SATS --count N
                 [--version 1|2|2or1] [--info HEX] [--settle | --keep-open]
     paychan channels --data-dir DIR
+    paychan close --server ENDPOINT [--chain URL] --data-dir DIR
     paychan settle --data-dir DIR (CONTRACT_TXID | --all)
     paychan watch --data-dir DIR [--chain URL]
 
-Every command takes ``--json`` (one JSON document on stdout) and ``--chain``/``--rpc-cookie``/
-``--data-dir`` where they apply. Exit status: 0 success, 1 an error the user can act on (the
-message says what; no traceback), 2 bad usage, 70 an internal error (with a traceback).
+Every command takes ``--json`` (one JSON document on stdout), ``--debug`` (a traceback with an
+error) and ``--chain``/``--rpc-cookie``/``--data-dir``/``--create`` where they apply; a missing
+data directory is created only with ``--create`` (``cli.errors``). Exit status: 0 success, 1 an
+error the user can act on (the message says what; no traceback), 2 bad usage, 70 an internal
+error (with a traceback), 130/143 ``pay`` stopped by SIGINT/SIGTERM (``cli.stopping``).
 """
 
 from __future__ import annotations
@@ -39,8 +42,13 @@ Command = Callable[[Any, argparse.Namespace, Output], Awaitable[int]]
 def _common(json_only: bool = False) -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
     parent.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON document")
+    parent.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show the traceback of an error too")
     if not json_only:
         parent.add_argument("--data-dir", default=argparse.SUPPRESS, help="data directory (node, wallet, cookie)")
+        parent.add_argument("--create", action="store_true", default=argparse.SUPPRESS,
+                            help="create --data-dir (and, with --chain embedded, a private regtest chain in it) "
+                                 "if it does not exist")
         parent.add_argument(
             "--chain",
             default=argparse.SUPPRESS,
@@ -61,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="paychan", description="bitcoinj-compatible micropayment channels on Twisted", parents=[common]
     )
+    from twisted_paychan import __version__
+
+    parser.add_argument("--version", action="version", version=f"paychan (twisted-paychan) {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
 
@@ -118,6 +129,12 @@ def build_parser() -> argparse.ArgumentParser:
     settle.add_argument("--fee-rate", type=int, default=1000, metavar="SAT_PER_KB",
                         help="settlement fee rate when the server is not running (default 1000)")
 
+    close = commands.add_parser("close", parents=[wallet_common],
+                                help="settle the open client channel(s) to a server, without paying")
+    from twisted_paychan.cli.close import add_arguments as close_arguments
+
+    close_arguments(close)
+
     mine = commands.add_parser("regtest-mine", parents=[common], help="mine N blocks")
     mine.add_argument("blocks", metavar="N", type=int)
     mine.add_argument("--address", help="pay the coinbases here (default: anyone-can-spend P2WSH(OP_TRUE))")
@@ -125,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _defaults(args: argparse.Namespace) -> argparse.Namespace:
-    defaults = (("json", False), ("data_dir", None), ("chain", "embedded"), ("rpc_cookie", None),
+    defaults = (("json", False), ("debug", False), ("create", False), ("data_dir", None), ("chain", "embedded"), ("rpc_cookie", None),
                 ("rpc_user", None), ("rpc_password_file", None), ("passphrase_file", None))
     for name, value in defaults:
         if not hasattr(args, name):
@@ -158,31 +175,20 @@ def _command(args: argparse.Namespace) -> Command:
         from twisted_paychan.cli.settle import run_settle
 
         return run_settle
+    if args.command == "close":
+        from twisted_paychan.cli.close import run_close
+
+        return run_close
     from twisted_paychan.cli.funding import run_fund, run_mine
 
     return run_fund if args.command == "regtest-fund" else run_mine
 
 
 def _user_message(error: BaseException) -> Optional[str]:
-    """The message for an error the user can act on, or None for a bug."""
-    from twisted_paychan.chain.embedded.datadir import DatadirInUse
-    from twisted_paychan.chain.interfaces import InsufficientFunds
-    from twisted_paychan.chain.types import BroadcastRejected, RejectKind
-    from twisted_paychan.rpc.connection import RpcAuthError, RpcConnectionError, RpcProtocolError
-    from twisted_paychan.rpc.errors import RpcError
-    from twisted_paychan.wallet.errors import WalletError
+    """The message for an error the user can act on, or None for a bug (``cli.errors``)."""
+    from twisted_paychan.cli.errors import user_message
 
-    if isinstance(error, UserError):
-        return error.message
-    if isinstance(error, RpcError):
-        return f"the node refused: {error.message} (code {error.code})"
-    if isinstance(error, BroadcastRejected):
-        if error.kind is RejectKind.UNREACHABLE:  # the node was never asked: say why, as before
-            return error.reason
-        return f"the node refused the transaction: {error.reason} (code {error.code})"
-    if isinstance(error, (RpcConnectionError, RpcAuthError, RpcProtocolError, DatadirInUse, WalletError, InsufficientFunds)):
-        return str(error)
-    return None
+    return user_message(error)
 
 
 def main(
@@ -202,6 +208,9 @@ def main(
     out = Output(stdout, stderr, args.json)
     command = _command(args)
     try:
+        from twisted_paychan.cli.errors import check_data_dir
+
+        check_data_dir(args)
         return runner.run(
             lambda reactor: command(reactor, args, out),
             install_signal_handlers=args.command in ("regtest", "watch"),
@@ -216,6 +225,8 @@ def main(
             traceback.print_exc(file=stderr)
             return EXIT_INTERNAL
         out.error(message)
+        if args.debug:
+            traceback.print_exc(file=stderr)
         return e.exit_code if isinstance(e, UserError) else EXIT_ERROR
 
 

@@ -18,6 +18,12 @@ closes without acknowledging it (stock bitcoinj, §7.3 step 4), and the server s
 default 60) for that settlement, from the server's CLOSE or the chain, and reports it; if it has
 not appeared, ``pay`` still succeeds and the stored channel stays open with a note until
 ``paychan watch`` sees the settlement (or refunds the channel after its expiry).
+
+Before it locks money, ``pay`` checks what it can (``cli.pay_checks``): the amounts against
+``--value``, a stored channel the server settled while the client was away (recorded, said),
+and the wallet's balance; a channel too small for the payments asked for pays none of them.
+SIGINT and SIGTERM stop it between two payments (``cli.stopping``): the channel stays stored
+for a resume, one line says what was paid, and the exit status is 130 or 143.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
 from twisted.internet.endpoints import clientFromString
-from twisted.internet.error import ConnectError
+from twisted.internet.error import ConnectError, DNSLookupError
 
 from twisted_paychan.bitcoin.txid import txid as txid_of
 from twisted_paychan.chain.types import display_hex
@@ -54,8 +60,19 @@ _VERSIONS = {"1": VersionSelector.VERSION_1, "2": VersionSelector.VERSION_2, "2o
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "Resume the stored channel to --server, or open a new one of --value satoshis, and make --count payments "
+        "of --amount. A new channel starts with an initial payment the server requires (its --min-payment, "
+        "1,000 sat by default), said as the channel opens: 'channel opened: 1,000,000 sat locked, 1,000 sat "
+        "initial payment required by the server'.")
+    p.epilog = (
+        "Ctrl-C or SIGTERM stops between two payments (exit 130 or 143): the channel is kept, and the next "
+        "paychan pay resumes it. paychan close (or pay --settle --count 0) settles without paying.")
     p.add_argument("--server", required=True, metavar="ENDPOINT", help="e.g. tcp:127.0.0.1:4242, or tls:HOST:PORT[:trustRoots=CA_DIR] (the certificate is verified)")
-    p.add_argument("--value", type=int, required=True, metavar="SATS", help="value to lock in a new channel")
+    p.add_argument("--value", type=int, required=True, metavar="SATS",
+                   help="value to lock in a new channel (the server's minimum channel value applies); the "
+                        "server takes an initial payment from it at once (twistd paychan --min-payment, "
+                        "1,000 sat by default), so the channel can pay VALUE minus that")
     p.add_argument("--amount", type=int, required=True, metavar="SATS", help="size of each payment")
     p.add_argument("--count", type=int, default=1, metavar="N", help="number of payments (default 1)")
     p.add_argument("--version", choices=sorted(_VERSIONS), default="2or1")
@@ -75,6 +92,10 @@ async def run_pay(reactor: Any, args: argparse.Namespace, out: Output) -> int:
         raise UserError("paychan pay needs --data-dir (the client's wallet and channels)")
     if args.amount < 0 or args.count < 0 or args.value <= 0:
         raise UserError("--value must be positive, --amount and --count not negative")
+    from twisted_paychan.cli.pay_checks import check_arguments
+
+    check_arguments(args)
+    _server_endpoint(reactor, args.server)  # a malformed --server fails before anything is opened
     try:
         info = bytes.fromhex(args.info) if args.info else None
     except ValueError:
@@ -121,14 +142,34 @@ def _server_endpoint(reactor: Any, description: str) -> Any:
             return parse_tls(reactor, description)
         return clientFromString(reactor, description)
     except (ValueError, TypeError, KeyError) as e:
-        raise UserError(f"--server {description!r} is not an endpoint like tcp:HOST:PORT or tls:HOST:PORT: {e}") from None
+        from twisted_paychan.cli.errors import endpoint_problem
+
+        raise endpoint_problem("--server", description, e) from None
 
 
 async def _pay_with(reactor: Any, args: Any, out: Output, manager: ClientChannelManager,
                     settings: ClientSettings, server_id: bytes, info: Any) -> int:
+    from twisted_paychan.cli import pay_checks
+    from twisted_paychan.cli.stopping import StopRequest
+
     for txid in await manager.release_abandoned_contracts():
         out.stderr.write(f"released the coins of contract {display_hex(txid)}, never sent (a crash?)\n")
     endpoint = _server_endpoint(reactor, args.server)
+    if args.count == 0 and args.settle:  # settle only: never open a channel for it
+        from twisted_paychan.cli.close import close_channels
+
+        return await close_channels(reactor, args, out, manager.wallet, manager, server_id, endpoint)
+    await pay_checks.settled_while_away(reactor, manager, server_id, out)
+    await pay_checks.check_funds(manager, server_id, settings.versions.requested_major, args.value,
+                                 int(reactor.seconds()))
+    with StopRequest(reactor) as stop:
+        return await _pay_stream(reactor, args, out, manager, settings, server_id, info, endpoint, stop)
+
+
+async def _pay_stream(reactor: Any, args: Any, out: Output, manager: ClientChannelManager,
+                      settings: ClientSettings, server_id: bytes, info: Any, endpoint: Any, stop: Any) -> int:
+    from twisted_paychan.cli import pay_checks
+
     try:
         conn = await connect(reactor, endpoint, manager.wallet, manager.chain, manager.store, settings, server_id,
                              None, manager=manager)
@@ -138,23 +179,42 @@ async def _pay_with(reactor: Any, args: Any, out: Output, manager: ClientChannel
                 f"refusing to pay {args.server}: its TLS certificate cannot be verified ({endpoint.tls_error}); "
                 "give the CA that signed it with :trustRoots=DIR"
             ) from None
-        raise UserError(f"could not open a channel: {e}") from None
-    except (ConnectError, ConnectionError) as e:
+        from twisted_paychan.cli.errors import closed_in_words
+
+        raise UserError(f"could not open a channel: {closed_in_words(e)}") from None
+    except (ConnectError, ConnectionError, DNSLookupError) as e:
         raise UserError(f"cannot reach {args.server}: {e}") from None
     how = "resumed" if conn.resumed else "opened"
-    out.stderr.write(f"channel {display_hex(conn.contract_txid)} {how}\n")
+    out.stderr.write(pay_checks.opened_line(conn.record, conn.resumed, conn.contract_txid) + "\n")
+    try:
+        pay_checks.check_channel_can_pay(conn.record, args.amount, args.count)
+    except UserError:
+        conn.disconnect()
+        await conn.channel.closed
+        raise
     paid = 0
+    done = 0
     started = time.perf_counter()
     try:
         for i in range(args.count):
+            if stop.requested:
+                break
             ack = await conn.pay(args.amount, info)
             paid += ack.amount
+            done = i + 1
             if args.count <= 20 or (i + 1) % max(1, args.count // 10) == 0:
                 out.stderr.write(f"  payment {i + 1}/{args.count}: {ack.amount} sat acknowledged\n")
             if conn.record is not None and conn.record.client_change == 0 and i + 1 < args.count:
                 raise UserError(f"the channel is exhausted after {paid} sat ({i + 1} of {args.count} payments)")
-    except (ChannelClosed, ChannelUsageError) as e:
+    except ChannelClosed as e:
+        from twisted_paychan.cli.errors import closed_in_words
+
+        kept = "; the channel is kept: the next paychan pay resumes it" if e.reason.retryable else ""
+        raise UserError(f"payment failed after {paid} sat: {closed_in_words(e)}{kept}") from None
+    except ChannelUsageError as e:
         raise UserError(f"payment failed after {paid} sat: {e}") from None
+    if stop.requested and conn.record is not None and conn.record.client_change > 0:
+        return await _interrupted(out, conn, stop, paid, done, args.count)
     elapsed = time.perf_counter() - started
     record = conn.record
     assert record is not None
@@ -238,3 +298,20 @@ def exhausted_settlement(clock: IReactorTime, channel: ClientChannel,
     timer = clock.callLater(wait, finish, None)
     channel.closed.addBoth(closed)
     return result
+
+
+async def _interrupted(out: Output, conn: Any, stop: Any, paid: int, done: int, count: int) -> int:
+    """SIGINT/SIGTERM: the payment in flight has finished; disconnect without settling (the
+    channel stays stored, resumable) and say what was paid."""
+    conn.disconnect()
+    await conn.channel.closed
+    record = conn.record
+    txid = display_hex(conn.contract_txid)
+    out.emit(
+        f"stopped by {stop.name} after {done} of {count} payment(s), {paid:,} sat paid; channel {txid} "
+        f"({record.value - record.client_change:,} of {record.value:,} sat paid) is kept: the next paychan pay "
+        "resumes it",
+        {"interrupted": stop.name, "contract_txid": txid, "payments": done, "paid": paid,
+         "channel_value": record.value, "channel_paid": record.value - record.client_change, "resumable": True},
+    )
+    return int(stop.exit_status)

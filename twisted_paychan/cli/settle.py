@@ -56,6 +56,13 @@ async def run_settle(reactor: Any, args: argparse.Namespace, out: Output) -> int
     if bool(args.contract) == bool(args.all):
         raise UserError("name one CONTRACT_TXID or give --all")
     which = "all" if args.all else args.contract
+    if not args.all:
+        from twisted_paychan.chain.types import from_display_hex
+
+        try:
+            from_display_hex(which)
+        except ValueError:
+            raise UserError(f"{which!r} is not a contract txid (64 hex digits, as paychan channels shows them)") from None
     socket_path = Path(args.data_dir) / "admin.sock"
     if socket_path.exists():
         try:
@@ -68,6 +75,7 @@ async def run_settle(reactor: Any, args: argparse.Namespace, out: Output) -> int
             raise UserError(answer["error"])
         results = answer["results"]
         where = "by the running server"
+        _unknown(results, args)
     else:
         results = await _settle_offline(reactor, args, which)
         where = "from the data directory (server not running)"
@@ -88,6 +96,10 @@ async def _settle_offline(reactor: Any, args: argparse.Namespace, which: str) ->
 
     if not (Path(args.data_dir) / "channels.sqlite").exists():
         raise UserError(f"no channel store in {args.data_dir}")
+    await _check_stored(args, which)
+    if args.chain == "embedded" and not (Path(args.data_dir) / "chain").exists():
+        raise UserError(f"{args.data_dir} holds no embedded chain: give the --chain URL (and --rpc-cookie) of the "
+                        "node the server uses")
     access = await open_chain(reactor, args.chain, args.data_dir, args.rpc_cookie, rpc_login(args))
     try:
         wallet = open_wallet(os.path.join(args.data_dir, WALLET_FILE), access.chain, access.network, args.passphrase_file)
@@ -110,3 +122,40 @@ async def _settle_offline(reactor: Any, args: argparse.Namespace, which: str) ->
             wallet.close()
     finally:
         await access.close()
+
+
+def _unknown(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    """One channel asked for and the server does not know it: one line, not a table."""
+    if len(results) == 1 and not args.all and results[0]["settlement_txid"] is None and \
+            "no channel with that contract txid" in (results[0]["error"] or ""):
+        raise UserError(f"the server stores no channel {args.contract}: `paychan channels` lists the channels "
+                        "(with the server stopped)")
+
+
+async def _check_stored(args: argparse.Namespace, which: str) -> None:
+    """Before a chain is opened: the channel asked for is one of this data directory's server
+    channels (a client's channel is closed with ``paychan close``)."""
+    from twisted_paychan.chain.types import display_hex
+    from twisted_paychan.store.sqlite import StoreLocked, open_store
+
+    try:
+        store = open_store(args.data_dir)
+    except StoreLocked:
+        raise UserError(f"the channel store in {args.data_dir} is in use, but no operator socket "
+                        "answers: is the server running with --admin-listen none?") from None
+    try:
+        servers = {display_hex(r.contract_txid) for r in await store.server_channels()}
+        clients = {display_hex(r.contract_txid) for r in await store.client_channels()}
+    finally:
+        await store.close()
+    close_it = (f"paychan settle is the server's command; a client closes its channel with "
+                f"`paychan close --server ENDPOINT --data-dir {args.data_dir}`")
+    if which == "all":
+        if not servers and clients:
+            raise UserError(f"{args.data_dir} holds client channels only: {close_it}")
+        return
+    if which.lower() in clients:
+        raise UserError(f"{which} is a client channel (this data directory paid it): {close_it}")
+    if which.lower() not in servers:
+        raise UserError(f"no server channel {which} in {args.data_dir}: `paychan channels --data-dir "
+                        f"{args.data_dir}` lists them")

@@ -49,6 +49,8 @@ async def settle_channels(manager: ServerChannelManager, which: str) -> list[Res
         return [{"contract_txid": which, "settlement_txid": None, "error": "not a contract txid"}]
     try:
         raw = await manager.settle(txid)
+    except KeyError:
+        return [_row(SettleResult(txid, None, "this server stores no channel with that contract txid"))]
     except Exception as e:  # reported to the operator, channel kept (stuck) by the manager
         return [_row(SettleResult(txid, None, f"{type(e).__name__}: {e}"))]
     return [_row(SettleResult(txid, raw, None))]

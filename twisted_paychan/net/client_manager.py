@@ -150,6 +150,13 @@ class ClientChannelManager:
         channel.opened.addCallback(opened)
         return channel
 
+    def follow(self, record: ClientChannelRecord) -> None:
+        """Follow one stored channel for its settlement, as if a connection of this process had
+        used it (refunds stay with ``start()``): ``paychan pay`` asks this of a channel the
+        server may have settled while the client was away, and hears the answer by ``subscribe``."""
+        self._track(record)
+        self._feed(record.contract_txid, lc.SettlementAwaited(False, self._now()))
+
     def release_abandoned_contracts(self) -> defer.Deferred[list[bytes]]:
         return defer.ensureDeferred(release_abandoned_contracts(self.wallet, self.store, self.chain))
 

@@ -164,7 +164,7 @@ class ServerChannel(EffectRunner[ServerEffect]):
         return None
 
     def _do_close(self, effect: fx.Close) -> Outcome[ServerEffect]:
-        self._finish(effect.reason)
+        self._finish(effect.reason, effect.detail)
         return None
 
     def _new_server_key(self, effect: fx.NewServerKey) -> Outcome[ServerEffect]:
@@ -289,12 +289,15 @@ class ServerChannel(EffectRunner[ServerEffect]):
             return self._settle_channel(effect)
         assert_never(effect)
 
-    def _finish(self, reason: CloseReason) -> None:
+    def _finish(self, reason: CloseReason, detail: str = "") -> None:
         if self.close_reason is not None:
             return
         self.close_reason = reason
-        self.log.info("channel {txid}: connection closed ({reason})",
-                      txid=display_hex(self.contract_txid) if self.contract_txid else "-", reason=reason.name)
+        # The cause with its code and explanation (an ERROR received or sent): a failed handshake
+        # is otherwise a mystery to the operator.
+        self.log.info("channel {txid}: connection closed ({reason}{detail})",
+                      txid=display_hex(self.contract_txid) if self.contract_txid else "-", reason=reason.name,
+                      detail=f": {detail}" if detail else "")
         self._ports.closed(self, reason)
         self._close(reason)
         try:

@@ -37,6 +37,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from typing_extensions import assert_never
 
+from twisted_paychan import logs
 from twisted_paychan.bitcoin.scripts import ChannelScript
 from twisted_paychan.bitcoin.settlement import SettlementRejected, SettlementUnaffordable, build_settlement
 from twisted_paychan.chain.interfaces import ICancellable, IChain, ISigner, IWallet
@@ -192,6 +193,9 @@ class ServerChannelManager:
         self._block_watch: Optional[ICancellable] = None
         self._started = False
         self._prune_call: Optional[IDelayedCall] = None
+        #: The settlement last logged per channel: a request that broadcasts it again (the
+        #: operator asking twice, a client's CLOSE after it) is not logged as news.
+        self._logged_settlements: dict[bytes, bytes] = {}
         self.ports = ConnectionPorts(
             new_channel_key=self._new_channel_key,
             find_channel=self._find_channel,
@@ -403,8 +407,8 @@ class ServerChannelManager:
 
     def _store_channel(self, record: ServerChannelRecord, connection: ServerChannel) -> defer.Deferred[None]:
         def stored(_: None) -> None:
-            self.log.info("channel {txid}: stored, value {value}, expires {expiry}",
-                          txid=display_hex(record.contract_txid), value=record.value, expiry=record.expiry)
+            self.log.info("channel {txid}: stored, value {value} sat, expires {expiry}",
+                          txid=display_hex(record.contract_txid), value=record.value, expiry=logs.when(record.expiry))
             channel = self._add(record)
             if connection.close_reason is None:
                 channel.connection = connection
@@ -679,8 +683,11 @@ class ServerChannelManager:
             connection.settled_elsewhere(effect.settlement_tx)
 
     def _settle_succeeded(self, channel: _Channel, effect: lc.SettleSucceeded) -> None:
-        self.log.info("channel {txid}: settled ({by}), server gets {b} before fees", txid=display_hex(channel.txid),
-                      by=", ".join(sorted(b.value for b in effect.by)), b=channel.machine.record.best_value)
+        if effect.by and self._logged_settlements.get(channel.txid) != effect.tx:  # one line per settlement
+            self._logged_settlements[channel.txid] = effect.tx
+            self.log.info("channel {txid}: settlement broadcast ({by}), server gets {b} sat before fees",
+                          txid=display_hex(channel.txid), by=", ".join(sorted(b.value for b in effect.by)),
+                          b=channel.machine.record.best_value)
         waiting, channel.waiters = channel.waiters, []
         for waiter in waiting:
             waiter.callback(effect.tx)

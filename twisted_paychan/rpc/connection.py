@@ -41,7 +41,7 @@ from zope.interface import implementer
 from twisted_paychan.rpc import jsonenc
 from twisted_paychan.rpc.auth import read_cookie
 from twisted_paychan.rpc.errors import RpcError
-from twisted_paychan.twisted_private import RequestNotSent
+from twisted_paychan.twisted_private import HTTP11ClientFactory, RequestNotSent
 
 log = Logger()
 
@@ -50,6 +50,13 @@ DEFAULT_TIMEOUT = 300.0
 #: Calls that must not be sent twice: a request lost on a stale kept-alive connection is
 #: retried once on a fresh one, except these (each would mine again).
 NOT_RETRIED = frozenset({"generatetoaddress", "generatetodescriptor", "generateblock", "generate", "stop"})
+
+
+class _QuietHTTPFactory(HTTP11ClientFactory):
+    """The pool's connection factory without its log line at each connection's start and end:
+    a follower polling a node opens one every few seconds."""
+
+    noisy = False
 
 
 class RpcConnectionError(Exception):
@@ -116,6 +123,7 @@ class RpcConnection:
                      node=self.name)
         self._ids = itertools.count(1)
         self._pool = HTTPConnectionPool(reactor, persistent=True)
+        self._pool._factory = _QuietHTTPFactory  # no "Starting factory" line per new connection
         self._pool.maxPersistentPerHost = max_connections
         self._pool.retryAutomatically = False  # a retried sendrawtransaction is still fine, but say what happened
         self._http = HTTPClient(Agent(reactor, pool=self._pool))

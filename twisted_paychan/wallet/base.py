@@ -320,6 +320,8 @@ class BaseWallet:
 
     def _logged_refresh(self) -> None:
         def failed(f: Failure) -> None:
+            if self._watch is None:
+                return  # stopped meanwhile (a shutdown closed the chain or the file): not news
             self.log.failure("refreshing the wallet's coins failed", f)
 
         self.refresh().addErrback(failed)

@@ -42,6 +42,7 @@ from twisted.logger import Logger
 from twisted.protocols.basic import Int32StringReceiver
 from twisted.python.failure import Failure
 
+from twisted_paychan import logs
 from twisted_paychan.constants import MAX_MESSAGE_SIZE
 from twisted_paychan.wire.messages import (
     ErrorCode,
@@ -305,7 +306,7 @@ class MessageProtocol(Int32StringReceiver):
         self._cancelIdleTimer()
         if reason.kind is CloseKind.PROTOCOL_VIOLATION:
             self._log.info("peer protocol violation, closing: {detail}", detail=reason.detail)
-        else:
+        elif logs.verbose:  # once per connection: only when asked for (see ``twisted_paychan.logs``)
             self._log.debug(
                 "closing ({kind}): {detail}", kind=reason.kind.value, detail=reason.detail
             )

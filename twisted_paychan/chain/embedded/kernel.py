@@ -32,6 +32,8 @@ from typing import Any, Callable, Optional
 import pbk
 from twisted.logger import Logger
 
+from twisted_paychan import logs
+
 log = Logger()
 
 
@@ -239,8 +241,9 @@ class Kernel:
             except pbk.ProcessBlockException:
                 is_new, raised = False, True
         self._raise_callback_errors()
-        for line in capture.lines:
-            log.debug("kernel: {line}", line=line.rstrip())
+        if logs.verbose:  # the kernel's own lines, several per block: only when asked for
+            for line in capture.lines:
+                log.debug("kernel: {line}", line=line.rstrip())
         if is_new and self.block_hash_at(self.height) == block_hash:
             return BlockVerdict(True)
         if not raised and self._on_active_chain(block_hash):
