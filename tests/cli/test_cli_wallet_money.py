@@ -99,7 +99,7 @@ def test_the_walkthrough_money_adds_up(tmp_path: Path) -> None:
     chain = ("--chain", url, "--rpc-cookie", str(cookie))
     try:
         _wait(lambda: cookie.exists() and _listening(port) and _listening(rpc_port), "server start", server, log)
-        made = paychan("wallet", "--data-dir", str(client_dir), *chain, "new-address")
+        made = paychan("wallet", "--data-dir", str(client_dir), *chain, "--create", "new-address")
         address = made.stdout.strip()
         assert "recovery words" in made.stderr
         words = made.stderr.strip().splitlines()[-1].strip()
@@ -139,7 +139,7 @@ def test_the_walkthrough_money_adds_up(tmp_path: Path) -> None:
         settlement = CTransaction.deserialize(bytes.fromhex(_rpc(url, cookie, "getrawtransaction", paid["settlement_txid"])))
         settlement_fee = 200_000 - sum(o.nValue for o in settlement.vout)
 
-        stranger = paychan("wallet", "--data-dir", str(tmp_path / "stranger"), *chain, "new-address").stdout.strip()
+        stranger = paychan("wallet", "--data-dir", str(tmp_path / "stranger"), *chain, "--create", "new-address").stdout.strip()
         refused = paychan("wallet", "--data-dir", str(client_dir), *chain, "send", stranger, str(10 * FUNDING), code=1)
         assert refused.stderr.startswith("paychan: error: insufficient funds: need ")
         assert f"have {client_balance} sat" in refused.stderr and len(refused.stderr.splitlines()) == 1
@@ -174,7 +174,7 @@ def test_the_walkthrough_money_adds_up(tmp_path: Path) -> None:
         info = json.loads(node.stdout.readline())
         chain = ("--chain", info["url"], "--rpc-cookie", info["cookie"])
         assert _balance("--data-dir", str(server_dir), *chain) == paid["channel_paid"] - settlement_fee
-        embedded = paychan("wallet", "--data-dir", str(tmp_path / "stranger"), "send", stranger, "all", code=1)
+        embedded = paychan("wallet", "--data-dir", str(server_dir), "send", stranger, "all", code=1)
         assert "forgets its mempool" in embedded.stderr
         sent = json.loads(paychan("wallet", "--data-dir", str(server_dir), *chain, "send", stranger, "all",
                                   "--json").stdout)

@@ -58,7 +58,7 @@ def test_restore_refuses_bad_words_and_an_existing_wallet(tmp_path: Path) -> Non
 
 def test_send_errors(tmp_path: Path) -> None:
     data = str(tmp_path / "d")
-    made = ok("wallet", "--data-dir", data, "new-address")
+    made = ok("wallet", "--data-dir", data, "--create", "new-address")
     assert "recovery words" in made.stderr and "recovery words" not in made.stdout
     not_a_number = paychan("wallet", "--data-dir", data, "send", made.stdout.strip(), "lots")
     assert not_a_number.code == 1 and "AMOUNT is a number of sat or 'all'" in not_a_number.stderr

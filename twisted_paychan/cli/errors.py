@@ -25,7 +25,7 @@ _NEEDS_DATA_DIR = frozenset({"wallet", "regtest-fund", "regtest-mine", "pay", "c
 #: ``paychan wallet`` actions that make their own wallet where there is none.
 _WALLET_CREATES = frozenset({"restore"})
 #: ``paychan wallet`` actions on the wallet file alone, which open no chain.
-_WALLET_FILE_ONLY = frozenset({"encrypt"})
+_WALLET_FILE_ONLY = frozenset({"encrypt", "seed"})
 
 
 def check_data_dir(args: argparse.Namespace) -> None:
