@@ -11,6 +11,7 @@
     paychan channels --data-dir DIR
     paychan settle --data-dir DIR (CONTRACT_TXID | --all)
     paychan watch --data-dir DIR [--chain URL]
+    paychan backup --data-dir DIR OUT_DIR
 
 Every command takes ``--json`` (one JSON document on stdout) and ``--chain``/``--rpc-cookie``/
 ``--data-dir`` where they apply. Exit status: 0 success, 1 an error the user can act on (the
@@ -115,6 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
     settle.add_argument("--fee-rate", type=int, default=1000, metavar="SAT_PER_KB",
                         help="settlement fee rate when the server is not running (default 1000)")
 
+    backup = commands.add_parser("backup", parents=[common], help="copy the channel store and the wallet (safe while the server runs)")
+    from twisted_paychan.cli.backup import add_arguments as backup_arguments
+
+    backup_arguments(backup)
+
     mine = commands.add_parser("regtest-mine", parents=[common], help="mine N blocks")
     mine.add_argument("blocks", metavar="N", type=int)
     mine.add_argument("--address", help="pay the coinbases here (default: anyone-can-spend P2WSH(OP_TRUE))")
@@ -155,6 +161,10 @@ def _command(args: argparse.Namespace) -> Command:
         from twisted_paychan.cli.settle import run_settle
 
         return run_settle
+    if args.command == "backup":
+        from twisted_paychan.cli.backup import run_backup
+
+        return run_backup
     from twisted_paychan.cli.funding import run_fund, run_mine
 
     return run_fund if args.command == "regtest-fund" else run_mine
