@@ -88,7 +88,24 @@ class Options(usage.Options):
          "File whose first line is the wallet's passphrase: a new wallet is created encrypted, an encrypted one unlocked."],
         ["admin-listen", None, "default",
          "Endpoint for operator commands (paychan settle); default: unix socket DATA_DIR/admin.sock, 'none' to switch off."],
+        ["config", None, None, "TOML or INI file of these options (names without the dashes); the command line wins."],
     ]
+
+    def parseOptions(self, options: Optional[list[str]] = None) -> None:
+        """The ``--config`` file first, then the command line over it (it wins). A mistake in
+        the file is one line (not twistd's usage text: the command line was right)."""
+        import sys
+
+        from twisted_paychan.config import apply_config, config_path_in, read_config
+
+        argv = sys.argv[1:] if options is None else list(options)
+        path = config_path_in(argv)
+        if path is not None:
+            try:
+                apply_config(self, path, read_config(path))
+            except usage.UsageError as e:
+                raise StartupRefused(str(e)) from None
+        usage.Options.parseOptions(self, argv)
 
     def postOptions(self) -> None:
         if self["verbose"]:
