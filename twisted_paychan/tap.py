@@ -89,6 +89,7 @@ class Options(usage.Options):
         ["admin-listen", None, "default",
          "Endpoint for operator commands (paychan settle); default: unix socket DATA_DIR/admin.sock, 'none' to switch off."],
         ["config", None, None, "TOML or INI file of these options (names without the dashes); the command line wins."],
+        ["log-format", None, "text", "'text' (twistd's lines) or 'json' (one JSON object per line, to --logfile)."],
     ]
 
     def parseOptions(self, options: Optional[list[str]] = None) -> None:
@@ -112,6 +113,13 @@ class Options(usage.Options):
             from twisted_paychan import logs
 
             logs.set_verbose()
+        if self["log-format"] not in ("text", "json"):
+            raise usage.UsageError(f"--log-format is 'text' or 'json', not {self['log-format']!r}")
+        twistd: Any = getattr(self, "parent", None)  # twistd's own options, which choose the observer
+        if self["log-format"] == "json" and twistd is not None:
+            from twisted_paychan.jsonlog import use_for_twistd
+
+            use_for_twistd(twistd)
         try:
             versions = frozenset(int(v) for v in str(self["versions"]).split(",") if v.strip())
         except ValueError:

@@ -23,6 +23,7 @@ from twisted.python.failure import Failure
 from twisted_paychan.channel.errors import CloseReason
 from twisted_paychan.channel.settings import ServerSettings
 from twisted_paychan.chain.interfaces import IChain, IWallet
+from twisted_paychan.net.logfields import peer_address
 from twisted_paychan.net.server_channel import NullServerHandler, ServerChannel
 from twisted_paychan.net.server_manager import ServerChannelManager
 from twisted_paychan.store.interfaces import IChannelStore
@@ -48,6 +49,7 @@ class ServerChannelProtocol(ChannelStreamProtocol):
         set_nodelay(self.transport)
         self.channel = self.factory.manager.connection(self.handler, self.sendMessage, self._channel_closed)
         self.channel.on_open = self._channel_opened
+        self.channel.peer = peer_address(self.transport)
 
     def _channel_opened(self) -> None:
         """The handshake timeout gives way to the (optional) idle timeout of an open channel."""

@@ -23,6 +23,7 @@ from zope.interface import Interface, implementer
 from twisted_paychan.bitcoin.settlement import SettlementRejected, SettlementUnaffordable
 from twisted_paychan.channel import effects as fx
 from twisted_paychan.net.effect_runner import EffectRunner, Outcome
+from twisted_paychan.net.logfields import NO_PEER
 from twisted_paychan.channel.errors import CloseReason
 from twisted_paychan.channel.server import ServerMachine
 from twisted_paychan.channel.settings import ServerSettings
@@ -126,6 +127,8 @@ class ServerChannel(EffectRunner[ServerEffect]):
         self.clock = clock
         self.close_reason: Optional[CloseReason] = None
         self.contract_txid: Optional[bytes] = None
+        #: The client's address, for log lines (set by the transport's adapter).
+        self.peer = NO_PEER
         #: Called when the channel opens (the TCP adapter swaps its handshake timeout).
         self.on_open: Optional[Callable[[], None]] = None
         #: Fires with the close reason once the connection is over and every effect has run.
@@ -204,21 +207,24 @@ class ServerChannel(EffectRunner[ServerEffect]):
         if not isinstance(f.value, StoreError):
             f.raiseException()  # not a refusal: the runner closes down
         if not isinstance(f.value, ChannelNotOpen):
-            self.log.warn("channel {txid}: payment refused by the store: {why}",
-                          txid=_DisplayTxid(self.contract_txid or b""), why=f.getErrorMessage())
+            self.log.warn("channel {txid} (peer {peer}): payment refused by the store: {why}",
+                          txid=_DisplayTxid(self.contract_txid or b""), peer=self.peer, why=f.getErrorMessage())
         return self.machine.payment_refused(f.getErrorMessage())
 
     def _notify_payment(self, effect: fx.NotifyPayment) -> Outcome[ServerEffect]:
         if logs.verbose:  # once per payment: only when asked for (see ``logs``)
-            self.log.debug("channel {txid}: payment +{increase} sat, total {total}",
-                           txid=_DisplayTxid(effect.contract_txid), increase=effect.increase, total=effect.total)
+            self.log.debug("channel {txid} (peer {peer}): payment +{increase} sat, total {total}",
+                           txid=_DisplayTxid(effect.contract_txid), peer=self.peer, increase=effect.increase,
+                           total=effect.total)
         self._paid(effect.contract_txid, effect.increase, effect.total)
         m = self.machine
         if not effect.awaited:
             d = defer.maybeDeferred(
                 self.handler.payment_received, effect.contract_txid, effect.increase, effect.total, effect.info
             )
-            d.addErrback(lambda f: self.log.failure("payment handler failed on the initial payment", f))
+            d.addErrback(lambda f: self.log.failure("channel {txid} (peer {peer}): payment handler failed on the "
+                                                    "initial payment", f, txid=_DisplayTxid(effect.contract_txid),
+                                                    peer=self.peer))
             return None
         # What defer.maybeDeferred would do, without wrapping the usual plain answer (None or
         # info bytes) in a Deferred only to unwrap it again on every payment.
@@ -237,8 +243,8 @@ class ServerChannel(EffectRunner[ServerEffect]):
 
     def _channel_opened(self, effect: fx.ChannelOpened) -> Outcome[ServerEffect]:
         self.contract_txid = effect.contract_txid
-        self.log.info("channel {txid}: open ({how})", txid=display_hex(effect.contract_txid),
-                      how="resumed" if effect.resumed else "new")
+        self.log.info("channel {txid} (peer {peer}): open ({how})", txid=display_hex(effect.contract_txid),
+                      peer=self.peer, how="resumed" if effect.resumed else "new")
         self._ports.opened(self, effect.contract_txid, effect.resumed)
         if self.on_open is not None:
             self.on_open()
@@ -252,7 +258,8 @@ class ServerChannel(EffectRunner[ServerEffect]):
         def failed(f: Failure) -> Effects:
             unaffordable = isinstance(f.value, SettlementUnaffordable)
             if not unaffordable and not isinstance(f.value, SettlementRejected):
-                self.log.failure("settlement failed", f)
+                self.log.failure("channel {txid} (peer {peer}): settlement failed", f,
+                                 txid=display_hex(effect.contract_txid), peer=self.peer)
             return m.settle_failed(f.getErrorMessage(), unaffordable)
 
         return d.addCallbacks(lambda settlement: m.settled(settlement), failed)
@@ -287,8 +294,9 @@ class ServerChannel(EffectRunner[ServerEffect]):
         if self.close_reason is not None:
             return
         self.close_reason = reason
-        self.log.info("channel {txid}: connection closed ({reason})",
-                      txid=display_hex(self.contract_txid) if self.contract_txid else "-", reason=reason.name)
+        self.log.info("channel {txid} (peer {peer}): connection closed ({reason})",
+                      txid=display_hex(self.contract_txid) if self.contract_txid else "-", peer=self.peer,
+                      reason=reason.name)
         self._ports.closed(self, reason)
         self._close(reason)
         try:
