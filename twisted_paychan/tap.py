@@ -88,6 +88,10 @@ class Options(usage.Options):
          "File whose first line is the wallet's passphrase: a new wallet is created encrypted, an encrypted one unlocked."],
         ["admin-listen", None, "default",
          "Endpoint for operator commands (paychan settle); default: unix socket DATA_DIR/admin.sock, 'none' to switch off."],
+        ["api-listen", None, "tcp:8844:interface=127.0.0.1",
+         "Endpoint of the HTTP API, metrics and dashboard ('none' to switch off; ssl:... for TLS); doc/api.md."],
+        ["api-token-file", None, None,
+         "File whose first line is the API's bearer token (default: a new one in DATA_DIR/api.cookie at each start)."],
         ["config", None, None, "TOML or INI file of these options (names without the dashes); the command line wins."],
         ["log-format", None, "text", "'text' (twistd's lines) or 'json' (one JSON object per line, to --logfile)."],
     ]
@@ -393,6 +397,8 @@ class ChannelsService(_InOrder):
         started.addErrback(lambda f: self.log.failure("loading the stored channels failed", f))
         for child in list(self):  # the listeners of an earlier run
             self.removeService(child)
+        if o["api-listen"] != "none":
+            self.addService(_api_service(self.reactor, o, self.data_dir, factory, chain, wallet, store))
         self.addService(strports.service(o["listen"], factory, reactor=self.reactor))
         admin = admin_endpoint(o["admin-listen"], self.data_dir)
         if admin is not None:
@@ -408,6 +414,24 @@ class ChannelsService(_InOrder):
 
     def stopService(self) -> "defer.Deferred[None]":
         return defer.ensureDeferred(self._stop())
+
+
+def _api_service(reactor: Any, o: Options, data_dir: str, factory: "PaymentChannelServerFactory", chain: ChainService,
+                 wallet: WalletService, store: StoreService) -> service.IService:
+    """The HTTP API (``api.service``); a token file or port it cannot use refuses the start."""
+    from twisted_paychan.api.service import ApiService, ApiStartError
+
+    def parts() -> Any:
+        return factory.manager, wallet.wallet, chain.running_chain(), store.store
+
+    class _Refusing(ApiService):
+        def startService(self) -> None:
+            try:
+                ApiService.startService(self)
+            except ApiStartError as e:
+                raise StartupRefused(str(e)) from None
+
+    return _Refusing(reactor, o["api-listen"], data_dir, o["api-token-file"], parts, [o["listen"]])
 
 
 class ChannelServerService(_InOrder):

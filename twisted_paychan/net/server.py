@@ -48,6 +48,9 @@ class ServerChannelProtocol(ChannelStreamProtocol):
     def connectionMade(self) -> None:
         set_nodelay(self.transport)
         self.channel = self.factory.manager.connection(self.handler, self.sendMessage, self._channel_closed)
+        peer = self.transport.getPeer() if self.transport is not None else None
+        if peer is not None and hasattr(peer, "port"):
+            self.channel.peer = f"{getattr(peer, 'host', '?')}:{peer.port}"
         self.channel.on_open = self._channel_opened
         self.channel.peer = peer_address(self.transport)
 

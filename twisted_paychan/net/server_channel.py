@@ -34,6 +34,7 @@ from twisted_paychan.chain.interfaces import ISigner
 from twisted_paychan.channel.effects import ServerEffect
 from twisted_paychan.channel.records import ServerChannelRecord
 from twisted_paychan.store.interfaces import ChannelNotOpen, StoreError
+from twisted_paychan.net.observers import ServerObserver
 from twisted_paychan.wire import received
 from twisted_paychan.wire.messages import TwoWayChannelMessage
 
@@ -133,11 +134,21 @@ class ServerChannel(EffectRunner[ServerEffect]):
         self.on_open: Optional[Callable[[], None]] = None
         #: Fires with the close reason once the connection is over and every effect has run.
         self.done: defer.Deferred[CloseReason] = defer.Deferred()
+        #: The operator's instruments (``net.observers``), set by the manager; None: unwatched.
+        self.observer: Optional[ServerObserver] = None
+        #: The client's address ("host:port") while connected over a socket, for the operator.
+        self.peer: Optional[str] = None
 
     # -- input --------------------------------------------------------------------------------
 
     def message_received(self, message: TwoWayChannelMessage) -> None:
-        self._run(self.machine.receive(received.decode(message), int(self.clock.seconds())))
+        decoded = received.decode(message)
+        if self.observer is not None:
+            if type(decoded) is received.UpdatePayment:
+                self.observer.update_received(self)
+            elif type(decoded) is received.Error:
+                self.observer.error_received(self, decoded.code)
+        self._run(self.machine.receive(decoded, int(self.clock.seconds())))
 
     def connection_lost(self) -> None:
         self._run(self.machine.connection_lost())
@@ -158,6 +169,8 @@ class ServerChannel(EffectRunner[ServerEffect]):
     def _do_send(self, effect: fx.Send) -> Outcome[ServerEffect]:
         if self.close_reason is None:
             self._send(effect.message)
+            if self.observer is not None:
+                self.observer.sent(self, effect.message)
         return None
 
     def _do_close(self, effect: fx.Close) -> Outcome[ServerEffect]:
@@ -298,6 +311,8 @@ class ServerChannel(EffectRunner[ServerEffect]):
                       txid=display_hex(self.contract_txid) if self.contract_txid else "-", peer=self.peer,
                       reason=reason.name)
         self._ports.closed(self, reason)
+        if self.observer is not None:
+            self.observer.disconnected(self, reason)
         self._close(reason)
         try:
             self.handler.channel_closed(reason)

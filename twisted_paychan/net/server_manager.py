@@ -47,6 +47,7 @@ from twisted_paychan.channel.records import ServerChannelRecord, ServerChannelSt
 from twisted_paychan.channel.settings import ServerSettings
 from twisted_paychan.faults import crash_point
 from twisted_paychan.net.logfields import NO_PEER, iso_time
+from twisted_paychan.net.observers import ServerObserver
 from twisted_paychan.net.subscribers import Subscribers
 from twisted_paychan.net.server_channel import ConnectionPorts, IServerHandler, NullServerHandler, ServerChannel
 from twisted_paychan.store.interfaces import ChannelNotOpen, IChannelStore, StoreError, TransitionConflict
@@ -193,6 +194,8 @@ class ServerChannelManager:
         self._block_watch: Optional[ICancellable] = None
         self._started = False
         self._prune_call: Optional[IDelayedCall] = None
+        #: The operator's instruments (``api.metrics``); each new connection carries them.
+        self.observer: Optional[ServerObserver] = None
         self.ports = ConnectionPorts(
             new_channel_key=self._new_channel_key,
             find_channel=self._find_channel,
@@ -254,8 +257,17 @@ class ServerChannelManager:
     def connection(self, handler: Optional[IServerHandler], send: Callable[[TwoWayChannelMessage], None],
                    close: Callable[[CloseReason], None]) -> ServerChannel:
         """A new client connection's channel object, reaching this manager through its ports."""
-        return ServerChannel(self.ports, self.settings, handler if handler is not None else NullServerHandler(),
-                             send, close, self.clock)
+        connection = ServerChannel(self.ports, self.settings, handler if handler is not None else NullServerHandler(),
+                                   send, close, self.clock)
+        if self.observer is not None:
+            connection.observer = self.observer
+            self.observer.connected(connection)
+        return connection
+
+    def connection_of(self, contract_txid: bytes) -> Optional[ServerChannel]:
+        """The live connection holding the channel, if any (for the operator: its peer)."""
+        channel = self._channels.get(contract_txid)
+        return channel.live() if channel is not None else None
 
     def list_channels(self) -> defer.Deferred[list[ServerChannelRecord]]:
         """Every stored server channel, oldest first, as stored now (b included)."""
@@ -687,6 +699,8 @@ class ServerChannelManager:
         self.log.info("channel {txid} (peer {peer}): settled ({by}), server gets {b} before fees",
                       txid=display_hex(channel.txid), peer=self._peer(channel),
                       by=", ".join(sorted(b.value for b in effect.by)), b=channel.machine.record.best_value)
+        if self.observer is not None:
+            self.observer.settlement_broadcast(channel.txid)
         waiting, channel.waiters = channel.waiters, []
         for waiter in waiting:
             waiter.callback(effect.tx)
