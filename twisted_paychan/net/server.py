@@ -23,7 +23,7 @@ from twisted.python.failure import Failure
 from twisted_paychan.channel.errors import CloseReason
 from twisted_paychan.channel.settings import ServerSettings
 from twisted_paychan.chain.interfaces import IChain, IWallet
-from twisted_paychan.net.logfields import peer_address
+from twisted_paychan.net.logfields import NO_PEER, peer_address
 from twisted_paychan.net.server_channel import NullServerHandler, ServerChannel
 from twisted_paychan.net.server_manager import ServerChannelManager
 from twisted_paychan.store.interfaces import IChannelStore
@@ -48,11 +48,9 @@ class ServerChannelProtocol(ChannelStreamProtocol):
     def connectionMade(self) -> None:
         set_nodelay(self.transport)
         self.channel = self.factory.manager.connection(self.handler, self.sendMessage, self._channel_closed)
-        peer = self.transport.getPeer() if self.transport is not None else None
-        if peer is not None and hasattr(peer, "port"):
-            self.channel.peer = f"{getattr(peer, 'host', '?')}:{peer.port}"
+        address = peer_address(self.transport)
+        self.channel.peer = None if address == NO_PEER else address
         self.channel.on_open = self._channel_opened
-        self.channel.peer = peer_address(self.transport)
 
     def _channel_opened(self) -> None:
         """The handshake timeout gives way to the (optional) idle timeout of an open channel."""

@@ -128,8 +128,6 @@ class ServerChannel(EffectRunner[ServerEffect]):
         self.clock = clock
         self.close_reason: Optional[CloseReason] = None
         self.contract_txid: Optional[bytes] = None
-        #: The client's address, for log lines (set by the transport's adapter).
-        self.peer = NO_PEER
         #: Called when the channel opens (the TCP adapter swaps its handshake timeout).
         self.on_open: Optional[Callable[[], None]] = None
         #: Fires with the close reason once the connection is over and every effect has run.
@@ -221,13 +219,13 @@ class ServerChannel(EffectRunner[ServerEffect]):
             f.raiseException()  # not a refusal: the runner closes down
         if not isinstance(f.value, ChannelNotOpen):
             self.log.warn("channel {txid} (peer {peer}): payment refused by the store: {why}",
-                          txid=_DisplayTxid(self.contract_txid or b""), peer=self.peer, why=f.getErrorMessage())
+                          txid=_DisplayTxid(self.contract_txid or b""), peer=self.peer or NO_PEER, why=f.getErrorMessage())
         return self.machine.payment_refused(f.getErrorMessage())
 
     def _notify_payment(self, effect: fx.NotifyPayment) -> Outcome[ServerEffect]:
         if logs.verbose:  # once per payment: only when asked for (see ``logs``)
             self.log.debug("channel {txid} (peer {peer}): payment +{increase} sat, total {total}",
-                           txid=_DisplayTxid(effect.contract_txid), peer=self.peer, increase=effect.increase,
+                           txid=_DisplayTxid(effect.contract_txid), peer=self.peer or NO_PEER, increase=effect.increase,
                            total=effect.total)
         self._paid(effect.contract_txid, effect.increase, effect.total)
         m = self.machine
@@ -237,7 +235,7 @@ class ServerChannel(EffectRunner[ServerEffect]):
             )
             d.addErrback(lambda f: self.log.failure("channel {txid} (peer {peer}): payment handler failed on the "
                                                     "initial payment", f, txid=_DisplayTxid(effect.contract_txid),
-                                                    peer=self.peer))
+                                                    peer=self.peer or NO_PEER))
             return None
         # What defer.maybeDeferred would do, without wrapping the usual plain answer (None or
         # info bytes) in a Deferred only to unwrap it again on every payment.
@@ -257,7 +255,7 @@ class ServerChannel(EffectRunner[ServerEffect]):
     def _channel_opened(self, effect: fx.ChannelOpened) -> Outcome[ServerEffect]:
         self.contract_txid = effect.contract_txid
         self.log.info("channel {txid} (peer {peer}): open ({how})", txid=display_hex(effect.contract_txid),
-                      peer=self.peer, how="resumed" if effect.resumed else "new")
+                      peer=self.peer or NO_PEER, how="resumed" if effect.resumed else "new")
         self._ports.opened(self, effect.contract_txid, effect.resumed)
         if self.on_open is not None:
             self.on_open()
@@ -272,7 +270,7 @@ class ServerChannel(EffectRunner[ServerEffect]):
             unaffordable = isinstance(f.value, SettlementUnaffordable)
             if not unaffordable and not isinstance(f.value, SettlementRejected):
                 self.log.failure("channel {txid} (peer {peer}): settlement failed", f,
-                                 txid=display_hex(effect.contract_txid), peer=self.peer)
+                                 txid=display_hex(effect.contract_txid), peer=self.peer or NO_PEER)
             return m.settle_failed(f.getErrorMessage(), unaffordable)
 
         return d.addCallbacks(lambda settlement: m.settled(settlement), failed)
@@ -308,7 +306,7 @@ class ServerChannel(EffectRunner[ServerEffect]):
             return
         self.close_reason = reason
         self.log.info("channel {txid} (peer {peer}): connection closed ({reason})",
-                      txid=display_hex(self.contract_txid) if self.contract_txid else "-", peer=self.peer,
+                      txid=display_hex(self.contract_txid) if self.contract_txid else "-", peer=self.peer or NO_PEER,
                       reason=reason.name)
         self._ports.closed(self, reason)
         if self.observer is not None:

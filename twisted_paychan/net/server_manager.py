@@ -408,7 +408,7 @@ class ServerChannelManager:
                 # Not evicted on the newcomer's word: it must prove the client key first.
                 self.log.info("channel {txid} (peer {peer}): resumed while another connection ({holder}) holds "
                               "it; on probation until a signed payment", txid=display_hex(contract_txid),
-                              peer=connection.peer, holder=holder.peer)
+                              peer=connection.peer or NO_PEER, holder=holder.peer or NO_PEER)
                 channel.probation[connection] = record.best_value
             else:
                 channel.connection = connection
@@ -419,7 +419,7 @@ class ServerChannelManager:
     def _store_channel(self, record: ServerChannelRecord, connection: ServerChannel) -> defer.Deferred[None]:
         def stored(_: None) -> None:
             self.log.info("channel {txid} (peer {peer}): stored, value {value}, expires {expiry}",
-                          txid=display_hex(record.contract_txid), peer=connection.peer, value=record.value,
+                          txid=display_hex(record.contract_txid), peer=connection.peer or NO_PEER, value=record.value,
                           expiry=iso_time(record.expiry))
             channel = self._add(record)
             if connection.close_reason is None:
@@ -486,7 +486,8 @@ class ServerChannelManager:
         holder, channel.connection = channel.live(), connection
         if holder is not None and holder is not connection:
             self.log.info("channel {txid} (peer {peer}): taken over from {holder} by a resume that proved the "
-                          "client key", txid=display_hex(channel.txid), peer=connection.peer, holder=holder.peer)
+                          "client key", txid=display_hex(channel.txid), peer=connection.peer or NO_PEER,
+                          holder=holder.peer or NO_PEER)
             holder.close()
         await self._record_payment(channel, best_value, signature)
 
@@ -733,4 +734,4 @@ class ServerChannelManager:
         if isinstance(channel, bytes):
             channel = self._channels.get(channel)
         connection = channel.connection if channel is not None else None
-        return connection.peer if connection is not None else NO_PEER
+        return (connection.peer or NO_PEER) if connection is not None else NO_PEER
