@@ -258,11 +258,13 @@ class ApiResource(Resource):
         self.context = context
         self.extra = extra or {}
 
-    def getChildWithDefault(self, path: bytes, request: Request) -> Resource:
-        child = self.extra.get(path)
-        if child is not None and path not in (b"v1", b"metrics"):
-            return child
-        return self
+    def _extra(self, path: str) -> Optional[Resource]:
+        """The ``extra`` resource for ``path``'s first segment (``b""`` for ``/``). Looked up
+        here, not by ``getChildWithDefault``: a leaf resource's children are never asked for."""
+        top = path.split("/", 2)[1].encode() if path.startswith("/") else b""
+        if top in (b"v1", b"metrics"):
+            return None
+        return self.extra.get(top)
 
     def _authorized(self, request: Request, path: str) -> bool:
         token = self.context.token
@@ -276,6 +278,10 @@ class ApiResource(Resource):
     def render(self, request: Request) -> Union[bytes, int]:
         path = (request.path or b"/").decode("utf-8", "replace").rstrip("/") or "/"
         method = request.method or b"GET"
+        page = self._extra(path)
+        if page is not None:  # the dashboard's static files: no data in them, no token needed
+            body: Union[bytes, int] = page.render(request)
+            return body
         if not self._authorized(request, path):
             peer = request.getClientAddress()
             self.log.warn("api: 401 for {method} {path} from {peer} ({why})", method=method.decode(errors="replace"),
