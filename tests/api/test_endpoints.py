@@ -77,7 +77,7 @@ async def test_info_channels_and_one_channel(tmp_path):
 
         for path, status in (("/v1/channels?state=closed", 400), ("/v1/channels/xyz", 400),
                              ("/v1/channels/" + "ab" * 31, 400), ("/v1/channels/" + "00" * 32, 404),
-                             ("/v1/nothing", 404), ("/", 404)):
+                             ("/v1/nothing", 404), ("/nothing", 404)):  # "/" is the dashboard
             code, body = await net.call("GET", path)
             assert code == status, path
             assert body["error"]
