@@ -35,7 +35,7 @@ import sqlite3
 from dataclasses import dataclass
 from typing import IO, Optional
 
-from twisted_paychan.files import replace_durably
+from twisted_paychan.files import replace_durably, sync_file
 from twisted_paychan.secretfiles import private_directory
 
 __all__ = ["BackupError", "BackupResult", "backup", "CHANNELS_FILE", "WALLET_FILE", "MANIFEST_FILE"]
@@ -70,7 +70,8 @@ class BackupResult:
 def _try_lock(path: str) -> Optional[IO[bytes]]:
     """The ``flock`` the store and the wallet take on ``<path>.lock``, or None if a running
     process holds it."""
-    f = open(path + ".lock", "ab")
+    # Created owner-only when missing, as the wallet creates its own.
+    f = os.fdopen(os.open(path + ".lock", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
     try:
         fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -163,14 +164,6 @@ def _check(db_path: str, *tables: str) -> list[int]:
         db.close()
 
 
-def _sync(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def backup(data_dir: str, out_dir: str) -> BackupResult:
     """Copy the channel store and the wallet of ``data_dir`` into ``out_dir`` (created private;
     it must not hold a backup already), with a manifest, ``backup.json``."""
@@ -206,14 +199,14 @@ def backup(data_dir: str, out_dir: str) -> BackupResult:
                 tmp = os.path.join(out_dir, CHANNELS_FILE + ".partial")
                 logged = _copy_store(store_path, tmp)
                 server_channels, client_channels = _check(tmp, "server_channels", "client_channels")
-                _sync(tmp)
+                sync_file(tmp)
                 replace_durably(tmp, os.path.join(out_dir, CHANNELS_FILE))
                 written.append(CHANNELS_FILE)
             if os.path.exists(wallet_path):
                 tmp = os.path.join(out_dir, WALLET_FILE + ".partial")
                 _snapshot(wallet_path, tmp)
                 (wallet_keys,) = _check(tmp, "keys")
-                _sync(tmp)
+                sync_file(tmp)
                 replace_durably(tmp, os.path.join(out_dir, WALLET_FILE))
                 written.append(WALLET_FILE)
         except sqlite3.Error as e:

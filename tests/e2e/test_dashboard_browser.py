@@ -70,7 +70,15 @@ async def until(driver: WebDriver, condition: Callable[[WebDriver], Any], what: 
 
 
 def text(driver: WebDriver, selector: str) -> str:
-    return str(driver.find_element(By.CSS_SELECTOR, selector).text)
+    """The element's text, read in one script (the page re-renders its rows at every event: an
+    element found first and read after may be gone); "" when there is none."""
+    found = driver.execute_script("const e = document.querySelector(arguments[0]); return e ? e.textContent : ''",
+                                  selector)
+    return str(found)
+
+
+def count(driver: WebDriver, selector: str) -> int:
+    return int(driver.execute_script("return document.querySelectorAll(arguments[0]).length", selector))
 
 
 def cell(driver: WebDriver, txid: bytes, column: str) -> str:
@@ -110,7 +118,7 @@ async def test_dashboard_follows_payments_live(tmp_path: Path, browser: WebDrive
         await until(browser, lambda d: "refused" in text(d, "#login-error"), "a refused token said so")
         browser.find_element(By.ID, "token").send_keys(token)
         browser.find_element(By.ID, "login-button").click()
-        await until(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#channels tbody tr")) == 2, "two channels")
+        await until(browser, lambda d: count(d, "#channels tbody tr") == 2, "two channels")
         await until(browser, lambda d: text(d, "#status") == "live", "the event stream")
         assert browser.execute_script("return sessionStorage.getItem('paychan-api-token')") == token
         assert cell(browser, first.contract_txid, "paid") == sats(paid[first.contract_txid])
@@ -139,9 +147,9 @@ async def test_dashboard_follows_payments_live(tmp_path: Path, browser: WebDrive
         # A new channel appears; a client that goes loses its peer address.
         third = await client.connect(settings, hashlib.sha256(b"third").digest())
         await third.pay(3_000)
-        await until(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#channels tbody tr")) == 3, "a third row")
+        await until(browser, lambda d: count(d, "#channels tbody tr") == 3, "a third row")
         await until(browser, lambda d: text(d, '#states li[data-state="open"]') == "open 3", "three open")
-        await until(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#timeline g.expiry")) == 3, "the timeline")
+        await until(browser, lambda d: count(d, "#timeline g.expiry") == 3, "the timeline")
         second.disconnect()
         await until(browser, lambda d: cell(d, second.contract_txid, "peer") == "-", "the peer went")
 
@@ -154,7 +162,7 @@ async def test_dashboard_follows_payments_live(tmp_path: Path, browser: WebDrive
 
         # The token is kept for the tab: a reload goes straight to the board.
         browser.refresh()
-        await until(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#channels tbody tr")) == 3, "the board again")
+        await until(browser, lambda d: count(d, "#channels tbody tr") == 3, "the board again")
         assert not browser.find_element(By.ID, "login").is_displayed()
         first.disconnect()
         third.disconnect()

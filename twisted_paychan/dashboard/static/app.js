@@ -74,10 +74,10 @@ async function signIn(event) {
     return;
   }
   sessionStorage.setItem(TOKEN_KEY, given);
-  open();
+  showBoard();
 }
 
-function open() {
+function showBoard() {
   $("login").hidden = true;
   $("board").hidden = false;
   $("logout").hidden = false;
@@ -354,5 +354,5 @@ document.addEventListener("DOMContentLoaded", async () => {
     else showLogin(`Cannot reach the API: ${e.message}`);
     return;
   }
-  open();
+  showBoard();
 });
