@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from twisted.internet import error as neterror
-from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool, ResponseFailed, readBody
+import treq
+from treq.client import HTTPClient
+from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool, ResponseFailed
 from twisted.web.http_headers import Headers
 
 from twisted_paychan.api import auth
@@ -70,16 +72,17 @@ class ApiClient:
         self.server = server
         pool = HTTPConnectionPool(reactor, persistent=False)
         policy = _tls_policy(server.certificate)
-        self.agent = Agent(reactor, policy, pool=pool) if policy is not None else Agent(reactor, pool=pool)
+        agent = Agent(reactor, policy, pool=pool) if policy is not None else Agent(reactor, pool=pool)
+        self.http = HTTPClient(agent)
 
     async def call(self, method: str, path: str) -> tuple[int, Any]:
         """(HTTP status, the JSON answer); :class:`NotRunning` if nobody listens."""
         headers = Headers({b"authorization": [f"Bearer {self.server.token}".encode()]})
         try:
-            d = self.agent.request(method.encode(), (self.server.url + path).encode(), headers)
+            d = self.http.request(method, self.server.url + path, headers=headers)
             d.addTimeout(TIMEOUT, self.reactor)
             response = await d
-            body = await readBody(response)
+            body = await treq.content(response)
         except (neterror.ConnectionRefusedError, neterror.ConnectError) as e:
             raise NotRunning(str(e)) from None
         except ResponseFailed as e:

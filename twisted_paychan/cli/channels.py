@@ -27,7 +27,7 @@ from twisted_paychan.channel.records import (
     ServerChannelState,
 )
 from twisted_paychan.cli import api_client
-from twisted_paychan.cli.output import Output, UserError, format_sat
+from twisted_paychan.cli.output import Output, UserError
 from twisted_paychan.cli.tables import table
 from twisted_paychan.net.client_manager import ClientChannelManager
 from twisted_paychan.store.sqlite import StoreLocked, open_store
