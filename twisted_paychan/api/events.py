@@ -20,7 +20,6 @@ from __future__ import annotations
 import collections
 import json
 import secrets
-from dataclasses import dataclass
 from typing import Callable, Iterable, Optional
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -33,11 +32,37 @@ from twisted_paychan.channel.server_lifecycle_events import ChannelEvent
 DEFAULT_CAPACITY = 10_000
 
 
-@dataclass(frozen=True)
 class NumberedEvent:
-    seq: int
-    event_id: str
-    data: str
+    """An event with its id; its JSON is made only when a stream first sends it (most payment
+    events are never streamed: no dashboard is open), once."""
+
+    __slots__ = ("seq", "boot", "event", "time", "_data")
+
+    def __init__(self, seq: int, boot: str, event: ChannelEvent, time: float) -> None:
+        self.seq = seq
+        self.boot = boot
+        self.event = event
+        self.time = time
+        self._data: Optional[str] = None
+
+    @property
+    def event_id(self) -> str:
+        return f"{self.boot}-{self.seq}"
+
+    @property
+    def data(self) -> str:
+        if self._data is None:
+            event = self.event
+            self._data = json.dumps({
+                "id": self.event_id,
+                "kind": event.kind.value,
+                "contract_txid": display_hex(event.contract_txid),
+                "note": event.note,
+                "increase": event.increase,
+                "total": event.total,
+                "time": self.time,
+            }, separators=(",", ":"))
+        return self._data
 
 
 class EventLog:
@@ -59,18 +84,10 @@ class EventLog:
     def publish(self, event: ChannelEvent) -> None:
         """Number and keep ``event``, and hand it to every live stream (a manager subscriber)."""
         self._seq += 1
-        event_id = f"{self.boot}-{self._seq}"
-        data = json.dumps({
-            "id": event_id,
-            "kind": event.kind.value,
-            "contract_txid": display_hex(event.contract_txid),
-            "note": event.note,
-            "increase": event.increase,
-            "total": event.total,
-            "time": self.clock.seconds(),
-        }, separators=(",", ":"))
-        numbered = NumberedEvent(self._seq, event_id, data)
+        numbered = NumberedEvent(self._seq, self.boot, event, self.clock.seconds())
         self._events.append(numbered)
+        if not self._listeners:
+            return
         for listener in list(self._listeners):
             try:
                 listener(numbered)
