@@ -247,22 +247,32 @@ def _route(method: bytes, path: str) -> tuple[Handler, "re.Match[str]"]:
     raise ApiError(404, f"no such endpoint: {path}")
 
 
+class ApiRoot(Resource):
+    """The site's root: the ``extra`` resources by their first path segment (``b""`` is ``/``),
+    everything else to the API, which answers unknown paths with a JSON 404."""
+
+    def __init__(self, api: "ApiResource", extra: Optional[dict[bytes, Resource]] = None) -> None:
+        Resource.__init__(self)
+        self.api = api
+        self.extra = extra or {}
+
+    def getChild(self, path: bytes, request: Request) -> Resource:
+        child = self.extra.get(path)
+        return child if child is not None else self.api
+
+    def render(self, request: Request) -> Union[bytes, int]:
+        return self.api.render(request)
+
+
 class ApiResource(Resource):
     """The whole API: token, route, handler, JSON answer."""
 
     isLeaf = True
     log = Logger()
 
-    def __init__(self, context: ApiContext, extra: Optional[dict[bytes, Resource]] = None) -> None:
+    def __init__(self, context: ApiContext) -> None:
         Resource.__init__(self)
         self.context = context
-        self.extra = extra or {}
-
-    def getChildWithDefault(self, path: bytes, request: Request) -> Resource:
-        child = self.extra.get(path)
-        if child is not None and path not in (b"v1", b"metrics"):
-            return child
-        return self
 
     def _authorized(self, request: Request, path: str) -> bool:
         token = self.context.token
@@ -287,13 +297,15 @@ class ApiResource(Resource):
             handler, match = _route(method, path)
         except ApiError as e:
             return self._error(request, e)
+        gone: list[Failure] = []  # the client went away before the answer was ready
+        request.notifyFinish().addErrback(gone.append)
         d: defer.Deferred[Result] = defer.ensureDeferred(handler(self.context, request, match))
-        d.addCallbacks(self._answer, self._failed, callbackArgs=(request,), errbackArgs=(request, path))
+        d.addCallbacks(self._answer, self._failed, callbackArgs=(request, gone), errbackArgs=(request, path, gone))
         d.addErrback(lambda f: self.log.failure("api: answering {path} failed", f, path=path))
         return NOT_DONE_YET
 
-    def _answer(self, result: Union[JSON, bytes, None], request: Request) -> None:
-        if result is None or request.finished or request._disconnected:  # a stream answers itself
+    def _answer(self, result: Union[JSON, bytes, None], request: Request, gone: list[Failure]) -> None:
+        if result is None or request.finished or gone:  # a stream answers itself
             return
         if isinstance(result, bytes):
             body = result
@@ -303,12 +315,12 @@ class ApiResource(Resource):
         request.write(body)
         request.finish()
 
-    def _failed(self, failure: Failure, request: Request, path: str) -> None:
+    def _failed(self, failure: Failure, request: Request, path: str, gone: list[Failure]) -> None:
         error = failure.value
         if not isinstance(error, ApiError):
             self.log.failure("api: {path} failed", failure, path=path)
             error = ApiError(500, f"internal error: {type(error).__name__}")
-        if request.finished or request._disconnected:
+        if request.finished or gone:
             return
         request.write(self._error(request, error))
         request.finish()

@@ -31,7 +31,7 @@ from twisted_paychan.api import auth
 from twisted_paychan.api.events import EventLog
 from twisted_paychan.api.health import DEFAULT_MAX_TIP_AGE, HealthCheck
 from twisted_paychan.api.metrics import ServerMetrics
-from twisted_paychan.api.resources import ApiContext, ApiResource
+from twisted_paychan.api.resources import ApiContext, ApiResource, ApiRoot
 from twisted_paychan.chain.interfaces import IChain, IWallet
 from twisted_paychan.net.server_manager import ServerChannelManager
 from twisted_paychan.store.interfaces import IChannelStore
@@ -81,7 +81,7 @@ class Api:
                              chain_problem)
         self.context = ApiContext(manager, wallet, reactor, self.events, self.metrics, health, token, network,
                                   listen or [], started_at=reactor.seconds())
-        self.site = ApiSite(ApiResource(self.context, extra))
+        self.site = ApiSite(ApiRoot(ApiResource(self.context), extra))
         self.metrics.observe_store(store)
         self._store = store
         manager.observer = self.metrics
