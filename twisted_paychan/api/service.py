@@ -131,13 +131,15 @@ class ApiService(service.Service):
 
     def __init__(self, reactor: Any, description: str, data_dir: str, token_file: Optional[str],
                  parts: Callable[[], tuple[ServerChannelManager, IWallet, IChain, IChannelStore]],
-                 listen: Optional[list[str]] = None) -> None:
+                 listen: Optional[list[str]] = None, refuse: Callable[[str], BaseException] = ApiStartError) -> None:
         self.reactor = reactor
         self.description = description
         self.data_dir = data_dir
         self.token_file = token_file
         self.parts = parts
         self.listen = listen or []
+        #: What a start that cannot happen raises (``twistd paychan``: its ``StartupRefused``).
+        self.refuse = refuse
         self.api: Optional[Api] = None
         self.port: Optional[IListeningPort] = None
         self._written: list[tuple[Path, str]] = []
@@ -147,7 +149,7 @@ class ApiService(service.Service):
             try:
                 return os.path.abspath(self.token_file), auth.read_token(self.token_file)
             except (OSError, ValueError) as e:
-                raise ApiStartError(f"cannot read the API token from {self.token_file}: {e}") from None
+                raise self.refuse(f"cannot read the API token from {self.token_file}: {e}") from None
         path, token = auth.write_cookie(self.data_dir)
         self._written.append((path, token.value))
         return str(path), token
@@ -162,7 +164,7 @@ class ApiService(service.Service):
         api.listen(self.description).addCallbacks(ports.append, lambda f: failures.append(f.getErrorMessage()))
         if not ports:  # stream endpoints listen at once; anything else is refused rather than guessed at
             api.close()
-            raise ApiStartError(f"cannot listen for the API on {self.description}: "
+            raise self.refuse(f"cannot listen for the API on {self.description}: "
                                 f"{failures[0] if failures else 'no answer'}")
         self.api, self.port = api, ports[0]
         assert api.context.api_url is not None
