@@ -176,3 +176,18 @@ async def test_extra_resources_are_served_beside_the_api(tmp_path):
         assert code == 404 and body["error"]
     finally:
         await net.stop()
+
+
+def test_a_chain_that_tracks_its_health_makes_the_server_unhealthy():
+    from types import SimpleNamespace
+
+    from twisted_paychan.api.service import tracked_chain_problem
+
+    assert tracked_chain_problem(object()) is None
+    health = SimpleNamespace(ok=True, state=SimpleNamespace(value="ok"), detail="")
+    chain = SimpleNamespace(health_tracker=SimpleNamespace(health=health))
+    problem = tracked_chain_problem(chain)
+    assert problem() is None
+    chain.health_tracker.health = SimpleNamespace(ok=False, state=SimpleNamespace(value="unreachable"),
+                                                  detail="connection refused")
+    assert problem() == "unreachable: connection refused"

@@ -66,6 +66,23 @@ def _certificate(description: str) -> Optional[str]:
     return None
 
 
+def tracked_chain_problem(chain: object) -> Optional[Callable[[], Optional[str]]]:
+    """The health seam for a chain that tracks its own (an ``RpcChain`` with a
+    ``health_tracker``, ``chain.health``): its state and last failure when it is not OK. None for
+    a chain that does not track one (the embedded node answers in process)."""
+    tracker: Any = getattr(chain, "health_tracker", None)
+    if tracker is None:
+        return None
+
+    def problem() -> Optional[str]:
+        health: Any = tracker.health
+        if health.ok:
+            return None
+        return f"{health.state.value}: {health.detail}" if health.detail else str(health.state.value)
+
+    return problem
+
+
 class Api:
     """The API over one running server's parts, not yet listening (tests use it directly)."""
 
@@ -78,7 +95,7 @@ class Api:
         self.metrics = ServerMetrics()
         self.events = EventLog(reactor)
         health = HealthCheck(store, wallet, chain, reactor, None if network == "regtest" else DEFAULT_MAX_TIP_AGE,
-                             chain_problem)
+                             chain_problem if chain_problem is not None else tracked_chain_problem(chain))
         self.context = ApiContext(manager, wallet, reactor, self.events, self.metrics, health, token, network,
                                   listen or [], started_at=reactor.seconds())
         self.site = ApiSite(ApiRoot(ApiResource(self.context), extra))
@@ -131,7 +148,8 @@ class ApiService(service.Service):
 
     def __init__(self, reactor: Any, description: str, data_dir: str, token_file: Optional[str],
                  parts: Callable[[], tuple[ServerChannelManager, IWallet, IChain, IChannelStore]],
-                 listen: Optional[list[str]] = None, refuse: Callable[[str], BaseException] = ApiStartError) -> None:
+                 listen: Optional[list[str]] = None, refuse: Callable[[str], BaseException] = ApiStartError,
+                 extra: Optional[dict[bytes, Resource]] = None) -> None:
         self.reactor = reactor
         self.description = description
         self.data_dir = data_dir
@@ -140,6 +158,8 @@ class ApiService(service.Service):
         self.listen = listen or []
         #: What a start that cannot happen raises (``twistd paychan``: its ``StartupRefused``).
         self.refuse = refuse
+        #: Resources served beside the API without the token (``api.resources.ApiRoot``).
+        self.extra = extra
         self.api: Optional[Api] = None
         self.port: Optional[IListeningPort] = None
         self._written: list[tuple[Path, str]] = []
@@ -158,7 +178,7 @@ class ApiService(service.Service):
         token_path, token = self._token()
         manager, wallet, chain, store = self.parts()
         network = getattr(getattr(wallet, "network", None), "name", "regtest")
-        api = Api(self.reactor, manager, wallet, chain, store, token, str(network), self.listen)
+        api = Api(self.reactor, manager, wallet, chain, store, token, str(network), self.listen, extra=self.extra)
         failures: list[str] = []
         ports: list[IListeningPort] = []
         api.listen(self.description).addCallbacks(ports.append, lambda f: failures.append(f.getErrorMessage()))

@@ -49,7 +49,8 @@ class ServerChannelProtocol(ChannelStreamProtocol):
         self.channel = self.factory.manager.connection(self.handler, self.sendMessage, self._channel_closed)
         peer = self.transport.getPeer() if self.transport is not None else None
         if peer is not None and hasattr(peer, "port"):
-            self.channel.peer = f"{getattr(peer, 'host', '?')}:{peer.port}"
+            host = str(getattr(peer, "host", "?"))
+            self.channel.peer = f"[{host}]:{peer.port}" if ":" in host else f"{host}:{peer.port}"
         self.channel.on_open = self._channel_opened
 
     def _channel_opened(self) -> None:
