@@ -290,7 +290,8 @@ class ApiResource(Resource):
             peer = request.getClientAddress()
             self.log.warn("api: 401 for {method} {path} from {peer} ({why})", method=method.decode(errors="replace"),
                           path=path, peer=getattr(peer, "host", str(peer)),
-                          why="no token" if request.getHeader(b"authorization") is None else "wrong token")
+                          why="wrong token" if request.getHeader(b"authorization") is not None
+                          or b"access_token" in (request.args or {}) else "no token")
             request.setHeader(b"www-authenticate", b'Bearer realm="paychan"')
             return self._error(request, ApiError(401, "a valid bearer token is required (DATA_DIR/api.cookie)"))
         try:
