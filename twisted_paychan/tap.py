@@ -419,19 +419,12 @@ class ChannelsService(_InOrder):
 def _api_service(reactor: Any, o: Options, data_dir: str, factory: "PaymentChannelServerFactory", chain: ChainService,
                  wallet: WalletService, store: StoreService) -> service.IService:
     """The HTTP API (``api.service``); a token file or port it cannot use refuses the start."""
-    from twisted_paychan.api.service import ApiService, ApiStartError
+    from twisted_paychan.api.service import ApiService
 
     def parts() -> Any:
         return factory.manager, wallet.wallet, chain.running_chain(), store.store
 
-    class _Refusing(ApiService):
-        def startService(self) -> None:
-            try:
-                ApiService.startService(self)
-            except ApiStartError as e:
-                raise StartupRefused(str(e)) from None
-
-    return _Refusing(reactor, o["api-listen"], data_dir, o["api-token-file"], parts, [o["listen"]])
+    return ApiService(reactor, o["api-listen"], data_dir, o["api-token-file"], parts, [o["listen"]], StartupRefused)
 
 
 class ChannelServerService(_InOrder):

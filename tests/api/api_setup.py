@@ -17,10 +17,12 @@ TOKEN = "test-token-123"
 
 
 class ApiLoopback(Loopback):
+    extra: Optional[dict] = None
+
     async def start(self, funds_blocks: int = 1) -> None:
         await super().start(funds_blocks)
         self.api = Api(reactor, self.factory.manager, self.server_wallet, self.chain, self.server_store, Token(TOKEN),
-                       listen=["tcp:0"])
+                       listen=["tcp:0"], extra=self.extra)
         self.api_port = await self.api.listen("tcp:0:interface=127.0.0.1")
         self.url = self.api.context.api_url
 

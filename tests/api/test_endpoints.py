@@ -156,3 +156,38 @@ def _done():
     from twisted.internet import defer
 
     return defer.succeed(None)
+
+
+@pytest_twisted.ensureDeferred
+async def test_extra_resources_are_served_beside_the_api(tmp_path):
+    from twisted.web.static import Data
+
+    net = ApiLoopback(tmp_path)
+    net.extra = {b"": Data(b"<html>dashboard</html>", "text/html")}
+    await net.start()
+    try:
+        code, page = await net.call("GET", "/", token=None)
+        assert code == 200 and "dashboard" in page
+        code, body = await net.call("GET", "/v1/info", token=None)
+        assert code == 401
+        code, body = await net.call("GET", "/metrics", token=None)
+        assert code == 401
+        code, body = await net.call("GET", "/elsewhere")
+        assert code == 404 and body["error"]
+    finally:
+        await net.stop()
+
+
+def test_a_chain_that_tracks_its_health_makes_the_server_unhealthy():
+    from types import SimpleNamespace
+
+    from twisted_paychan.api.service import tracked_chain_problem
+
+    assert tracked_chain_problem(object()) is None
+    health = SimpleNamespace(ok=True, state=SimpleNamespace(value="ok"), detail="")
+    chain = SimpleNamespace(health_tracker=SimpleNamespace(health=health))
+    problem = tracked_chain_problem(chain)
+    assert problem() is None
+    chain.health_tracker.health = SimpleNamespace(ok=False, state=SimpleNamespace(value="unreachable"),
+                                                  detail="connection refused")
+    assert problem() == "unreachable: connection refused"

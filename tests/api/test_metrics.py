@@ -104,3 +104,19 @@ async def test_metrics_match_the_payments_made(tmp_path):
         assert _value(m, "paychan_channel_events_total", kind="settled") == 1
     finally:
         await net.stop()
+
+
+def test_buckets_count_a_value_on_a_bound_in_that_bound_as_prometheus_does():
+    from twisted_paychan.api.metrics import Buckets, ServerMetrics, Snapshot
+
+    metrics = ServerMetrics()
+    for value in (0.0001, 0.0001, 0.00011, 7.0):
+        metrics.payment_latency.observe(value)
+    m = _samples(metrics.render(Snapshot()).decode())
+    assert _value(m, "paychan_payment_latency_seconds_bucket", le="0.0001") == 2
+    assert _value(m, "paychan_payment_latency_seconds_bucket", le="0.00025") == 3
+    assert _value(m, "paychan_payment_latency_seconds_bucket", le="5.0") == 3
+    assert _value(m, "paychan_payment_latency_seconds_bucket", le="+Inf") == 4
+    assert _value(m, "paychan_payment_latency_seconds_count") == 4
+    assert abs(_value(m, "paychan_payment_latency_seconds_sum") - 7.00031) < 1e-9
+    assert isinstance(metrics.store_sync, Buckets)

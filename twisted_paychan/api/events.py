@@ -20,7 +20,6 @@ from __future__ import annotations
 import collections
 import json
 import secrets
-from dataclasses import dataclass
 from typing import Callable, Iterable, Optional
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -33,11 +32,42 @@ from twisted_paychan.channel.server_lifecycle_events import ChannelEvent
 DEFAULT_CAPACITY = 10_000
 
 
-@dataclass(frozen=True)
+#: What the buffer keeps of an event: (seq, time, kind, contract txid, note, increase, total).
+#: A tuple of plain values, which the garbage collector stops tracking: ten thousand kept events
+#: add nothing to each collection's work, as ten thousand objects would on every payment.
+Kept = tuple[int, float, str, bytes, str, int, int]
+
+
 class NumberedEvent:
-    seq: int
-    event_id: str
-    data: str
+    """A kept event with its id, as a stream sends it; made only when one does, and its JSON
+    once."""
+
+    __slots__ = ("seq", "boot", "kept", "_data")
+
+    def __init__(self, boot: str, kept: Kept) -> None:
+        self.seq = kept[0]
+        self.boot = boot
+        self.kept = kept
+        self._data: Optional[str] = None
+
+    @property
+    def event_id(self) -> str:
+        return f"{self.boot}-{self.seq}"
+
+    @property
+    def data(self) -> str:
+        if self._data is None:
+            _, time, kind, txid, note, increase, total = self.kept
+            self._data = json.dumps({
+                "id": self.event_id,
+                "kind": kind,
+                "contract_txid": display_hex(txid),
+                "note": note,
+                "increase": increase,
+                "total": total,
+                "time": time,
+            }, separators=(",", ":"))
+        return self._data
 
 
 class EventLog:
@@ -48,7 +78,7 @@ class EventLog:
     def __init__(self, clock: IReactorTime, capacity: int = DEFAULT_CAPACITY, boot: Optional[str] = None) -> None:
         self.clock = clock
         self.boot = boot or secrets.token_hex(4)
-        self._events: collections.deque[NumberedEvent] = collections.deque(maxlen=capacity)
+        self._events: collections.deque[Kept] = collections.deque(maxlen=capacity)
         self._seq = 0
         self._listeners: list[Callable[[NumberedEvent], None]] = []
 
@@ -59,18 +89,12 @@ class EventLog:
     def publish(self, event: ChannelEvent) -> None:
         """Number and keep ``event``, and hand it to every live stream (a manager subscriber)."""
         self._seq += 1
-        event_id = f"{self.boot}-{self._seq}"
-        data = json.dumps({
-            "id": event_id,
-            "kind": event.kind.value,
-            "contract_txid": display_hex(event.contract_txid),
-            "note": event.note,
-            "increase": event.increase,
-            "total": event.total,
-            "time": self.clock.seconds(),
-        }, separators=(",", ":"))
-        numbered = NumberedEvent(self._seq, event_id, data)
-        self._events.append(numbered)
+        kept = (self._seq, self.clock.seconds(), event.kind.value, event.contract_txid, event.note, event.increase,
+                event.total)
+        self._events.append(kept)
+        if not self._listeners:
+            return
+        numbered = NumberedEvent(self.boot, kept)
         for listener in list(self._listeners):
             try:
                 listener(numbered)
@@ -88,9 +112,9 @@ class EventLog:
 
     def since(self, last_event_id: Optional[str]) -> tuple[bool, list[NumberedEvent]]:
         """(whether events were lost, the buffered events after ``last_event_id``)."""
-        events = list(self._events)
         if not last_event_id:
             return False, []  # a new stream starts from now
+        events = [NumberedEvent(self.boot, kept) for kept in self._events]
         boot, _, number = last_event_id.rpartition("-")
         try:
             seq = int(number)

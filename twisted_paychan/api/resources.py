@@ -247,24 +247,32 @@ def _route(method: bytes, path: str) -> tuple[Handler, "re.Match[str]"]:
     raise ApiError(404, f"no such endpoint: {path}")
 
 
+class ApiRoot(Resource):
+    """The site's root: the ``extra`` resources by their first path segment (``b""`` is ``/``),
+    everything else to the API, which answers unknown paths with a JSON 404."""
+
+    def __init__(self, api: "ApiResource", extra: Optional[dict[bytes, Resource]] = None) -> None:
+        Resource.__init__(self)
+        self.api = api
+        self.extra = extra or {}
+
+    def getChild(self, path: bytes, request: Request) -> Resource:
+        child = self.extra.get(path)
+        return child if child is not None else self.api
+
+    def render(self, request: Request) -> Union[bytes, int]:
+        return self.api.render(request)
+
+
 class ApiResource(Resource):
     """The whole API: token, route, handler, JSON answer."""
 
     isLeaf = True
     log = Logger()
 
-    def __init__(self, context: ApiContext, extra: Optional[dict[bytes, Resource]] = None) -> None:
+    def __init__(self, context: ApiContext) -> None:
         Resource.__init__(self)
         self.context = context
-        self.extra = extra or {}
-
-    def _extra(self, path: str) -> Optional[Resource]:
-        """The ``extra`` resource for ``path``'s first segment (``b""`` for ``/``). Looked up
-        here, not by ``getChildWithDefault``: a leaf resource's children are never asked for."""
-        top = path.split("/", 2)[1].encode() if path.startswith("/") else b""
-        if top in (b"v1", b"metrics"):
-            return None
-        return self.extra.get(top)
 
     def _authorized(self, request: Request, path: str) -> bool:
         token = self.context.token
@@ -278,28 +286,27 @@ class ApiResource(Resource):
     def render(self, request: Request) -> Union[bytes, int]:
         path = (request.path or b"/").decode("utf-8", "replace").rstrip("/") or "/"
         method = request.method or b"GET"
-        page = self._extra(path)
-        if page is not None:  # the dashboard's static files: no data in them, no token needed
-            body: Union[bytes, int] = page.render(request)
-            return body
         if not self._authorized(request, path):
             peer = request.getClientAddress()
             self.log.warn("api: 401 for {method} {path} from {peer} ({why})", method=method.decode(errors="replace"),
                           path=path, peer=getattr(peer, "host", str(peer)),
-                          why="no token" if request.getHeader(b"authorization") is None else "wrong token")
+                          why="wrong token" if request.getHeader(b"authorization") is not None
+                          or b"access_token" in (request.args or {}) else "no token")
             request.setHeader(b"www-authenticate", b'Bearer realm="paychan"')
             return self._error(request, ApiError(401, "a valid bearer token is required (DATA_DIR/api.cookie)"))
         try:
             handler, match = _route(method, path)
         except ApiError as e:
             return self._error(request, e)
+        gone: list[Failure] = []  # the client went away before the answer was ready
+        request.notifyFinish().addErrback(gone.append)
         d: defer.Deferred[Result] = defer.ensureDeferred(handler(self.context, request, match))
-        d.addCallbacks(self._answer, self._failed, callbackArgs=(request,), errbackArgs=(request, path))
+        d.addCallbacks(self._answer, self._failed, callbackArgs=(request, gone), errbackArgs=(request, path, gone))
         d.addErrback(lambda f: self.log.failure("api: answering {path} failed", f, path=path))
         return NOT_DONE_YET
 
-    def _answer(self, result: Union[JSON, bytes, None], request: Request) -> None:
-        if result is None or request.finished or request._disconnected:  # a stream answers itself
+    def _answer(self, result: Union[JSON, bytes, None], request: Request, gone: list[Failure]) -> None:
+        if result is None or request.finished or gone:  # a stream answers itself
             return
         if isinstance(result, bytes):
             body = result
@@ -309,12 +316,12 @@ class ApiResource(Resource):
         request.write(body)
         request.finish()
 
-    def _failed(self, failure: Failure, request: Request, path: str) -> None:
+    def _failed(self, failure: Failure, request: Request, path: str, gone: list[Failure]) -> None:
         error = failure.value
         if not isinstance(error, ApiError):
             self.log.failure("api: {path} failed", failure, path=path)
             error = ApiError(500, f"internal error: {type(error).__name__}")
-        if request.finished or request._disconnected:
+        if request.finished or gone:
             return
         request.write(self._error(request, error))
         request.finish()

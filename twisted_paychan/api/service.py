@@ -31,7 +31,7 @@ from twisted_paychan.api import auth
 from twisted_paychan.api.events import EventLog
 from twisted_paychan.api.health import DEFAULT_MAX_TIP_AGE, HealthCheck
 from twisted_paychan.api.metrics import ServerMetrics
-from twisted_paychan.api.resources import ApiContext, ApiResource
+from twisted_paychan.api.resources import ApiContext, ApiResource, ApiRoot
 from twisted_paychan.chain.interfaces import IChain, IWallet
 from twisted_paychan.dashboard import dashboard_resources
 from twisted_paychan.net.server_manager import ServerChannelManager
@@ -67,6 +67,23 @@ def _certificate(description: str) -> Optional[str]:
     return None
 
 
+def tracked_chain_problem(chain: object) -> Optional[Callable[[], Optional[str]]]:
+    """The health seam for a chain that tracks its own (an ``RpcChain`` with a
+    ``health_tracker``, ``chain.health``): its state and last failure when it is not OK. None for
+    a chain that does not track one (the embedded node answers in process)."""
+    tracker: Any = getattr(chain, "health_tracker", None)
+    if tracker is None:
+        return None
+
+    def problem() -> Optional[str]:
+        health: Any = tracker.health
+        if health.ok:
+            return None
+        return f"{health.state.value}: {health.detail}" if health.detail else str(health.state.value)
+
+    return problem
+
+
 class Api:
     """The API over one running server's parts, not yet listening (tests use it directly)."""
 
@@ -79,10 +96,10 @@ class Api:
         self.metrics = ServerMetrics()
         self.events = EventLog(reactor)
         health = HealthCheck(store, wallet, chain, reactor, None if network == "regtest" else DEFAULT_MAX_TIP_AGE,
-                             chain_problem)
+                             chain_problem if chain_problem is not None else tracked_chain_problem(chain))
         self.context = ApiContext(manager, wallet, reactor, self.events, self.metrics, health, token, network,
                                   listen or [], started_at=reactor.seconds())
-        self.site = ApiSite(ApiResource(self.context, extra if extra is not None else dashboard_resources()))
+        self.site = ApiSite(ApiRoot(ApiResource(self.context), extra if extra is not None else dashboard_resources()))
         self.metrics.observe_store(store)
         self._store = store
         manager.observer = self.metrics
@@ -132,13 +149,18 @@ class ApiService(service.Service):
 
     def __init__(self, reactor: Any, description: str, data_dir: str, token_file: Optional[str],
                  parts: Callable[[], tuple[ServerChannelManager, IWallet, IChain, IChannelStore]],
-                 listen: Optional[list[str]] = None) -> None:
+                 listen: Optional[list[str]] = None, refuse: Callable[[str], BaseException] = ApiStartError,
+                 extra: Optional[dict[bytes, Resource]] = None) -> None:
         self.reactor = reactor
         self.description = description
         self.data_dir = data_dir
         self.token_file = token_file
         self.parts = parts
         self.listen = listen or []
+        #: What a start that cannot happen raises (``twistd paychan``: its ``StartupRefused``).
+        self.refuse = refuse
+        #: Resources served beside the API without the token (``api.resources.ApiRoot``).
+        self.extra = extra
         self.api: Optional[Api] = None
         self.port: Optional[IListeningPort] = None
         self._written: list[tuple[Path, str]] = []
@@ -148,7 +170,7 @@ class ApiService(service.Service):
             try:
                 return os.path.abspath(self.token_file), auth.read_token(self.token_file)
             except (OSError, ValueError) as e:
-                raise ApiStartError(f"cannot read the API token from {self.token_file}: {e}") from None
+                raise self.refuse(f"cannot read the API token from {self.token_file}: {e}") from None
         path, token = auth.write_cookie(self.data_dir)
         self._written.append((path, token.value))
         return str(path), token
@@ -157,13 +179,13 @@ class ApiService(service.Service):
         token_path, token = self._token()
         manager, wallet, chain, store = self.parts()
         network = getattr(getattr(wallet, "network", None), "name", "regtest")
-        api = Api(self.reactor, manager, wallet, chain, store, token, str(network), self.listen)
+        api = Api(self.reactor, manager, wallet, chain, store, token, str(network), self.listen, extra=self.extra)
         failures: list[str] = []
         ports: list[IListeningPort] = []
         api.listen(self.description).addCallbacks(ports.append, lambda f: failures.append(f.getErrorMessage()))
         if not ports:  # stream endpoints listen at once; anything else is refused rather than guessed at
             api.close()
-            raise ApiStartError(f"cannot listen for the API on {self.description}: "
+            raise self.refuse(f"cannot listen for the API on {self.description}: "
                                 f"{failures[0] if failures else 'no answer'}")
         self.api, self.port = api, ports[0]
         assert api.context.api_url is not None

@@ -9,6 +9,7 @@
     paychan pay --server ENDPOINT [--chain URL] --data-dir DIR --value SATS --amount SATS --count N
                 [--version 1|2|2or1] [--info HEX] [--settle | --keep-open]
     paychan channels --data-dir DIR
+    paychan info --data-dir DIR
     paychan settle --data-dir DIR (CONTRACT_TXID | --all)
     paychan watch --data-dir DIR [--chain URL]
     paychan backup --data-dir DIR OUT_DIR
@@ -107,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     channels_arguments(channels)
 
+    commands.add_parser("info", parents=[common], help="what a server holds and how it runs (through its API if running)")
+
     commands.add_parser("watch", parents=[common], help="broadcast refunds of expired client channels (runs until stopped)")
 
     settle = commands.add_parser("settle", parents=[wallet_common], help="settle stored server channels now")
@@ -153,6 +156,10 @@ def _command(args: argparse.Namespace) -> Command:
         from twisted_paychan.cli.channels import run_channels
 
         return run_channels
+    if args.command == "info":
+        from twisted_paychan.cli.info import run_info
+
+        return run_info
     if args.command == "watch":
         from twisted_paychan.cli.watch import run_watch
 
