@@ -15,7 +15,11 @@ so the store completions run inside those calls) is added to that side's account
 are timed in chunks of a thousand; each figure is the best chunk of all rounds (the one least
 disturbed by other processes on the machine), with the median chunk beside it.
 
-    .venv/bin/python bench/bench_hotpath.py [--payments N] [--rounds R] [--profile]
+    .venv/bin/python bench/bench_hotpath.py [--payments N] [--rounds R] [--profile] [--api]
+
+``--api`` measures, in alternation, a second server with the HTTP API's hooks attached as
+``twistd paychan`` attaches them (``api.metrics.ServerMetrics`` as the manager's observer, it and
+the event replay buffer as subscribers), and prints both.
 
 ``--profile`` runs one more round under cProfile and prints the functions costing the most.
 """
@@ -66,7 +70,7 @@ def _fired(d: Any) -> Any:
 class Link:
     """One server channel and one client channel, with a clock for each side's CPU."""
 
-    def __init__(self, version: int, channel_value: int) -> None:
+    def __init__(self, version: int, channel_value: int, api: bool = False) -> None:
         self.clock = task.Clock()
         self.clock.advance(START)
         chain = MemoryChain(self.clock)
@@ -76,6 +80,14 @@ class Link:
         chain.mine(1)
         settings = ServerSettings(fee_rate=1000)
         manager = ServerChannelManager(server_wallet, chain, MemoryChannelStore(), settings, self.clock)
+        if api:
+            from twisted_paychan.api.events import EventLog
+            from twisted_paychan.api.metrics import ServerMetrics
+
+            metrics = ServerMetrics()
+            manager.observer = metrics
+            manager.subscribe(metrics.event)
+            manager.subscribe(EventLog(self.clock).publish)
         self.to_server: collections.deque[bytes] = collections.deque()
         self.to_client: collections.deque[bytes] = collections.deque()
         self.server = manager.connection(NullServerHandler(), self._to_client, self._closed)
@@ -140,7 +152,11 @@ def main() -> None:
     parser.add_argument("--payments", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--profile", action="store_true", help="profile one more round with cProfile")
+    parser.add_argument("--api", action="store_true", help="also measure a server with the API's hooks, in alternation")
     args = parser.parse_args()
+    if args.api:
+        compare_api(args)
+        return
     print(f"Python {sys.version.split()[0]}; {args.rounds} rounds of {args.payments} payments of 1 sat")
     value = 1_000_000 + (args.rounds + 1) * args.payments
     for version in (1, 2):
@@ -157,6 +173,27 @@ def main() -> None:
             profiler.runcall(link.pay, args.payments)
             print(f"\nv{version} profile of {args.payments} payments (tottime, top 30)")
             pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
+
+
+def compare_api(args: argparse.Namespace) -> None:
+    """The server side without and with the API's hooks, chunks taken in alternation."""
+    print(f"Python {sys.version.split()[0]}; {args.rounds} rounds of {args.payments} payments of 1 sat, "
+          "API hooks off and on in alternation")
+    value = 1_000_000 + (args.rounds + 1) * args.payments
+    for version in (1, 2):
+        links = {False: Link(version, value), True: Link(version, value, api=True)}
+        runs: dict[bool, list[tuple[float, float, float]]] = {False: [], True: []}
+        for link in links.values():
+            link.open()
+            link.pay(1000)
+        for _ in range(args.rounds):
+            for done in range(0, args.payments, 1000):
+                for api, link in links.items():
+                    runs[api].append(link.pay(min(1000, args.payments - done)))
+        print(f"\nv{version}, server side, µs per payment: best chunk (median chunk)")
+        for api in (False, True):
+            figures = [r[1] * 1e6 for r in runs[api]]
+            print(f"  API hooks {'on ' if api else 'off'}  {min(figures):7.1f}   ({statistics.median(figures):.1f})")
 
 
 if __name__ == "__main__":

@@ -3,14 +3,16 @@ Payments per second between a client process and a server process over loopback 
 durable stores on both sides (every payment synced to disk by the client before it is sent and
 by the server before it is acknowledged), on the embedded regtest chain.
 
-    python bench/bench_payments.py [--payments N] [--channels K] [--idle M]
+    python bench/bench_payments.py [--payments N] [--channels K] [--idle M] [--api off|on|scrape]
 
 Starts ``twistd paychan`` (the real server) in a child process, then in this process a client
 that reaches the server's chain over JSON-RPC. Prints: one channel's rate and latency
 percentiles, K channels at once (one client process, one store), the CPU time per payment of
 the server (from the scheduler's ``schedstat``, with the tick-sampled utime/stime beside it) and
 of the client, how many payments each client sync covered, and the server's memory per open idle
-channel connection. ``PAYCHAN_PROFILE=FILE`` runs the server under cProfile. How to read the
+channel connection. ``--api`` runs the server with its HTTP API off (the default here), on,
+or on with this process reading ``/metrics`` once a second as a Prometheus server would
+(``scrape``). ``PAYCHAN_PROFILE=FILE`` runs the server under cProfile. How to read the
 figures, and where the time goes: ``doc/performance.md``.
 """
 
@@ -89,7 +91,8 @@ async def main(reactor, args) -> None:
          "--fee-rate", "1000",
          # Every client here is one address: the per-address limits (hostile peers) would refuse
          # the idle connections, which are what is being measured.
-         "--max-connections-per-address", "0", "--max-handshakes-per-minute", "0"],
+         "--max-connections-per-address", "0", "--max-handshakes-per-minute", "0",
+         "--api-listen", "none" if args.api == "off" else "tcp:0:interface=127.0.0.1"],
         env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     cookie = tmp / "server" / "chain" / ".cookie"
@@ -116,8 +119,9 @@ async def main(reactor, args) -> None:
             return await connect(reactor, endpoint, wallet, chain, store, settings,
                                  hashlib.sha256(b"bench %d" % n).digest(), None)
 
+        scrapes = _scraper(reactor, tmp / "server") if args.api == "scrape" else None
         print(f"twisted-paychan payments, client and server in separate processes, durable stores; "
-              f"Python {sys.version.split()[0]}")
+              f"Python {sys.version.split()[0]}; API {args.api}")
         # -- one channel -----------------------------------------------------------------------
         conn = await open_channel(0)
         for _ in range(200):  # warm up (SQLite WAL files grow to their working size)
@@ -174,10 +178,46 @@ async def main(reactor, args) -> None:
         await store.close()
         wallet.close()
         await chain.stop()
+        if scrapes is not None:
+            scrapes.stop()
+            print(f"/metrics read {scrapes.count} times")
         print(f"client process CPU: {resource.getrusage(resource.RUSAGE_SELF).ru_utime:.1f} s user")
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=30)
+
+
+class _Scrapes:
+    def __init__(self, loop) -> None:
+        self.loop = loop
+        self.count = 0
+
+    def stop(self) -> None:
+        if self.loop.running:
+            self.loop.stop()
+
+
+def _scraper(reactor, data_dir: Path) -> _Scrapes:
+    """Read the server's ``/metrics`` once a second, as a Prometheus server would."""
+    import json
+
+    import treq
+
+    advertised = json.loads((data_dir / "api.json").read_text())
+    token = Path(advertised["token_file"]).read_text().strip()
+    url = advertised["url"] + "/metrics"
+
+    async def scrape() -> None:
+        response = await treq.get(url, headers={"Authorization": f"Bearer {token}"}, persistent=False)
+        body = await response.content()
+        if response.code == 200 and b"paychan_payments_total" in body:
+            scrapes.count += 1
+
+    loop = task.LoopingCall(lambda: defer.ensureDeferred(scrape()).addErrback(lambda f: print(f.getErrorMessage())))
+    loop.clock = reactor
+    scrapes = _Scrapes(loop)
+    loop.start(1.0)
+    return scrapes
 
 
 if __name__ == "__main__":
@@ -185,5 +225,7 @@ if __name__ == "__main__":
     p.add_argument("--payments", type=int, default=3000)
     p.add_argument("--channels", type=int, default=10)
     p.add_argument("--idle", type=int, default=100)
+    p.add_argument("--api", choices=("off", "on", "scrape"), default="off",
+                   help="the server's HTTP API: off, on, or on and read once a second (/metrics)")
     args = p.parse_args()
     task.react(lambda reactor: defer.ensureDeferred(main(reactor, args)))

@@ -44,7 +44,8 @@ def test_bad_options_are_refused(argv):
 @pytest_twisted.ensureDeferred
 async def test_service_starts_and_stops(tmp_path):
     o = Options()
-    o.parseOptions(["--data-dir", str(tmp_path), "--listen", "tcp:0:interface=127.0.0.1", "--rpc-listen", "tcp:0:interface=127.0.0.1"])
+    o.parseOptions(["--data-dir", str(tmp_path), "--listen", "tcp:0:interface=127.0.0.1", "--rpc-listen", "tcp:0:interface=127.0.0.1",
+                    "--api-listen", "tcp:0:interface=127.0.0.1"])
     svc = makeService(o)
     assert isinstance(svc, ChannelServerService)
     svc.startService()

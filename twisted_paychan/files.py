@@ -14,6 +14,15 @@ from typing import Union
 _Path = Union[str, "os.PathLike[str]"]
 
 
+def sync_file(path: _Path) -> None:
+    """Make a file already written and closed durable (its data and size)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def replace_durably(tmp: _Path, path: _Path) -> None:
     """Rename ``tmp`` (already written and synced by the caller) over ``path`` and sync the
     directory, so that after a crash ``path`` is the new file."""

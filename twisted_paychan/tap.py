@@ -90,6 +90,12 @@ class Options(usage.Options):
         ["admin-listen", None, "default",
          "Endpoint for operator commands (paychan settle); default: unix socket DATA_DIR/admin.sock, 'none' to switch off."],
         ["handler", None, "log", "What the server does with each payment: NAME[:ARG] (see --help-handlers)."],
+        ["api-listen", None, "tcp:8844:interface=127.0.0.1",
+         "Endpoint of the HTTP API, metrics and dashboard ('none' to switch off; ssl:... for TLS); doc/api.md."],
+        ["api-token-file", None, None,
+         "File whose first line is the API's bearer token (default: a new one in DATA_DIR/api.cookie at each start)."],
+        ["config", None, None, "TOML or INI file of these options (names without the dashes); the command line wins."],
+        ["log-format", None, "text", "'text' (twistd's lines) or 'json' (one JSON object per line, to --logfile)."],
     ]
 
     def opt_help_handlers(self) -> None:
@@ -99,11 +105,34 @@ class Options(usage.Options):
         print(describe_installed())
         raise SystemExit(0)
 
+    def parseOptions(self, options: Optional[list[str]] = None) -> None:
+        """The ``--config`` file first, then the command line over it (it wins). A mistake in
+        the file is one line (not twistd's usage text: the command line was right)."""
+        import sys
+
+        from twisted_paychan.config import apply_config, config_path_in, read_config
+
+        argv = sys.argv[1:] if options is None else list(options)
+        path = config_path_in(argv)
+        if path is not None:
+            try:
+                apply_config(self, path, read_config(path))
+            except usage.UsageError as e:
+                raise StartupRefused(str(e)) from None
+        usage.Options.parseOptions(self, argv)
+
     def postOptions(self) -> None:
         if self["verbose"]:
             from twisted_paychan import logs
 
             logs.set_verbose()
+        if self["log-format"] not in ("text", "json"):
+            raise usage.UsageError(f"--log-format is 'text' or 'json', not {self['log-format']!r}")
+        twistd: Any = getattr(self, "parent", None)  # twistd's own options, which choose the observer
+        if self["log-format"] == "json" and twistd is not None:
+            from twisted_paychan.jsonlog import use_for_twistd
+
+            use_for_twistd(twistd)
         try:
             versions = frozenset(int(v) for v in str(self["versions"]).split(",") if v.strip())
         except ValueError:
@@ -423,6 +452,8 @@ class ChannelsService(_InOrder):
 
         from twisted_paychan.startup import listen_now
 
+        if o["api-listen"] != "none":
+            self.addService(_api_service(self.reactor, o, self.data_dir, factory, chain, wallet, store))
         self.addService(listen_now(o["listen"], factory, self.reactor))
         admin = admin_endpoint(o["admin-listen"], self.data_dir)
         if admin is not None:
@@ -444,6 +475,17 @@ class ChannelsService(_InOrder):
 
     def stopService(self) -> "defer.Deferred[None]":
         return defer.ensureDeferred(self._stop())
+
+
+def _api_service(reactor: Any, o: Options, data_dir: str, factory: "PaymentChannelServerFactory", chain: ChainService,
+                 wallet: WalletService, store: StoreService) -> service.IService:
+    """The HTTP API (``api.service``); a token file or port it cannot use refuses the start."""
+    from twisted_paychan.api.service import ApiService
+
+    def parts() -> Any:
+        return factory.manager, wallet.wallet, chain.running_chain(), store.store
+
+    return ApiService(reactor, o["api-listen"], data_dir, o["api-token-file"], parts, [o["listen"]], StartupRefused)
 
 
 class ChannelServerService(_InOrder):

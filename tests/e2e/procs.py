@@ -55,7 +55,7 @@ class ServerProcess:
             "--data-dir", str(self.data_dir),
             "--listen", f"tcp:{self.port}:interface=127.0.0.1",
             "--rpc-listen", f"tcp:{self.rpc_port}:interface=127.0.0.1",
-            "--fee-rate", "1000", *self.extra,
+            "--fee-rate", "1000", "--api-listen", "tcp:0:interface=127.0.0.1", *self.extra,
         ]
         env = {**os.environ, "PYTHONPATH": str(REPO), **self.env}
         self.proc = subprocess.Popen(argv, cwd=str(REPO), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -131,7 +131,8 @@ def test_a_full_session_writes_no_secret(tmp_path: Path) -> None:
         [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "--nodaemon", "--pidfile=",
          f"--logfile={server_log}", "paychan", "--verbose", "--data-dir", str(server_dir), *login,
          "--wallet-passphrase-file", _secret_file(tmp_path / "server-pp", SERVER_PASSPHRASE),
-         "--listen", f"tcp:{port}:interface=127.0.0.1", "--min-channel", "100000"],
+         "--listen", f"tcp:{port}:interface=127.0.0.1", "--min-channel", "100000",
+         "--api-listen", "tcp:0:interface=127.0.0.1"],
         cwd=str(REPO), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         _wait_listening(server, port, server_log)

@@ -34,7 +34,7 @@ def _mode(path: Path) -> int:
 def _service(data_dir: Path, *extra: str) -> ChannelServerService:
     o = Options()
     o.parseOptions(["--data-dir", str(data_dir), "--listen", "tcp:0:interface=127.0.0.1",
-                    "--rpc-listen", "tcp:0:interface=127.0.0.1", "--admin-listen", "none", *extra])
+                    "--rpc-listen", "tcp:0:interface=127.0.0.1", "--admin-listen", "none", "--api-listen", "none", *extra])
     return ChannelServerService(o, _reactor())
 
 

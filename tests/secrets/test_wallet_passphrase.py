@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[2]
 def _options(data_dir: Path, *extra: str) -> Options:
     o = Options()
     o.parseOptions(["--data-dir", str(data_dir), "--listen", "tcp:0:interface=127.0.0.1",
-                    "--rpc-listen", "none", "--admin-listen", "none", *extra])
+                    "--rpc-listen", "none", "--admin-listen", "none", "--api-listen", "none", *extra])
     return o
 
 
@@ -111,7 +111,7 @@ def test_a_passphrase_for_a_plaintext_wallet_says_to_encrypt_it(tmp_path: Path) 
 def _twistd(data: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     argv = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "--nodaemon", "--pidfile=",
             "--logfile=-", "paychan", "--data-dir", str(data), "--listen", "tcp:0:interface=127.0.0.1",
-            "--rpc-listen", "none", "--admin-listen", "none", *extra]
+            "--rpc-listen", "none", "--admin-listen", "none", "--api-listen", "none", *extra]
     return subprocess.run(argv, cwd=str(REPO), env={**os.environ, "PYTHONPATH": str(REPO)},
                           capture_output=True, text=True, timeout=60)
 
@@ -213,7 +213,7 @@ def test_a_daemonized_twistd_reports_the_refusal_to_its_parent(tmp_path: Path) -
     argv = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
             f"--pidfile={tmp_path / 'twistd.pid'}", f"--logfile={tmp_path / 'twistd.log'}", "paychan",
             "--data-dir", str(data), "--listen", "tcp:0:interface=127.0.0.1", "--rpc-listen", "none",
-            "--admin-listen", "none", "--wallet-passphrase-file", str(_secret(tmp_path / "wrong", "wrong one"))]
+            "--admin-listen", "none", "--api-listen", "none", "--wallet-passphrase-file", str(_secret(tmp_path / "wrong", "wrong one"))]
     done = subprocess.run(argv, cwd=str(REPO), env={**os.environ, "PYTHONPATH": str(REPO)},
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 1

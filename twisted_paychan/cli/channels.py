@@ -5,8 +5,10 @@ transaction that closed them, and how many there are in each state. ``--state`` 
 channels in the states named (a server may hold many contract-failed channels until they are
 pruned: issue #14 item 3); ``--count`` shows only the counts.
 
-It reads the store directly (``DATA_DIR/channels.sqlite``). The store allows one process at a
-time, so while a server or client runs on that directory this says so instead of waiting.
+With a server running on that directory (its API on: ``DATA_DIR/api.json``), it asks the
+server, whose rows say more (peer, seconds left, settlement amounts, confirmations). Otherwise it
+reads the store directly (``DATA_DIR/channels.sqlite``); the store allows one process at a time,
+so while a process without an API holds it this says so instead of waiting.
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ from twisted_paychan.channel.records import (
     ServerChannelRecord,
     ServerChannelState,
 )
-from twisted_paychan.cli.output import Output, UserError, format_sat
+from twisted_paychan.cli import api_client
+from twisted_paychan.cli.output import Output, UserError
+from twisted_paychan.cli.tables import table
 from twisted_paychan.net.client_manager import ClientChannelManager
 from twisted_paychan.store.sqlite import StoreLocked, open_store
 
@@ -46,6 +50,42 @@ def counts_by_state(rows: Iterable[dict[str, Any]]) -> dict[str, dict[str, int]]
         side = counts.setdefault(r["side"], {})
         side[r["state"]] = side.get(r["state"], 0) + 1
     return {side: dict(sorted(states.items())) for side, states in sorted(counts.items())}
+
+
+async def _stored_rows(reactor: Any, data_dir: str) -> list[dict[str, Any]]:
+    """The rows read from the store itself (no server with an API runs on ``data_dir``)."""
+    if not (Path(data_dir) / "channels.sqlite").exists():
+        raise UserError(f"no channel store in {data_dir}")
+    try:
+        store = open_store(data_dir)
+    except StoreLocked:
+        raise UserError(f"the channel store in {data_dir} is in use by a running paychan process") from None
+    try:
+        clients = ClientChannelManager(None, None, store, reactor)  # asked, not started: it only reads
+        return server_rows(await store.server_channels()) + client_rows(await clients.list_channels())
+    finally:
+        await store.close()
+
+
+def _table(rows: list[dict[str, Any]]) -> list[str]:
+    """One aligned line per channel (a running server's rows add the peer), then what closed it
+    and its note on lines of their own."""
+    if not rows:
+        return []
+    live = any("peer" in r for r in rows)
+    headers = ["SIDE", "CONTRACT", "V", "STATE", "VALUE", "PAID", "REMAINING", "EXPIRES"] + (["PEER"] if live else [])
+    cells = [[r["side"], r["contract_txid"], f"v{r['version']}", r["state"], r["value"], r["paid"],
+              r["value"] - r["paid"], _when(r["expiry"])] + ([r.get("peer")] if live else []) for r in rows]
+    lines = []
+    head, *body = table(headers, cells, right=(4, 5, 6))
+    lines.append(head)
+    for r, line in zip(rows, body):
+        lines.append(line)
+        if r["closing_txid"]:
+            lines.append(f"       closed by {r['closing_txid']}")
+        if r["note"]:
+            lines.append(f"       {r['note']}")
+    return lines
 
 
 def _when(ts: int) -> str:
@@ -94,17 +134,8 @@ def client_rows(records: Iterable[ClientChannelRecord]) -> list[dict[str, Any]]:
 async def run_channels(reactor: Any, args: argparse.Namespace, out: Output) -> int:
     if args.data_dir is None:
         raise UserError("paychan channels needs --data-dir")
-    if not (Path(args.data_dir) / "channels.sqlite").exists():
-        raise UserError(f"no channel store in {args.data_dir}")
-    try:
-        store = open_store(args.data_dir)
-    except StoreLocked:
-        raise UserError(f"the channel store in {args.data_dir} is in use by a running paychan process") from None
-    try:
-        clients = ClientChannelManager(None, None, store, reactor)  # asked, not started: it only reads
-        rows = server_rows(await store.server_channels()) + client_rows(await clients.list_channels())
-    finally:
-        await store.close()
+    answer = await api_client.ask(reactor, args.data_dir, "GET", "/v1/channels")
+    rows = api_client.checked(answer)["channels"] if answer is not None else await _stored_rows(reactor, args.data_dir)
     counts = counts_by_state(rows)
     wanted = getattr(args, "state", None)
     shown = rows if not wanted else [r for r in rows if r["state"] in wanted]
@@ -117,14 +148,6 @@ async def run_channels(reactor: Any, args: argparse.Namespace, out: Output) -> i
             f"{side} " + ", ".join(f"{state} {n}" for state, n in states.items()) for side, states in counts.items()))
     if getattr(args, "count", False):
         shown = []
-    for r in shown:
-        lines.append(
-            f"{r['side']:6} {r['contract_txid']} v{r['version']} {r['state']:15} "
-            f"value {format_sat(r['value'])}, paid {r['paid']} sat, expires {_when(r['expiry'])}"
-        )
-        if r["closing_txid"]:
-            lines.append(f"       closed by {r['closing_txid']}")
-        if r["note"]:
-            lines.append(f"       {r['note']}")
+    lines += _table(shown)
     out.emit("\n".join(lines), {"channels": shown, "counts": counts})
     return 0

@@ -10,8 +10,10 @@
                 [--version 1|2|2or1] [--info HEX] [--settle | --keep-open]
     paychan channels --data-dir DIR
     paychan close --server ENDPOINT [--chain URL] --data-dir DIR
+    paychan info --data-dir DIR
     paychan settle --data-dir DIR (CONTRACT_TXID | --all)
     paychan watch --data-dir DIR [--chain URL]
+    paychan backup --data-dir DIR OUT_DIR
 
 Every command takes ``--json`` (one JSON document on stdout), ``--debug`` (a traceback with an
 error) and ``--chain``/``--rpc-cookie``/``--data-dir``/``--create`` where they apply; a missing
@@ -120,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     channels_arguments(channels)
 
+    commands.add_parser("info", parents=[common], help="what a server holds and how it runs (through its API if running)")
+
     commands.add_parser("watch", parents=[common], help="broadcast refunds of expired client channels (runs until stopped)")
 
     settle = commands.add_parser("settle", parents=[wallet_common], help="settle stored server channels now")
@@ -134,6 +138,10 @@ def build_parser() -> argparse.ArgumentParser:
     from twisted_paychan.cli.close import add_arguments as close_arguments
 
     close_arguments(close)
+    backup = commands.add_parser("backup", parents=[common], help="copy the channel store and the wallet (safe while the server runs)")
+    from twisted_paychan.cli.backup import add_arguments as backup_arguments
+
+    backup_arguments(backup)
 
     mine = commands.add_parser("regtest-mine", parents=[common], help="mine N blocks")
     mine.add_argument("blocks", metavar="N", type=int)
@@ -167,6 +175,10 @@ def _command(args: argparse.Namespace) -> Command:
         from twisted_paychan.cli.channels import run_channels
 
         return run_channels
+    if args.command == "info":
+        from twisted_paychan.cli.info import run_info
+
+        return run_info
     if args.command == "watch":
         from twisted_paychan.cli.watch import run_watch
 
@@ -179,6 +191,10 @@ def _command(args: argparse.Namespace) -> Command:
         from twisted_paychan.cli.close import run_close
 
         return run_close
+    if args.command == "backup":
+        from twisted_paychan.cli.backup import run_backup
+
+        return run_backup
     from twisted_paychan.cli.funding import run_fund, run_mine
 
     return run_fund if args.command == "regtest-fund" else run_mine

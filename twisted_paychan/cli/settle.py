@@ -1,8 +1,9 @@
 """
 ``paychan settle --data-dir DIR (CONTRACT_TXID | --all)``: settle stored server channels now.
 
-With the server running, the request goes to it over its operator socket (``DATA_DIR/
-admin.sock``), and a connected client gets CLOSE with the settlement. With the server stopped,
+With the server running, the request goes to it through its HTTP API (``DATA_DIR/api.json``),
+or its operator socket (``DATA_DIR/admin.sock``) when its API is off, and a connected client
+gets CLOSE with the settlement. With the server stopped,
 the command opens the data directory itself (chain, wallet, store) and settles from there.
 Either way the settlement is stored before it is broadcast, and a channel that cannot be
 settled (fee above what it pays the server, broadcast refused) is kept as ``stuck`` with the
@@ -16,11 +17,13 @@ import json
 import os
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from twisted.internet.endpoints import UNIXClientEndpoint, connectProtocol
 from twisted.internet.defer import Deferred
 from twisted.protocols.basic import LineOnlyReceiver
 
+from twisted_paychan.cli import api_client
 from twisted_paychan.cli.chains import open_chain, rpc_login
 from twisted_paychan.cli.output import Output, UserError
 from twisted_paychan.cli.wallet import WALLET_FILE
@@ -64,7 +67,12 @@ async def run_settle(reactor: Any, args: argparse.Namespace, out: Output) -> int
         except ValueError:
             raise UserError(f"{which!r} is not a contract txid (64 hex digits, as paychan channels shows them)") from None
     socket_path = Path(args.data_dir) / "admin.sock"
-    if socket_path.exists():
+    path = "/v1/channels/settle-all" if args.all else f"/v1/channels/{quote(args.contract, safe='')}/settle"
+    through_api = await api_client.ask(reactor, args.data_dir, "POST", path)
+    if through_api is not None:
+        results = _api_results(through_api)
+        where = "by the running server"
+    elif socket_path.exists():
         try:
             ask = _Ask({"command": "settle", "contract": which})
             await connectProtocol(UNIXClientEndpoint(reactor, str(socket_path)), ask)
@@ -85,6 +93,16 @@ async def run_settle(reactor: Any, args: argparse.Namespace, out: Output) -> int
         lines.append(f"  {r['contract_txid']}: {outcome}")
     out.emit("\n".join(lines), {"results": results})
     return 0 if all(r["settlement_txid"] for r in results) else 1
+
+
+def _api_results(answer: tuple[int, Any]) -> list[dict[str, Any]]:
+    """The results of a settle through the API: a 409 for a channel that could not be settled
+    carries its result row, any other error is the user's."""
+    status, body = answer
+    if isinstance(body, dict) and isinstance(body.get("results"), list):
+        results: list[dict[str, Any]] = body["results"]
+        return results
+    return list(api_client.checked(answer)["results"])
 
 
 async def _settle_offline(reactor: Any, args: argparse.Namespace, which: str) -> list[dict[str, Any]]:

@@ -17,7 +17,8 @@ import sys
 from pathlib import Path
 from typing import Any, Optional, TextIO
 
-from twisted_paychan.chain.types import display_hex
+from twisted_paychan.chain.types import Balance, display_hex
+from twisted_paychan.cli import api_client
 from twisted_paychan.cli.chains import open_chain, rpc_login
 from twisted_paychan.cli.output import Output, UserError, format_sat
 from twisted_paychan.rpc.jsonenc import btc
@@ -106,6 +107,12 @@ async def run_wallet(reactor: Any, args: argparse.Namespace, out: Output) -> int
         return run_seed(path, args, out)
     if args.wallet_command == "send":
         check_send(args)
+    if args.wallet_command == "balance":  # the running server's wallet, through its API
+        answer = await api_client.ask(reactor, args.data_dir, "GET", "/v1/wallet/balance")
+        if answer is not None:
+            body = api_client.checked(answer)
+            _emit_balance(out, Balance(int(body["confirmed"]), int(body["unconfirmed"])))
+            return 0
     _passphrase(args.passphrase_file)  # an unreadable file fails before the chain is opened
     private_directory(args.data_dir)  # before the embedded node makes it, with the umask's mode
     access = await open_chain(reactor, args.chain, args.data_dir, args.rpc_cookie, rpc_login(args))
@@ -130,24 +137,7 @@ async def _wallet_command(wallet: SqliteWallet, args: argparse.Namespace, out: O
         address = await wallet.new_address(args.type)
         out.emit(address, {"address": address, "type": args.type, "network": wallet.network.name})
     elif args.wallet_command == "balance":
-        balance = await wallet.balance()
-        out.emit(
-            "\n".join(
-                [
-                    f"confirmed:   {format_sat(balance.confirmed)}",
-                    f"unconfirmed: {format_sat(balance.unconfirmed)}",
-                    f"total:       {format_sat(balance.total)}",
-                ]
-            ),
-            {
-                "confirmed": balance.confirmed,
-                "unconfirmed": balance.unconfirmed,
-                "total": balance.total,
-                "confirmed_btc": btc(balance.confirmed),
-                "unconfirmed_btc": btc(balance.unconfirmed),
-                "total_btc": btc(balance.total),
-            },
-        )
+        _emit_balance(out, await wallet.balance())
     else:
         coins = await wallet.coins()
         lines = [
@@ -171,3 +161,23 @@ async def _wallet_command(wallet: SqliteWallet, args: argparse.Namespace, out: O
             ],
         )
     return 0
+
+
+def _emit_balance(out: Output, balance: Balance) -> None:
+    out.emit(
+        "\n".join(
+            [
+                f"confirmed:   {format_sat(balance.confirmed)}",
+                f"unconfirmed: {format_sat(balance.unconfirmed)}",
+                f"total:       {format_sat(balance.total)}",
+            ]
+        ),
+        {
+            "confirmed": balance.confirmed,
+            "unconfirmed": balance.unconfirmed,
+            "total": balance.total,
+            "confirmed_btc": btc(balance.confirmed),
+            "unconfirmed_btc": btc(balance.unconfirmed),
+            "total_btc": btc(balance.total),
+        },
+    )

@@ -30,6 +30,7 @@ from twisted_paychan.channel.errors import ChannelClosed, CloseReason
 from twisted_paychan.channel.settings import ClientSettings, VersionSelector
 from twisted_paychan.store.interfaces import IChannelStore
 from twisted_paychan.chain.interfaces import IChain, ISigner, IWallet
+from twisted_paychan.net.logfields import peer_address
 from twisted_paychan.net.client_channel import ChannelOpen, ClientChannel, PaymentAck, Settlement
 from twisted_paychan.net.client_manager import ClientChannelManager
 from twisted_paychan.net.tcp import ChannelStreamProtocol, set_nodelay
@@ -54,6 +55,7 @@ class ClientChannelProtocol(ChannelStreamProtocol):
     def connectionMade(self) -> None:
         set_nodelay(self.transport)
         self.channel = self._channel_factory(self.sendMessage, self._channel_closed)
+        self.channel.peer = peer_address(self.transport)
         self.channel.opened.addCallback(self._opened)  # connect() awaits it, failures included
         self.channel.start()
 

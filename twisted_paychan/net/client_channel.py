@@ -39,6 +39,7 @@ from twisted_paychan.channel.client import ClientMachine
 from twisted_paychan.channel.errors import ChannelClosed, CloseReason
 from twisted_paychan.channel.settings import ClientSettings
 from twisted_paychan.chain.types import display_hex
+from twisted_paychan.net.logfields import NO_PEER
 from twisted_paychan.channel.records import ClientChannelRecord
 from twisted_paychan.chain.interfaces import ISigner, IWallet
 from twisted_paychan.store.interfaces import IChannelStore
@@ -115,6 +116,8 @@ class ClientChannel(EffectRunner[ClientEffect]):
         self._close = close
         self.clock = clock
         self.close_reason: Optional[CloseReason] = None
+        #: The server's address, for log lines (set by the transport's adapter).
+        self.peer = NO_PEER
         #: What ended the connection, for a ``settle()`` asked for after that.
         self._close_detail = ""
         self.opened: defer.Deferred[ChannelOpen] = defer.Deferred()
@@ -239,7 +242,9 @@ class ClientChannel(EffectRunner[ClientEffect]):
     def _reply_timed_out(self, what: str, timeout: float) -> None:
         """The server did not answer in time: fail what waits, with the reason, and close. The
         channel stays stored; a later connection resumes it."""
-        self.log.warn("no {what} within {timeout} s (reply_timeout); closing", what=what, timeout=timeout)
+        self.log.warn("channel {txid} (peer {peer}): no {what} within {timeout} s (reply_timeout); closing",
+                      txid=display_hex(self.record.contract_txid) if self.record is not None else "-",
+                      peer=self.peer, what=what, timeout=timeout)
         self._finish(CloseReason.CONNECTION_CLOSED, f"no {what} from the server within {timeout:g} s (reply_timeout)")
         self._run(self.machine.disconnect())
 
@@ -315,13 +320,13 @@ class ClientChannel(EffectRunner[ClientEffect]):
         return None
 
     def _resume_refused(self, effect: fx.ResumeRefused) -> Outcome[ClientEffect]:
-        self.log.info("server refused to resume channel {txid}; opening a new one",
-                      txid=display_hex(effect.contract_txid))
+        self.log.info("channel {txid} (peer {peer}): the server refused to resume it; opening a new one",
+                      txid=display_hex(effect.contract_txid), peer=self.peer)
         return None
 
     def _channel_opened(self, effect: fx.ChannelOpened) -> Outcome[ClientEffect]:
-        self.log.info("channel {txid}: open ({how})", txid=display_hex(effect.contract_txid),
-                      how="resumed" if effect.resumed else "new")
+        self.log.info("channel {txid} (peer {peer}): open ({how})", txid=display_hex(effect.contract_txid),
+                      peer=self.peer, how="resumed" if effect.resumed else "new")
         self.opened.callback(ChannelOpen(effect.contract_txid, effect.resumed))
         return None
 

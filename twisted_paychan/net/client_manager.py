@@ -35,6 +35,7 @@ from twisted_paychan.channel.records import ClientChannelRecord
 from twisted_paychan.channel.settings import ClientSettings
 from twisted_paychan.channel.states import IllegalTransition
 from twisted_paychan.channel.errors import ChannelUsageError, CloseReason
+from twisted_paychan.net.logfields import NO_PEER
 from twisted_paychan.net.subscribers import Subscribers
 from twisted_paychan.net.client_channel import ClientChannel, ConnectionHooks
 from twisted_paychan.store.interfaces import TransitionConflict as StoreConflict
@@ -215,8 +216,8 @@ class ClientChannelManager:
 
         d = self.store.client_channel(txid)  # for the latest c, which payments change
         d.addCallback(spent)
-        d.addErrback(lambda f: self.log.failure("channel {txid}: reading it after a spend failed", f,
-                                                txid=display_hex(txid)))
+        d.addErrback(lambda f: self.log.failure("channel {txid} (peer {peer}): reading it after a spend failed", f,
+                                                txid=display_hex(txid), peer=self._peer(txid)))
 
     def _feed(self, txid: bytes, event: lc.Event) -> None:
         self._inbox.append((txid, event))
@@ -232,13 +233,13 @@ class ClientChannelManager:
                 try:
                     effects = machine.handle(ev)
                 except Exception:
-                    self.log.failure("channel {txid}: lifecycle failed on {event}", txid=display_hex(key), event=ev)
+                    self.log.failure("channel {txid} (peer {peer}): lifecycle failed on {event}", txid=display_hex(key), peer=self._peer(key), event=ev)
                     continue
                 for effect in effects:
                     try:
                         self._perform(key, effect)
                     except Exception:
-                        self.log.failure("channel {txid}: {effect} failed", txid=display_hex(key), effect=effect)
+                        self.log.failure("channel {txid} (peer {peer}): {effect} failed", txid=display_hex(key), peer=self._peer(key), effect=effect)
                 if machine.idle:
                     waiters = self._idle_waiters.pop(key, [])
                     for d in waiters:
@@ -289,12 +290,13 @@ class ClientChannelManager:
                 return reread.addCallback(lc.TransitionConflict)
             if isinstance(f.value, IllegalTransition):
                 return lc.TransitionFailed(f"illegal transition: {f.getErrorMessage()}")
-            self.log.failure("channel {txid}: storing {new} failed", f, txid=display_hex(txid), new=effect.new.value)
+            self.log.failure("channel {txid} (peer {peer}): storing {new} failed", f, txid=display_hex(txid), peer=self._peer(txid),
+                             new=effect.new.value)
             return lc.TransitionFailed(f.getErrorMessage())
 
         answered: defer.Deferred[lc.Event] = d.addCallbacks(lc.TransitionStored, failed)
         answered.addCallback(lambda event: self._feed(txid, event))
-        answered.addErrback(lambda f: self.log.failure("channel {txid}: transition answer lost", f, txid=display_hex(txid)))
+        answered.addErrback(lambda f: self.log.failure("channel {txid} (peer {peer}): transition answer lost", f, txid=display_hex(txid), peer=self._peer(txid)))
 
     def _broadcast(self, txid: bytes, effect: lc.Broadcast) -> None:
         def refused(f: Failure) -> lc.Event:
@@ -325,26 +327,32 @@ class ClientChannelManager:
         if call is not None and call.active():
             call.cancel()
 
+    def _peer(self, txid: bytes) -> str:
+        """The address of the server a channel's live connection talks to, for log lines."""
+        connection = self._connections.get(txid)
+        return connection.peer if connection is not None else NO_PEER
+
     def _notify(self, event: lc.ChannelEvent) -> None:
         txid = display_hex(event.contract_txid)
+        peer = self._peer(event.contract_txid)
         if isinstance(event, lc.ChannelSettled):
             if event.note:
-                self.log.warn("channel {txid}: {note}", txid=txid, note=event.note)
-            self.log.info("channel {txid}: settled", txid=txid)
+                self.log.warn("channel {txid} (peer {peer}): {note}", txid=txid, peer=peer, note=event.note)
+            self.log.info("channel {txid} (peer {peer}): settled", txid=txid, peer=peer)
             connection = self._connections.get(event.contract_txid) or self._closed_waiting.pop(event.contract_txid, None)
             if connection is not None and event.from_chain:
                 connection.settled_on_chain(event.tx)
         elif isinstance(event, lc.ChannelRefunded):
-            self.log.info("channel {txid}: refunded", txid=txid)
+            self.log.info("channel {txid} (peer {peer}): refunded", txid=txid, peer=peer)
         elif isinstance(event, lc.ChannelExpiring):
-            self.log.info("channel {txid}: expiring; refund due", txid=txid)
+            self.log.info("channel {txid} (peer {peer}): expiring; refund due", txid=txid, peer=peer)
         elif isinstance(event, lc.RefundBroadcast):
-            self.log.info("channel {txid}: refund broadcast", txid=txid)
+            self.log.info("channel {txid} (peer {peer}): refund broadcast", txid=txid, peer=peer)
         elif isinstance(event, lc.BroadcastNotAccepted):
-            self.log.info("channel {txid}: {role} not accepted yet ({kind}: {why}); retrying each block",
-                          txid=txid, role=event.role.value, kind=event.kind.value, why=event.reason)
+            self.log.info("channel {txid} (peer {peer}): {role} not accepted yet ({kind}: {why}); retrying each block",
+                          txid=txid, peer=peer, role=event.role.value, kind=event.kind.value, why=event.reason)
         elif isinstance(event, lc.StoreTrouble):
-            self.log.warn("channel {txid}: {detail}", txid=txid, detail=event.detail)
+            self.log.warn("channel {txid} (peer {peer}): {detail}", txid=txid, peer=peer, detail=event.detail)
         else:
             assert_never(event)
         self._subscribers.notify(event)

@@ -23,6 +23,7 @@ from twisted.python.failure import Failure
 from twisted_paychan.channel.errors import CloseReason
 from twisted_paychan.channel.settings import ServerSettings
 from twisted_paychan.chain.interfaces import IChain, IWallet
+from twisted_paychan.net.logfields import NO_PEER, peer_address
 from twisted_paychan.net.server_channel import NullServerHandler, ServerChannel
 from twisted_paychan.net.server_manager import ServerChannelManager
 from twisted_paychan.store.interfaces import IChannelStore
@@ -47,6 +48,8 @@ class ServerChannelProtocol(ChannelStreamProtocol):
     def connectionMade(self) -> None:
         set_nodelay(self.transport)
         self.channel = self.factory.manager.connection(self.handler, self.sendMessage, self._channel_closed)
+        address = peer_address(self.transport)
+        self.channel.peer = None if address == NO_PEER else address
         self.channel.on_open = self._channel_opened
 
     def _channel_opened(self) -> None:

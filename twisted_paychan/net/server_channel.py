@@ -23,6 +23,7 @@ from zope.interface import Interface, implementer
 from twisted_paychan.bitcoin.settlement import SettlementRejected, SettlementUnaffordable
 from twisted_paychan.channel import effects as fx
 from twisted_paychan.net.effect_runner import EffectRunner, Outcome
+from twisted_paychan.net.logfields import NO_PEER
 from twisted_paychan.channel.errors import CloseReason
 from twisted_paychan.channel.server import ServerMachine
 from twisted_paychan.channel.settings import ServerSettings
@@ -33,6 +34,7 @@ from twisted_paychan.chain.interfaces import ISigner
 from twisted_paychan.channel.effects import ServerEffect
 from twisted_paychan.channel.records import ServerChannelRecord
 from twisted_paychan.store.interfaces import ChannelNotOpen, StoreError
+from twisted_paychan.net.observers import ServerObserver
 from twisted_paychan.wire import received
 from twisted_paychan.wire.messages import TwoWayChannelMessage
 
@@ -136,11 +138,21 @@ class ServerChannel(EffectRunner[ServerEffect]):
         self.on_open: Optional[Callable[[], None]] = None
         #: Fires with the close reason once the connection is over and every effect has run.
         self.done: defer.Deferred[CloseReason] = defer.Deferred()
+        #: The operator's instruments (``net.observers``), set by the manager; None: unwatched.
+        self.observer: Optional[ServerObserver] = None
+        #: The client's address ("host:port") while connected over a socket, for the operator.
+        self.peer: Optional[str] = None
 
     # -- input --------------------------------------------------------------------------------
 
     def message_received(self, message: TwoWayChannelMessage) -> None:
-        self._run(self.machine.receive(received.decode(message), int(self.clock.seconds())))
+        decoded = received.decode(message)
+        if self.observer is not None:
+            if type(decoded) is received.UpdatePayment:
+                self.observer.update_received(self)
+            elif type(decoded) is received.Error:
+                self.observer.error_received(self, decoded.code)
+        self._run(self.machine.receive(decoded, int(self.clock.seconds())))
 
     def connection_lost(self) -> None:
         self._run(self.machine.connection_lost())
@@ -161,6 +173,8 @@ class ServerChannel(EffectRunner[ServerEffect]):
     def _do_send(self, effect: fx.Send) -> Outcome[ServerEffect]:
         if self.close_reason is None:
             self._send(effect.message)
+            if self.observer is not None:
+                self.observer.sent(self, effect.message)
         return None
 
     def _do_close(self, effect: fx.Close) -> Outcome[ServerEffect]:
@@ -210,21 +224,24 @@ class ServerChannel(EffectRunner[ServerEffect]):
         if not isinstance(f.value, StoreError):
             f.raiseException()  # not a refusal: the runner closes down
         if not isinstance(f.value, ChannelNotOpen):
-            self.log.warn("channel {txid}: payment refused by the store: {why}",
-                          txid=_DisplayTxid(self.contract_txid or b""), why=f.getErrorMessage())
+            self.log.warn("channel {txid} (peer {peer}): payment refused by the store: {why}",
+                          txid=_DisplayTxid(self.contract_txid or b""), peer=self.peer or NO_PEER, why=f.getErrorMessage())
         return self.machine.payment_refused(f.getErrorMessage())
 
     def _notify_payment(self, effect: fx.NotifyPayment) -> Outcome[ServerEffect]:
         if logs.verbose:  # once per payment: only when asked for (see ``logs``)
-            self.log.debug("channel {txid}: payment +{increase} sat, total {total}",
-                           txid=_DisplayTxid(effect.contract_txid), increase=effect.increase, total=effect.total)
+            self.log.debug("channel {txid} (peer {peer}): payment +{increase} sat, total {total}",
+                           txid=_DisplayTxid(effect.contract_txid), peer=self.peer or NO_PEER, increase=effect.increase,
+                           total=effect.total)
         self._paid(effect.contract_txid, effect.increase, effect.total)
         m = self.machine
         if not effect.awaited:
             d = defer.maybeDeferred(
                 self.handler.payment_received, effect.contract_txid, effect.increase, effect.total, effect.info
             )
-            d.addErrback(lambda f: self.log.failure("payment handler failed on a payment with no ack to send", f))
+            d.addErrback(lambda f: self.log.failure("channel {txid} (peer {peer}): payment handler failed on the "
+                                                    "payment with no ack to send", f, txid=_DisplayTxid(effect.contract_txid),
+                                                    peer=self.peer or NO_PEER))
             return None
         # What defer.maybeDeferred would do, without wrapping the usual plain answer (None or
         # info bytes) in a Deferred only to unwrap it again on every payment.
@@ -243,8 +260,8 @@ class ServerChannel(EffectRunner[ServerEffect]):
 
     def _channel_opened(self, effect: fx.ChannelOpened) -> Outcome[ServerEffect]:
         self.contract_txid = effect.contract_txid
-        self.log.info("channel {txid}: open ({how})", txid=display_hex(effect.contract_txid),
-                      how="resumed" if effect.resumed else "new")
+        self.log.info("channel {txid} (peer {peer}): open ({how})", txid=display_hex(effect.contract_txid),
+                      peer=self.peer or NO_PEER, how="resumed" if effect.resumed else "new")
         self._ports.opened(self, effect.contract_txid, effect.resumed)
         if self.on_open is not None:
             self.on_open()
@@ -258,7 +275,8 @@ class ServerChannel(EffectRunner[ServerEffect]):
         def failed(f: Failure) -> Effects:
             unaffordable = isinstance(f.value, SettlementUnaffordable)
             if not unaffordable and not isinstance(f.value, SettlementRejected):
-                self.log.failure("settlement failed", f)
+                self.log.failure("channel {txid} (peer {peer}): settlement failed", f,
+                                 txid=display_hex(effect.contract_txid), peer=self.peer or NO_PEER)
             return m.settle_failed(f.getErrorMessage(), unaffordable)
 
         return d.addCallbacks(lambda settlement: m.settled(settlement), failed)
@@ -295,10 +313,12 @@ class ServerChannel(EffectRunner[ServerEffect]):
         self.close_reason = reason
         # The cause with its code and explanation (an ERROR received or sent): a failed handshake
         # is otherwise a mystery to the operator.
-        self.log.info("channel {txid}: connection closed ({reason}{detail})",
-                      txid=display_hex(self.contract_txid) if self.contract_txid else "-", reason=reason.name,
-                      detail=f": {detail}" if detail else "")
+        self.log.info("channel {txid} (peer {peer}): connection closed ({reason}{detail})",
+                      txid=display_hex(self.contract_txid) if self.contract_txid else "-", peer=self.peer or NO_PEER,
+                      reason=reason.name, detail=f": {detail}" if detail else "")
         self._ports.closed(self, reason)
+        if self.observer is not None:
+            self.observer.disconnected(self, reason)
         self._close(reason)
         try:
             self.handler.channel_closed(reason)

@@ -47,6 +47,8 @@ from twisted_paychan.channel.errors import CloseReason
 from twisted_paychan.channel.records import ServerChannelRecord, ServerChannelState
 from twisted_paychan.channel.settings import ServerSettings
 from twisted_paychan.faults import crash_point
+from twisted_paychan.net.logfields import NO_PEER, iso_time
+from twisted_paychan.net.observers import ServerObserver
 from twisted_paychan.net.subscribers import Subscribers
 from twisted_paychan.net.server_channel import ConnectionPorts, IServerHandler, NullServerHandler, ServerChannel
 from twisted_paychan.store.interfaces import ChannelNotOpen, IChannelStore, StoreError, TransitionConflict
@@ -196,6 +198,8 @@ class ServerChannelManager:
         #: The settlement last logged per channel: a request that broadcasts it again (the
         #: operator asking twice, a client's CLOSE after it) is not logged as news.
         self._logged_settlements: dict[bytes, bytes] = {}
+        #: The operator's instruments (``api.metrics``); each new connection carries them.
+        self.observer: Optional[ServerObserver] = None
         self.ports = ConnectionPorts(
             new_channel_key=self._new_channel_key,
             find_channel=self._find_channel,
@@ -257,8 +261,17 @@ class ServerChannelManager:
     def connection(self, handler: Optional[IServerHandler], send: Callable[[TwoWayChannelMessage], None],
                    close: Callable[[CloseReason], None]) -> ServerChannel:
         """A new client connection's channel object, reaching this manager through its ports."""
-        return ServerChannel(self.ports, self.settings, handler if handler is not None else NullServerHandler(),
-                             send, close, self.clock)
+        connection = ServerChannel(self.ports, self.settings, handler if handler is not None else NullServerHandler(),
+                                   send, close, self.clock)
+        if self.observer is not None:
+            connection.observer = self.observer
+            self.observer.connected(connection)
+        return connection
+
+    def connection_of(self, contract_txid: bytes) -> Optional[ServerChannel]:
+        """The live connection holding the channel, if any (for the operator: its peer)."""
+        channel = self._channels.get(contract_txid)
+        return channel.live() if channel is not None else None
 
     def list_channels(self) -> defer.Deferred[list[ServerChannelRecord]]:
         """Every stored server channel, oldest first, as stored now (b included)."""
@@ -315,7 +328,8 @@ class ServerChannelManager:
             try:
                 await self.store.prune_server_channel(txid, record.best_value)
             except StoreError as e:  # changed meanwhile: kept, looked at again next time
-                self.log.info("channel {txid}: not pruned: {why}", txid=display_hex(txid), why=str(e))
+                self.log.info("channel {txid} (peer {peer}): not pruned: {why}", txid=display_hex(txid),
+                              peer=self._peer(txid), why=str(e))
                 continue
             channel = self._channels.pop(txid, None)
             if channel is not None:
@@ -396,8 +410,9 @@ class ServerChannelManager:
             holder = channel.live()
             if holder is not None and holder is not connection:
                 # Not evicted on the newcomer's word: it must prove the client key first.
-                self.log.info("channel {txid}: resumed while another connection holds it; on probation until "
-                              "a signed payment", txid=display_hex(contract_txid))
+                self.log.info("channel {txid} (peer {peer}): resumed while another connection ({holder}) holds "
+                              "it; on probation until a signed payment", txid=display_hex(contract_txid),
+                              peer=connection.peer or NO_PEER, holder=holder.peer or NO_PEER)
                 channel.probation[connection] = record.best_value
             else:
                 channel.connection = connection
@@ -407,8 +422,9 @@ class ServerChannelManager:
 
     def _store_channel(self, record: ServerChannelRecord, connection: ServerChannel) -> defer.Deferred[None]:
         def stored(_: None) -> None:
-            self.log.info("channel {txid}: stored, value {value} sat, expires {expiry}",
-                          txid=display_hex(record.contract_txid), value=record.value, expiry=logs.when(record.expiry))
+            self.log.info("channel {txid} (peer {peer}): stored, value {value} sat, expires {expiry}",
+                          txid=display_hex(record.contract_txid), peer=connection.peer or NO_PEER, value=record.value,
+                          expiry=logs.when(record.expiry))
             channel = self._add(record)
             if connection.close_reason is None:
                 channel.connection = connection
@@ -422,7 +438,8 @@ class ServerChannelManager:
     def _broadcast_contract(self, tx: bytes, contract_txid: bytes) -> defer.Deferred[None]:
         def rejected(f: Failure) -> Failure | defer.Deferred[None]:
             why = f.getErrorMessage()
-            self.log.warn("channel {txid}: contract rejected: {why}", txid=display_hex(contract_txid), why=why)
+            self.log.warn("channel {txid} (peer {peer}): contract rejected: {why}", txid=display_hex(contract_txid),
+                          peer=self._peer(contract_txid), why=why)
             channel = self._channels.get(contract_txid)
             if channel is None:
                 return f
@@ -472,8 +489,9 @@ class ServerChannelManager:
                              f"resumed at {told}; resume again")
         holder, channel.connection = channel.live(), connection
         if holder is not None and holder is not connection:
-            self.log.info("channel {txid}: taken over by a resume that proved the client key",
-                          txid=display_hex(channel.txid))
+            self.log.info("channel {txid} (peer {peer}): taken over from {holder} by a resume that proved the "
+                          "client key", txid=display_hex(channel.txid), peer=connection.peer or NO_PEER,
+                          holder=holder.peer or NO_PEER)
             holder.close()
         await self._record_payment(channel, best_value, signature)
 
@@ -555,7 +573,8 @@ class ServerChannelManager:
         assert_never(effect)
 
     def _lifecycle_failed(self, failure: Failure, channel: _Channel) -> None:
-        self.log.failure("channel {txid}: lifecycle effect failed", failure, txid=display_hex(channel.txid))
+        self.log.failure("channel {txid} (peer {peer}): lifecycle effect failed", failure,
+                         txid=display_hex(channel.txid), peer=self._peer(channel))
 
     def _persist(self, channel: _Channel, effect: lc.PersistTransition) -> defer.Deferred[lc.LifecycleEvent]:
         txid = channel.txid
@@ -573,8 +592,8 @@ class ServerChannelManager:
                     return lc.TransitionConflict(record)
 
                 return self.store.server_channel(txid).addCallback(again)
-            self.log.failure("channel {txid}: storing {old} -> {new} failed", f, txid=display_hex(txid),
-                             old=effect.expected.value, new=effect.new.value)
+            self.log.failure("channel {txid} (peer {peer}): storing {old} -> {new} failed", f, txid=display_hex(txid),
+                             peer=self._peer(channel), old=effect.expected.value, new=effect.new.value)
             return lc.EffectFailed(f.getErrorMessage())
 
         d = self.store.transition_server(txid, effect.expected, effect.new, **effect.changes)
@@ -598,13 +617,14 @@ class ServerChannelManager:
                         cheapest = (e.fee, rate)
                     continue
                 if rate != self.policy.fee_rate:
-                    self.log.info("channel {txid}: settlement at {rate} sat/kB", txid=display_hex(channel.txid),
-                                  rate=rate)
+                    self.log.info("channel {txid} (peer {peer}): settlement at {rate} sat/kB",
+                                  txid=display_hex(channel.txid), peer=self._peer(channel), rate=rate)
                 return lc.SettlementBuilt(settlement.raw, rate)
             return lc.SettlementUnaffordable(*cheapest) if cheapest is not None else lc.SettlementUnaffordable()
 
         def failed(f: Failure) -> lc.LifecycleEvent:
-            self.log.failure("channel {txid}: building the settlement failed", f, txid=display_hex(channel.txid))
+            self.log.failure("channel {txid} (peer {peer}): building the settlement failed", f,
+                             txid=display_hex(channel.txid), peer=self._peer(channel))
             return lc.EffectFailed(f.getErrorMessage())
 
         # A payout script of its own per channel, stored by the wallet before it is returned.
@@ -621,8 +641,8 @@ class ServerChannelManager:
         def refused(f: Failure) -> lc.LifecycleEvent:
             kind, reason = refusal(f.value)
             if effect.what is lc.TxRole.CONTRACT:
-                self.log.warn("channel {txid}: contract not accepted again: {why}", txid=display_hex(channel.txid),
-                              why=reason)
+                self.log.warn("channel {txid} (peer {peer}): contract not accepted again: {why}",
+                              txid=display_hex(channel.txid), peer=self._peer(channel), why=reason)
             return lc.BroadcastRefused(effect.what, kind, reason)
 
         d: defer.Deferred[object] = defer.maybeDeferred(self.chain.broadcast, effect.tx)
@@ -630,8 +650,9 @@ class ServerChannelManager:
 
     def _rebroadcast(self, channel: _Channel, effect: lc.Rebroadcast) -> None:
         def refused(f: Failure) -> None:
-            self.log.debug("channel {txid}: {what} not taken again: {why}", txid=display_hex(channel.txid),
-                           what=effect.what.value, why=f.getErrorMessage())
+            self.log.debug("channel {txid} (peer {peer}): {what} not taken again: {why}",
+                           txid=display_hex(channel.txid), peer=self._peer(channel), what=effect.what.value,
+                           why=f.getErrorMessage())
 
         defer.maybeDeferred(self.chain.broadcast, effect.tx).addCallbacks(lambda _: None, refused)
 
@@ -640,8 +661,8 @@ class ServerChannelManager:
             return lc.ContractStatusKnown(status.state)
 
         def failed(f: Failure) -> lc.LifecycleEvent:
-            self.log.failure("channel {txid}: asking the chain about the contract failed", f,
-                             txid=display_hex(channel.txid))
+            self.log.failure("channel {txid} (peer {peer}): asking the chain about the contract failed", f,
+                             txid=display_hex(channel.txid), peer=self._peer(channel))
             return lc.EffectFailed(f.getErrorMessage())
 
         return defer.maybeDeferred(self.chain.tx_status, channel.txid).addCallbacks(known, failed)
@@ -656,7 +677,8 @@ class ServerChannelManager:
     def _timer_fired(self, channel: _Channel, kind: lc.TimerKind) -> None:
         channel.timers.pop(kind, None)
         if kind is lc.TimerKind.SETTLE:
-            self.log.info("channel {txid}: expiry near, settling", txid=display_hex(channel.txid))
+            self.log.info("channel {txid} (peer {peer}): expiry {expiry} near, settling", txid=display_hex(channel.txid),
+                          peer=self._peer(channel), expiry=iso_time(channel.machine.record.expiry))
         channel.feed(_TIMER_EVENTS[kind])
 
     def _watch(self, channel: _Channel, effect: lc.WatchOutpoints) -> None:
@@ -685,15 +707,18 @@ class ServerChannelManager:
     def _settle_succeeded(self, channel: _Channel, effect: lc.SettleSucceeded) -> None:
         if effect.by and self._logged_settlements.get(channel.txid) != effect.tx:  # one line per settlement
             self._logged_settlements[channel.txid] = effect.tx
-            self.log.info("channel {txid}: settlement broadcast ({by}), server gets {b} sat before fees",
-                          txid=display_hex(channel.txid), by=", ".join(sorted(b.value for b in effect.by)),
-                          b=channel.machine.record.best_value)
+            self.log.info("channel {txid} (peer {peer}): settlement broadcast ({by}), server gets {b} sat before fees",
+                          txid=display_hex(channel.txid), peer=self._peer(channel),
+                          by=", ".join(sorted(b.value for b in effect.by)), b=channel.machine.record.best_value)
+            if self.observer is not None:
+                self.observer.settlement_broadcast(channel.txid)
         waiting, channel.waiters = channel.waiters, []
         for waiter in waiting:
             waiter.callback(effect.tx)
 
     def _settle_failed(self, channel: _Channel, effect: lc.SettleFailed) -> None:
-        self.log.warn("channel {txid}: not settled: {why}", txid=display_hex(channel.txid), why=effect.why)
+        self.log.warn("channel {txid} (peer {peer}): not settled: {why}", txid=display_hex(channel.txid),
+                      peer=self._peer(channel), why=effect.why)
         waiting, channel.waiters = channel.waiters, []
         for waiter in waiting:
             error: Exception = (SettlementUnaffordable(channel.machine.record.best_value, effect.fee or 0, effect.why)
@@ -702,12 +727,21 @@ class ServerChannelManager:
 
     def _log_event(self, event: lc.ChannelEvent) -> None:
         txid = display_hex(event.contract_txid)
+        peer = self._peer(event.contract_txid)
         kind = event.kind
         if kind is lc.ChannelEventKind.STUCK:
-            self.log.warn("channel {txid}: stuck: {note}", txid=txid, note=event.note)
+            self.log.warn("channel {txid} (peer {peer}): stuck: {note}", txid=txid, peer=peer, note=event.note)
         elif kind is lc.ChannelEventKind.CONTRACT_FAILED:
-            self.log.warn("channel {txid}: {note}; no more payments accepted", txid=txid, note=event.note)
+            self.log.warn("channel {txid} (peer {peer}): {note}; no more payments accepted", txid=txid, peer=peer,
+                          note=event.note)
         elif kind in (lc.ChannelEventKind.SETTLED, lc.ChannelEventKind.REFUNDED):
-            self.log.info("channel {txid}: {state} on chain", txid=txid, state=kind.value)
+            self.log.info("channel {txid} (peer {peer}): {state} on chain", txid=txid, peer=peer, state=kind.value)
         else:
-            self.log.info("channel {txid}: {state}", txid=txid, state=kind.value)
+            self.log.info("channel {txid} (peer {peer}): {state}", txid=txid, peer=peer, state=kind.value)
+
+    def _peer(self, channel: "_Channel | bytes | None") -> str:
+        """The address of the client attached to a channel, for its log lines."""
+        if isinstance(channel, bytes):
+            channel = self._channels.get(channel)
+        connection = channel.connection if channel is not None else None
+        return (connection.peer or NO_PEER) if connection is not None else NO_PEER

@@ -33,6 +33,7 @@ from __future__ import annotations
 import fcntl
 import os
 import sqlite3
+import time
 from typing import Any, Callable, Optional, TypeVar
 
 from twisted.internet import defer
@@ -225,6 +226,8 @@ class SqliteChannelStore:
         #: Number of syncs made; with ``writes`` it shows how well group commit batches.
         self.commits = 0
         self.writes = 0
+        #: Called with the seconds each durable batch (write and sync) took; for ``/metrics``.
+        self.sync_observer: Optional[Callable[[float], None]] = None
         #: Payments in the log and not yet in the tables: (kind, txid) -> (value, signature).
         self._overlay: dict[tuple[int, bytes], tuple[int, bytes]] = {}
         #: What the tables say of channels payments were logged for: (kind, txid) -> state or
@@ -261,7 +264,15 @@ class SqliteChannelStore:
         self._flush_call = None
         batch, self._batch = self._batch, []
         if batch:
-            self._deliver(self._run_batch(batch))
+            observe = self.sync_observer
+            if observe is None:
+                self._deliver(self._run_batch(batch))
+                return
+            commits, started = self.commits, time.perf_counter()
+            outcomes = self._run_batch(batch)
+            if self.commits != commits:
+                observe(time.perf_counter() - started)
+            self._deliver(outcomes)
 
     def _run_batch(self, batch: list[_Pending]) -> list[_Outcome]:
         logged = sum(1 for p in batch if p.slot is not None)

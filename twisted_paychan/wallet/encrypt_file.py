@@ -18,7 +18,7 @@ from typing import Final, Union
 
 from twisted_paychan.bitcoin.addresses import NETWORKS
 from twisted_paychan.faults import crash_point
-from twisted_paychan.files import replace_durably
+from twisted_paychan.files import replace_durably, sync_file
 from twisted_paychan.wallet.crypto import DEFAULT_SCRYPT, ScryptParams
 from twisted_paychan.wallet.errors import AlreadyEncrypted, PassphraseRequired, WalletCorrupt
 from twisted_paychan.wallet.sqlite import SqliteWallet
@@ -34,14 +34,6 @@ def _remove(path: str) -> None:
         os.unlink(path)
     except FileNotFoundError:
         pass
-
-
-def _fsync(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def encrypt_wallet_file(path: Union[str, "os.PathLike[str]"], passphrase: str, scrypt: ScryptParams = DEFAULT_SCRYPT) -> None:
@@ -73,7 +65,7 @@ def encrypt_wallet_file(path: Union[str, "os.PathLike[str]"], passphrase: str, s
         finally:
             copy.close()
         _remove(tmp + ".lock")
-        _fsync(tmp)
+        sync_file(tmp)
         crash_point("wallet-encrypt-written")
         # Close the plaintext database (SQLite checkpoints and deletes its WAL, which must not
         # be applied to the new file) but keep the lock until the new file is in place.

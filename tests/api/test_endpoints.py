@@ -1,0 +1,193 @@
+"""Every endpoint of the API against a real server paying over loopback TCP: with the token,
+without it, with a wrong one, and with bad input."""
+
+import pytest
+import pytest_twisted
+
+from api_setup import ApiLoopback
+from twisted_paychan.channel.settings import ClientSettings, VersionSelector
+
+ENDPOINTS = [
+    ("GET", "/v1/info"), ("GET", "/v1/channels"), ("GET", "/v1/channels/" + "00" * 32),
+    ("POST", "/v1/channels/" + "00" * 32 + "/settle"), ("POST", "/v1/channels/settle-all"),
+    ("GET", "/v1/wallet/balance"), ("GET", "/v1/events"), ("GET", "/v1/health"), ("GET", "/metrics"),
+]
+
+
+async def _open(net, value=1_000_000, payments=3):
+    conn = await net.connect(ClientSettings(channel_value=value, versions=VersionSelector.VERSION_2, fee_rate=1000))
+    for _ in range(payments):
+        await conn.pay(1000)
+    return conn
+
+
+@pytest_twisted.ensureDeferred
+async def test_every_endpoint_refuses_a_missing_or_wrong_token(tmp_path):
+    net = ApiLoopback(tmp_path)
+    await net.start()
+    try:
+        for method, path in ENDPOINTS:
+            for token in (None, "wrong", ""):
+                code, body = await net.call(method, path, token=token)
+                assert code == 401, (method, path, token)
+                assert "token" in body["error"]
+        # A token in the query string counts only for the event stream (EventSource).
+        code, _ = await net.call("GET", "/v1/info?access_token=test-token-123", token=None)
+        assert code == 401
+    finally:
+        await net.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_info_channels_and_one_channel(tmp_path):
+    net = ApiLoopback(tmp_path)
+    await net.start()
+    try:
+        conn = await _open(net)
+        code, info = await net.call("GET", "/v1/info")
+        assert code == 200
+        assert info["network"] == "regtest"
+        assert info["chain_tip"]["height"] == (await net.chain.tip()).height
+        assert len(info["chain_tip"]["hash"]) == 64
+        assert info["channels_by_state"]["open"] == 1 and info["channels"] == 1
+        assert info["value_locked"] == 1_000_000
+        record = await net.server_store.server_channel(conn.contract_txid)
+        assert info["paid_to_us"] == record.best_value
+        assert info["connected_clients"] == 1
+        assert info["uptime"] >= 0 and info["version"]
+
+        code, listed = await net.call("GET", "/v1/channels")
+        assert code == 200 and len(listed["channels"]) == 1
+        row = listed["channels"][0]
+        txid = row["contract_txid"]
+        assert row["paid"] == record.best_value and row["remaining"] == 1_000_000 - record.best_value
+        assert row["state"] == "open" and row["connected"] is True
+        assert row["peer"].startswith("127.0.0.1:")
+        assert row["expiry_iso"].endswith("Z") and row["expires_in"] > 0
+        assert row["settlement"] is None and row["confirmations"] is None
+        assert listed["counts"]["open"] == 1
+
+        code, one = await net.call("GET", f"/v1/channels/{txid}")
+        assert code == 200 and one["contract_txid"] == txid and one["paid"] == record.best_value
+
+        code, none = await net.call("GET", "/v1/channels?state=settled")
+        assert code == 200 and none["channels"] == []
+        code, both = await net.call("GET", "/v1/channels?state=settled&state=open")
+        assert len(both["channels"]) == 1
+
+        for path, status in (("/v1/channels?state=closed", 400), ("/v1/channels/xyz", 400),
+                             ("/v1/channels/" + "ab" * 31, 400), ("/v1/channels/" + "00" * 32, 404),
+                             ("/v1/nothing", 404), ("/nothing", 404)):  # "/" is the dashboard
+            code, body = await net.call("GET", path)
+            assert code == status, path
+            assert body["error"]
+        code, body = await net.call("POST", "/v1/info")
+        assert code == 405 and "not allowed" in body["error"]
+        code, body = await net.call("DELETE", f"/v1/channels/{txid}")
+        assert code == 405
+    finally:
+        await net.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_settle_one_then_conflict_then_settle_all(tmp_path):
+    net = ApiLoopback(tmp_path)
+    await net.start()
+    try:
+        first = await _open(net)
+        second = await _open(net, payments=1)
+        code, body = await net.call("POST", "/v1/channels/" + "00" * 32 + "/settle")
+        assert code == 404
+        code, body = await net.call("POST", "/v1/channels/nothex/settle")
+        assert code == 400
+        code, body = await net.call("GET", "/v1/channels")
+        txids = [r["contract_txid"] for r in body["channels"]]
+        code, settled = await net.call("POST", f"/v1/channels/{txids[0]}/settle")
+        assert code == 200, settled
+        [row] = settled["results"]
+        assert row["contract_txid"] == txids[0] and row["error"] is None and len(row["settlement_txid"]) == 64
+        net.chain.mine(1)
+        for _ in range(50):  # the confirmation is stored a few reactor turns after the block
+            code, one = await net.call("GET", f"/v1/channels/{txids[0]}")
+            if one["state"] == "settled":
+                break
+        assert one["state"] == "settled"
+        assert one["settlement_txid"] == row["settlement_txid"] == one["settlement"]["txid"]
+        assert one["confirmations"] == 1
+        s = one["settlement"]
+        assert s["to_client"] == one["value"] - one["paid"]
+        assert s["fee"] > 0 and s["to_server"] == one["paid"] - s["fee"]
+        code, conflict = await net.call("POST", f"/v1/channels/{txids[0]}/settle")
+        assert code == 409 and conflict["state"] == "settled" and "nothing to settle" in conflict["error"]
+        code, everything = await net.call("POST", "/v1/channels/settle-all")
+        assert code == 200
+        assert [(r["contract_txid"], r["error"]) for r in everything["results"]] == [(txids[1], None)]
+        code, body = await net.call("GET", "/v1/channels/settle-all")
+        assert code == 405
+        del first, second
+    finally:
+        await net.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_wallet_balance_and_health(tmp_path):
+    net = ApiLoopback(tmp_path)
+    await net.start()
+    try:
+        code, balance = await net.call("GET", "/v1/wallet/balance")
+        expected = await net.server_wallet.balance()
+        assert code == 200
+        assert (balance["confirmed"], balance["unconfirmed"], balance["total"]) == (
+            expected.confirmed, expected.unconfirmed, expected.total)
+        code, health = await net.call("GET", "/v1/health")
+        assert code == 200 and health["status"] == "ok"
+        assert health["checks"] == {"store": "ok", "wallet": "ok", "chain": "ok"}
+        # A store that no longer answers makes the server unhealthy, with the reason.
+        await net.server_store.close()
+        code, health = await net.call("GET", "/v1/health")
+        assert code == 503 and health["checks"]["store"] == "failed"
+        assert "store" in health["error"]
+    finally:
+        net.server_store.close = lambda: _done()
+        await net.stop()
+
+
+def _done():
+    from twisted.internet import defer
+
+    return defer.succeed(None)
+
+
+@pytest_twisted.ensureDeferred
+async def test_extra_resources_are_served_beside_the_api(tmp_path):
+    from twisted.web.static import Data
+
+    net = ApiLoopback(tmp_path)
+    net.extra = {b"": Data(b"<html>dashboard</html>", "text/html")}
+    await net.start()
+    try:
+        code, page = await net.call("GET", "/", token=None)
+        assert code == 200 and "dashboard" in page
+        code, body = await net.call("GET", "/v1/info", token=None)
+        assert code == 401
+        code, body = await net.call("GET", "/metrics", token=None)
+        assert code == 401
+        code, body = await net.call("GET", "/elsewhere")
+        assert code == 404 and body["error"]
+    finally:
+        await net.stop()
+
+
+def test_a_chain_that_tracks_its_health_makes_the_server_unhealthy():
+    from types import SimpleNamespace
+
+    from twisted_paychan.api.service import tracked_chain_problem
+
+    assert tracked_chain_problem(object()) is None
+    health = SimpleNamespace(ok=True, state=SimpleNamespace(value="ok"), detail="")
+    chain = SimpleNamespace(health_tracker=SimpleNamespace(health=health))
+    problem = tracked_chain_problem(chain)
+    assert problem() is None
+    chain.health_tracker.health = SimpleNamespace(ok=False, state=SimpleNamespace(value="unreachable"),
+                                                  detail="connection refused")
+    assert problem() == "unreachable: connection refused"
