@@ -191,3 +191,40 @@ def test_a_chain_that_tracks_its_health_makes_the_server_unhealthy():
     chain.health_tracker.health = SimpleNamespace(ok=False, state=SimpleNamespace(value="unreachable"),
                                                   detail="connection refused")
     assert problem() == "unreachable: connection refused"
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_failing_backend_is_a_500_and_the_server_carries_on(tmp_path):
+    net = ApiLoopback(tmp_path)
+    await net.start()
+    try:
+        conn = await _open(net, payments=1)
+        net.server_wallet.close()  # the wallet's database is gone
+        code, body = await net.call("GET", "/v1/wallet/balance")
+        assert code == 500 and body["error"].startswith("internal error")
+        code, info = await net.call("GET", "/v1/info")
+        assert code == 200 and info["channels"] == 1
+        await conn.pay(1000)  # the channel server is untouched
+    finally:
+        net.server_wallet.close = lambda: None
+        await net.stop()
+
+
+def test_json_body_for_the_post_endpoints():
+    import io
+
+    from twisted.web.test.requesthelper import DummyRequest
+
+    from twisted_paychan.api.resources import MAX_BODY, ApiError, json_body
+
+    def body(raw):
+        request = DummyRequest([b"v1"])
+        request.content = io.BytesIO(raw)
+        return json_body(request)
+
+    assert body(b'{"address": "bcrt1q...", "amount": "all", "fee_rate": 1000}')["amount"] == "all"
+    assert str(body(b'{"amount": 0.5}')["amount"]) == "0.5"  # exact, never a float
+    for bad in (b"", b"not json", b"[1, 2]", b'"text"', b"\xff\xfe", b"{" + b" " * MAX_BODY + b"}"):
+        with pytest.raises(ApiError) as refused:
+            body(bad)
+        assert refused.value.status == 400

@@ -60,6 +60,7 @@ async def test_cli_through_the_api_then_offline(tmp_path):
         assert row["contract_txid"] == txid and row["peer"].startswith("127.0.0.1:") and row["state"] == "open"
         assert listed["counts"] == {"server": {"open": 1}}
         table = (await paychan("channels", "--data-dir", data, json_mode=False)).splitlines()
+        assert table[0] == "1 channel(s), from the running server"
         header = next(line for line in table if line.startswith("SIDE"))
         assert header.split() == ["SIDE", "CONTRACT", "V", "STATE", "VALUE", "PAID", "REMAINING", "EXPIRES", "PEER"]
         line = next(line for line in table if line.startswith("server "))

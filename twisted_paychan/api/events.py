@@ -28,6 +28,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from twisted_paychan.chain.types import display_hex
 from twisted_paychan.channel.server_lifecycle_events import ChannelEvent
+from twisted_paychan.net.subscribers import Subscribers
 
 DEFAULT_CAPACITY = 10_000
 
@@ -73,14 +74,13 @@ class NumberedEvent:
 class EventLog:
     """The last ``capacity`` channel events, numbered, and who streams them live."""
 
-    log = Logger()
-
     def __init__(self, clock: IReactorTime, capacity: int = DEFAULT_CAPACITY, boot: Optional[str] = None) -> None:
         self.clock = clock
         self.boot = boot or secrets.token_hex(4)
         self._events: collections.deque[Kept] = collections.deque(maxlen=capacity)
         self._seq = 0
-        self._listeners: list[Callable[[NumberedEvent], None]] = []
+        #: The open streams; one that fails is logged and the others still hear the event.
+        self._listeners: Subscribers[NumberedEvent] = Subscribers()
 
     @property
     def last_seq(self) -> int:
@@ -94,21 +94,11 @@ class EventLog:
         self._events.append(kept)
         if not self._listeners:
             return
-        numbered = NumberedEvent(self.boot, kept)
-        for listener in list(self._listeners):
-            try:
-                listener(numbered)
-            except Exception:  # one broken stream must not starve the others
-                self.log.failure("an event stream failed")
+        self._listeners.notify(NumberedEvent(self.boot, kept))
 
     def listen(self, listener: Callable[[NumberedEvent], None]) -> Callable[[], None]:
-        self._listeners.append(listener)
-
-        def stop() -> None:
-            if listener in self._listeners:
-                self._listeners.remove(listener)
-
-        return stop
+        """Hand ``listener`` every event from now on; returns what stops it."""
+        return self._listeners.add(listener)
 
     def since(self, last_event_id: Optional[str]) -> tuple[bool, list[NumberedEvent]]:
         """(whether events were lost, the buffered events after ``last_event_id``)."""

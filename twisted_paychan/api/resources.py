@@ -84,6 +84,25 @@ def _txid(text: str) -> bytes:
         raise ApiError(400, f"not a contract txid (64 hex digits): {text[:80]!r}") from None
 
 
+#: The largest JSON body a POST may carry (``POST /v1/wallet/send`` needs a few hundred bytes).
+MAX_BODY = 64 * 1024
+
+
+def json_body(request: Request) -> JSON:
+    """The request's body as a JSON object; 400 if it is not one (or is larger than MAX_BODY)."""
+    content = request.content
+    raw = content.read(MAX_BODY + 1) if content is not None else b""
+    if len(raw) > MAX_BODY:
+        raise ApiError(400, f"the body is larger than {MAX_BODY} bytes")
+    try:
+        body = jsonenc.loads(raw) if raw.strip() else None
+    except ValueError as e:
+        raise ApiError(400, f"the body is not JSON: {e}") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "the body must be a JSON object")
+    return body
+
+
 def _query(request: Request, name: str) -> list[str]:
     args: dict[bytes, list[bytes]] = request.args or {}
     return [v.decode("utf-8", "replace") for v in args.get(name.encode(), [])]

@@ -143,6 +143,8 @@ async def run_channels(reactor: Any, args: argparse.Namespace, out: Output) -> i
         lines = [f"{len(shown)} channel(s) {' or '.join(wanted)}, of {len(rows)}"]
     else:
         lines = [f"{len(rows)} channel(s)"]
+    if answer is not None:
+        lines[0] += ", from the running server"
     if rows:
         lines.append("by state: " + "; ".join(
             f"{side} " + ", ".join(f"{state} {n}" for state, n in states.items()) for side, states in counts.items()))
