@@ -10,7 +10,8 @@ from twisted_paychan.channel.settings import ClientSettings, VersionSelector
 ENDPOINTS = [
     ("GET", "/v1/info"), ("GET", "/v1/channels"), ("GET", "/v1/channels/" + "00" * 32),
     ("POST", "/v1/channels/" + "00" * 32 + "/settle"), ("POST", "/v1/channels/settle-all"),
-    ("GET", "/v1/wallet/balance"), ("GET", "/v1/events"), ("GET", "/v1/health"), ("GET", "/metrics"),
+    ("GET", "/v1/wallet/balance"), ("POST", "/v1/wallet/send"), ("GET", "/v1/events"), ("GET", "/v1/health"),
+    ("GET", "/metrics"),
 ]
 
 
@@ -228,3 +229,50 @@ def test_json_body_for_the_post_endpoints():
         with pytest.raises(ApiError) as refused:
             body(bad)
         assert refused.value.status == 400
+
+
+@pytest_twisted.ensureDeferred
+async def test_wallet_send_withdraws_the_servers_income(tmp_path):
+    """``POST /v1/wallet/send``: a settlement's payout withdrawn to another wallet's address,
+    and every mistake answered with its status before anything is signed."""
+    from twisted_paychan.bitcoin.addresses import REGTEST, address_to_script
+    from twisted_paychan.bitcoin.txid import txid as txid_of
+    from twisted_paychan.chain.types import from_display_hex
+
+    net = ApiLoopback(tmp_path)
+    await net.start()
+    try:
+        conn = await _open(net, payments=3)
+        code, settled = await net.call("POST", f"/v1/channels/{conn.contract_txid[::-1].hex()}/settle")
+        assert code == 200 and settled["results"][0]["error"] is None
+        net.chain.mine(1)
+        await net.server_wallet.refresh()
+        income = (await net.server_wallet.balance()).confirmed
+        assert income > 0
+        elsewhere = await net.client_wallet.new_address()
+
+        for body, status, words in [
+            ({"amount": 1000}, 400, "address"),
+            ({"address": elsewhere, "amount": -5}, 400, "amount"),
+            ({"address": elsewhere, "amount": True}, 400, "amount"),
+            ({"address": elsewhere, "amount": 1000, "fee_rate": 10}, 400, "fee_rate"),
+            ({"address": "bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq", "amount": 1000}, 400, "not for regtest"),
+            ({"address": elsewhere, "amount": income * 2}, 409, "insufficient funds"),
+        ]:
+            code, answer = await net.call("POST", "/v1/wallet/send", json=body)
+            assert code == status and words in answer["error"], (body, answer)
+        code, answer = await net.call("POST", "/v1/wallet/send", data=b"[1, 2]")
+        assert code == 400
+
+        code, sent = await net.call("POST", "/v1/wallet/send", json={"address": elsewhere, "amount": "all"})
+        assert code == 200, sent
+        assert sent["amount"] + sent["fee"] == income and sent["address"] == elsewhere
+        raw = await net.chain.get_transaction(from_display_hex(sent["txid"]))
+        assert raw is not None and txid_of(raw) == from_display_hex(sent["txid"])
+        net.chain.mine(1)
+        await net.server_wallet.refresh()
+        assert (await net.server_wallet.balance()).total == 0
+        script = address_to_script(elsewhere, REGTEST)
+        assert sum(u.value for u in await net.chain.unspent_outputs(script)) == sent["amount"]
+    finally:
+        await net.stop()

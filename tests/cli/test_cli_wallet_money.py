@@ -90,7 +90,7 @@ def test_the_walkthrough_money_adds_up(tmp_path: Path) -> None:
     log = tmp_path / "server.log"
     server = subprocess.Popen(
         [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "--nodaemon", "--pidfile=",
-         f"--logfile={log}", "paychan", "--data-dir", str(server_dir), "--fee-rate", "1000",
+         f"--logfile={log}", "paychan", "--data-dir", str(server_dir), "--api-listen", "none", "--fee-rate", "1000",
          "--listen", f"tcp:{port}:interface=127.0.0.1", "--rpc-listen", f"tcp:{rpc_port}:interface=127.0.0.1",
          "--min-channel", "100000"],
         cwd=str(REPO), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)

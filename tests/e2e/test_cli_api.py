@@ -68,6 +68,14 @@ async def test_cli_through_the_api_then_offline(tmp_path):
 
         balance = await paychan("wallet", "--data-dir", data, "balance")
         assert set(balance) >= {"confirmed", "unconfirmed", "total"}
+        # A withdrawal goes to the running server's wallet too (POST /v1/wallet/send): nothing
+        # settled yet, so the server's own words come back.
+        refused = await threads.deferToThread(
+            subprocess.run, [sys.executable, "-m", "twisted_paychan.cli", "wallet", "--data-dir", data, "send",
+                             "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080", "all"],
+            cwd=str(REPO), capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+        assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr
+        assert refused.stderr.startswith("paychan: error: the server answered 409: insufficient funds"), refused.stderr
 
         # Settle through the API: one unknown channel is the user's error, the live one settles.
         await paychan("settle", "--data-dir", data, "00" * 32, code=1)

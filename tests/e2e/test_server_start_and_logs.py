@@ -28,7 +28,7 @@ ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 
 def twistd(data_dir: Path, *extra: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     argv = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "--nodaemon", "--pidfile=",
-            "--logfile=-", "paychan", "--data-dir", str(data_dir), *extra]
+            "--logfile=-", "paychan", "--data-dir", str(data_dir), "--api-listen", "none", *extra]
     return subprocess.run(argv, cwd=str(REPO), env=ENV, capture_output=True, text=True, timeout=timeout)
 
 
@@ -112,7 +112,7 @@ async def test_a_session_logs_what_an_operator_needs_and_nothing_more(tmp_path: 
         remote_dir = tmp_path / "remote"
         remote = subprocess.Popen(
             [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "--nodaemon", "--pidfile=",
-             f"--logfile={tmp_path / 'remote.log'}", "paychan", "--data-dir", str(remote_dir), "--listen",
+             f"--logfile={tmp_path / 'remote.log'}", "paychan", "--data-dir", str(remote_dir), "--api-listen", "none", "--listen",
              *loopback(free_port()), *chain], cwd=str(REPO), env=ENV)
         deadline = time.monotonic() + 60
         while "paychan server: data in" not in _read(tmp_path / "remote.log"):

@@ -8,9 +8,8 @@ unknown path or channel, 405 for a known path with the wrong method, 409 for a s
 happen now. A handler that raises anything else is logged with its traceback and answered 500:
 nothing a request does can reach the reactor as an unhandled error.
 
-Routes are a table (:data:`ROUTES`), so one more is one line (``POST /v1/wallet/send`` is wired by
-the wallet's change). ``extra`` holds resources served without the token under other top-level
-names (the dashboard's static files).
+Routes are a table (:data:`ROUTES`), so one more is one line. ``extra`` holds resources served
+without the token under other top-level names (the dashboard's static files).
 """
 
 from __future__ import annotations
@@ -34,11 +33,13 @@ from twisted_paychan.api.metrics import CONTENT_TYPE, ServerMetrics, Snapshot
 from twisted_paychan.api import views
 from twisted_paychan.bitcoin.settlement import SettlementRejected, SettlementUnaffordable
 from twisted_paychan.bitcoin.txid import txid as txid_of
-from twisted_paychan.chain.interfaces import IWallet
-from twisted_paychan.chain.types import ChainTip, display_hex, from_display_hex
+from twisted_paychan.chain.interfaces import InsufficientFunds, IWallet
+from twisted_paychan.chain.types import BroadcastRejected, ChainTip, display_hex, from_display_hex
 from twisted_paychan.channel.records import ServerChannelState
+from twisted_paychan.constants import FEE_RATE_FLOOR
 from twisted_paychan.net.server_manager import SETTLEABLE, ServerChannelManager
 from twisted_paychan.rpc import jsonenc
+from twisted_paychan.wallet.send import SendError, send_coins
 
 JSON = dict[str, Any]
 
@@ -195,6 +196,30 @@ async def wallet_balance(ctx: ApiContext, request: Request, match: "re.Match[str
     }
 
 
+async def wallet_send(ctx: ApiContext, request: Request, match: "re.Match[str]") -> JSON:
+    """Withdraw: ``{"address": ..., "amount": SAT | "all", "fee_rate": SAT_PER_KB}`` (the fee rate
+    defaults to the server's own); the same checks and coin selection as ``paychan wallet send``."""
+    body = json_body(request)
+    address, amount, fee_rate = body.get("address"), body.get("amount"), body.get("fee_rate", ctx.manager.policy.fee_rate)
+    if not isinstance(address, str) or not address:
+        raise ApiError(400, "address: an address of this server's network is needed")
+    if amount != "all" and (not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0):
+        raise ApiError(400, 'amount: a positive number of sat, or "all"')
+    if not isinstance(fee_rate, int) or isinstance(fee_rate, bool) or fee_rate < FEE_RATE_FLOOR:
+        raise ApiError(400, f"fee_rate: a whole number of sat/kB, at least {FEE_RATE_FLOOR}")
+    ApiResource.log.info("api: send {amount} to {address}", amount=amount, address=address)
+    try:
+        sent = await send_coins(ctx.wallet, ctx.manager.chain, address, None if amount == "all" else amount, fee_rate)
+    except SendError as e:
+        raise ApiError(400, str(e)) from None
+    except InsufficientFunds as e:
+        raise ApiError(409, str(e), needed=e.needed, available=e.available) from None
+    except BroadcastRejected as e:
+        raise ApiError(409, f"the node refused the transaction: {e}") from None
+    return {"txid": sent.txid_hex, "address": sent.address, "amount": sent.amount,
+            "amount_btc": jsonenc.btc(sent.amount), "fee": sent.fee}
+
+
 async def health(ctx: ApiContext, request: Request, match: "re.Match[str]") -> JSON:
     report = await ctx.health.check()
     if not report.ok:
@@ -242,6 +267,7 @@ ROUTES: list[tuple[bytes, "re.Pattern[str]", Handler]] = [
     (b"GET", re.compile(rf"/v1/channels/{_TXID}"), one_channel),
     (b"POST", re.compile(rf"/v1/channels/{_TXID}/settle"), settle),
     (b"GET", re.compile(r"/v1/wallet/balance"), wallet_balance),
+    (b"POST", re.compile(r"/v1/wallet/send"), wallet_send),
     (b"GET", re.compile(r"/v1/events"), events),
     (b"GET", re.compile(r"/v1/health"), health),
     (b"GET", re.compile(r"/metrics"), metrics),

@@ -11,13 +11,15 @@ there. Everything runs on the command's own reactor (``cli.runner``).
 from __future__ import annotations
 
 import json
+from io import BytesIO
 from dataclasses import dataclass
 from typing import Any, Optional
 
 from twisted.internet import error as neterror
 import treq
 from treq.client import HTTPClient
-from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool, ResponseFailed
+from twisted.internet.task import Cooperator
+from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, FileBodyProducer, HTTPConnectionPool, ResponseFailed
 from twisted.web.http_headers import Headers
 
 from twisted_paychan.api import auth
@@ -73,16 +75,24 @@ class ApiClient:
         pool = HTTPConnectionPool(reactor, persistent=False)
         policy = _tls_policy(server.certificate)
         agent = Agent(reactor, policy, pool=pool) if policy is not None else Agent(reactor, pool=pool)
-        self.http = HTTPClient(agent)
+        # A body's producer must run on this command's own reactor (cli.runner), not on the
+        # global one that treq's default cooperator schedules on and nobody runs here.
+        cooperator = Cooperator(scheduler=lambda work: reactor.callLater(0, work))
+        self.http = HTTPClient(agent, data_to_body_producer=lambda data: FileBodyProducer(BytesIO(data), cooperator))
 
-    async def call(self, method: str, path: str) -> tuple[int, Any]:
-        """(HTTP status, the JSON answer); :class:`NotRunning` if nobody listens."""
+    async def call(self, method: str, path: str, body: Optional[dict[str, Any]] = None) -> tuple[int, Any]:
+        """(HTTP status, the JSON answer); :class:`NotRunning` if nobody listens. ``body`` goes
+        as a JSON object."""
         headers = Headers({b"authorization": [f"Bearer {self.server.token}".encode()]})
+        data: Optional[bytes] = None
+        if body is not None:
+            headers.addRawHeader(b"content-type", b"application/json")
+            data = json.dumps(body).encode()
         try:
-            d = self.http.request(method, self.server.url + path, headers=headers)
+            d = self.http.request(method, self.server.url + path, headers=headers, data=data)
             d.addTimeout(TIMEOUT, self.reactor)
             response = await d
-            body = await treq.content(response)
+            content = await treq.content(response)
         except (neterror.ConnectionRefusedError, neterror.ConnectError) as e:
             raise NotRunning(str(e)) from None
         except ResponseFailed as e:
@@ -90,7 +100,7 @@ class ApiClient:
         except neterror.TimeoutError:
             raise UserError(f"the server at {self.server.url} did not answer within {TIMEOUT:g} s") from None
         try:
-            answer = json.loads(body) if body else {}
+            answer = json.loads(content) if content else {}
         except ValueError:
             raise UserError(f"the server at {self.server.url} answered {response.code} with no JSON") from None
         if response.code == 401:
@@ -99,13 +109,14 @@ class ApiClient:
         return int(response.code), answer
 
 
-async def ask(reactor: Any, data_dir: Optional[str], method: str, path: str) -> Optional[tuple[int, Any]]:
+async def ask(reactor: Any, data_dir: Optional[str], method: str, path: str,
+              body: Optional[dict[str, Any]] = None) -> Optional[tuple[int, Any]]:
     """The running server's answer, or None when none runs for ``data_dir``."""
     server = running_server(data_dir)
     if server is None:
         return None
     try:
-        return await ApiClient(reactor, server).call(method, path)
+        return await ApiClient(reactor, server).call(method, path, body)
     except NotRunning:
         return None
 

@@ -24,6 +24,7 @@ from twisted_paychan.cli.output import Output, UserError, format_sat
 from twisted_paychan.rpc.jsonenc import btc
 from twisted_paychan.cli.wallet_seed import (
     check_send,
+    emit_sent,
     run_restore,
     run_seed,
     run_send,
@@ -106,7 +107,13 @@ async def run_wallet(reactor: Any, args: argparse.Namespace, out: Output) -> int
     if args.wallet_command == "seed":
         return run_seed(path, args, out)
     if args.wallet_command == "send":
-        check_send(args)
+        amount = check_send(args, running=api_client.running_server(args.data_dir) is not None)
+        answer = await api_client.ask(reactor, args.data_dir, "POST", "/v1/wallet/send",
+                                      {"address": args.address, "amount": "all" if amount is None else amount,
+                                       "fee_rate": args.fee_rate})
+        if answer is not None:  # the running server's wallet, through its API
+            emit_sent(out, api_client.checked(answer))
+            return 0
     if args.wallet_command == "balance":  # the running server's wallet, through its API
         answer = await api_client.ask(reactor, args.data_dir, "GET", "/v1/wallet/balance")
         if answer is not None:

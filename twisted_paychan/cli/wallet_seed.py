@@ -194,13 +194,14 @@ def _amount(text: str) -> Optional[int]:
     return value
 
 
-def check_send(args: argparse.Namespace) -> Optional[int]:
+def check_send(args: argparse.Namespace, running: bool = False) -> Optional[int]:
     """The amount (None: all), after every check that needs no chain: a mistake costs no
-    node start."""
+    node start. ``running``: a server runs for the data dir and sends through its API (its
+    chain is served, whatever ``--chain`` says)."""
     amount = _amount(args.amount)
     if args.fee_rate < 1000:
         raise UserError("--fee-rate must be at least 1000 sat/kB (the minimum relay fee)")
-    if args.chain == "embedded":
+    if args.chain == "embedded" and not running:
         # Nothing else would ever mine it: the coins would stay reserved, the payment unmade.
         raise UserError("the embedded chain of a one-shot command forgets its mempool when the command exits: "
                         "serve the chain (`paychan regtest`, or `make run`) and give --chain URL")
@@ -215,9 +216,12 @@ async def run_send(wallet: SqliteWallet, chain: Any, args: argparse.Namespace, o
         raise UserError(str(e)) from None
     except InsufficientFunds as e:
         raise UserError(str(e)) from None
-    out.emit(
-        f"sent {format_sat(sent.amount)} to {sent.address} in {sent.txid_hex}, fee {sent.fee} sat",
-        {"txid": sent.txid_hex, "address": sent.address, "amount": sent.amount, "amount_btc": btc(sent.amount),
-         "fee": sent.fee},
-    )
+    emit_sent(out, {"txid": sent.txid_hex, "address": sent.address, "amount": sent.amount,
+                    "amount_btc": btc(sent.amount), "fee": sent.fee})
     return 0
+
+
+def emit_sent(out: Output, sent: dict[str, Any]) -> None:
+    """What ``send`` says, made here or by the running server's API (the same fields)."""
+    out.emit(f"sent {format_sat(int(sent['amount']))} to {sent['address']} in {sent['txid']}, fee {sent['fee']} sat",
+             sent)
