@@ -42,7 +42,8 @@ from twisted_paychan.constants import FEE_RATE_FLOOR
 # The machine's vocabulary, re-exported: callers need one import.
 from twisted_paychan.channel.server_lifecycle_events import (
     LifecyclePolicy, SettleBy, Loaded, Created, SettleDue, ConfirmationDue, BlockConnected,
-    ContractInputSpent, ContractSpent, ContractRejected, SettleRequested, Stopped, TransitionStored,
+    ContractInputSpent, ContractSpent, ContractRejected, ContractUnsent, ContractRetryDue, SettleRequested,
+    Stopped, TransitionStored,
     TransitionConflict, SettlementBuilt, SettlementUnaffordable, BroadcastAccepted, BroadcastRefused,
     ContractStatusKnown, EffectFailed, TimerKind, WatchKind, TxRole, ConnectionNews, ChannelEventKind,
     ChannelEvent, PersistTransition, BuildSettlement, Broadcast, Rebroadcast, QueryContractStatus, ArmTimer,
@@ -52,7 +53,8 @@ from twisted_paychan.channel.server_lifecycle_events import (
 
 __all__ = [
     "LifecyclePolicy", "SettleBy", "Loaded", "Created", "SettleDue", "ConfirmationDue", "BlockConnected",
-    "ContractInputSpent", "ContractSpent", "ContractRejected", "SettleRequested", "Stopped",
+    "ContractInputSpent", "ContractSpent", "ContractRejected", "ContractUnsent", "ContractRetryDue",
+    "SettleRequested", "Stopped",
     "TransitionStored", "TransitionConflict", "SettlementBuilt", "SettlementUnaffordable",
     "BroadcastAccepted", "BroadcastRefused", "ContractStatusKnown", "EffectFailed", "TimerKind",
     "WatchKind", "TxRole", "ConnectionNews", "ChannelEventKind", "ChannelEvent", "PersistTransition",
@@ -149,6 +151,13 @@ class ServerLifecycle:
         return self._record.state
 
     @property
+    def contract_pending(self) -> bool:
+        """The contract has not reached a node yet (its broadcast is retried): the channel is
+        stored OPEN but not resumable until the node has it."""
+        retrying = self._awaiting is _Awaiting.BROADCAST and self._record.state is S.OPEN
+        return retrying or TimerKind.CONTRACT_RETRY in self._timers
+
+    @property
     def settling(self) -> bool:
         return self._settling is not None
 
@@ -221,7 +230,8 @@ class ServerLifecycle:
         out: Effects = []
         if record.state is not old:
             if old is S.OPEN:
-                out += self._cancel(TimerKind.CONFIRM) + self._unwatch(WatchKind.INPUTS)
+                out += (self._cancel(TimerKind.CONFIRM) + self._cancel(TimerKind.CONTRACT_RETRY)
+                        + self._unwatch(WatchKind.INPUTS))
             if record.state in FINAL_STATES:
                 out += (self._cancel(TimerKind.SETTLE) + self._cancel(TimerKind.CONFIRM)
                         + self._unwatch(WatchKind.INPUTS) + self._unwatch(WatchKind.OUTPUT))
@@ -475,6 +485,30 @@ class ServerLifecycle:
         return self._persist(S.CONTRACT_FAILED, self._contract_gone, note=f"{CONTRACT_REJECTED_NOTE}: {event.why}",
                              updated_at=int(now))
 
+    def _contract_unsent(self, event: LifecycleEvent, now: float) -> Effects:
+        """The node was never asked (down, credentials refused): nothing was decided about the
+        contract, so the channel stays OPEN and its contract is offered again until a node
+        answers. The server's outage is no verdict on the client's transaction."""
+        return self._arm(TimerKind.CONTRACT_RETRY, now + self._policy.contract_retry_interval)
+
+    def _retry_contract(self, event: LifecycleEvent, now: float) -> Effects:
+        """Offer the pending contract again."""
+        if not self._fired(TimerKind.CONTRACT_RETRY):
+            return []
+        self._awaiting = _Awaiting.BROADCAST
+        return [Broadcast(self._record.contract, TxRole.CONTRACT)]
+
+    def _contract_retried(self, event: LifecycleEvent, now: float) -> Effects:
+        """Accepted (or known): the channel is as any other. Unreachable again: later. Refused
+        (its inputs spent, the client took its coins back): CONTRACT_FAILED."""
+        assert isinstance(event, (BroadcastAccepted, BroadcastRefused))
+        if isinstance(event, BroadcastAccepted) or event.kind is RejectKind.ALREADY_KNOWN:
+            return []
+        if event.kind is RejectKind.UNREACHABLE:
+            return self._contract_unsent(event, now)
+        return self._persist(S.CONTRACT_FAILED, self._contract_gone, note=f"{CONTRACT_REJECTED_NOTE}: {event.reason}",
+                             updated_at=int(now))
+
     def _contract_gone(self, now: float) -> Effects:
         """The contract can never confirm: nothing left to settle or watch."""
         return self._cancel(TimerKind.SETTLE) + self._unwatch(WatchKind.OUTPUT)
@@ -532,6 +566,13 @@ LIFECYCLE_TABLE: Mapping[tuple[ServerChannelState, type], Rule] = {
     # payments (the store refuses them once the state is not OPEN).
     (S.OPEN, ContractRejected): _row(L._contract_rejected, S.CONTRACT_FAILED),
     (S.OPEN, ContractInputSpent): _row(L._input_spent, S.CONTRACT_FAILED),
+    # A contract that never reached a node (the server's node down, or refusing our
+    # credentials) is no refusal: the channel stays OPEN, not resumable, and the contract is
+    # offered again every contract_retry_interval until a node judges it.
+    (S.OPEN, ContractUnsent): _row(L._contract_unsent),
+    (S.OPEN, ContractRetryDue): _row(L._retry_contract),
+    (S.OPEN, BroadcastAccepted): _row(L._contract_retried),
+    (S.OPEN, BroadcastRefused): _row(L._contract_retried, S.CONTRACT_FAILED),
     (S.OPEN, ConfirmationDue): _row(L._confirmation_due),
     (S.OPEN, ContractStatusKnown): _row(L._contract_status_at_deadline, S.CONTRACT_FAILED),
     # The client's refund (or a settlement) confirmed while the channel was still open.

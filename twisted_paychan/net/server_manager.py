@@ -40,7 +40,7 @@ from typing_extensions import assert_never
 from twisted_paychan.bitcoin.scripts import ChannelScript
 from twisted_paychan.bitcoin.settlement import SettlementRejected, SettlementUnaffordable, build_settlement
 from twisted_paychan.chain.interfaces import ICancellable, IChain, ISigner, IWallet
-from twisted_paychan.chain.types import ChainTip, SpendEvent, TxState, TxStatus, display_hex, refusal
+from twisted_paychan.chain.types import ChainTip, RejectKind, SpendEvent, TxState, TxStatus, display_hex, refusal
 from twisted_paychan.channel import server_lifecycle as lc
 from twisted_paychan.channel.errors import CloseReason
 from twisted_paychan.channel.records import ServerChannelRecord, ServerChannelState
@@ -67,6 +67,7 @@ _SETTLE_BY = {
 _TIMER_EVENTS: dict[lc.TimerKind, lc.LifecycleEvent] = {
     lc.TimerKind.SETTLE: lc.SettleDue(),
     lc.TimerKind.CONFIRM: lc.ConfirmationDue(),
+    lc.TimerKind.CONTRACT_RETRY: lc.ContractRetryDue(),
 }
 
 
@@ -379,7 +380,7 @@ class ServerChannelManager:
 
     def _find_channel(self, contract_txid: bytes, connection: ServerChannel) -> defer.Deferred[Optional[ServerChannelRecord]]:
         def found(channel: Optional[_Channel]) -> defer.Deferred[Optional[ServerChannelRecord]]:
-            if channel is None or channel.machine.state is not S.OPEN:
+            if channel is None or channel.machine.state is not S.OPEN or channel.machine.contract_pending:
                 return defer.succeed(None)
             # One writer of b: read the record once every payment in flight is stored.
             d = channel.payments_stored()
@@ -417,9 +418,16 @@ class ServerChannelManager:
 
     def _broadcast_contract(self, tx: bytes, contract_txid: bytes) -> defer.Deferred[None]:
         def rejected(f: Failure) -> Failure | defer.Deferred[None]:
-            why = f.getErrorMessage()
-            self.log.warn("channel {txid}: contract rejected: {why}", txid=display_hex(contract_txid), why=why)
+            kind, why = refusal(f.value)
             channel = self._channels.get(contract_txid)
+            if kind is RejectKind.UNREACHABLE:
+                # The server's outage, not the contract's fault: kept OPEN, offered again.
+                self.log.warn("channel {txid}: the node is unavailable ({why}); the contract stays pending and is "
+                              "broadcast again until the node answers", txid=display_hex(contract_txid), why=why)
+                if channel is not None:
+                    channel.feed(lc.ContractUnsent(why))
+                return f
+            self.log.warn("channel {txid}: contract rejected: {why}", txid=display_hex(contract_txid), why=why)
             if channel is None:
                 return f
             channel.feed(lc.ContractRejected(why))
