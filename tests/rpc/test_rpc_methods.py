@@ -170,8 +170,9 @@ async def test_sendrawtransaction_errors(harness: Harness) -> None:
     txid = display_hex(txid_of(raw))
     assert await call("sendrawtransaction", raw.hex()) == txid
     assert await call("sendrawtransaction", raw.hex()) == txid  # already in the mempool: fine
-    conflict = spend([coin], [(ALICE.p2pkh, coin.value - 2_000)])
-    assert await error_of(harness, "sendrawtransaction", conflict.hex()) == (-26, "txn-mempool-conflict")
+    conflict = spend([coin], [(ALICE.p2pkh, coin.value - 500)])  # less than the 1,000 it would replace
+    code, message = await error_of(harness, "sendrawtransaction", conflict.hex())
+    assert (code, message.split(", ")[0]) == (-26, "insufficient fee")
     harness.inner.mine(1)
     assert await error_of(harness, "sendrawtransaction", raw.hex()) == (-27, "Transaction outputs already in utxo set")
 
@@ -205,8 +206,12 @@ async def test_testmempoolaccept(harness: Harness) -> None:
     await call("sendrawtransaction", raw.hex())
     [again] = await call("testmempoolaccept", [raw.hex()])
     assert again["reject-reason"] == "txn-already-in-mempool"
-    [conflict] = await call("testmempoolaccept", [spend([coin], [(ALICE.p2pkh, coin.value - 2_000)]).hex()])
-    assert conflict["reject-reason"] == "txn-mempool-conflict"
+    [conflict] = await call("testmempoolaccept", [spend([coin], [(ALICE.p2pkh, coin.value - 500)]).hex()])
+    assert conflict["reject-reason"] == "insufficient fee"
+    assert conflict["reject-details"].endswith("less fees than conflicting txs; 0.000005 < 0.00001")
+    [replacing] = await call("testmempoolaccept", [spend([coin], [(ALICE.p2pkh, coin.value - 2_000)]).hex()])
+    assert replacing["allowed"] is True  # pays more: would replace it (nothing changes)
+    assert len(harness.node.mempool_entries()) == 1
     assert (await error_of(harness, "testmempoolaccept", ["00"]))[0] == -22
     assert (await error_of(harness, "testmempoolaccept", []))[0] == -8
 

@@ -60,6 +60,8 @@ class ServerChannelRecord:
     #: v1 only: the refund's single output, serialized; for information.
     client_output: Optional[bytes] = None
     state: ServerChannelState = ServerChannelState.OPEN
+    #: Our settlement while we settle; once SETTLED or REFUNDED, the transaction that actually
+    #: spent the contract, as the chain showed it (the client's refund, for a REFUNDED channel).
     settlement_tx: Optional[bytes] = None
     #: Why the channel is stuck or failed, for operators (``paychan channels``).
     note: str = ""

@@ -35,7 +35,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Optional
 
-from twisted_paychan.bitcoin.transactions import parse_transaction
+from twisted_paychan.bitcoin.transactions import TransactionParseError, parse_transaction
 from twisted_paychan.chain.types import OutPoint, RejectKind, TxState, display_hex
 from twisted_paychan.channel.records import ServerChannelRecord, ServerChannelState
 from twisted_paychan.constants import FEE_RATE_FLOOR
@@ -120,7 +120,7 @@ class ServerLifecycle:
 
     # One per open channel, mostly idle: slots, and a list for the (rare) held events.
     __slots__ = ("_record", "_policy", "_awaiting", "_held", "_timers", "_watches", "_bumps", "_settling", "_rule",
-                 "_origin", "_then", "_conflicts", "_bumped_for")
+                 "_origin", "_then", "_conflicts", "_bumped_for", "_spender_told")
 
     def __init__(self, record: ServerChannelRecord, policy: LifecyclePolicy) -> None:
         self._record = record
@@ -139,6 +139,8 @@ class ServerLifecycle:
         self._origin: Optional[LifecycleEvent] = None
         self._then: Optional[_Then] = None
         self._conflicts = 0
+        #: The spender of the contract output last told to the application (told once each).
+        self._spender_told: Optional[bytes] = None
 
     @property
     def record(self) -> ServerChannelRecord:
@@ -413,8 +415,12 @@ class ServerLifecycle:
                 self._bumped_for = event
             note = f"settlement broadcast rejected: {event.reason}"
             why = event.reason
-            return self._persist(S.STUCK, lambda now: self._end_settlement(now, why=why), note=note,
-                                 updated_at=int(now))
+            # Its input is spent: by whom is the chain's to say. Watched afresh, the output is
+            # looked up where it was spent (a refund that confirmed ends the channel REFUNDED,
+            # naming it, and the retries with it).
+            again = event.kind is RejectKind.INPUTS_SPENT
+            return self._persist(S.STUCK, lambda now: (self._unwatch(WatchKind.OUTPUT) if again else [])
+                                 + self._end_settlement(now, why=why), note=note, updated_at=int(now))
         self._bumps = 0
         if self._record.state is S.STUCK:
             return self._persist(S.SETTLING, self._settled, note="", updated_at=int(now))
@@ -516,13 +522,29 @@ class ServerLifecycle:
     def _output_spent(self, event: LifecycleEvent, now: float) -> Effects:
         """Confirmed spend of the contract output: SETTLED if it is our settlement, else REFUNDED."""
         assert isinstance(event, ContractSpent)
-        if not event.confirmed:
-            return []
         r = self._record
-        if r.settlement_tx is not None and event.spending_tx == r.settlement_tx:
+        ours = r.settlement_tx is not None and event.spending_tx == r.settlement_tx
+        if not event.confirmed:
+            if ours or event.spending_tx == self._spender_told:
+                return []
+            self._spender_told = event.spending_tx
+            note = f"contract output spent in the mempool by {self._spender(event.spending_tx)}"
+            return [NotifyApplication(ChannelEvent(ChannelEventKind.CONTRACT_SPENT, r.contract_txid, note))]
+        if ours:
             return self._persist(S.SETTLED, _nothing, note="", updated_at=int(now))
-        return self._persist(S.REFUNDED, _nothing, updated_at=int(now),
-                             note="the contract was spent by another transaction (the client's refund?)")
+        # The record names what the chain says closed the channel, not our own attempt.
+        return self._persist(S.REFUNDED, _nothing, updated_at=int(now), settlement_tx=event.spending_tx,
+                             note=f"the contract was spent by {self._spender(event.spending_tx)}")
+
+    def _spender(self, tx: bytes) -> str:
+        """``<txid> (the client's refund)`` when its lock time is the channel's expiry, as a
+        refund's is; else ``<txid> (not our settlement)``."""
+        try:
+            parsed = parse_transaction(tx)
+        except TransactionParseError:  # the watch passes what the chain holds: not seen, but said
+            return "another transaction (not our settlement)"
+        what = "the client's refund" if parsed.nLockTime == self._record.expiry else "not our settlement"
+        return f"{display_hex(parsed.GetTxid())} ({what})"
 
     def _new_block(self, event: LifecycleEvent, now: float) -> Effects:
         """Until a settlement confirms it is offered again with every block: a node may have

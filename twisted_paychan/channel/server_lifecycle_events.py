@@ -226,6 +226,9 @@ class ChannelEventKind(enum.Enum):
     STUCK = "stuck"
     REFUNDED = "refunded"
     CONTRACT_FAILED = "contract-failed"
+    #: The contract's output was spent, in a mempool, by a transaction that is not our
+    #: settlement (the client's refund): said once per spender, before it confirms.
+    CONTRACT_SPENT = "contract-spent"
 
 
 @dataclass(frozen=True)

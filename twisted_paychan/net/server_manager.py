@@ -705,6 +705,9 @@ class ServerChannelManager:
         elif kind is lc.ChannelEventKind.CONTRACT_FAILED:
             self.log.warn("channel {txid}: {note}; no more payments accepted", txid=txid, note=event.note)
         elif kind in (lc.ChannelEventKind.SETTLED, lc.ChannelEventKind.REFUNDED):
-            self.log.info("channel {txid}: {state} on chain", txid=txid, state=kind.value)
+            self.log.info("channel {txid}: {state} on chain{note}", txid=txid, state=kind.value,
+                          note=f": {event.note}" if event.note else "")
+        elif kind is lc.ChannelEventKind.CONTRACT_SPENT:
+            self.log.warn("channel {txid}: {note}", txid=txid, note=event.note)
         else:
             self.log.info("channel {txid}: {state}", txid=txid, state=kind.value)

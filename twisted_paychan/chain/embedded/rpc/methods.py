@@ -384,7 +384,9 @@ class NodeMethods:
             fee = self.view.test_accept(raw, tx)
         except BroadcastRejected as e:
             result["allowed"] = False
-            result["reject-reason"] = "missing-inputs" if e.code == RPC_VERIFY_ERROR else e.reason
+            # Core 28+: the reason's token, and the whole of it as details.
+            result["reject-reason"] = "missing-inputs" if e.code == RPC_VERIFY_ERROR else e.reason.split(", ", 1)[0]
+            result["reject-details"] = e.reason
             return result
         vsize = virtual_size(tx)
         if max_rate > 0 and fee > int(max_rate * 100_000_000) * vsize // 1000:

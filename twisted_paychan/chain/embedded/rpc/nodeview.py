@@ -99,4 +99,5 @@ class NodeView:
             self.mempool_spender,
             rules.NextBlock(node.height + 1, node.median_time_past()),
             lambda h: node.tip_at(h).median_time_past,
+            lambda conflicts, fee, vsize: None if node.replaced_by(tx.GetTxid(), tx, conflicts, fee, vsize) else None,
         )
