@@ -348,3 +348,44 @@ def test_named_parameters(harness: Harness) -> None:
     with pytest.raises(RpcError) as caught:
         methods.dispatch("getblockhash", [0, 1])
     assert caught.value.code == -1 and caught.value.message == "getblockhash height"
+
+
+@pytest_twisted.ensureDeferred
+async def test_getblock_coinbase_tx_as_core_31(harness: Harness) -> None:
+    call = harness.connection.call
+    [block_hash] = harness.inner.mine(1)  # an empty block: Core's miner commits to witnesses all the same
+    one = await call("getblock", display_hex(block_hash))
+    coinbase = one["coinbase_tx"]
+    assert list(coinbase) == ["version", "locktime", "sequence", "coinbase", "witness"]
+    height = harness.node.height  # Core 30+: locked to the height below, lock time enabled
+    assert (coinbase["version"], coinbase["locktime"], coinbase["sequence"]) == (2, height - 1, 0xFFFFFFFE)
+    assert coinbase["witness"] == "00" * 32  # the reserved value
+    two = await call("getblock", display_hex(block_hash), 2)
+    assert two["coinbase_tx"] == coinbase
+    assert two["tx"][0]["vin"][0]["coinbase"] == coinbase["coinbase"]
+    assert two["tx"][0]["vin"][0]["txinwitness"] == ["00" * 32]
+
+
+@pytest_twisted.ensureDeferred
+async def test_getmempoolentry_and_chunks(harness: Harness) -> None:
+    call = harness.connection.call
+    coin = funded(harness)
+    parent = spend([coin], [(BOB.p2pkh, coin.value - 200)])  # 200 sat: below its child's rate
+    child = spend([Coin(OutPoint(txid_of(parent), 0), coin.value - 200, BOB)], [(ALICE.p2pkh, coin.value - 5_200)])
+    alone = pay_bob(funded(harness), fee=1_000)
+    for raw in (parent, child, alone):
+        await call("sendrawtransaction", raw.hex())
+    p, c, a = (display_hex(txid_of(raw)) for raw in (parent, child, alone))
+    entry = await call("getmempoolentry", c)
+    assert list(entry) == ["vsize", "weight", "time", "height", "descendantcount", "descendantsize", "ancestorcount",
+                           "ancestorsize", "chunkweight", "wtxid", "fees", "depends", "spentby", "bip125-replaceable",
+                           "unbroadcast"]
+    assert list(entry["fees"]) == ["base", "modified", "ancestor", "descendant", "chunk"]
+    verbose = await call("getrawmempool", True)
+    assert verbose[c] == entry
+    # The child pays for its parent: one chunk of both. The other is a chunk of its own.
+    both = verbose[p]["weight"] + verbose[c]["weight"]
+    assert verbose[p]["chunkweight"] == verbose[c]["chunkweight"] == both
+    assert verbose[p]["fees"]["chunk"] == verbose[c]["fees"]["chunk"] == Decimal("0.00005200")
+    assert (verbose[a]["chunkweight"], verbose[a]["fees"]["chunk"]) == (verbose[a]["weight"], Decimal("0.00001000"))
+    assert await error_of(harness, "getmempoolentry", "00" * 32) == (-5, "Transaction not in mempool")
