@@ -37,6 +37,10 @@ class ClientChannelState(enum.Enum):
     SETTLED = "settled"
     #: Our refund confirmed.
     REFUNDED = "refunded"
+    #: The opening failed after the contract left us, and the contract was neither on chain nor
+    #: in a mempool: its inputs were spent back to our wallet (``close_tx``), the reason in
+    #: ``note``. A late broadcast of the contract can never confirm.
+    FAILED = "failed"
 
 
 @dataclass(frozen=True)

@@ -42,11 +42,13 @@ SERVER_TRANSITIONS: Mapping[ServerChannelState, frozenset[ServerChannelState]] =
 CLIENT_TRANSITIONS: Mapping[ClientChannelState, frozenset[ClientChannelState]] = {
     # Refund due; settlement seen (CLOSE from the server, or on the chain); our refund confirmed;
     # paid down to zero with the settlement awaited from the chain (a note, the state kept).
-    C.OPEN: frozenset({C.OPEN, C.EXPIRING, C.SETTLED, C.REFUNDED}),
+    # An opening that failed before CHANNEL_OPEN, its contract unknown: coins reclaimed.
+    C.OPEN: frozenset({C.OPEN, C.EXPIRING, C.SETTLED, C.REFUNDED, C.FAILED}),
     C.EXPIRING: frozenset({C.SETTLED, C.REFUNDED}),
     # A settlement seen in a mempool may be replaced by another spend before one confirms.
     C.SETTLED: frozenset({C.SETTLED, C.REFUNDED}),
     C.REFUNDED: frozenset(),
+    C.FAILED: frozenset(),
 }
 
 #: The record fields a transition may change besides the state: never the money (b, sig_C,

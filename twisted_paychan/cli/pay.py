@@ -124,6 +124,21 @@ def _server_endpoint(reactor: Any, description: str) -> Any:
         raise UserError(f"--server {description!r} is not an endpoint like tcp:HOST:PORT or tls:HOST:PORT: {e}") from None
 
 
+async def _after_failed_opening(manager: ClientChannelManager) -> str:
+    """What became of a contract that left before the opening failed (``net/failed_opening``)."""
+    from twisted_paychan.net.failed_opening import Outcome
+
+    said = ""
+    for result in await manager.failed_openings():
+        if result.outcome is Outcome.RECLAIMED and result.reclaim_tx is not None:
+            said += f"; the contract never reached the chain: coins reclaimed by {display_hex(txid_of(result.reclaim_tx))}"
+        elif result.outcome is Outcome.CONTRACT_KNOWN:
+            said += f"; {result.detail}: the channel stands (paychan channels)"
+        else:
+            said += f"; {result.detail}: the channel stays open, its refund due after expiry"
+    return said
+
+
 async def _pay_with(reactor: Any, args: Any, out: Output, manager: ClientChannelManager,
                     settings: ClientSettings, server_id: bytes, info: Any) -> int:
     for txid in await manager.release_abandoned_contracts():
@@ -138,7 +153,7 @@ async def _pay_with(reactor: Any, args: Any, out: Output, manager: ClientChannel
                 f"refusing to pay {args.server}: its TLS certificate cannot be verified ({endpoint.tls_error}); "
                 "give the CA that signed it with :trustRoots=DIR"
             ) from None
-        raise UserError(f"could not open a channel: {e}") from None
+        raise UserError(f"could not open a channel: {e}{await _after_failed_opening(manager)}") from None
     except (ConnectError, ConnectionError) as e:
         raise UserError(f"cannot reach {args.server}: {e}") from None
     how = "resumed" if conn.resumed else "opened"
