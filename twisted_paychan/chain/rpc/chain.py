@@ -339,8 +339,9 @@ class RpcChain:
 
     def _log_poll_failure(self, failure: Failure) -> None:
         """Already counted (and logged on a change) by the health tracker; a failure that is
-        no node's (a bug of ours) gets its traceback."""
-        if not isinstance(failure.value, rejects.UNREACHABLE_ERRORS + (RpcError,)):
+        no node's (a bug of ours) gets its traceback, once per run of failures."""
+        first = self.health_tracker.health.failures <= 1
+        if first and not isinstance(failure.value, rejects.UNREACHABLE_ERRORS + (RpcError,)):
             log.failure("polling {node} failed", failure, node=self.connection.name)
 
     async def _poll(self) -> None:
