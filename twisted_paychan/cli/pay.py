@@ -129,7 +129,11 @@ async def _after_failed_opening(manager: ClientChannelManager) -> str:
     from twisted_paychan.net.failed_opening import Outcome
 
     said = ""
-    for result in await manager.failed_openings():
+    try:
+        results = await manager.failed_openings()
+    except Exception as e:  # the opening's own failure is what the person must read first
+        return f"; what became of its contract is unknown ({e}): see paychan channels"
+    for result in results:
         if result.outcome is Outcome.RECLAIMED and result.reclaim_tx is not None:
             said += f"; the contract never reached the chain: coins reclaimed by {display_hex(txid_of(result.reclaim_tx))}"
         elif result.outcome is Outcome.CONTRACT_KNOWN:
