@@ -18,7 +18,10 @@ its lock time, BIP 113); the refund confirming ends it REFUNDED. Nothing ends be
 the contract is seen, and the output stays watched until that spend confirms. A channel paid
 down to zero whose connection ended without the server's settlement (stock bitcoinj loses its
 CLOSE, §7.3 step 4) stays OPEN with a note (``EXHAUSTED_NOTE``) while the settlement is awaited
-from the chain; the settlement, or else the refund, ends it as above.
+from the chain; the settlement, or else the refund, ends it as above. A new channel whose
+opening failed after its contract left, the contract unknown to the node, is FAILED once the
+transaction spending the contract's inputs back to the wallet is taken (``OpeningFailed``,
+``net/failed_opening.py``).
 
 Refusals are judged by ``BroadcastRejected.kind`` (``RejectKind``), never by their words.
 """
