@@ -222,8 +222,16 @@ def test_a_contract_that_reached_no_node_stays_open_and_is_offered_again():
     """The server's node was down (or refused our credentials): no verdict on the contract."""
     m = machine()
     out = m.handle(lc.ContractUnsent("cannot reach http://127.0.0.1:18443"), NOW)
-    assert out == [lc.ArmTimer(lc.TimerKind.CONTRACT_RETRY, NOW + POLICY.contract_retry_interval)]
+    p = write(out)  # noted first: a restart goes on retrying
+    assert (p.expected, p.new) == (S.OPEN, S.OPEN)
+    assert p.changes["note"] == f"{lc.CONTRACT_PENDING_NOTE} (cannot reach http://127.0.0.1:18443)"
+    assert stored(m, out) == [lc.ArmTimer(lc.TimerKind.CONTRACT_RETRY, NOW + POLICY.contract_retry_interval)]
     assert m.state is S.OPEN and m.contract_pending
+    # Loaded after a restart: retried at once, not resumable meanwhile.
+    loaded = lc.ServerLifecycle(m.record, POLICY)
+    out = loaded.handle(lc.Loaded(), NOW + 5)
+    assert lc.ArmTimer(lc.TimerKind.CONTRACT_RETRY, NOW + 5) in out and not of(out, lc.Rebroadcast)
+    assert loaded.contract_pending
     later = NOW + POLICY.contract_retry_interval
     assert m.handle(lc.ContractRetryDue(), later) == [lc.Broadcast(CONTRACT, lc.TxRole.CONTRACT)]
     assert m.contract_pending  # until a node answers
@@ -231,13 +239,15 @@ def test_a_contract_that_reached_no_node_stays_open_and_is_offered_again():
     out = m.handle(lc.BroadcastRefused(lc.TxRole.CONTRACT, RejectKind.UNREACHABLE, "HTTP 401"), later)
     assert out == [lc.ArmTimer(lc.TimerKind.CONTRACT_RETRY, later + POLICY.contract_retry_interval)]
     m.handle(lc.ContractRetryDue(), later + 30)
-    assert m.handle(lc.BroadcastAccepted(lc.TxRole.CONTRACT), later + 30) == []
+    out = m.handle(lc.BroadcastAccepted(lc.TxRole.CONTRACT), later + 30)
+    assert write(out).changes["note"] == ""  # the note goes once a node has it
+    assert stored(m, out, later + 30) == []
     assert m.state is S.OPEN and not m.contract_pending
 
 
 def test_a_pending_contract_the_node_refuses_fails_the_channel():
     m = machine()
-    m.handle(lc.ContractUnsent("connection refused"), NOW)
+    stored(m, m.handle(lc.ContractUnsent("connection refused"), NOW))
     m.handle(lc.ContractRetryDue(), NOW + 30)
     why = "insufficient fee, rejecting replacement 00, less fees than conflicting txs; 0.00001 < 0.00002"
     out = m.handle(lc.BroadcastRefused(lc.TxRole.CONTRACT, RejectKind.FEE_TOO_LOW, why), NOW + 30)

@@ -131,7 +131,9 @@ async def test_a_node_outage_while_a_client_opens_is_the_servers_problem(tmp_pat
         closed, txid, _ = await _open_fails(outage)
         assert closed.reason is CloseReason.REMOTE_SENT_ERROR
         assert "the server's node is unavailable" in str(closed)
-        assert (await net.server_store.server_channel(txid)).state is ServerChannelState.OPEN  # kept
+        kept = await net.server_store.server_channel(txid)
+        assert kept.state is ServerChannelState.OPEN  # kept, noted pending (a restart goes on retrying)
+        assert kept.note.startswith("contract pending: the node was unavailable (")
         health = chain_health(outage.rpc)
         expected = ChainHealthState.UNREACHABLE if how == "unreachable" else ChainHealthState.AUTH_REFUSED
         assert health.state is expected and health.failures >= 1
@@ -187,7 +189,8 @@ async def test_a_pending_contract_goes_out_when_the_node_is_back(tmp_path: Path)
         await outage.node_up()
         await _retry(outage)
         assert (await net.chain.tx_status(txid)).state is TxState.MEMPOOL
-        assert (await net.server_store.server_channel(txid)).state is ServerChannelState.OPEN
+        taken = await net.server_store.server_channel(txid)
+        assert (taken.state, taken.note) == (ServerChannelState.OPEN, "")  # as any other channel now
         manager.stop()
     finally:
         await outage.stop()

@@ -61,7 +61,7 @@ __all__ = [
     "BuildSettlement", "Broadcast", "Rebroadcast", "QueryContractStatus", "ArmTimer", "CancelTimer",
     "WatchOutpoints", "Unwatch", "TellConnection", "SettleSucceeded", "SettleFailed", "NotifyApplication",
     "LifecycleEvent", "LifecycleEffect", "FINAL_STATES", "LIFECYCLE_TABLE", "Rule", "ServerLifecycle",
-    "lifecycle_edges", "CONTRACT_REJECTED_NOTE", "never_accepted",
+    "lifecycle_edges", "CONTRACT_REJECTED_NOTE", "CONTRACT_PENDING_NOTE", "never_accepted",
 ]
 
 S = ServerChannelState
@@ -71,6 +71,9 @@ FINAL_STATES = frozenset({S.SETTLED, S.REFUNDED})
 
 #: How the note of a channel whose contract the node refused at its first broadcast begins.
 CONTRACT_REJECTED_NOTE = "contract rejected by the node"
+#: How the note of an OPEN channel begins while its contract has reached no node (kept across a
+#: restart: a loaded channel with this note goes on retrying, not resumable meanwhile).
+CONTRACT_PENDING_NOTE = "contract pending: the node was unavailable"
 
 
 def never_accepted(record: ServerChannelRecord) -> bool:
@@ -156,8 +159,10 @@ class ServerLifecycle:
     def contract_pending(self) -> bool:
         """The contract has not reached a node yet (its broadcast is retried): the channel is
         stored OPEN but not resumable until the node has it."""
-        retrying = self._awaiting is _Awaiting.BROADCAST and self._record.state is S.OPEN
-        return retrying or TimerKind.CONTRACT_RETRY in self._timers
+        if self._record.state is not S.OPEN:
+            return False
+        noted = self._record.note.startswith(CONTRACT_PENDING_NOTE)
+        return noted or self._awaiting is _Awaiting.BROADCAST or TimerKind.CONTRACT_RETRY in self._timers
 
     @property
     def settling(self) -> bool:
@@ -307,9 +312,15 @@ class ServerLifecycle:
 
     def _open_watched(self, event: LifecycleEvent, now: float) -> Effects:
         """Watch the contract's inputs (until 6 deep) and output; arm CONFIRM (created + 6 h) and SETTLE
-        (expiry - settle_offset). Loaded: rebroadcast the contract first."""
+        (expiry - settle_offset). Loaded: rebroadcast the contract first, or, if it never reached
+        a node, go on retrying it (its outcome decides, as before the restart)."""
         r = self._record
-        out: Effects = [Rebroadcast(r.contract, TxRole.CONTRACT)] if isinstance(event, Loaded) else []
+        out: Effects = []
+        if isinstance(event, Loaded):
+            if r.note.startswith(CONTRACT_PENDING_NOTE):
+                out = self._arm(TimerKind.CONTRACT_RETRY, now)
+            else:
+                out = [Rebroadcast(r.contract, TxRole.CONTRACT)]
         return (out + self._watch(WatchKind.INPUTS) + self._watch(WatchKind.OUTPUT)
                 + self._arm(TimerKind.CONFIRM, r.created_at + self._policy.contract_confirm_timeout)
                 + self._arm(TimerKind.SETTLE, self.settle_at()))
@@ -494,8 +505,18 @@ class ServerLifecycle:
     def _contract_unsent(self, event: LifecycleEvent, now: float) -> Effects:
         """The node was never asked (down, credentials refused): nothing was decided about the
         contract, so the channel stays OPEN and its contract is offered again until a node
-        answers. The server's outage is no verdict on the client's transaction."""
-        return self._arm(TimerKind.CONTRACT_RETRY, now + self._policy.contract_retry_interval)
+        answers. The server's outage is no verdict on the client's transaction. Noted on the
+        record first, so that a restart goes on retrying."""
+        assert isinstance(event, (ContractUnsent, BroadcastRefused))
+        retry = self._policy.contract_retry_interval
+
+        def arm(now: float) -> Effects:
+            return self._arm(TimerKind.CONTRACT_RETRY, now + retry)
+
+        if self._record.note.startswith(CONTRACT_PENDING_NOTE):
+            return arm(now)
+        why = event.why if isinstance(event, ContractUnsent) else event.reason
+        return self._persist(S.OPEN, arm, note=f"{CONTRACT_PENDING_NOTE} ({why})", updated_at=int(now))
 
     def _retry_contract(self, event: LifecycleEvent, now: float) -> Effects:
         """Offer the pending contract again."""
@@ -509,6 +530,8 @@ class ServerLifecycle:
         (its inputs spent, the client took its coins back): CONTRACT_FAILED."""
         assert isinstance(event, (BroadcastAccepted, BroadcastRefused))
         if isinstance(event, BroadcastAccepted) or event.kind is RejectKind.ALREADY_KNOWN:
+            if self._record.note.startswith(CONTRACT_PENDING_NOTE):
+                return self._persist(S.OPEN, _nothing, note="", updated_at=int(now))
             return []
         if event.kind is RejectKind.UNREACHABLE:
             return self._contract_unsent(event, now)
@@ -591,10 +614,10 @@ LIFECYCLE_TABLE: Mapping[tuple[ServerChannelState, type], Rule] = {
     # A contract that never reached a node (the server's node down, or refusing our
     # credentials) is no refusal: the channel stays OPEN, not resumable, and the contract is
     # offered again every contract_retry_interval until a node judges it.
-    (S.OPEN, ContractUnsent): _row(L._contract_unsent),
+    (S.OPEN, ContractUnsent): _row(L._contract_unsent, S.OPEN),
     (S.OPEN, ContractRetryDue): _row(L._retry_contract),
-    (S.OPEN, BroadcastAccepted): _row(L._contract_retried),
-    (S.OPEN, BroadcastRefused): _row(L._contract_retried, S.CONTRACT_FAILED),
+    (S.OPEN, BroadcastAccepted): _row(L._contract_retried, S.OPEN),
+    (S.OPEN, BroadcastRefused): _row(L._contract_retried, S.OPEN, S.CONTRACT_FAILED),
     (S.OPEN, ConfirmationDue): _row(L._confirmation_due),
     (S.OPEN, ContractStatusKnown): _row(L._contract_status_at_deadline, S.CONTRACT_FAILED),
     # The client's refund (or a settlement) confirmed while the channel was still open.
