@@ -235,9 +235,14 @@ async def test_rejects_a_missing_input(backend: Backend) -> None:
 async def test_rejects_a_double_spend_against_the_mempool(backend: Backend) -> None:
     coin = _funded(backend)
     await backend.chain.broadcast(_pay_bob(coin))
-    other = spend([coin], [(ALICE.p2pkh, coin.value - 2 * FEE)])
+    other = spend([coin], [(ALICE.p2pkh, coin.value - FEE // 2)])  # pays less: no replacement
     rejected = await _rejection(backend, other)
-    assert (rejected.reason, rejected.code, rejected.kind) == ("txn-mempool-conflict", -26, RejectKind.CONFLICT)
+    if backend.name == "memory":  # the memory chain replaces nothing
+        assert (rejected.reason, rejected.code, rejected.kind) == ("txn-mempool-conflict", -26, RejectKind.CONFLICT)
+    else:  # Core 31's full RBF
+        assert rejected.reason.startswith("insufficient fee, rejecting replacement ")
+        assert rejected.reason.endswith(", less fees than conflicting txs; 0.000005 < 0.00001")
+        assert (rejected.code, rejected.kind) == (-26, RejectKind.FEE_TOO_LOW)
 
 
 @pytest_twisted.ensureDeferred

@@ -15,7 +15,7 @@ from chain_backends import Backend, embedded_backend
 from chain_txs import ANYONE_CAN_SPEND, Coin, Key, spend, txid_of
 from twisted_paychan.chain.embedded.chain import EmbeddedChain
 from twisted_paychan.chain.embedded.node import RegtestNode
-from twisted_paychan.chain.types import BroadcastRejected, OutPoint, TxState
+from twisted_paychan.chain.types import BroadcastRejected, OutPoint, TxState, display_hex
 
 ALICE = Key.from_seed(b"mempool alice")
 BOB = Key.from_seed(b"mempool bob")
@@ -74,14 +74,15 @@ def _high_s(raw: bytes) -> bytes:
 
 def test_bad_signature(backend: Backend) -> None:
     rejected = _rejected(_node(backend), spend([_coin(backend)], [(BOB.p2pkh, 99_000)], corrupt=True))
-    assert rejected.reason.startswith("mandatory-script-verify-flag-failed")
+    assert rejected.reason.startswith("mempool-script-verify-flag-failed (")  # Core 31
     assert rejected.code == -26
 
 
 def test_high_s_signature_is_refused_by_policy(backend: Backend) -> None:
     raw = _high_s(spend([_coin(backend)], [(BOB.p2pkh, 99_000)]))
     rejected = _rejected(_node(backend), raw)
-    assert rejected.reason.startswith("non-mandatory-script-verify-flag")
+    assert rejected.reason == ("mempool-script-verify-flag-failed "
+                               "(signature not strict DER, high S, or scriptSig not push-only)")
 
 
 def test_segwit_spend_is_mined_with_a_witness_commitment(backend: Backend) -> None:
@@ -118,8 +119,11 @@ def test_double_spend_against_the_mempool(backend: Backend) -> None:
     coin = _coin(backend)
     first = spend([coin], [(BOB.p2pkh, 99_000)])
     node.accept(first)
-    rejected = _rejected(node, spend([coin], [(ALICE.p2pkh, 90_000)]))
-    assert (rejected.reason, rejected.code) == ("txn-mempool-conflict", -26)
+    cheaper = spend([coin], [(ALICE.p2pkh, 99_500)])
+    rejected = _rejected(node, cheaper)
+    assert (rejected.reason, rejected.code) == (
+        f"insufficient fee, rejecting replacement {display_hex(txid_of(cheaper))}, less fees than conflicting txs; "
+        "0.000005 < 0.00001", -26)
     _mined(backend, first)
 
 

@@ -167,8 +167,12 @@ def test_refused_blocks_carry_the_kernels_reason(tmp_path: Path) -> None:
     try:
         node.generate(101)
         tip = node.block_hash_at(node.height)
-        wrong_height = miner.build_block(tip, node.height + 5, node.next_block_time(), BOB.p2pkh, [], 0)
+        # A height below the block's own: its coinbase is final (locked to that height - 1, as
+        # Core's), so BIP34 is what fails; one above fails finality first, as in Core.
+        wrong_height = miner.build_block(tip, node.height - 5, node.next_block_time(), BOB.p2pkh, [], 0)
         assert node.submit_block(wrong_height.raw).reason == "bad-cb-height"
+        too_high = miner.build_block(tip, node.height + 5, node.next_block_time(), BOB.p2pkh, [], 0)
+        assert node.submit_block(too_high.raw).reason == "bad-txns-nonfinal"
 
         coin = _mature_coin(node)
         good = spend([coin], [(ALICE.p2pkh, coin.value - 1_000)])

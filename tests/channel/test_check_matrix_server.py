@@ -478,6 +478,16 @@ def test_contract_broadcast_fails(version):
     assert_ignored(s.receive(m.close()))
 
 
+def test_contract_broadcast_reaching_no_node_is_the_servers_failure(version):
+    """The server's node could not be asked (down, credentials refused): ERROR{OTHER} saying so,
+    closed as the server's own doing (SERVER_REQUESTED_CLOSE), never blamed on the client."""
+    s = server_broadcasting(version)
+    out = s.machine.contract_rejected("cannot reach http://127.0.0.1:18443: connection refused", unreachable=True)
+    body = assert_refused(out, ErrorCode.OTHER, CloseReason.SERVER_REQUESTED_CLOSE)
+    assert body.explanation.startswith("the server's node is unavailable: cannot reach http://127.0.0.1:18443")
+    assert_ignored(s.receive(m.close()))
+
+
 def _initial_payment_params():
     params = [pytest.param(name, id=f"sig-{name}") for name in BAD_PAYMENT_SIGNATURES]
     params += [

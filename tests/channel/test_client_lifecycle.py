@@ -73,6 +73,7 @@ def trigger_event(trigger: Trigger) -> lc.Event:
         Trigger.SETTLEMENT_ON_CHAIN: lc.ContractSpent(OTHER_SETTLEMENT, False, NOW),
         Trigger.REFUND_CONFIRMED: lc.ContractSpent(RECORD.refund, True, NOW),
         Trigger.EXHAUSTED: lc.SettlementAwaited(exhausted=True, now=NOW),
+        Trigger.OPENING_FAILED: lc.OpeningFailed(OTHER_SETTLEMENT, "the server's node is unavailable", NOW),
     }[trigger]
 
 

@@ -12,7 +12,7 @@ import pytest
 from bitcoin.core import CTransaction
 
 from channel_pair import Pair, result_of
-from twisted_paychan.chain.types import TxState
+from twisted_paychan.chain.types import TxState, display_hex
 from twisted_paychan.channel.settings import ClientSettings, VersionSelector
 from twisted_paychan.net.server_manager import ServerChannelManager
 from twisted_paychan.channel.records import ClientChannelState, ServerChannelState
@@ -98,12 +98,16 @@ def test_both_act_near_expiry_exactly_one_confirms(tmp_path, version):
     refund_status = result_of(pair.chain.tx_status(txid_of(record.refund))).state
     server_record = result_of(pair.server_store.server_channel(txid))
     client_record = result_of(pair.client_store.client_channel(txid))
+    # A REFUNDED server record names the transaction that spent the contract: the refund.
+    refunded = server_record.state is ServerChannelState.REFUNDED
     settlement_status = (result_of(pair.chain.tx_status(txid_of(server_record.settlement_tx))).state
-                         if server_record.settlement_tx else TxState.UNKNOWN)
+                         if server_record.settlement_tx and not refunded else TxState.UNKNOWN)
     assert [refund_status, settlement_status].count(TxState.CONFIRMED) == 1
     if refund_status is TxState.CONFIRMED:
         assert client_record.state is ClientChannelState.REFUNDED
-        assert server_record.state is ServerChannelState.REFUNDED
+        assert refunded and server_record.settlement_tx == record.refund
+        assert server_record.note.startswith(f"the contract was spent by {display_hex(txid_of(record.refund))} "
+                                             "(the client's refund)")
     else:
         assert client_record.state is ClientChannelState.SETTLED
         assert server_record.state is ServerChannelState.SETTLED

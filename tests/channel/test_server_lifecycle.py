@@ -218,6 +218,74 @@ def test_a_contract_the_node_rejects_fails_the_channel():
     assert p.new is S.CONTRACT_FAILED and p.changes["note"] == "contract rejected by the node: bad-txns-inputs-missingorspent"
 
 
+def test_a_contract_that_reached_no_node_stays_open_and_is_offered_again():
+    """The server's node was down (or refused our credentials): no verdict on the contract."""
+    m = machine()
+    out = m.handle(lc.ContractUnsent("cannot reach http://127.0.0.1:18443"), NOW)
+    p = write(out)  # noted first: a restart goes on retrying
+    assert (p.expected, p.new) == (S.OPEN, S.OPEN)
+    assert p.changes["note"] == f"{lc.CONTRACT_PENDING_NOTE} (cannot reach http://127.0.0.1:18443)"
+    assert stored(m, out) == [lc.ArmTimer(lc.TimerKind.CONTRACT_RETRY, NOW + POLICY.contract_retry_interval)]
+    assert m.state is S.OPEN and m.contract_pending
+    # Loaded after a restart: retried at once, not resumable meanwhile.
+    loaded = lc.ServerLifecycle(m.record, POLICY)
+    out = loaded.handle(lc.Loaded(), NOW + 5)
+    assert lc.ArmTimer(lc.TimerKind.CONTRACT_RETRY, NOW + 5) in out and not of(out, lc.Rebroadcast)
+    assert loaded.contract_pending
+    later = NOW + POLICY.contract_retry_interval
+    assert m.handle(lc.ContractRetryDue(), later) == [lc.Broadcast(CONTRACT, lc.TxRole.CONTRACT)]
+    assert m.contract_pending  # until a node answers
+    # Still unreachable: again later.
+    out = m.handle(lc.BroadcastRefused(lc.TxRole.CONTRACT, RejectKind.UNREACHABLE, "HTTP 401"), later)
+    assert out == [lc.ArmTimer(lc.TimerKind.CONTRACT_RETRY, later + POLICY.contract_retry_interval)]
+    m.handle(lc.ContractRetryDue(), later + 30)
+    out = m.handle(lc.BroadcastAccepted(lc.TxRole.CONTRACT), later + 30)
+    assert write(out).changes["note"] == ""  # the note goes once a node has it
+    assert stored(m, out, later + 30) == []
+    assert m.state is S.OPEN and not m.contract_pending
+
+
+def test_a_pending_contract_the_node_refuses_fails_the_channel():
+    m = machine()
+    stored(m, m.handle(lc.ContractUnsent("connection refused"), NOW))
+    m.handle(lc.ContractRetryDue(), NOW + 30)
+    why = "insufficient fee, rejecting replacement 00, less fees than conflicting txs; 0.00001 < 0.00002"
+    out = m.handle(lc.BroadcastRefused(lc.TxRole.CONTRACT, RejectKind.FEE_TOO_LOW, why), NOW + 30)
+    p = write(out)
+    assert (p.expected, p.new) == (S.OPEN, S.CONTRACT_FAILED)
+    assert p.changes["note"] == f"contract rejected by the node: {why}"
+    out = stored(m, out, NOW + 30)
+    assert lc.CancelTimer(lc.TimerKind.SETTLE) in out
+    assert lc.never_accepted(m.record)  # prunable, as a contract refused at once
+
+
+def test_a_spend_by_the_refund_is_told_once_and_recorded_as_what_closed_the_channel():
+    refund = CMutableTransaction([CMutableTxIn(COutPoint(TXID, 0), nSequence=0xFFFFFFFE)],
+                                 [CMutableTxOut(990_000, CScript(b"\x51"))], nLockTime=EXPIRY).serialize()
+    m = machine(S.STUCK, start=None, settlement_tx=SETTLEMENT)
+    out = m.handle(lc.ContractSpent(refund, confirmed=False), NOW)
+    (told,) = of(out, lc.NotifyApplication)
+    assert told.event.kind is lc.ChannelEventKind.CONTRACT_SPENT
+    assert told.event.note.endswith("(the client's refund)")
+    assert m.handle(lc.ContractSpent(refund, confirmed=False), NOW) == []  # once
+    p = write(m.handle(lc.ContractSpent(refund, confirmed=True), NOW))
+    assert p.new is S.REFUNDED and p.changes["settlement_tx"] == refund  # not our own attempt
+    assert p.changes["note"].startswith("the contract was spent by ") and p.changes["note"].endswith("(the client's refund)")
+
+
+def test_a_settlement_refused_for_a_spent_input_looks_the_spender_up_again():
+    m = machine()  # its output watched since it was created
+    stored(m, m.handle(lc.SettleRequested(lc.SettleBy.OPERATOR), NOW))
+    stored(m, m.handle(lc.SettlementBuilt(SETTLEMENT, 5000), NOW))
+    assert m.handle(lc.ContractStatusKnown(TxState.CONFIRMED), NOW) == [lc.Broadcast(SETTLEMENT, lc.TxRole.SETTLEMENT)]
+    out = m.handle(lc.BroadcastRefused(lc.TxRole.SETTLEMENT, RejectKind.INPUTS_SPENT,
+                                       "bad-txns-inputs-missingorspent"), NOW)
+    out = stored(m, out)
+    # Watched afresh: the watch's first look finds who spent it.
+    unwatch = out.index(lc.Unwatch(lc.WatchKind.OUTPUT))
+    assert out.index(lc.WatchOutpoints(lc.WatchKind.OUTPUT, (OutPoint(TXID, 0),))) > unwatch
+
+
 # -- failures, fee bumps, retries ------------------------------------------------------------------
 
 

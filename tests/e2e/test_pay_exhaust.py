@@ -203,7 +203,8 @@ async def test_settlement_late_pay_exits_0_and_watch_finishes(tmp_path):
             stuck = threading.Timer(120, proc.kill)  # a watch that never says it: fail, not hang
             stuck.start()
             try:
-                lines = [proc.stderr.readline(), proc.stderr.readline()]
+                # "watching ...", what it waits for on the open channel, then the settlement.
+                lines = [proc.stderr.readline() for _ in range(3)]
             finally:
                 stuck.cancel()
                 proc.send_signal(signal.SIGTERM)
@@ -212,6 +213,7 @@ async def test_settlement_late_pay_exits_0_and_watch_finishes(tmp_path):
 
         said = await threads.deferToThread(watch)
         assert f"settled by {txid(settlement)[::-1].hex()}" in said
+        assert "open; waiting for its settlement, or until " in said
         store = open_store(client_dir)
         try:
             [record] = await store.client_channels()

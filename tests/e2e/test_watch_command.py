@@ -34,6 +34,9 @@ async def test_watch_starts_and_stops_cleanly(tmp_path):
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             assert watch.stderr is not None
             assert "watching the channels" in watch.stderr.readline()
+            waiting = watch.stderr.readline()  # the channel pay kept open: which, and until when
+            assert waiting.startswith("channel ") and "open; waiting for its settlement, or until " in waiting
+            assert "UTC (expiry + 300 s) to broadcast its refund" in waiting
             watch.send_signal(signal.SIGTERM)
             out, _ = watch.communicate(timeout=30)
             return watch.returncode, out

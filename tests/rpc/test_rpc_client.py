@@ -266,8 +266,9 @@ async def test_broadcast_rejections_carry_core_reason_and_code(harness: Harness)
     coin = funded(harness)
     await chain.broadcast(pay_bob(coin))
     with pytest.raises(BroadcastRejected) as caught:
-        await chain.broadcast(spend([coin], [(ALICE.p2pkh, coin.value - 3_000)]))
-    assert (caught.value.reason, caught.value.code) == ("txn-mempool-conflict", -26)
+        await chain.broadcast(spend([coin], [(ALICE.p2pkh, coin.value - 500)]))  # pays less than it replaces
+    assert caught.value.code == -26 and caught.value.reason.startswith("insufficient fee, rejecting replacement ")
+    assert caught.value.kind is RejectKind.FEE_TOO_LOW
 
 
 @pytest.mark.parametrize(

@@ -170,8 +170,9 @@ async def test_sendrawtransaction_errors(harness: Harness) -> None:
     txid = display_hex(txid_of(raw))
     assert await call("sendrawtransaction", raw.hex()) == txid
     assert await call("sendrawtransaction", raw.hex()) == txid  # already in the mempool: fine
-    conflict = spend([coin], [(ALICE.p2pkh, coin.value - 2_000)])
-    assert await error_of(harness, "sendrawtransaction", conflict.hex()) == (-26, "txn-mempool-conflict")
+    conflict = spend([coin], [(ALICE.p2pkh, coin.value - 500)])  # less than the 1,000 it would replace
+    code, message = await error_of(harness, "sendrawtransaction", conflict.hex())
+    assert (code, message.split(", ")[0]) == (-26, "insufficient fee")
     harness.inner.mine(1)
     assert await error_of(harness, "sendrawtransaction", raw.hex()) == (-27, "Transaction outputs already in utxo set")
 
@@ -205,8 +206,12 @@ async def test_testmempoolaccept(harness: Harness) -> None:
     await call("sendrawtransaction", raw.hex())
     [again] = await call("testmempoolaccept", [raw.hex()])
     assert again["reject-reason"] == "txn-already-in-mempool"
-    [conflict] = await call("testmempoolaccept", [spend([coin], [(ALICE.p2pkh, coin.value - 2_000)]).hex()])
-    assert conflict["reject-reason"] == "txn-mempool-conflict"
+    [conflict] = await call("testmempoolaccept", [spend([coin], [(ALICE.p2pkh, coin.value - 500)]).hex()])
+    assert conflict["reject-reason"] == "insufficient fee"
+    assert conflict["reject-details"].endswith("less fees than conflicting txs; 0.000005 < 0.00001")
+    [replacing] = await call("testmempoolaccept", [spend([coin], [(ALICE.p2pkh, coin.value - 2_000)]).hex()])
+    assert replacing["allowed"] is True  # pays more: would replace it (nothing changes)
+    assert len(harness.node.mempool_entries()) == 1
     assert (await error_of(harness, "testmempoolaccept", ["00"]))[0] == -22
     assert (await error_of(harness, "testmempoolaccept", []))[0] == -8
 
@@ -343,3 +348,44 @@ def test_named_parameters(harness: Harness) -> None:
     with pytest.raises(RpcError) as caught:
         methods.dispatch("getblockhash", [0, 1])
     assert caught.value.code == -1 and caught.value.message == "getblockhash height"
+
+
+@pytest_twisted.ensureDeferred
+async def test_getblock_coinbase_tx_as_core_31(harness: Harness) -> None:
+    call = harness.connection.call
+    [block_hash] = harness.inner.mine(1)  # an empty block: Core's miner commits to witnesses all the same
+    one = await call("getblock", display_hex(block_hash))
+    coinbase = one["coinbase_tx"]
+    assert list(coinbase) == ["version", "locktime", "sequence", "coinbase", "witness"]
+    height = harness.node.height  # Core 30+: locked to the height below, lock time enabled
+    assert (coinbase["version"], coinbase["locktime"], coinbase["sequence"]) == (2, height - 1, 0xFFFFFFFE)
+    assert coinbase["witness"] == "00" * 32  # the reserved value
+    two = await call("getblock", display_hex(block_hash), 2)
+    assert two["coinbase_tx"] == coinbase
+    assert two["tx"][0]["vin"][0]["coinbase"] == coinbase["coinbase"]
+    assert two["tx"][0]["vin"][0]["txinwitness"] == ["00" * 32]
+
+
+@pytest_twisted.ensureDeferred
+async def test_getmempoolentry_and_chunks(harness: Harness) -> None:
+    call = harness.connection.call
+    coin = funded(harness)
+    parent = spend([coin], [(BOB.p2pkh, coin.value - 200)])  # 200 sat: below its child's rate
+    child = spend([Coin(OutPoint(txid_of(parent), 0), coin.value - 200, BOB)], [(ALICE.p2pkh, coin.value - 5_200)])
+    alone = pay_bob(funded(harness), fee=1_000)
+    for raw in (parent, child, alone):
+        await call("sendrawtransaction", raw.hex())
+    p, c, a = (display_hex(txid_of(raw)) for raw in (parent, child, alone))
+    entry = await call("getmempoolentry", c)
+    assert list(entry) == ["vsize", "weight", "time", "height", "descendantcount", "descendantsize", "ancestorcount",
+                           "ancestorsize", "chunkweight", "wtxid", "fees", "depends", "spentby", "bip125-replaceable",
+                           "unbroadcast"]
+    assert list(entry["fees"]) == ["base", "modified", "ancestor", "descendant", "chunk"]
+    verbose = await call("getrawmempool", True)
+    assert verbose[c] == entry
+    # The child pays for its parent: one chunk of both. The other is a chunk of its own.
+    both = verbose[p]["weight"] + verbose[c]["weight"]
+    assert verbose[p]["chunkweight"] == verbose[c]["chunkweight"] == both
+    assert verbose[p]["fees"]["chunk"] == verbose[c]["fees"]["chunk"] == Decimal("0.00005200")
+    assert (verbose[a]["chunkweight"], verbose[a]["fees"]["chunk"]) == (verbose[a]["weight"], Decimal("0.00001000"))
+    assert await error_of(harness, "getmempoolentry", "00" * 32) == (-5, "Transaction not in mempool")

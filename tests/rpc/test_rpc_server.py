@@ -202,3 +202,28 @@ async def test_rpc_error_carries_code_and_message(harness: Harness) -> None:
     with pytest.raises(RpcError) as caught:
         await harness.connection.call("getblockhash", -1)
     assert (caught.value.code, caught.value.message) == (-8, "Block height out of range")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_cookie_given_as_a_password_goes_stale_and_says_so(tmp_path: Path) -> None:
+    """bitcoind writes a new cookie at every start: its contents passed as credentials cannot be
+    read again, and the 401 after a restart says to give the file instead."""
+    from chain_backends import embedded_backend
+
+    inner = embedded_backend(tmp_path)
+    node = inner.chain.node  # type: ignore[attr-defined]
+    server = await serve_node(reactor, node, LOOPBACK, cookie_dir=tmp_path)
+    port = server.port_number
+    cookie = read_cookie(tmp_path / ".cookie")
+    connection = RpcConnection(reactor, server.url, credentials=(cookie.user, cookie.password))
+    try:
+        assert await connection.call("getblockcount") == 101
+        await server.stop()
+        await connection.close()
+        server = await serve_node(reactor, node, f"tcp:{port}:interface=127.0.0.1", cookie_dir=tmp_path)
+        with pytest.raises(RpcAuthError, match="give the cookie file with --rpc-cookie"):
+            await connection.call("getblockcount")
+    finally:
+        await connection.close()
+        await server.stop()
+        inner.close()

@@ -332,7 +332,7 @@ async def check_server_transition_conflict(store: Any) -> None:
     with pytest.raises(TransitionConflict):  # SETTLED -> OPEN is no edge, but the conflict comes first
         await store.transition_server(rec.contract_txid, S.SETTLED, S.OPEN)
     with pytest.raises(IllegalTransition):  # the right expected state: now the edge is judged
-        await store.transition_server(rec.contract_txid, S.OPEN, S.OPEN)
+        await store.transition_server(rec.contract_txid, S.OPEN, S.STUCK)
     assert await store.server_channel(rec.contract_txid) == rec
 
 

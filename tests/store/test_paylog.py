@@ -134,7 +134,7 @@ def test_a_refused_transition_leaves_logged_payments_readable(tmp_path):
     s.record_payment(TXID, 7, b"sig7")
     assert result(s.transition_server(TXID, ServerChannelState.SETTLING, ServerChannelState.STUCK)).check(
         TransitionConflict)
-    assert result(s.transition_server(TXID, ServerChannelState.OPEN, ServerChannelState.OPEN)).check(
+    assert result(s.transition_server(TXID, ServerChannelState.OPEN, ServerChannelState.STUCK)).check(
         IllegalTransition)
     rec = result(s.server_channel(TXID))
     assert (rec.state, rec.best_value, rec.best_signature) == (ServerChannelState.OPEN, 7, b"sig7")

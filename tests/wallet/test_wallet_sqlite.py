@@ -313,3 +313,34 @@ def test_provisional_keys_touch_the_file_only_when_kept(path: Path) -> None:
         assert wallet.provisional_count() == 0
     finally:
         wallet.close()
+
+
+def test_reclaim_spends_a_contracts_inputs_back_and_survives_a_reopen(path: Path) -> None:
+    """A contract whose opening failed, never broadcast: its coins go back to the payout
+    script, paying more than the contract's fee plus relay (a late contract cannot replace it),
+    reserved for the reclaim from then on, across a reopen."""
+    from bitcoin.core import CTransaction
+
+    from twisted_paychan.wallet.reclaim import ReclaimImpossible
+
+    chain = _chain()
+    wallet = SqliteWallet.open(path, chain)
+    address = result(wallet.new_address())
+    chain.credit(address_to_script(address, REGTEST), 100_000)
+    contract = result(wallet.fund(TARGET, 60_000, 1000))
+    reclaim = result(wallet.reclaim(contract.txid, 1000))
+    assert set(reclaim.spent) == set(contract.spent)
+    tx = CTransaction.deserialize(reclaim.tx)
+    assert [bytes(o.scriptPubKey) for o in tx.vout] == [result(wallet.payout_script())]
+    assert reclaim.fee > contract.fee + len(reclaim.tx) // 4
+    assert tx.vout[0].nValue == 100_000 - reclaim.fee
+    assert wallet.reserved_transactions() == [reclaim]
+    wallet.close()
+    wallet = SqliteWallet.open(path, chain)
+    try:
+        assert wallet.reserved_transactions() == [reclaim]
+        assert result(chain.broadcast(reclaim.tx)) == reclaim.txid
+        with pytest.raises(ReclaimImpossible):
+            result(wallet.reclaim(contract.txid, 1000))  # its inputs are spent now
+    finally:
+        wallet.close()

@@ -119,6 +119,12 @@ class IWallet(Interface):
     def release(funded: FundedTransaction) -> None:
         """Give back the coins of a funded transaction that will never be broadcast."""
 
+    def reclaim(funded_txid: bytes, fee_rate: int) -> Deferred[FundedTransaction]:
+        """Spend the coins of a funded transaction that never reached a chain (a contract
+        whose opening failed) back to this wallet, paying more than its fee; the coins are
+        reserved for the new transaction from then on. Fails with ``ReclaimImpossible`` when
+        they are already spent."""
+
     def reserved_transactions() -> list[FundedTransaction]:
         """Funded transactions still holding coins (a crash between funding a contract and
         storing its channel leaves one behind: ``release`` it unless the chain knows it)."""

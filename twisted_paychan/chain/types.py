@@ -110,6 +110,8 @@ _REJECT_KINDS: dict[str, RejectKind] = {
     "Inputs missing or spent": RejectKind.INPUTS_SPENT,  # TransactionErrorString, code -25
     "Missing inputs": RejectKind.INPUTS_SPENT,  # the same before Core 0.21
     "txn-mempool-conflict": RejectKind.CONFLICT,
+    "too many potential replacements": RejectKind.CONFLICT,
+    "replacement-failed": RejectKind.FEE_TOO_LOW,  # Core 31: does not improve the feerate diagram
     "non-final": RejectKind.NON_FINAL,
     "non-BIP68-final": RejectKind.NON_FINAL,
     "bad-txns-premature-spend-of-coinbase": RejectKind.NON_FINAL,

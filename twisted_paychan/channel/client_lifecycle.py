@@ -18,7 +18,10 @@ its lock time, BIP 113); the refund confirming ends it REFUNDED. Nothing ends be
 the contract is seen, and the output stays watched until that spend confirms. A channel paid
 down to zero whose connection ended without the server's settlement (stock bitcoinj loses its
 CLOSE, §7.3 step 4) stays OPEN with a note (``EXHAUSTED_NOTE``) while the settlement is awaited
-from the chain; the settlement, or else the refund, ends it as above.
+from the chain; the settlement, or else the refund, ends it as above. A new channel whose
+opening failed after its contract left, the contract unknown to the node, is FAILED once the
+transaction spending the contract's inputs back to the wallet is taken (``OpeningFailed``,
+``net/failed_opening.py``).
 
 Refusals are judged by ``BroadcastRejected.kind`` (``RejectKind``), never by their words.
 """
@@ -53,6 +56,9 @@ class Trigger(enum.Enum):
     #: settlement (stock bitcoinj loses its CLOSE, §7.3 step 4, §1.4): the record notes that
     #: the settlement is awaited from the chain.
     EXHAUSTED = "exhausted, settlement awaited"
+    #: The opening failed after the contract left, the contract was on no chain and in no
+    #: mempool, and the transaction spending its inputs back to our wallet was taken.
+    OPENING_FAILED = "opening failed, coins reclaimed"
 
 
 #: Every state change of a stored client channel: (state, trigger) -> new state. A pair not
@@ -64,6 +70,7 @@ LIFECYCLE: Mapping[tuple[ClientChannelState, Trigger], ClientChannelState] = {
     (S.OPEN, Trigger.SETTLEMENT_RECEIVED): S.SETTLED,
     (S.OPEN, Trigger.SETTLEMENT_ON_CHAIN): S.SETTLED,
     (S.OPEN, Trigger.REFUND_CONFIRMED): S.REFUNDED,
+    (S.OPEN, Trigger.OPENING_FAILED): S.FAILED,
     (S.EXPIRING, Trigger.SETTLEMENT_RECEIVED): S.SETTLED,
     (S.EXPIRING, Trigger.SETTLEMENT_ON_CHAIN): S.SETTLED,
     (S.EXPIRING, Trigger.REFUND_CONFIRMED): S.REFUNDED,
@@ -73,7 +80,7 @@ LIFECYCLE: Mapping[tuple[ClientChannelState, Trigger], ClientChannelState] = {
     (S.SETTLED, Trigger.REFUND_CONFIRMED): S.REFUNDED,
 }
 
-_FINISHED = (S.SETTLED, S.REFUNDED)
+_FINISHED = (S.SETTLED, S.REFUNDED, S.FAILED)
 
 
 class TxRole(enum.Enum):
@@ -140,6 +147,16 @@ class SettlementReceived:
 
 
 @dataclass(frozen=True)
+class OpeningFailed:
+    """The opening failed after the contract left (``why``), and ``reclaim_tx``, spending the
+    contract's inputs back to our wallet, was taken by the node (``net/failed_opening.py``)."""
+
+    reclaim_tx: bytes
+    why: str
+    now: int
+
+
+@dataclass(frozen=True)
 class ContractStatus:
     """Answer to :class:`CheckContract`: whether the node knows the contract."""
 
@@ -180,13 +197,14 @@ class TransitionFailed:
 
 
 Event = Union[
-    Loaded, SettlementAwaited, RefundDue, BlockConnected, ContractSpent, SettlementReceived, ContractStatus,
+    Loaded, SettlementAwaited, RefundDue, BlockConnected, ContractSpent, SettlementReceived, OpeningFailed,
+    ContractStatus,
     BroadcastAccepted, BroadcastRefused, TransitionStored, TransitionConflict, TransitionFailed,
 ]
 
 #: Events from outside the machine's own effects: held while a transition is being stored, so
 #: that every decision is taken on the stored record.
-_EXTERNAL = (SettlementAwaited, RefundDue, BlockConnected, ContractSpent, SettlementReceived)
+_EXTERNAL = (SettlementAwaited, RefundDue, BlockConnected, ContractSpent, SettlementReceived, OpeningFailed)
 
 #: The note on an open record whose channel is paid down to zero, until it ends.
 EXHAUSTED_NOTE = "exhausted: all paid; awaiting the server's settlement"
@@ -217,6 +235,15 @@ class ChannelRefunded:
 
 
 @dataclass(frozen=True)
+class ChannelFailed:
+    """The opening failed; the contract's coins went back to the wallet by ``tx``."""
+
+    contract_txid: bytes
+    tx: bytes
+    note: str
+
+
+@dataclass(frozen=True)
 class RefundBroadcast:
     contract_txid: bytes
 
@@ -239,7 +266,7 @@ class StoreTrouble:
     detail: str
 
 
-ChannelEvent = Union[ChannelExpiring, ChannelSettled, ChannelRefunded, RefundBroadcast,
+ChannelEvent = Union[ChannelExpiring, ChannelSettled, ChannelRefunded, ChannelFailed, RefundBroadcast,
                      BroadcastNotAccepted, StoreTrouble]
 
 
@@ -385,6 +412,15 @@ class ClientLifecycle:
                 Trigger.SETTLEMENT_RECEIVED, event.now, close_tx=event.tx, note="",
                 then=[Notify(ChannelSettled(self.record.contract_txid, event.tx, False, ""))],
             )
+        if isinstance(event, OpeningFailed):
+            note = f"opening failed: {event.why}; contract never broadcast, coins reclaimed"
+            out = self._stop_refund() + self._move(
+                Trigger.OPENING_FAILED, event.now, close_tx=event.reclaim_tx, note=note,
+                then=[Notify(ChannelFailed(self.record.contract_txid, event.reclaim_tx, note))])
+            if out and self.watching:
+                self.watching = False
+                out.append(Unwatch(OutPoint(self.record.contract_txid, 0)))
+            return out
         if isinstance(event, ContractStatus):
             if not self.attempting:
                 return []

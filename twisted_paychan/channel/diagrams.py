@@ -38,6 +38,10 @@ Two questions this page answers:
   armed for `expiry - settle_offset` whenever the channel is stored or loaded.
 - *What happens to a channel whose contract is double-spent?* Server, `open` +
   `ContractInputSpent`: `contract-failed`; the store refuses every payment from then on.
+- *What if the server's node is down when a contract arrives?* Server, `open` +
+  `ContractUnsent`: the channel stays `open` (not resumable) and the contract is broadcast
+  again every `contract_retry_interval`; only a node's refusal (`BroadcastRefused`: the client
+  took its coins back) makes it `contract-failed`.
 """
 
 

@@ -37,6 +37,10 @@ class ClientChannelState(enum.Enum):
     SETTLED = "settled"
     #: Our refund confirmed.
     REFUNDED = "refunded"
+    #: The opening failed after the contract left us, and the contract was neither on chain nor
+    #: in a mempool: its inputs were spent back to our wallet (``close_tx``), the reason in
+    #: ``note``. A late broadcast of the contract can never confirm.
+    FAILED = "failed"
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,8 @@ class ServerChannelRecord:
     #: v1 only: the refund's single output, serialized; for information.
     client_output: Optional[bytes] = None
     state: ServerChannelState = ServerChannelState.OPEN
+    #: Our settlement while we settle; once SETTLED or REFUNDED, the transaction that actually
+    #: spent the contract, as the chain showed it (the client's refund, for a REFUNDED channel).
     settlement_tx: Optional[bytes] = None
     #: Why the channel is stuck or failed, for operators (``paychan channels``).
     note: str = ""

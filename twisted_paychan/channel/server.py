@@ -41,6 +41,10 @@ from twisted_paychan.wire import received as r
 #: Messages a client may have queued behind an outstanding effect before we call it abuse.
 MAX_QUEUED_MESSAGES = 16
 
+#: How the ERROR{OTHER} explanation begins when the server's own node could not be asked about
+#: the contract: the client reads the server's outage, not a fault of its transaction.
+SERVER_NODE_UNAVAILABLE: Final = "the server's node is unavailable"
+
 
 class ServerStep(enum.Enum):
     # Looked up in the transition table on every message: identity hashing (members are
@@ -310,15 +314,21 @@ class ServerMachine:
             return self._drain(out)  # a CLOSE that came meanwhile is answered now
         return out
 
-    def contract_rejected(self, why: str) -> list[ServerEffect]:
+    def contract_rejected(self, why: str, unreachable: bool = False) -> list[ServerEffect]:
         """The chain refused the contract. [Recommended] ``ERROR{OTHER}`` (bitcoinj sends
-        nothing and lets the client time out)."""
+        nothing and lets the client time out). ``unreachable``: no node was asked (the server's
+        node is down or refuses our credentials): the server's failure, said so, and closed as
+        the server's (SERVER_REQUESTED_CLOSE), never blamed on the client's message."""
         still_here = self.step is ServerStep.WAITING_ON_MULTISIG_ACCEPTANCE or check_completion(
             "contract_rejected", self.step, ServerStep.WAITING_ON_MULTISIG_ACCEPTANCE, _ENDING
         )
         self._pending_payment = None
         if not still_here:
             return []
+        if unreachable:
+            return self._violation(RemoteProtocolError(
+                ErrorCode.OTHER, f"{SERVER_NODE_UNAVAILABLE}: {why}; the server keeps the channel and broadcasts "
+                "the contract when its node answers", CloseReason.SERVER_REQUESTED_CLOSE))
         return self._violation(RemoteProtocolError(ErrorCode.OTHER, f"contract rejected by the network: {why}"))
 
     def contract_accepted(self, now: int) -> list[ServerEffect]:

@@ -35,14 +35,15 @@ import enum
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Optional
 
-from twisted_paychan.bitcoin.transactions import parse_transaction
+from twisted_paychan.bitcoin.transactions import TransactionParseError, parse_transaction
 from twisted_paychan.chain.types import OutPoint, RejectKind, TxState, display_hex
 from twisted_paychan.channel.records import ServerChannelRecord, ServerChannelState
 from twisted_paychan.constants import FEE_RATE_FLOOR
 # The machine's vocabulary, re-exported: callers need one import.
 from twisted_paychan.channel.server_lifecycle_events import (
     LifecyclePolicy, SettleBy, Loaded, Created, SettleDue, ConfirmationDue, BlockConnected,
-    ContractInputSpent, ContractSpent, ContractRejected, SettleRequested, Stopped, TransitionStored,
+    ContractInputSpent, ContractSpent, ContractRejected, ContractUnsent, ContractRetryDue, SettleRequested,
+    Stopped, TransitionStored,
     TransitionConflict, SettlementBuilt, SettlementUnaffordable, BroadcastAccepted, BroadcastRefused,
     ContractStatusKnown, EffectFailed, TimerKind, WatchKind, TxRole, ConnectionNews, ChannelEventKind,
     ChannelEvent, PersistTransition, BuildSettlement, Broadcast, Rebroadcast, QueryContractStatus, ArmTimer,
@@ -52,14 +53,15 @@ from twisted_paychan.channel.server_lifecycle_events import (
 
 __all__ = [
     "LifecyclePolicy", "SettleBy", "Loaded", "Created", "SettleDue", "ConfirmationDue", "BlockConnected",
-    "ContractInputSpent", "ContractSpent", "ContractRejected", "SettleRequested", "Stopped",
+    "ContractInputSpent", "ContractSpent", "ContractRejected", "ContractUnsent", "ContractRetryDue",
+    "SettleRequested", "Stopped",
     "TransitionStored", "TransitionConflict", "SettlementBuilt", "SettlementUnaffordable",
     "BroadcastAccepted", "BroadcastRefused", "ContractStatusKnown", "EffectFailed", "TimerKind",
     "WatchKind", "TxRole", "ConnectionNews", "ChannelEventKind", "ChannelEvent", "PersistTransition",
     "BuildSettlement", "Broadcast", "Rebroadcast", "QueryContractStatus", "ArmTimer", "CancelTimer",
     "WatchOutpoints", "Unwatch", "TellConnection", "SettleSucceeded", "SettleFailed", "NotifyApplication",
     "LifecycleEvent", "LifecycleEffect", "FINAL_STATES", "LIFECYCLE_TABLE", "Rule", "ServerLifecycle",
-    "lifecycle_edges", "CONTRACT_REJECTED_NOTE", "never_accepted",
+    "lifecycle_edges", "CONTRACT_REJECTED_NOTE", "CONTRACT_PENDING_NOTE", "never_accepted",
 ]
 
 S = ServerChannelState
@@ -69,6 +71,9 @@ FINAL_STATES = frozenset({S.SETTLED, S.REFUNDED})
 
 #: How the note of a channel whose contract the node refused at its first broadcast begins.
 CONTRACT_REJECTED_NOTE = "contract rejected by the node"
+#: How the note of an OPEN channel begins while its contract has reached no node (kept across a
+#: restart: a loaded channel with this note goes on retrying, not resumable meanwhile).
+CONTRACT_PENDING_NOTE = "contract pending: the node was unavailable"
 
 
 def never_accepted(record: ServerChannelRecord) -> bool:
@@ -118,7 +123,7 @@ class ServerLifecycle:
 
     # One per open channel, mostly idle: slots, and a list for the (rare) held events.
     __slots__ = ("_record", "_policy", "_awaiting", "_held", "_timers", "_watches", "_bumps", "_settling", "_rule",
-                 "_origin", "_then", "_conflicts", "_bumped_for")
+                 "_origin", "_then", "_conflicts", "_bumped_for", "_spender_told")
 
     def __init__(self, record: ServerChannelRecord, policy: LifecyclePolicy) -> None:
         self._record = record
@@ -137,6 +142,8 @@ class ServerLifecycle:
         self._origin: Optional[LifecycleEvent] = None
         self._then: Optional[_Then] = None
         self._conflicts = 0
+        #: The spender of the contract output last told to the application (told once each).
+        self._spender_told: Optional[bytes] = None
 
     @property
     def record(self) -> ServerChannelRecord:
@@ -147,6 +154,15 @@ class ServerLifecycle:
     @property
     def state(self) -> ServerChannelState:
         return self._record.state
+
+    @property
+    def contract_pending(self) -> bool:
+        """The contract has not reached a node yet (its broadcast is retried): the channel is
+        stored OPEN but not resumable until the node has it."""
+        if self._record.state is not S.OPEN:
+            return False
+        noted = self._record.note.startswith(CONTRACT_PENDING_NOTE)
+        return noted or self._awaiting is _Awaiting.BROADCAST or TimerKind.CONTRACT_RETRY in self._timers
 
     @property
     def settling(self) -> bool:
@@ -221,7 +237,8 @@ class ServerLifecycle:
         out: Effects = []
         if record.state is not old:
             if old is S.OPEN:
-                out += self._cancel(TimerKind.CONFIRM) + self._unwatch(WatchKind.INPUTS)
+                out += (self._cancel(TimerKind.CONFIRM) + self._cancel(TimerKind.CONTRACT_RETRY)
+                        + self._unwatch(WatchKind.INPUTS))
             if record.state in FINAL_STATES:
                 out += (self._cancel(TimerKind.SETTLE) + self._cancel(TimerKind.CONFIRM)
                         + self._unwatch(WatchKind.INPUTS) + self._unwatch(WatchKind.OUTPUT))
@@ -295,9 +312,15 @@ class ServerLifecycle:
 
     def _open_watched(self, event: LifecycleEvent, now: float) -> Effects:
         """Watch the contract's inputs (until 6 deep) and output; arm CONFIRM (created + 6 h) and SETTLE
-        (expiry - settle_offset). Loaded: rebroadcast the contract first."""
+        (expiry - settle_offset). Loaded: rebroadcast the contract first, or, if it never reached
+        a node, go on retrying it (its outcome decides, as before the restart)."""
         r = self._record
-        out: Effects = [Rebroadcast(r.contract, TxRole.CONTRACT)] if isinstance(event, Loaded) else []
+        out: Effects = []
+        if isinstance(event, Loaded):
+            if r.note.startswith(CONTRACT_PENDING_NOTE):
+                out = self._arm(TimerKind.CONTRACT_RETRY, now)
+            else:
+                out = [Rebroadcast(r.contract, TxRole.CONTRACT)]
         return (out + self._watch(WatchKind.INPUTS) + self._watch(WatchKind.OUTPUT)
                 + self._arm(TimerKind.CONFIRM, r.created_at + self._policy.contract_confirm_timeout)
                 + self._arm(TimerKind.SETTLE, self.settle_at()))
@@ -410,8 +433,12 @@ class ServerLifecycle:
                 self._bumped_for = event
             note = f"settlement broadcast rejected: {event.reason}"
             why = event.reason
-            return self._persist(S.STUCK, lambda now: self._end_settlement(now, why=why), note=note,
-                                 updated_at=int(now))
+            # Its input is spent: by whom is the chain's to say. Watched afresh, the output is
+            # looked up where it was spent (a refund that confirmed ends the channel REFUNDED,
+            # naming it, and the retries with it).
+            again = event.kind is RejectKind.INPUTS_SPENT
+            return self._persist(S.STUCK, lambda now: (self._unwatch(WatchKind.OUTPUT) if again else [])
+                                 + self._end_settlement(now, why=why), note=note, updated_at=int(now))
         self._bumps = 0
         if self._record.state is S.STUCK:
             return self._persist(S.SETTLING, self._settled, note="", updated_at=int(now))
@@ -482,6 +509,42 @@ class ServerLifecycle:
         return self._persist(S.CONTRACT_FAILED, self._contract_gone, note=f"{CONTRACT_REJECTED_NOTE}: {event.why}",
                              updated_at=int(now))
 
+    def _contract_unsent(self, event: LifecycleEvent, now: float) -> Effects:
+        """The node was never asked (down, credentials refused): nothing was decided about the
+        contract, so the channel stays OPEN and its contract is offered again until a node
+        answers. The server's outage is no verdict on the client's transaction. Noted on the
+        record first, so that a restart goes on retrying."""
+        assert isinstance(event, (ContractUnsent, BroadcastRefused))
+        retry = self._policy.contract_retry_interval
+
+        def arm(now: float) -> Effects:
+            return self._arm(TimerKind.CONTRACT_RETRY, now + retry)
+
+        if self._record.note.startswith(CONTRACT_PENDING_NOTE):
+            return arm(now)
+        why = event.why if isinstance(event, ContractUnsent) else event.reason
+        return self._persist(S.OPEN, arm, note=f"{CONTRACT_PENDING_NOTE} ({why})", updated_at=int(now))
+
+    def _retry_contract(self, event: LifecycleEvent, now: float) -> Effects:
+        """Offer the pending contract again."""
+        if not self._fired(TimerKind.CONTRACT_RETRY):
+            return []
+        self._awaiting = _Awaiting.BROADCAST
+        return [Broadcast(self._record.contract, TxRole.CONTRACT)]
+
+    def _contract_retried(self, event: LifecycleEvent, now: float) -> Effects:
+        """Accepted (or known): the channel is as any other. Unreachable again: later. Refused
+        (its inputs spent, the client took its coins back): CONTRACT_FAILED."""
+        assert isinstance(event, (BroadcastAccepted, BroadcastRefused))
+        if isinstance(event, BroadcastAccepted) or event.kind is RejectKind.ALREADY_KNOWN:
+            if self._record.note.startswith(CONTRACT_PENDING_NOTE):
+                return self._persist(S.OPEN, _nothing, note="", updated_at=int(now))
+            return []
+        if event.kind is RejectKind.UNREACHABLE:
+            return self._contract_unsent(event, now)
+        return self._persist(S.CONTRACT_FAILED, self._contract_gone, note=f"{CONTRACT_REJECTED_NOTE}: {event.reason}",
+                             updated_at=int(now))
+
     def _contract_gone(self, now: float) -> Effects:
         """The contract can never confirm: nothing left to settle or watch."""
         return self._cancel(TimerKind.SETTLE) + self._unwatch(WatchKind.OUTPUT)
@@ -489,13 +552,29 @@ class ServerLifecycle:
     def _output_spent(self, event: LifecycleEvent, now: float) -> Effects:
         """Confirmed spend of the contract output: SETTLED if it is our settlement, else REFUNDED."""
         assert isinstance(event, ContractSpent)
-        if not event.confirmed:
-            return []
         r = self._record
-        if r.settlement_tx is not None and event.spending_tx == r.settlement_tx:
+        ours = r.settlement_tx is not None and event.spending_tx == r.settlement_tx
+        if not event.confirmed:
+            if ours or event.spending_tx == self._spender_told:
+                return []
+            self._spender_told = event.spending_tx
+            note = f"contract output spent in the mempool by {self._spender(event.spending_tx)}"
+            return [NotifyApplication(ChannelEvent(ChannelEventKind.CONTRACT_SPENT, r.contract_txid, note))]
+        if ours:
             return self._persist(S.SETTLED, _nothing, note="", updated_at=int(now))
-        return self._persist(S.REFUNDED, _nothing, updated_at=int(now),
-                             note="the contract was spent by another transaction (the client's refund?)")
+        # The record names what the chain says closed the channel, not our own attempt.
+        return self._persist(S.REFUNDED, _nothing, updated_at=int(now), settlement_tx=event.spending_tx,
+                             note=f"the contract was spent by {self._spender(event.spending_tx)}")
+
+    def _spender(self, tx: bytes) -> str:
+        """``<txid> (the client's refund)`` when its lock time is the channel's expiry, as a
+        refund's is; else ``<txid> (not our settlement)``."""
+        try:
+            parsed = parse_transaction(tx)
+        except TransactionParseError:  # the watch passes what the chain holds: not seen, but said
+            return "another transaction (not our settlement)"
+        what = "the client's refund" if parsed.nLockTime == self._record.expiry else "not our settlement"
+        return f"{display_hex(parsed.GetTxid())} ({what})"
 
     def _new_block(self, event: LifecycleEvent, now: float) -> Effects:
         """Until a settlement confirms it is offered again with every block: a node may have
@@ -539,6 +618,13 @@ LIFECYCLE_TABLE: Mapping[tuple[ServerChannelState, type], Rule] = {
     # payments (the store refuses them once the state is not OPEN).
     (S.OPEN, ContractRejected): _row(L._contract_rejected, S.CONTRACT_FAILED),
     (S.OPEN, ContractInputSpent): _row(L._input_spent, S.CONTRACT_FAILED),
+    # A contract that never reached a node (the server's node down, or refusing our
+    # credentials) is no refusal: the channel stays OPEN, not resumable, and the contract is
+    # offered again every contract_retry_interval until a node judges it.
+    (S.OPEN, ContractUnsent): _row(L._contract_unsent, S.OPEN),
+    (S.OPEN, ContractRetryDue): _row(L._retry_contract),
+    (S.OPEN, BroadcastAccepted): _row(L._contract_retried, S.OPEN),
+    (S.OPEN, BroadcastRefused): _row(L._contract_retried, S.OPEN, S.CONTRACT_FAILED),
     (S.OPEN, ConfirmationDue): _row(L._confirmation_due),
     (S.OPEN, ContractStatusKnown): _row(L._contract_status_at_deadline, S.CONTRACT_FAILED),
     # The client's refund (or a settlement) confirmed while the channel was still open.

@@ -34,6 +34,9 @@ class LifecyclePolicy:
     #: chain does not know its contract then (issue #14 item 3); and how often that is looked at.
     prune_after: float = 2 * 86400.0
     prune_interval: float = 3600.0
+    #: Seconds between broadcasts of a contract that never reached a node (the node was down or
+    #: refused our credentials): the channel stays OPEN, its contract pending, until one answers.
+    contract_retry_interval: float = 30.0
 
 
 # -- what the machine is told ------------------------------------------------------------------
@@ -96,6 +99,19 @@ class ContractRejected:
     """The node refused the contract when the opening connection broadcast it."""
 
     why: str
+
+
+@dataclass(frozen=True)
+class ContractUnsent:
+    """The opening connection's broadcast of the contract never reached a node (connection
+    refused, credentials refused, no answer): nothing was decided about the contract."""
+
+    why: str
+
+
+@dataclass(frozen=True)
+class ContractRetryDue:
+    """The CONTRACT_RETRY timer fired: offer the pending contract to the node again."""
 
 
 @dataclass(frozen=True)
@@ -167,7 +183,7 @@ class EffectFailed:
 
 LifecycleEvent = Union[
     Loaded, Created, Stopped, SettleDue, ConfirmationDue, BlockConnected, ContractInputSpent, ContractSpent,
-    ContractRejected, SettleRequested, TransitionStored, TransitionConflict, SettlementBuilt,
+    ContractRejected, ContractUnsent, ContractRetryDue, SettleRequested, TransitionStored, TransitionConflict, SettlementBuilt,
     SettlementUnaffordable, BroadcastAccepted, BroadcastRefused, ContractStatusKnown, EffectFailed,
 ]
 
@@ -182,6 +198,8 @@ COMPLETIONS = (TransitionStored, TransitionConflict, SettlementBuilt, Settlement
 class TimerKind(enum.Enum):
     SETTLE = "settle"
     CONFIRM = "confirm"
+    #: A contract that never reached a node is broadcast again (``contract_retry_interval``).
+    CONTRACT_RETRY = "contract-retry"
 
 
 class WatchKind(enum.Enum):
@@ -212,6 +230,9 @@ class ChannelEventKind(enum.Enum):
     STUCK = "stuck"
     REFUNDED = "refunded"
     CONTRACT_FAILED = "contract-failed"
+    #: The contract's output was spent, in a mempool, by a transaction that is not our
+    #: settlement (the client's refund): said once per spender, before it confirms.
+    CONTRACT_SPENT = "contract-spent"
 
 
 @dataclass(frozen=True)

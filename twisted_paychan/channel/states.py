@@ -24,8 +24,9 @@ C = ClientChannelState
 SERVER_TRANSITIONS: Mapping[ServerChannelState, frozenset[ServerChannelState]] = {
     # Settlement starts by freezing the channel (no payment after it); a contract the node
     # refuses, that is double-spent or that never confirms fails the channel; a refund of the
-    # client's that confirms while we still held the channel open ends it.
-    S.OPEN: frozenset({S.SETTLING, S.CONTRACT_FAILED, S.REFUNDED, S.SETTLED}),
+    # client's that confirms while we still held the channel open ends it; a contract that
+    # reached no node is noted pending (and the note cleared once a node takes it).
+    S.OPEN: frozenset({S.OPEN, S.SETTLING, S.CONTRACT_FAILED, S.REFUNDED, S.SETTLED}),
     # A settlement rebuilt (fee bump) or first stored keeps SETTLING; one that cannot be made or
     # broadcast is STUCK; the contract output spent on chain ends it either way.
     S.SETTLING: frozenset({S.SETTLING, S.STUCK, S.SETTLED, S.REFUNDED}),
@@ -42,11 +43,13 @@ SERVER_TRANSITIONS: Mapping[ServerChannelState, frozenset[ServerChannelState]] =
 CLIENT_TRANSITIONS: Mapping[ClientChannelState, frozenset[ClientChannelState]] = {
     # Refund due; settlement seen (CLOSE from the server, or on the chain); our refund confirmed;
     # paid down to zero with the settlement awaited from the chain (a note, the state kept).
-    C.OPEN: frozenset({C.OPEN, C.EXPIRING, C.SETTLED, C.REFUNDED}),
+    # An opening that failed before CHANNEL_OPEN, its contract unknown: coins reclaimed.
+    C.OPEN: frozenset({C.OPEN, C.EXPIRING, C.SETTLED, C.REFUNDED, C.FAILED}),
     C.EXPIRING: frozenset({C.SETTLED, C.REFUNDED}),
     # A settlement seen in a mempool may be replaced by another spend before one confirms.
     C.SETTLED: frozenset({C.SETTLED, C.REFUNDED}),
     C.REFUNDED: frozenset(),
+    C.FAILED: frozenset(),
 }
 
 #: The record fields a transition may change besides the state: never the money (b, sig_C,

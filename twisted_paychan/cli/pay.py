@@ -147,6 +147,25 @@ def _server_endpoint(reactor: Any, description: str) -> Any:
         raise endpoint_problem("--server", description, e) from None
 
 
+async def _after_failed_opening(manager: ClientChannelManager) -> str:
+    """What became of a contract that left before the opening failed (``net/failed_opening``)."""
+    from twisted_paychan.net.failed_opening import Outcome
+
+    said = ""
+    try:
+        results = await manager.failed_openings()
+    except Exception as e:  # the opening's own failure is what the person must read first
+        return f"; what became of its contract is unknown ({e}): see paychan channels"
+    for result in results:
+        if result.outcome is Outcome.RECLAIMED and result.reclaim_tx is not None:
+            said += f"; the contract never reached the chain: coins reclaimed by {display_hex(txid_of(result.reclaim_tx))}"
+        elif result.outcome is Outcome.CONTRACT_KNOWN:
+            said += f"; {result.detail}: the channel stands (paychan channels)"
+        else:
+            said += f"; {result.detail}: the channel stays open, its refund due after expiry"
+    return said
+
+
 async def _pay_with(reactor: Any, args: Any, out: Output, manager: ClientChannelManager,
                     settings: ClientSettings, server_id: bytes, info: Any) -> int:
     from twisted_paychan.cli import pay_checks
@@ -181,7 +200,7 @@ async def _pay_stream(reactor: Any, args: Any, out: Output, manager: ClientChann
             ) from None
         from twisted_paychan.cli.errors import closed_in_words
 
-        raise UserError(f"could not open a channel: {closed_in_words(e)}") from None
+        raise UserError(f"could not open a channel: {closed_in_words(e)}{await _after_failed_opening(manager)}") from None
     except (ConnectError, ConnectionError, DNSLookupError) as e:
         raise UserError(f"cannot reach {args.server}: {e}") from None
     how = "resumed" if conn.resumed else "opened"

@@ -36,6 +36,7 @@ from twisted_paychan.channel.settings import ClientSettings
 from twisted_paychan.channel.states import IllegalTransition
 from twisted_paychan.channel.errors import ChannelUsageError, CloseReason
 from twisted_paychan.net.logfields import NO_PEER
+from twisted_paychan.net.failed_opening import FailedOpening, Outcome, resolve_failed_opening
 from twisted_paychan.net.subscribers import Subscribers
 from twisted_paychan.net.client_channel import ClientChannel, ConnectionHooks
 from twisted_paychan.store.interfaces import TransitionConflict as StoreConflict
@@ -66,6 +67,7 @@ class ClientChannelManager:
         self._block_watch: Optional[ICancellable] = None
         self._subscribers: Subscribers[lc.ChannelEvent] = Subscribers()
         self._idle_waiters: dict[bytes, list[defer.Deferred[None]]] = {}
+        self._failed_openings: list[defer.Deferred[FailedOpening]] = []
         self._inbox: deque[tuple[bytes, lc.Event]] = deque()
         self._draining = False
         #: ``start()`` ran: this process looks after refunds too.
@@ -149,6 +151,8 @@ class ClientChannelManager:
         channel = ClientChannel(self.wallet, self.store, settings, server_id, signer, send, close,
                                 self.clock, resume, hooks=hooks)
         channel.opened.addCallback(opened)
+        if resume is None:  # a new channel whose opening may fail after its contract left
+            channel.opened.addErrback(self._opening_failed, channel, settings.fee_rate)
         return channel
 
     def follow(self, record: ClientChannelRecord) -> None:
@@ -157,6 +161,39 @@ class ClientChannelManager:
         server may have settled while the client was away, and hears the answer by ``subscribe``."""
         self._track(record)
         self._feed(record.contract_txid, lc.SettlementAwaited(False, self._now()))
+
+    def _opening_failed(self, failure: Failure, channel: ClientChannel, fee_rate: int) -> Failure:
+        """The opening failed: if the contract had left (the channel is stored), find out
+        whether it reached a chain, and take the coins back if not (``net/failed_opening``)."""
+        record = channel.record
+        if record is not None and self._wallet is not None and self._chain is not None:
+            d = defer.ensureDeferred(self._resolve_opening(record, failure.getErrorMessage(), fee_rate))
+            self._failed_openings.append(d)
+        return failure
+
+    async def _resolve_opening(self, record: ClientChannelRecord, why: str, fee_rate: int) -> FailedOpening:
+        txid = record.contract_txid
+        result = await resolve_failed_opening(self.wallet, self.chain, record, fee_rate)
+        if result.outcome is Outcome.RECLAIMED:
+            assert result.reclaim_tx is not None
+            self._track(record)
+            stored: defer.Deferred[None] = defer.Deferred()
+            self._idle_waiters.setdefault(txid, []).append(stored)
+            self._feed(txid, lc.OpeningFailed(result.reclaim_tx, why, self._now()))
+            await stored
+        elif result.outcome is Outcome.UNDECIDED:
+            self.log.warn("channel {txid}: opening failed ({why}); {detail}; the channel stays open and its refund "
+                          "is due after expiry", txid=display_hex(txid), why=why, detail=result.detail)
+        else:
+            self.log.info("channel {txid}: opening failed ({why}), but {detail}: the channel stands",
+                          txid=display_hex(txid), why=why, detail=result.detail)
+        return result
+
+    def failed_openings(self) -> defer.Deferred[list[FailedOpening]]:
+        """Fires once every failed opening so far is resolved (a command waits for it before
+        it exits), with their outcomes."""
+        pending, self._failed_openings = self._failed_openings, []
+        return defer.gatherResults(pending)
 
     def release_abandoned_contracts(self) -> defer.Deferred[list[bytes]]:
         return defer.ensureDeferred(release_abandoned_contracts(self.wallet, self.store, self.chain))
@@ -344,6 +381,8 @@ class ClientChannelManager:
                 connection.settled_on_chain(event.tx)
         elif isinstance(event, lc.ChannelRefunded):
             self.log.info("channel {txid} (peer {peer}): refunded", txid=txid, peer=peer)
+        elif isinstance(event, lc.ChannelFailed):
+            self.log.warn("channel {txid} (peer {peer}): {note}", txid=txid, peer=peer, note=event.note)
         elif isinstance(event, lc.ChannelExpiring):
             self.log.info("channel {txid} (peer {peer}): expiring; refund due", txid=txid, peer=peer)
         elif isinstance(event, lc.RefundBroadcast):

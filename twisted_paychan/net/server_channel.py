@@ -27,7 +27,7 @@ from twisted_paychan.net.logfields import NO_PEER
 from twisted_paychan.channel.errors import CloseReason
 from twisted_paychan.channel.server import ServerMachine
 from twisted_paychan.channel.settings import ServerSettings
-from twisted_paychan.chain.types import display_hex
+from twisted_paychan.chain.types import RejectKind, display_hex, refusal
 from twisted_paychan import logs
 from twisted_paychan.faults import crash_point
 from twisted_paychan.chain.interfaces import ISigner
@@ -197,7 +197,11 @@ class ServerChannel(EffectRunner[ServerEffect]):
             crash_point("contract-broadcast")
             return m.contract_accepted(int(self.clock.seconds()))
 
-        return d.addCallbacks(accepted, lambda f: m.contract_rejected(f.getErrorMessage()))
+        def rejected(f: Failure) -> Effects:
+            kind, why = refusal(f.value)
+            return m.contract_rejected(why, unreachable=kind is RejectKind.UNREACHABLE)
+
+        return d.addCallbacks(accepted, rejected)
 
     def _store_channel(self, effect: fx.StoreServerChannel) -> Outcome[ServerEffect]:
         m = self.machine

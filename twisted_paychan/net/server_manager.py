@@ -41,7 +41,7 @@ from twisted_paychan import logs
 from twisted_paychan.bitcoin.scripts import ChannelScript
 from twisted_paychan.bitcoin.settlement import SettlementRejected, SettlementUnaffordable, build_settlement
 from twisted_paychan.chain.interfaces import ICancellable, IChain, ISigner, IWallet
-from twisted_paychan.chain.types import ChainTip, SpendEvent, TxState, TxStatus, display_hex, refusal
+from twisted_paychan.chain.types import ChainTip, RejectKind, SpendEvent, TxState, TxStatus, display_hex, refusal
 from twisted_paychan.channel import server_lifecycle as lc
 from twisted_paychan.channel.errors import CloseReason
 from twisted_paychan.channel.records import ServerChannelRecord, ServerChannelState
@@ -70,6 +70,7 @@ _SETTLE_BY = {
 _TIMER_EVENTS: dict[lc.TimerKind, lc.LifecycleEvent] = {
     lc.TimerKind.SETTLE: lc.SettleDue(),
     lc.TimerKind.CONFIRM: lc.ConfirmationDue(),
+    lc.TimerKind.CONTRACT_RETRY: lc.ContractRetryDue(),
 }
 
 
@@ -397,7 +398,7 @@ class ServerChannelManager:
 
     def _find_channel(self, contract_txid: bytes, connection: ServerChannel) -> defer.Deferred[Optional[ServerChannelRecord]]:
         def found(channel: Optional[_Channel]) -> defer.Deferred[Optional[ServerChannelRecord]]:
-            if channel is None or channel.machine.state is not S.OPEN:
+            if channel is None or channel.machine.state is not S.OPEN or channel.machine.contract_pending:
                 return defer.succeed(None)
             # One writer of b: read the record once every payment in flight is stored.
             d = channel.payments_stored()
@@ -437,10 +438,18 @@ class ServerChannelManager:
 
     def _broadcast_contract(self, tx: bytes, contract_txid: bytes) -> defer.Deferred[None]:
         def rejected(f: Failure) -> Failure | defer.Deferred[None]:
-            why = f.getErrorMessage()
+            kind, why = refusal(f.value)
+            channel = self._channels.get(contract_txid)
+            if kind is RejectKind.UNREACHABLE:
+                # The server's outage, not the contract's fault: kept OPEN, offered again.
+                self.log.warn("channel {txid} (peer {peer}): the node is unavailable ({why}); the contract stays "
+                              "pending and is broadcast again until the node answers", txid=display_hex(contract_txid),
+                              peer=self._peer(contract_txid), why=why)
+                if channel is not None:
+                    channel.feed(lc.ContractUnsent(why))
+                return f
             self.log.warn("channel {txid} (peer {peer}): contract rejected: {why}", txid=display_hex(contract_txid),
                           peer=self._peer(contract_txid), why=why)
-            channel = self._channels.get(contract_txid)
             if channel is None:
                 return f
             channel.feed(lc.ContractRejected(why))
@@ -735,7 +744,10 @@ class ServerChannelManager:
             self.log.warn("channel {txid} (peer {peer}): {note}; no more payments accepted", txid=txid, peer=peer,
                           note=event.note)
         elif kind in (lc.ChannelEventKind.SETTLED, lc.ChannelEventKind.REFUNDED):
-            self.log.info("channel {txid} (peer {peer}): {state} on chain", txid=txid, peer=peer, state=kind.value)
+            self.log.info("channel {txid} (peer {peer}): {state} on chain{note}", txid=txid, peer=peer,
+                          state=kind.value, note=f": {event.note}" if event.note else "")
+        elif kind is lc.ChannelEventKind.CONTRACT_SPENT:
+            self.log.warn("channel {txid} (peer {peer}): {note}", txid=txid, peer=peer, note=event.note)
         else:
             self.log.info("channel {txid} (peer {peer}): {state}", txid=txid, peer=peer, state=kind.value)
 

@@ -39,7 +39,7 @@ from twisted.web.iweb import IBodyProducer
 from zope.interface import implementer
 
 from twisted_paychan.rpc import jsonenc
-from twisted_paychan.rpc.auth import read_cookie
+from twisted_paychan.rpc.auth import COOKIE_USER, read_cookie
 from twisted_paychan.rpc.errors import RpcError
 from twisted_paychan.twisted_private import HTTP11ClientFactory, RequestNotSent
 
@@ -116,6 +116,8 @@ class RpcConnection:
             self._auth = self._basic(*credentials)
         elif parts.username is not None:
             self._auth = self._basic(unquote(parts.username), unquote(parts.password or ""))
+        user = credentials[0] if credentials is not None else unquote(parts.username or "")
+        self._cookie_user = user == COOKIE_USER
         if parts.password and self.name not in _WARNED_URL_PASSWORD:
             _WARNED_URL_PASSWORD.add(self.name)
             log.warn("the RPC URL for {node} carries a password, which every user of this machine can see "
@@ -191,7 +193,13 @@ class RpcConnection:
             self._load_cookie()  # the node may have restarted with a new cookie
             status, content = await self._send(body, retry)
         if status in (401, 403):
-            hint = "" if self._auth is not None else " (no credentials given: use user:password@ in the URL or a cookie file)"
+            if self._auth is None:
+                hint = " (no credentials given: use user:password@ in the URL or a cookie file)"
+            elif self._cookie_path is None and self._cookie_user:
+                # A cookie's contents passed as a password go stale at the node's next start.
+                hint = " (a cookie's password changes at every start of the node: give the cookie file with --rpc-cookie)"
+            else:
+                hint = ""
             raise RpcAuthError(f"{self.name} refused our RPC credentials (HTTP {status}){hint}")
         try:
             return jsonenc.loads(content)

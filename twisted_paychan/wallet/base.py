@@ -56,6 +56,7 @@ from twisted_paychan.wallet.errors import NoSeed
 from twisted_paychan.wallet.hd import Branch, Seed
 from twisted_paychan.wallet.keys import KeyPurpose, ScriptType, Signer, WalletKey, derive_key, generate_key
 from twisted_paychan.wallet.txbuild import SpendableCoin, build_funding_transaction, build_sweep_transaction
+from twisted_paychan.wallet.reclaim import ReclaimImpossible, build_reclaim
 
 # COINBASE_MATURITY lives in constants.py; it stays importable from here, as it always was.
 __all__ = ["BaseWallet", "FundedState", "FundedRecord", "COINBASE_MATURITY"]
@@ -507,6 +508,31 @@ class BaseWallet:
         self._drop_reservations(mine, spent=False)
         if mine:
             self.log.info("released {txid}", txid=display_hex(funded.txid))
+
+    def reclaim(self, funded_txid: bytes, fee_rate: int) -> Deferred[FundedTransaction]:
+        """See IWallet (``wallet/reclaim.py`` says why)."""
+        self._ensure_payout_key()
+        rate = max(int(fee_rate), FEE_RATE_FLOOR)
+        return self.refresh().addCallback(lambda _: self._reclaim_now(bytes(funded_txid), rate))
+
+    def _reclaim_now(self, funded_txid: bytes, fee_rate: int) -> FundedTransaction:
+        record = self._funded.get(funded_txid)
+        if record is None:
+            raise KeyError(f"this wallet did not fund {display_hex(funded_txid)}")
+        coins = [self._coins.get(op) for op in record.funded.spent]
+        if any(c is None for c in coins):
+            raise ReclaimImpossible(f"the inputs of {display_hex(funded_txid)} are spent already")
+        assert self._payout is not None and self._payout.script_pubkey is not None
+        spendable = [SpendableCoin(u, self._signers[self._by_script[u.script_pubkey].public_key], self._script_type(u))
+                     for u in coins if u is not None]
+        reclaim = build_reclaim(spendable, self._payout.script_pubkey, fee_rate, record.funded.fee)
+        # The coins pass from the contract to the reclaim: released, then reserved again.
+        self._drop_reservations([op for op, t in self._reserved.items() if t == funded_txid], spent=False)
+        self._persist_funded(reclaim)
+        self._load_funded(FundedRecord(reclaim, FundedState.RESERVED), reclaim.spent)
+        self.log.info("reclaim {txid} spends the inputs of {contract} back to this wallet ({fee} sat fee)",
+                      txid=display_hex(reclaim.txid), contract=display_hex(funded_txid), fee=reclaim.fee)
+        return reclaim
 
     def reserved_transactions(self) -> list[FundedTransaction]:
         """Funded transactions still holding coins: after a restart, each is either broadcast

@@ -2,8 +2,9 @@
 Transactions accepted for the next blocks, in the order they arrived.
 
 A transaction is only accepted once its mempool parents are, so arrival order is a dependency
-order and the miner can take the pool front to back. No replacement (a conflict is refused with
-``txn-mempool-conflict``), no eviction, no expiry: a regtest node mines everything soon.
+order and the miner can take the pool front to back. A replacement (Core's full RBF, judged by
+``replacement``) removes what it evicts before it is added; no other eviction, no expiry: a
+regtest node mines everything soon.
 """
 
 from __future__ import annotations

@@ -4,9 +4,11 @@ Valid regtest blocks, built in Python for the kernel to judge.
 What a regtest block needs to pass Bitcoin Core's checks: version 0x20000000 (BIP9 bits; BIP34,
 BIP65, BIP66 and CSV are active from height 1 on regtest), ``nBits`` 0x207fffff and a nonce
 ground until the header hash is below that target (about two tries), a coinbase whose scriptSig
-starts with the height (BIP34) and is 2 to 100 bytes long, pays at most subsidy plus fees, and,
-when any transaction carries a witness, a witness commitment (BIP141: the coinbase witness is a
-32-byte reserved value, and an OP_RETURN output commits to the witness merkle root with it).
+starts with the height (BIP34) and is 2 to 100 bytes long, pays at most subsidy plus fees, and a
+witness commitment (BIP141: the coinbase witness is a 32-byte reserved value, and an OP_RETURN
+output commits to the witness merkle root with it). Consensus needs it only when a transaction
+carries a witness; Core's miner always adds it, and so do we, so that blocks look like Core's
+(``getblock``'s ``coinbase_tx`` has its ``witness``).
 The timestamp must exceed the median-time-past of the last 11 blocks; the node chooses it.
 """
 
@@ -57,7 +59,9 @@ def _coinbase(height: int, script_pubkey: bytes, value: int, tag: bytes, commitm
     if commitment is not None:
         outputs.append(CTxOut(0, CScript([OP_RETURN, _WITNESS_MAGIC + commitment])))
         witness = CTxWitness([CTxInWitness(CScriptWitness([_WITNESS_RESERVED_VALUE]))])
-    return CTransaction([CTxIn(COutPoint(), script_sig, 0xFFFFFFFF)], outputs, 0, 1, witness)
+    # As Core's miner since 30 (bitcoin/bitcoin#32155, for the Consensus Cleanup): version 2,
+    # locked to the previous height, with a sequence that leaves the lock time enabled.
+    return CTransaction([CTxIn(COutPoint(), script_sig, 0xFFFFFFFE)], outputs, max(height - 1, 0), 2, witness)
 
 
 @dataclass(frozen=True)
@@ -95,11 +99,9 @@ def build_block(
     if txids is None:
         txids = [CTransaction.deserialize(raw).GetTxid() if _has_witness(raw) else sha256d(raw) for raw in txs]
     value = block_subsidy(height) + fees
-    commitment = None
-    if any(_has_witness(raw) for raw in txs):
-        # wtxids; the coinbase's counts as zero.
-        root = _merkle_root([b"\x00" * 32, *(sha256d(raw) for raw in txs)])
-        commitment = sha256d(root + _WITNESS_RESERVED_VALUE)
+    # wtxids (a transaction without a witness: its txid); the coinbase's counts as zero.
+    root = _merkle_root([b"\x00" * 32, *(sha256d(raw) for raw in txs)])
+    commitment = sha256d(root + _WITNESS_RESERVED_VALUE)
     coinbase = _coinbase(height, coinbase_script, value, tag, commitment)
     merkle_root = _merkle_root([coinbase.GetTxid(), *txids])
     prefix = struct.pack("<i", BLOCK_VERSION) + prev_hash + merkle_root + struct.pack("<II", time, REGTEST_BITS)

@@ -30,6 +30,8 @@ from twisted_paychan.chain.embedded.datadir import DatadirLock
 from twisted_paychan.chain.embedded.index import ChainIndex, ParsedBlock, parse_block
 from twisted_paychan.chain.embedded.journal import BlockJournal
 from twisted_paychan.chain.embedded.kernel import BlockVerdict, Kernel, SpentCoin
+from twisted_paychan.chain.embedded.replacement import judge_replacement
+from twisted_paychan.constants import DEFAULT_MIN_RELAY_TX_FEE
 from twisted_paychan.chain.embedded.mempool import Mempool, MempoolEntry
 from twisted_paychan.chain.types import (
     BroadcastRejected,
@@ -196,6 +198,11 @@ class RegtestNode:
         txid: bytes = tx.GetTxid()
         if txid in self._mempool or txid in self._index.txs:
             return txid
+        evicted: list[bytes] = []
+
+        def replace(conflicts: set[bytes], fee: int, vsize: int) -> None:
+            evicted.extend(self.replaced_by(txid, tx, conflicts, fee, vsize))
+
         fee = rules.check_acceptance(
             raw,
             tx,
@@ -203,9 +210,16 @@ class RegtestNode:
             self._mempool.spends.get,
             rules.NextBlock(self.height + 1, self.median_time_past()),
             self._index.mtp_at,
+            replace,
         )
+        if evicted:  # Core's full RBF: the replaced transactions and their descendants go
+            self._mempool.remove(evicted)
         self._mempool.add(MempoolEntry(txid, tx, raw, fee, weight(tx), self.reactor.seconds()))
         return txid
+
+    def replaced_by(self, txid: bytes, tx: Any, conflicts: set[bytes], fee: int, vsize: int) -> list[bytes]:
+        """What ``tx`` would evict from the mempool (Core's full RBF), or BroadcastRejected."""
+        return judge_replacement(txid, tx, fee, vsize, conflicts, self._mempool, DEFAULT_MIN_RELAY_TX_FEE)
 
     def _coin(self, point: OutPoint) -> Optional[Utxo]:
         return self._index.utxos.get(point) or self._mempool.coin(point)

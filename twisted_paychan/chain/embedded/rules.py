@@ -173,13 +173,15 @@ def check_scripts(raw: bytes, tx: CTransaction, coins: Sequence[Utxo]) -> None:
                 continue
             consensus_ok = consensus.verify_input_consensus(raw, index, coin.script_pubkey, coin.value)
         except consensus.JudgeArgumentError as e:
-            raise reject(f"mandatory-script-verify-flag-failed ({e})") from e
+            raise reject(f"mempool-script-verify-flag-failed ({e})") from e
+        # Core 31 says mempool-script-verify-flag-failed for policy and consensus failures alike
+        # (block-script-verify-flag-failed is for blocks); the detail says which it was here.
         if consensus_ok:
             raise reject(
-                "non-mandatory-script-verify-flag "
+                "mempool-script-verify-flag-failed "
                 "(signature not strict DER, high S, or scriptSig not push-only)"
             )
-        raise reject(f"mandatory-script-verify-flag-failed (script evaluation failed on input {index})")
+        raise reject(f"mempool-script-verify-flag-failed (script evaluation failed on input {index})")
 
 
 def check_acceptance(
@@ -189,6 +191,7 @@ def check_acceptance(
     mempool_spender: Callable[[OutPoint], Optional[bytes]],
     nxt: NextBlock,
     mtp_at: Callable[[int], int],
+    replace: Optional[Callable[[set[bytes], int, int], None]] = None,
 ) -> int:
     """Judge ``tx`` (already parsed from ``raw``) for the mempool; returns its fee.
 
@@ -196,14 +199,17 @@ def check_acceptance(
     parent (height None), or None if there is none; ``mempool_spender`` the txid of a mempool
     transaction already spending an outpoint. ``mtp_at(h)`` is the median-time-past of block
     ``h`` (for BIP68 time locks). Raises :class:`BroadcastRejected` with Core's reason.
+    ``replace(conflicts, fee, vsize)`` judges a transaction that spends what mempool
+    transactions spend, once its fee is known (``replacement.judge_replacement``, Core's full
+    RBF); without it a conflict is refused (``txn-mempool-conflict``).
     """
     check_transaction(tx)
     if not is_final(tx, nxt.height, nxt.median_time_past):
         raise reject("non-final", RejectKind.NON_FINAL)
     outpoints = [OutPoint(bytes(txin.prevout.hash), txin.prevout.n) for txin in tx.vin]
-    for outpoint in outpoints:
-        if mempool_spender(outpoint) is not None:
-            raise reject("txn-mempool-conflict", RejectKind.CONFLICT)
+    conflicts = {spender for outpoint in outpoints if (spender := mempool_spender(outpoint)) is not None}
+    if conflicts and replace is None:
+        raise reject("txn-mempool-conflict", RejectKind.CONFLICT)
     coins: list[Utxo] = []
     for outpoint in outpoints:
         found = coin(outpoint)
@@ -224,5 +230,7 @@ def check_acceptance(
     min_fee = vsize * DEFAULT_MIN_RELAY_TX_FEE // 1000
     if fee < min_fee:
         raise reject(f"min relay fee not met, {fee} < {min_fee}", RejectKind.FEE_TOO_LOW)
+    if conflicts and replace is not None:
+        replace(conflicts, fee, vsize)
     check_scripts(raw, tx, coins)
     return fee

@@ -39,6 +39,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from twisted_paychan.chain.health import ChainHealth, HealthTracker
 from twisted_paychan.chain.fees import (
     CONFIRMATION_TARGETS,
     TARGETS,
@@ -52,7 +53,9 @@ from twisted_paychan.chain.rpc.follower import BlockSource, ChainFollower, Heade
 from twisted_paychan.chain.rpc.mempool import RemoteMempool
 from twisted_paychan.chain.rpc.watches import SpendWatch, WatchLists
 from twisted_paychan.chain.types import (
+    BroadcastRejected,
     ChainTip,
+    RejectKind,
     OutPoint,
     SpendEvent,
     TxState,
@@ -123,7 +126,8 @@ class RpcChain:
         self._poll_lock = DeferredLock()
         self._scan_lock = DeferredLock()
         self._loop: Optional[LoopingCall] = None
-        self._failing = False
+        #: Every poll and broadcast reports here; a change of state is logged once.
+        self.health_tracker = HealthTracker(connection.name, clock)
         self._kicked = False
         self._has_spendingprevout = True
 
@@ -172,6 +176,11 @@ class RpcChain:
         """Whether the poll loop is running."""
         return self._loop is not None and self._loop.running
 
+    @property
+    def health(self) -> ChainHealth:
+        """How the node answered the last poll or broadcast (``chain.health``)."""
+        return self.health_tracker.health
+
     def chain_name(self) -> "Deferred[str]":
         """Core's name for the node's network: main, test, testnet4, signet or regtest."""
         return self.connection.call("getblockchaininfo").addCallback(lambda info: str(info["chain"]))
@@ -183,9 +192,16 @@ class RpcChain:
 
     async def _broadcast(self, raw: bytes) -> bytes:
         try:
-            return await self._send(raw)
+            txid = await self._send(raw)
         except rejects.UNREACHABLE_ERRORS as e:
+            self.health_tracker.failed(e)
             raise rejects.unreachable(e) from e
+        except BroadcastRejected as e:
+            if e.kind is not RejectKind.UNREACHABLE:
+                self.health_tracker.succeeded()  # the node answered: it judged the transaction
+            raise
+        self.health_tracker.succeeded()
+        return txid
 
     async def _send(self, raw: bytes) -> bytes:
         txid = _txid_of(raw)
@@ -306,21 +322,27 @@ class RpcChain:
         return -1 if self.follower.tip is None else self.follower.tip.height
 
     def poll(self) -> "Deferred[None]":
-        """One poll, after any poll in progress; fires once its notifications are delivered."""
-        return self._poll_lock.run(lambda: Deferred.fromCoroutine(self._poll()))
+        """One poll, after any poll in progress; fires once its notifications are delivered.
+        Its outcome goes to ``health`` (a change of state is logged there, once)."""
+        return self._poll_lock.run(lambda: Deferred.fromCoroutine(self._tracked_poll()))
+
+    async def _tracked_poll(self) -> None:
+        try:
+            await self._poll()
+        except Exception as e:
+            self.health_tracker.failed(e)
+            raise
+        self.health_tracker.succeeded()
 
     def _scheduled_poll(self) -> "Deferred[None]":
-        return self.poll().addCallbacks(self._poll_succeeded, self._log_poll_failure)
-
-    def _poll_succeeded(self, _: None) -> None:
-        if self._failing:
-            log.info("polling {node} works again", node=self.connection.name)
-            self._failing = False
+        return self.poll().addErrback(self._log_poll_failure)
 
     def _log_poll_failure(self, failure: Failure) -> None:
-        if not self._failing:
-            log.failure("polling {node} failed; will keep trying", failure, node=self.connection.name)
-            self._failing = True
+        """Already counted (and logged on a change) by the health tracker; a failure that is
+        no node's (a bug of ours) gets its traceback, once per run of failures."""
+        first = self.health_tracker.health.failures <= 1
+        if first and not isinstance(failure.value, rejects.UNREACHABLE_ERRORS + (RpcError,)):
+            log.failure("polling {node} failed", failure, node=self.connection.name)
 
     async def _poll(self) -> None:
         disconnected, connected = await self.follower.update()

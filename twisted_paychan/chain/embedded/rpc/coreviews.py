@@ -218,6 +218,23 @@ def tx_json(
     return result
 
 
+def coinbase_json(tx: CTransaction) -> dict[str, Any]:
+    """Core 31's ``coinbase_tx`` of a verbose ``getblock``: the coinbase's version, lock time,
+    sequence, scriptSig (``coinbase``) and, if it has one, its witness (the reserved value)."""
+    txin = tx.vin[0]
+    result: dict[str, Any] = {
+        "version": tx.nVersion,
+        "locktime": tx.nLockTime,
+        "sequence": txin.nSequence,
+        "coinbase": bytes(txin.scriptSig).hex(),
+    }
+    if tx.wit is not None and tx.wit.vtxinwit:
+        stack = list(tx.wit.vtxinwit[0].scriptWitness.stack)
+        if stack:
+            result["witness"] = bytes(stack[0]).hex()
+    return result
+
+
 # -- headers and blocks ------------------------------------------------------------------------
 
 

@@ -20,6 +20,7 @@ from twisted.logger import Logger
 from twisted_paychan.bitcoin import descriptors
 from twisted_paychan.bitcoin.addresses import REGTEST, AddressError, address_to_script
 from twisted_paychan.bitcoin.transactions import virtual_size
+from twisted_paychan.chain.embedded.chunks import mempool_chunks
 from twisted_paychan.chain.embedded.index import parse_block
 from twisted_paychan.chain.embedded.node import MiningFailed, RegtestNode
 from twisted_paychan.chain.embedded.rpc import coreviews
@@ -244,6 +245,7 @@ class NodeMethods:
         block = parse_block(raw)
         result = self._header_json(height, raw)
         result.update(coreviews.block_sizes(raw, block.txs))
+        result["coinbase_tx"] = coreviews.coinbase_json(block.txs[0])  # Core 31
         if level == 1:
             result["tx"] = [display_hex(t) for t in block.txids]
         else:
@@ -384,7 +386,9 @@ class NodeMethods:
             fee = self.view.test_accept(raw, tx)
         except BroadcastRejected as e:
             result["allowed"] = False
-            result["reject-reason"] = "missing-inputs" if e.code == RPC_VERIFY_ERROR else e.reason
+            # Core 28+: the reason's token, and the whole of it as details.
+            result["reject-reason"] = "missing-inputs" if e.code == RPC_VERIFY_ERROR else e.reason.split(", ", 1)[0]
+            result["reject-details"] = e.reason
             return result
         vsize = virtual_size(tx)
         if max_rate > 0 and fee > int(max_rate * 100_000_000) * vsize // 1000:
@@ -449,6 +453,14 @@ class NodeMethods:
         if not verbose:
             return [display_hex(e.txid) for e in entries]
         return _verbose_mempool(entries, self.node.height)
+
+    @rpc("getmempoolentry", Param("txid", (STRING,)))
+    def getmempoolentry(self, txid: str) -> Any:
+        wanted = display_hex(parse_hash(txid, "txid"))
+        entry = _verbose_mempool(self.node.mempool_entries(), self.node.height).get(wanted)
+        if entry is None:
+            raise RpcError(RPC_INVALID_ADDRESS_OR_KEY, "Transaction not in mempool")
+        return entry
 
     @rpc("scantxoutset", Param("action", (STRING,)), Param("scanobjects", (ARRAY,), None))
     def scantxoutset(self, action: str, scanobjects: Optional[list[Any]]) -> Any:
@@ -587,8 +599,10 @@ def _verbose_mempool(entries: list[Any], height: int) -> dict[str, Any]:
                     stack.append(nxt)
         return seen
 
+    chunk_of = mempool_chunks(entries, parents)
     result = {}
     for e in entries:
+        chunk_weight, chunk_fee = chunk_of[e.txid]
         ancestors = closure(e.txid, parents) | {e.txid}
         descendants = closure(e.txid, children) | {e.txid}
         result[display_hex(e.txid)] = {
@@ -600,12 +614,14 @@ def _verbose_mempool(entries: list[Any], height: int) -> dict[str, Any]:
             "descendantsize": sum(by_txid[t].vsize for t in descendants),
             "ancestorcount": len(ancestors),
             "ancestorsize": sum(by_txid[t].vsize for t in ancestors),
+            "chunkweight": chunk_weight,
             "wtxid": display_hex(e.tx.GetHash()),
             "fees": {
                 "base": btc(e.fee),
                 "modified": btc(e.fee),
                 "ancestor": btc(sum(by_txid[t].fee for t in ancestors)),
                 "descendant": btc(sum(by_txid[t].fee for t in descendants)),
+                "chunk": btc(chunk_fee),
             },
             "depends": [display_hex(p) for p in parents[e.txid]],
             "spentby": [display_hex(c) for c in sorted(children[e.txid])],

@@ -92,6 +92,10 @@ class NodeView:
         """The fee, if the node would accept ``tx`` now; BroadcastRejected with Core's reason
         otherwise. Nothing changes."""
         node = self.node
+
+        def replace(conflicts: set[bytes], fee: int, vsize: int) -> None:
+            node.replaced_by(tx.GetTxid(), tx, conflicts, fee, vsize)  # judged as Core would; nothing evicted
+
         return rules.check_acceptance(
             raw,
             tx,
@@ -99,4 +103,5 @@ class NodeView:
             self.mempool_spender,
             rules.NextBlock(node.height + 1, node.median_time_past()),
             lambda h: node.tip_at(h).median_time_past,
+            replace,
         )
