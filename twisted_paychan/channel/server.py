@@ -149,7 +149,8 @@ class ServerMachine:
                 stored_ahead = self._store_ahead(message, now)
                 if stored_ahead is not None:
                     return stored_ahead
-            if len(self._queue) - self._ahead >= MAX_QUEUED_MESSAGES:
+            limit = C.MAX_PAYMENTS_IN_FLIGHT if type(message) is r.UpdatePayment else MAX_QUEUED_MESSAGES
+            if len(self._queue) - self._ahead >= limit:
                 return self._violation(
                     RemoteProtocolError(ErrorCode.SYNTAX_ERROR, "too many messages without waiting for replies")
                 )
@@ -191,6 +192,24 @@ class ServerMachine:
         self._stores.append(ahead)
         self._newest_best = payment.best_value
         return [fx.StorePayment(record.contract_txid, payment.best_value, payment.signature)]
+
+    def _promote(self) -> list[ServerEffect]:
+        """The connection's first payment is stored: the payments queued behind it are stored
+        now, as if they had arrived after it (up to the first that is not a clean payment)."""
+        queued, self._queue = self._queue, deque()
+        out: list[ServerEffect] = []
+        while queued:
+            message, now = queued[0]
+            if type(message) is not r.UpdatePayment:
+                break
+            stored = self._store_ahead(message, now)
+            if stored is None or self.step is ServerStep.CLOSED:
+                break
+            queued.popleft()
+            out.extend(stored)
+        if self.step is not ServerStep.CLOSED:
+            self._queue.extend(queued)
+        return out
 
     def _take_ahead(self, ahead: _Ahead) -> list[ServerEffect]:
         """A payment stored ahead reaches its turn: on as if it had just been handled."""
@@ -461,7 +480,6 @@ class ServerMachine:
         still_here = self.step is ServerStep.STORING_PAYMENT or check_completion(
             "payment_stored", self.step, ServerStep.STORING_PAYMENT, _ENDING
         )
-        self._pipelining = True
         record, payment = self.record, self._pending_payment
         assert record is not None and payment is not None
         increase = payment.best_value - record.best_value
@@ -472,9 +490,17 @@ class ServerMachine:
             return []
         self._exhausted = payment.client_change == 0
         self.step = ServerStep.WAITING_ON_APPLICATION
+        ahead: list[ServerEffect] = []
+        if not self._pipelining:
+            self._pipelining = True
+            if self._queue:
+                ahead = self._promote()
+                if self.step is ServerStep.CLOSED:
+                    return ahead
         if increase > 0:
-            return [fx.NotifyPayment(record.contract_txid, increase, payment.best_value, payment.info, awaited=True)]
-        return self.payment_acknowledged(None)  # nothing new for the application to accept
+            notify = fx.NotifyPayment(record.contract_txid, increase, payment.best_value, payment.info, awaited=True)
+            return [*ahead, notify] if ahead else [notify]
+        return ahead + self.payment_acknowledged(None)  # nothing new for the application to accept
 
     def payment_refused(self, why: str) -> list[ServerEffect]:
         """The store refused the payment: the channel no longer takes payments (its contract
