@@ -3,11 +3,13 @@ Payments per second between a client process and a server process over loopback 
 durable stores on both sides (every payment synced to disk by the client before it is sent and
 by the server before it is acknowledged), on the embedded regtest chain.
 
-    python bench/bench_payments.py [--payments N] [--channels K] [--idle M]
+    python bench/bench_payments.py [--payments N] [--channels K] [--idle M] [--window W]
 
 Starts ``twistd paychan`` (the real server) in a child process, then in this process a client
 that reaches the server's chain over JSON-RPC. Prints: one channel's rate and latency
-percentiles, K channels at once (one client process, one store), the CPU time per payment of
+percentiles and its ratio to the durable floor (``bench_sync_floor.py``, run in the same run just
+before), one channel with W payments in flight (``max_in_flight``, default 64), K channels at
+once (one client process, one store), the CPU time per payment of
 the server (from the scheduler's ``schedstat``, with the tick-sampled utime/stime beside it) and
 of the client, how many payments each client sync covered, and the server's memory per open idle
 channel connection. ``PAYCHAN_PROFILE=FILE`` runs the server under cProfile. How to read the
@@ -59,6 +61,13 @@ def cpu_ns(pid: int) -> int:
         except (FileNotFoundError, ProcessLookupError):
             pass
     return total
+
+
+def sync_floor(rounds: int) -> float:
+    """Round trips per second of ``bench_sync_floor.py`` (two processes, a sync each way), now."""
+    out = subprocess.run([sys.executable, str(REPO / "bench" / "bench_sync_floor.py"), "--rounds", str(rounds),
+                          "--round-trips-only"], capture_output=True, text=True, check=True).stdout
+    return float(out.split()[0])
 
 
 def rss_bytes(pid: int) -> int:
@@ -133,12 +142,36 @@ async def main(reactor, args) -> None:
         cpu1, ns1, mine1 = cpu_times(server.pid), cpu_ns(server.pid), time.process_time()
         latencies.sort()
         q = statistics.quantiles(latencies, n=100)
+        floor = sync_floor(args.floor_rounds)  # right after, on an idle server: the same machine load
         print(f"1 channel:   {args.payments / elapsed:8.0f} payments/s   latency p50 {q[49]*1e3:.2f} ms  "
               f"p99 {q[98]*1e3:.2f} ms  max {latencies[-1]*1e3:.2f} ms")
+        print(f"             sync floor {floor:.0f} round trips/s (bench_sync_floor.py, this run): "
+              f"ratio {args.payments / elapsed / floor:.2f}")
         user, system = ((b - a) / args.payments * 1e6 for a, b in zip(cpu0, cpu1))
         print(f"             server CPU {(ns1 - ns0) / args.payments / 1e3:.0f} us per payment (scheduler); "
               f"ticks say {user + system:.0f} ({user:.0f} user + {system:.0f} system)")
         print(f"             client CPU {(mine1 - mine0) / args.payments * 1e6:.0f} us per payment")
+
+        # -- one channel, W payments in flight -------------------------------------------------
+        from twisted_paychan.net.pipelined import pay_windowed
+
+        windowed = ClientSettings(channel_value=50_000_000, versions=VersionSelector.VERSION_2, fee_rate=1000,
+                                  max_in_flight=args.window)
+        wconn = await connect(reactor, endpoint, wallet, chain, store, windowed,
+                              hashlib.sha256(b"bench windowed").digest(), None)
+        await pay_windowed(wconn.pay, 500, 1, None, args.window)  # warm up
+        count = args.payments * 2
+        cpu0, ns0, mine0 = cpu_times(server.pid), cpu_ns(server.pid), time.process_time()
+        commits0, writes0 = store.commits, store.writes
+        start = time.perf_counter()
+        await pay_windowed(wconn.pay, count, 1, None, args.window)
+        elapsed = time.perf_counter() - start
+        cpu1, ns1, mine1 = cpu_times(server.pid), cpu_ns(server.pid), time.process_time()
+        print(f"1 channel, W={args.window}: {count / elapsed:8.0f} payments/s  ({count / elapsed / floor:.1f}x the floor)")
+        print(f"             server CPU {(ns1 - ns0) / count / 1e3:.0f} us per payment (scheduler); "
+              f"client CPU {(mine1 - mine0) / count * 1e6:.0f} us; "
+              f"{count / max(1, store.commits - commits0):.1f} payments per client sync")
+        wconn.disconnect()
 
         # -- K channels at once ----------------------------------------------------------------
         conns = [conn] + [await open_channel(n) for n in range(1, args.channels)]
@@ -185,5 +218,7 @@ if __name__ == "__main__":
     p.add_argument("--payments", type=int, default=3000)
     p.add_argument("--channels", type=int, default=10)
     p.add_argument("--idle", type=int, default=100)
+    p.add_argument("--window", type=int, default=64, help="payments in flight for the pipelined figure")
+    p.add_argument("--floor-rounds", type=int, default=3000, help="round trips of the sync floor measurement")
     args = p.parse_args()
     task.react(lambda reactor: defer.ensureDeferred(main(reactor, args)))

@@ -14,7 +14,7 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
     ("bench_sync_floor.py", ["--rounds", "50"]),
     ("bench_hotpath.py", ["--payments", "1000", "--rounds", "1"]),
     ("bench_restart.py", ["--channels", "20"]),
-    ("bench_payments.py", ["--payments", "40", "--channels", "2", "--idle", "20"]),
+    ("bench_payments.py", ["--payments", "40", "--channels", "2", "--idle", "20", "--floor-rounds", "50"]),
 ])
 def test_bench_runs(script, args):
     done = subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True, text=True, timeout=300)
