@@ -39,7 +39,7 @@ def _settlement_is_valid(record: Any) -> bool:
 @pytest_twisted.ensureDeferred
 async def test_client_killed_in_a_pipelined_stream(tmp_path):
     seed = random.randrange(1 << 30)
-    kill_at = random.Random(seed).choice(range(200, 1600, 100))
+    kill_at = random.Random(seed).choice(range(200, 1800, 200))  # progress is printed every 200
     server = ServerProcess(tmp_path / "server")
     await server.start()
     client_dir = str(tmp_path / "client")
