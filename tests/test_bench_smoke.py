@@ -14,7 +14,7 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
     ("bench_sync_floor.py", ["--rounds", "50"]),
     ("bench_hotpath.py", ["--payments", "1000", "--rounds", "1"]),
     ("bench_restart.py", ["--channels", "20"]),
-    ("bench_payments.py", ["--payments", "40", "--channels", "2", "--idle", "20", "--floor-rounds", "50"]),
+    ("bench_payments.py", ["--payments", "40", "--channels", "2", "--idle", "20", "--floor-rounds", "100"]),
     ("bench_many.py", ["--channels", "6", "--duration", "2", "--generators", "2", "--open-concurrency", "2"]),
 ])
 def test_bench_runs(script, args):
