@@ -134,3 +134,17 @@ def test_client_error_with_payments_in_flight_closes():
     out = c.receive(m.error(1, "no"))
     assert [e.reason for e in of_kind(out, fx.Close)] == [CloseReason.REMOTE_SENT_ERROR]
     assert c.machine.change_stored() == []  # a later completion sends nothing
+
+
+def test_client_settle_waits_for_the_payments_being_stored():
+    """settle() right after pay(): the CLOSE leaves after the UPDATE_PAYMENT whose c was being
+    stored, as when the effect runner held everything back behind the store."""
+    c = client_open(2, settings=ClientSettings(channel_value=VALUE, versions=SELECTOR[2], fee_rate=1000,
+                                               max_in_flight=2))
+    c.machine.pay(100, None, NOW)
+    c.machine.pay(100, None, NOW)
+    assert c.machine.settle() == []
+    with pytest.raises(ChannelUsageError):
+        c.machine.pay(100, None, NOW)
+    assert sent_types(c.machine.change_stored()) == [MT.UPDATE_PAYMENT]
+    assert sent_types(c.machine.change_stored()) == [MT.UPDATE_PAYMENT, MT.CLOSE]

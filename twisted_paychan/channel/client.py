@@ -378,6 +378,8 @@ class ClientMachine:
         made. The new ``c`` is stored before the payment is sent (``change_stored``)."""
         if self.step is not ClientStep.CHANNEL_OPEN:
             raise ChannelUsageError(f"the channel is not open (step '{self.step.value}')")
+        if self._settle_requested:
+            raise ChannelUsageError("the channel is being settled")
         if len(self._unsent) + len(self._sent) >= self.settings.max_in_flight:
             if self.settings.max_in_flight == 1:
                 raise ChannelUsageError("a payment is already waiting for its acknowledgement")
@@ -413,7 +415,11 @@ class ClientMachine:
         if payment.client_change == 0:
             self._exhausting_unsent = False
         self._sent.append(payment)
-        return [fx.Send(m.update_payment(payment.client_change, payment.signature, info))]
+        out: list[ClientEffect] = [fx.Send(m.update_payment(payment.client_change, payment.signature, info))]
+        if self._settle_requested and not self._unsent:
+            self.step = ClientStep.WAITING_FOR_CHANNEL_CLOSE  # the CLOSE settle() held back
+            out.append(fx.Send(m.close()))
+        return out
 
     def _on_payment_ack(self, message: r.PaymentAck, now: int) -> list[ClientEffect]:
         if not self._sent:
@@ -430,6 +436,8 @@ class ClientMachine:
         if self.step is ClientStep.WAITING_FOR_CONNECTION_OPEN:
             raise ChannelUsageError("not connected")
         self._settle_requested = True
+        if self._unsent and self.step is ClientStep.CHANNEL_OPEN:
+            return []  # the CLOSE follows the payments whose c is being stored (change_stored)
         self.step = ClientStep.WAITING_FOR_CHANNEL_CLOSE
         return [fx.Send(m.close())]
 
