@@ -4,10 +4,13 @@ durable stores on both sides (every payment synced to disk by the client before 
 by the server before it is acknowledged), on the embedded regtest chain.
 
     python bench/bench_payments.py [--payments N] [--channels K] [--idle M] [--api off|on|scrape]
+                                   [--window W] [--floor-rounds R]
 
 Starts ``twistd paychan`` (the real server) in a child process, then in this process a client
 that reaches the server's chain over JSON-RPC. Prints: one channel's rate and latency
-percentiles, K channels at once (one client process, one store), the CPU time per payment of
+percentiles and its ratio to the durable floor (``bench_sync_floor.py``, run in the same run just
+before), one channel with W payments in flight (``max_in_flight``, default 64), K channels at
+once (one client process, one store), the CPU time per payment of
 the server (from the scheduler's ``schedstat``, with the tick-sampled utime/stime beside it) and
 of the client, how many payments each client sync covered, and the server's memory per open idle
 channel connection. ``--api`` runs the server with its HTTP API off (the default here), on,
@@ -61,6 +64,13 @@ def cpu_ns(pid: int) -> int:
         except (FileNotFoundError, ProcessLookupError):
             pass
     return total
+
+
+def sync_floor(rounds: int) -> float:
+    """Round trips per second of ``bench_sync_floor.py`` (two processes, a sync each way), now."""
+    out = subprocess.run([sys.executable, str(REPO / "bench" / "bench_sync_floor.py"), "--rounds", str(rounds),
+                          "--round-trips-only"], capture_output=True, text=True, check=True).stdout
+    return float(out.split()[0])
 
 
 def rss_bytes(pid: int) -> int:
@@ -126,23 +136,57 @@ async def main(reactor, args) -> None:
         conn = await open_channel(0)
         for _ in range(200):  # warm up (SQLite WAL files grow to their working size)
             await conn.pay(1)
+        # The floor is measured in the same run, in turns with the payments (five chunks each),
+        # so that both see the same load on a shared machine; the ratio is of the sums.
         latencies = []
+        paying = floor_rounds = floor_time = 0.0
         cpu0, ns0, mine0 = cpu_times(server.pid), cpu_ns(server.pid), time.process_time()
-        start = time.perf_counter()
-        for _ in range(args.payments):
-            t = time.perf_counter()
-            await conn.pay(1)
-            latencies.append(time.perf_counter() - t)
-        elapsed = time.perf_counter() - start
+        chunks = 5
+        for chunk in range(chunks):
+            rounds = args.floor_rounds // chunks
+            floor_rounds += rounds
+            floor_time += rounds / sync_floor(rounds)
+            start = time.perf_counter()
+            for _ in range(args.payments // chunks):
+                t = time.perf_counter()
+                await conn.pay(1)
+                latencies.append(time.perf_counter() - t)
+            paying += time.perf_counter() - start
         cpu1, ns1, mine1 = cpu_times(server.pid), cpu_ns(server.pid), time.process_time()
+        # (the server's CPU over the chunks: it is idle while the floor runs)
+        made = len(latencies)
         latencies.sort()
         q = statistics.quantiles(latencies, n=100)
-        print(f"1 channel:   {args.payments / elapsed:8.0f} payments/s   latency p50 {q[49]*1e3:.2f} ms  "
+        floor = floor_rounds / floor_time
+        print(f"1 channel:   {made / paying:8.0f} payments/s   latency p50 {q[49]*1e3:.2f} ms  "
               f"p99 {q[98]*1e3:.2f} ms  max {latencies[-1]*1e3:.2f} ms")
-        user, system = ((b - a) / args.payments * 1e6 for a, b in zip(cpu0, cpu1))
-        print(f"             server CPU {(ns1 - ns0) / args.payments / 1e3:.0f} us per payment (scheduler); "
+        print(f"             sync floor {floor:.0f} round trips/s (bench_sync_floor.py, in turns with the "
+              f"payments): ratio {made / paying / floor:.2f}")
+        user, system = ((b - a) / made * 1e6 for a, b in zip(cpu0, cpu1))
+        print(f"             server CPU {(ns1 - ns0) / made / 1e3:.0f} us per payment (scheduler); "
               f"ticks say {user + system:.0f} ({user:.0f} user + {system:.0f} system)")
-        print(f"             client CPU {(mine1 - mine0) / args.payments * 1e6:.0f} us per payment")
+        print(f"             client CPU {(mine1 - mine0) / made * 1e6:.0f} us per payment")
+
+        # -- one channel, W payments in flight -------------------------------------------------
+        from twisted_paychan.net.pipelined import pay_windowed
+
+        windowed = ClientSettings(channel_value=50_000_000, versions=VersionSelector.VERSION_2, fee_rate=1000,
+                                  max_in_flight=args.window)
+        wconn = await connect(reactor, endpoint, wallet, chain, store, windowed,
+                              hashlib.sha256(b"bench windowed").digest(), None)
+        await pay_windowed(wconn.pay, 500, 1, None, args.window)  # warm up
+        count = args.payments * 2
+        cpu0, ns0, mine0 = cpu_times(server.pid), cpu_ns(server.pid), time.process_time()
+        commits0, writes0 = store.commits, store.writes
+        start = time.perf_counter()
+        await pay_windowed(wconn.pay, count, 1, None, args.window)
+        elapsed = time.perf_counter() - start
+        cpu1, ns1, mine1 = cpu_times(server.pid), cpu_ns(server.pid), time.process_time()
+        print(f"1 channel, W={args.window}: {count / elapsed:8.0f} payments/s  ({count / elapsed / floor:.1f}x the floor)")
+        print(f"             server CPU {(ns1 - ns0) / count / 1e3:.0f} us per payment (scheduler); "
+              f"client CPU {(mine1 - mine0) / count * 1e6:.0f} us; "
+              f"{count / max(1, store.commits - commits0):.1f} payments per client sync")
+        wconn.disconnect()
 
         # -- K channels at once ----------------------------------------------------------------
         conns = [conn] + [await open_channel(n) for n in range(1, args.channels)]
@@ -227,5 +271,7 @@ if __name__ == "__main__":
     p.add_argument("--idle", type=int, default=100)
     p.add_argument("--api", choices=("off", "on", "scrape"), default="off",
                    help="the server's HTTP API: off, on, or on and read once a second (/metrics)")
+    p.add_argument("--window", type=int, default=64, help="payments in flight for the pipelined figure")
+    p.add_argument("--floor-rounds", type=int, default=3000, help="round trips of the sync floor measurement")
     args = p.parse_args()
     task.react(lambda reactor: defer.ensureDeferred(main(reactor, args)))

@@ -14,10 +14,12 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
     ("bench_sync_floor.py", ["--rounds", "50"]),
     ("bench_hotpath.py", ["--payments", "1000", "--rounds", "1"]),
     ("bench_restart.py", ["--channels", "20"]),
-    ("bench_payments.py", ["--payments", "40", "--channels", "2", "--idle", "20"]),
-    ("bench_payments.py", ["--payments", "40", "--channels", "2", "--idle", "2", "--api", "scrape"]),
+    ("bench_payments.py", ["--payments", "40", "--channels", "2", "--idle", "20", "--floor-rounds", "100"]),
+    ("bench_payments.py", ["--payments", "40", "--channels", "2", "--idle", "2", "--api", "scrape",
+                           "--floor-rounds", "100"]),
     ("bench_hotpath.py", ["--payments", "1000", "--rounds", "1", "--api"]),
     ("bench_api_hooks.py", ["--payments", "1000", "--rounds", "1"]),
+    ("bench_many.py", ["--channels", "6", "--duration", "2", "--generators", "2", "--open-concurrency", "2"]),
 ])
 def test_bench_runs(script, args):
     done = subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True, text=True, timeout=300)

@@ -55,3 +55,65 @@ def test_the_http_pool_and_endpoint_services_have_what_we_use():
     service = StreamServerEndpointService(None, None)
     for name in twisted_private.ENDPOINT_SERVICE_ATTRIBUTES:
         assert hasattr(service, name), name
+
+
+def test_twisteds_do_poll_is_the_one_lighten_reactor_copies():
+    """``lighten_reactor`` replaces ``EPollReactor.doPoll`` with a copy minus the logging
+    context: any change to Twisted's method fails here, so that the copy is looked at again."""
+    import hashlib
+    import inspect
+
+    from twisted.internet.epollreactor import EPollReactor
+
+    source = inspect.getsource(EPollReactor.doPoll)
+    assert hashlib.sha256(source.encode()).hexdigest() == twisted_private.DO_POLL_SOURCE_SHA256, (
+        "Twisted's EPollReactor.doPoll changed; compare it with twisted_private._light_do_poll "
+        "and update DO_POLL_SOURCE_SHA256")
+    fresh = EPollReactor()
+    try:
+        missing = [n for n in twisted_private.REACTOR_PRIVATE_ATTRIBUTES if not hasattr(fresh, n)]
+        assert missing == [], f"EPollReactor no longer has {missing}; update twisted_private.py"
+    finally:
+        fresh._poller.close()
+
+
+def test_a_lightened_reactor_carries_a_connection():
+    """Bytes in and out of a TCP connection on a reactor whose poll loop was lightened (a fresh
+    reactor, iterated by hand; polled with a deadline)."""
+    import socket
+    import time
+
+    from twisted.internet.epollreactor import EPollReactor
+
+    fresh = EPollReactor()
+    assert twisted_private.lighten_reactor(fresh)
+    received = []
+
+    class Echo(protocol.Protocol):
+        def dataReceived(self, data: bytes) -> None:
+            received.append(data)
+            self.transport.write(data.upper())
+
+    port = fresh.listenTCP(0, protocol.Factory.forProtocol(Echo), interface="127.0.0.1")
+    peer = socket.create_connection(("127.0.0.1", port.getHost().port), timeout=5)
+    try:
+        peer.sendall(b"paid")
+        deadline = time.monotonic() + 10
+        while not received and time.monotonic() < deadline:
+            fresh.iterate(0.05)
+        assert received == [b"paid"]
+        peer.settimeout(0.05)
+        answer = b""
+        while answer != b"PAID" and time.monotonic() < deadline:
+            fresh.iterate(0.05)
+            try:
+                answer += peer.recv(10)
+            except socket.timeout:
+                pass
+        assert answer == b"PAID"
+    finally:
+        peer.close()
+        port.stopListening()
+        for _ in range(3):
+            fresh.iterate(0)
+        fresh._poller.close()

@@ -13,6 +13,13 @@ from typing import Final
 #: both bitcoinj endpoints use as their limit.
 MAX_MESSAGE_SIZE: Final = 32767
 
+# -- Payments (§7) ----------------------------------------------------------------------------
+
+#: UPDATE_PAYMENTs one connection may have sent without their PAYMENT_ACK (pipelining, our
+#: extension; bitcoinj's client sends one at a time). Our server checks and stores up to this
+#: many ahead of the one being acknowledged; beyond it a client is abusing the connection.
+MAX_PAYMENTS_IN_FLIGHT: Final = 256
+
 # -- Versions (§3) ----------------------------------------------------------------------------
 
 #: Protocol majors a bitcoinj server speaks; the minor is always 0 and never checked.

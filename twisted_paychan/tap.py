@@ -593,4 +593,7 @@ def makeService(options: Options) -> service.IService:
     """twistd's entry point: the reactor it has installed is the one the server runs on."""
     from twisted.internet import reactor
 
+    from twisted_paychan.twisted_private import lighten_reactor
+
+    lighten_reactor(reactor)  # no logging context per socket event (see twisted_private)
     return ChannelServerService(options, reactor)

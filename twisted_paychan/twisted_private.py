@@ -23,21 +23,37 @@ they are named here and nowhere else, and ``tests/test_twisted_private.py`` fail
 skips) the day an installed Twisted lacks one of them. Should that happen at run time anyway,
 :func:`write_unqueued` writes nothing and the caller queues with ``transport.write``, as
 Twisted would: slower, never wrong.
+
+The reactor's poll loop (``lighten_reactor``): ``EPollReactor.doPoll`` hands each ready socket
+to ``_doReadOrWrite`` through ``log.callWithLogger``, which asks the socket for its log prefix
+and pushes a logging context (a dict and four calls) for every event, only so that a legacy
+``log.msg`` inside names its connection. Our code logs through ``twisted.logger`` with its own
+fields, and ``_doReadOrWrite`` already catches and logs what a socket raises, so for the server
+this is cost per payment and nothing else. ``lighten_reactor`` gives one reactor instance a
+``doPoll`` that is Twisted's own without that wrapper (an exception escaping it is still
+logged). It reads the private ``_poller``, ``_selectables`` and ``_doReadOrWrite``, and it is
+a copy of Twisted's method: the test fails when Twisted's ``doPoll`` changes in any way
+(``DO_POLL_SOURCE_SHA256``), so that the copy is looked at again.
 """
 
 from __future__ import annotations
 
-from typing import Final
+import errno
+import types
+from typing import Any, Final, Optional
 
 from twisted.internet import tcp
+from twisted.internet.epollreactor import EPollReactor
 from twisted.internet.interfaces import ITransport
+from twisted.python import log
 from twisted.web._newclient import RequestNotSent
 from twisted.web.client import _HTTP11ClientFactory as HTTP11ClientFactory
 
 #: What ``startup`` reads and sets on a ``StreamServerEndpointService``.
 ENDPOINT_SERVICE_ATTRIBUTES: Final = ("_raiseSynchronously", "_waitingForPort")
 
-__all__ = ["ENDPOINT_SERVICE_ATTRIBUTES", "HTTP11ClientFactory", "RequestNotSent", "TCP_TRANSPORTS", "missing_attributes", "queued_bytes", "write_unqueued"]
+__all__ = ["ENDPOINT_SERVICE_ATTRIBUTES", "HTTP11ClientFactory", "RequestNotSent", "TCP_TRANSPORTS", "lighten_reactor",
+           "missing_attributes", "queued_bytes", "write_unqueued"]
 
 #: Twisted's TCP transports (server and client side); subclasses elsewhere (TLS, test doubles)
 #: are not assumed to keep the same buffers.
@@ -78,3 +94,42 @@ def missing_attributes(transport: ITransport) -> list[str]:
     """The names of :data:`PRIVATE_ATTRIBUTES` that ``transport`` lacks (none, on the Twisted
     this was written against)."""
     return [name for name in PRIVATE_ATTRIBUTES if not hasattr(transport, name)]
+
+
+#: sha256 of ``inspect.getsource(EPollReactor.doPoll)`` in the Twisted that ``_light_do_poll``
+#: copies (26.10.0).
+DO_POLL_SOURCE_SHA256: Final = "09b62ae68ef01b4bc5eaa170827e2baf0a2a5098e7e7ce7b5e1c80cda187c827"
+
+#: What ``_light_do_poll`` reads of an EPollReactor.
+REACTOR_PRIVATE_ATTRIBUTES: Final = ("_poller", "_selectables", "_doReadOrWrite")
+
+
+def lighten_reactor(reactor: Any) -> bool:
+    """Give ``reactor`` (an EPollReactor) the poll loop without a logging context per event;
+    whether it was done (any other reactor, or one lacking what the loop reads, is left as is)."""
+    if not isinstance(reactor, EPollReactor) or not all(hasattr(reactor, n) for n in REACTOR_PRIVATE_ATTRIBUTES):
+        return False
+    reactor.doPoll = types.MethodType(_light_do_poll, reactor)  # type: ignore[method-assign]
+    return True
+
+
+def _light_do_poll(self: Any, timeout: Optional[float]) -> None:
+    """``EPollReactor.doPoll``, calling ``_doReadOrWrite`` directly (see the module docstring)."""
+    if timeout is None:
+        timeout = -1
+    try:
+        events = self._poller.poll(timeout, len(self._selectables))
+    except OSError as e:
+        if e.errno == errno.EINTR:
+            return
+        raise
+    selectables = self._selectables
+    do_read_or_write = self._doReadOrWrite
+    for fd, event in events:
+        selectable = selectables.get(fd)
+        if selectable is None:
+            continue
+        try:
+            do_read_or_write(selectable, fd, event)
+        except Exception:  # as log.callWithLogger: logged, and the loop goes on
+            log.err(None, "unhandled error in the reactor's poll loop")

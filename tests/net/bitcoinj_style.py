@@ -78,3 +78,27 @@ class BitcoinjExhaustingServerProtocol(ServerChannelProtocol):
 class BitcoinjExhaustingServerFactory(PaymentChannelServerFactory):
     def buildProtocol(self, addr: Optional[IAddress]) -> Optional[ServerChannelProtocol]:
         return BitcoinjExhaustingServerProtocol(self, NullServerHandler())
+
+
+class BitcoinjStyleServerProtocol(ServerChannelProtocol):
+    """A server that writes like stock bitcoinj: each frame as two writes (length, then body),
+    Nagle's algorithm on, no quick ACKs. Payments are handled in order and each acknowledged,
+    as bitcoinj's ``receiveUpdatePaymentMessage`` does with several in flight."""
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self.transport.getHandle().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 0)  # type: ignore[union-attr]
+
+    def writeFrame(self, frame: bytes) -> None:
+        sock = self.transport.getHandle()  # type: ignore[union-attr]
+        # Two writes straight to the socket, as bitcoinj's NIO code does (frames here are small).
+        sock.sendall(frame[:4])
+        sock.sendall(frame[4:])
+
+    def dataReceived(self, data: bytes) -> None:
+        MessageProtocol.dataReceived(self, data)
+
+
+class BitcoinjStyleServerFactory(PaymentChannelServerFactory):
+    def buildProtocol(self, addr: Optional[IAddress]) -> Optional[ServerChannelProtocol]:
+        return BitcoinjStyleServerProtocol(self, NullServerHandler())

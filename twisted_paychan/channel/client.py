@@ -13,11 +13,19 @@ afterwards finds the step it left (``errors.check_completion``).
 
 Money rules this machine keeps (spec §11.1): the record with the signed refund is stored before
 the contract is sent, and each new ``c`` is stored before the payment that signs it is sent.
+
+Pipelining (``ClientSettings.max_in_flight`` > 1, our extension; 1 is bitcoinj's client): up to
+that many payments may wait for their PAYMENT_ACK at once. Each is signed on the c of the one
+before it and asks for its own ``StoreClientChange``; the completions come in the order asked
+(the store keeps order, and one sync covers all the writes of a reactor turn), and each sends
+the payment it covers. The acks come in the same order (the server answers in order, §7.3), so
+the oldest payment sent is the one an ack is for.
 """
 
 from __future__ import annotations
 
 import enum
+from collections import deque
 from typing import Final, Mapping, Optional
 
 from twisted_paychan import constants as C
@@ -99,10 +107,14 @@ class ClientMachine:
         self._channel: Optional[ChannelScript] = None
         self._unsigned_refund: Optional[bytes] = None
         self._initial: Optional[ctx.SignedPayment] = None
-        #: The payment waiting to be stored, then waiting for its PAYMENT_ACK.
-        self._in_flight: Optional[ctx.SignedPayment] = None
-        self._in_flight_info: Optional[bytes] = None
-        self._in_flight_sent = False
+        #: Payments signed whose c is being stored, oldest first, with their info.
+        self._unsent: deque[tuple[ctx.SignedPayment, Optional[bytes]]] = deque()
+        #: Payments sent and waiting for their PAYMENT_ACK, oldest first.
+        self._sent: deque[ctx.SignedPayment] = deque()
+        #: The c of the newest payment signed: the next one is signed on it while any is in flight.
+        self._signed_change = 0
+        #: The payment that leaves no change is signed and has not left.
+        self._exhausting_unsent = False
         self._settle_requested = False
 
     @property
@@ -111,7 +123,12 @@ class ClientMachine:
 
     @property
     def payment_in_flight(self) -> bool:
-        return self._in_flight is not None
+        return bool(self._unsent or self._sent)
+
+    @property
+    def payments_in_flight(self) -> int:
+        """Payments signed and not yet acknowledged (being stored, or sent)."""
+        return len(self._unsent) + len(self._sent)
 
     @property
     def exhausted(self) -> bool:
@@ -120,17 +137,18 @@ class ClientMachine:
         record = self.record
         if record is None or record.client_change != 0:
             return False
-        return self._in_flight is None or self._in_flight_sent
+        return not self._exhausting_unsent
 
     def _paid_by_exhaustion(self) -> list[ClientEffect]:
         """The exhausting payment counts as paid when the connection ends without its
         PAYMENT_ACK (EOF, or the server's CLOSE overtaking it): the server settles on exhaustion
-        and stock bitcoinj loses the ack (§7.3 step 4, §1.4)."""
-        payment = self._in_flight
-        if payment is None or payment.client_change != 0 or not self._in_flight_sent:
+        and stock bitcoinj loses the ack (§7.3 step 4, §1.4). So do the payments sent before it,
+        which the settlement's b covers."""
+        sent = self._sent
+        if not sent or sent[-1].client_change != 0:
             return []
-        self._in_flight = None
-        return [fx.PaymentAcked(payment.amount, None)]
+        self._sent = deque()
+        return [fx.PaymentAcked(payment.amount, None) for payment in sent]
 
     def _end_reason(self, otherwise: CloseReason) -> CloseReason:
         if self._settle_requested:
@@ -360,40 +378,53 @@ class ClientMachine:
         made. The new ``c`` is stored before the payment is sent (``change_stored``)."""
         if self.step is not ClientStep.CHANNEL_OPEN:
             raise ChannelUsageError(f"the channel is not open (step '{self.step.value}')")
-        if self._in_flight is not None:
-            raise ChannelUsageError("a payment is already waiting for its acknowledgement")
+        if self._settle_requested:
+            raise ChannelUsageError("the channel is being settled")
+        if len(self._unsent) + len(self._sent) >= self.settings.max_in_flight:
+            if self.settings.max_in_flight == 1:
+                raise ChannelUsageError("a payment is already waiting for its acknowledgement")
+            raise ChannelUsageError(f"{self.settings.max_in_flight} payments are already waiting for their acknowledgements")
         if amount < 0:
             raise ChannelUsageError("a payment cannot be negative")
         record = self.record
         assert record is not None and self._channel is not None
         if now > record.expiry:
             raise ChannelUsageError("the channel has expired")
-        if amount > record.client_change:
-            raise ChannelUsageError(f"only {record.client_change} sat left in the channel")
-        payment = ctx.sign_payment(self._channel, record.contract_txid, record.client_change, amount, self.signer)
-        self._in_flight = payment
-        self._in_flight_info = info
-        self._in_flight_sent = False
+        change = self._signed_change if self._unsent or self._sent else record.client_change
+        if amount > change:
+            raise ChannelUsageError(f"only {change} sat left in the channel")
+        payment = ctx.sign_payment(self._channel, record.contract_txid, change, amount, self.signer)
+        self._unsent.append((payment, info))
+        self._signed_change = payment.client_change
+        if payment.client_change == 0:
+            self._exhausting_unsent = True
         return [fx.StoreClientChange(record.contract_txid, payment.client_change)]
 
     def change_stored(self) -> list[ClientEffect]:
-        """The new ``c`` is durable (``StoreClientChange`` completed): send the payment."""
+        """The oldest unsent payment's ``c`` is durable (``StoreClientChange`` completed): send
+        that payment."""
         still_here = self.step is ClientStep.CHANNEL_OPEN or check_completion(
             "change_stored", self.step, ClientStep.CHANNEL_OPEN, _ENDING
         )
-        payment, record = self._in_flight, self.record
-        assert payment is not None and record is not None
+        payment, info = self._unsent.popleft()
+        record = self.record
+        assert record is not None
         self.record = replace_fields(record, client_change=payment.client_change)  # dataclasses.replace, faster
         if not still_here:
             return []
-        self._in_flight_sent = True
-        return [fx.Send(m.update_payment(payment.client_change, payment.signature, self._in_flight_info))]
+        if payment.client_change == 0:
+            self._exhausting_unsent = False
+        self._sent.append(payment)
+        out: list[ClientEffect] = [fx.Send(m.update_payment(payment.client_change, payment.signature, info))]
+        if self._settle_requested and not self._unsent:
+            self.step = ClientStep.WAITING_FOR_CHANNEL_CLOSE  # the CLOSE settle() held back
+            out.append(fx.Send(m.close()))
+        return out
 
     def _on_payment_ack(self, message: r.PaymentAck, now: int) -> list[ClientEffect]:
-        payment = self._in_flight
-        if payment is None or not self._in_flight_sent:
+        if not self._sent:
             return []  # nothing in flight: ignored (§7.4)
-        self._in_flight = None
+        payment = self._sent.popleft()
         return [fx.PaymentAcked(payment.amount, message.info)]
 
     # -- closing (§8) -------------------------------------------------------------------------
@@ -405,6 +436,8 @@ class ClientMachine:
         if self.step is ClientStep.WAITING_FOR_CONNECTION_OPEN:
             raise ChannelUsageError("not connected")
         self._settle_requested = True
+        if self._unsent and self.step is ClientStep.CHANNEL_OPEN:
+            return []  # the CLOSE follows the payments whose c is being stored (change_stored)
         self.step = ClientStep.WAITING_FOR_CHANNEL_CLOSE
         return [fx.Send(m.close())]
 

@@ -15,6 +15,14 @@ of processing. The queue is bounded: a well-behaved client has one payment in fl
 completion method checks that it answers the step's outstanding effect
 (``errors.check_completion``).
 
+Pipelined payments (a client with ``max_in_flight`` > 1, or any bitcoinj-compatible client that
+does not wait for its acks): an UPDATE_PAYMENT that arrives while an earlier payment of this
+connection is being stored or acknowledged is checked at once against the newest b asked for and
+stored at once (``StorePayment``), so every payment of one read shares the store's one sync
+(group commit). It then waits in the queue like any message and is acknowledged in its turn,
+one PAYMENT_ACK each, in order. Only a clean run of payments is taken ahead: one that fails its
+check, or any other message, queues as it came and everything after it waits behind it.
+
 Where bitcoinj and the specification's **[Recommended]** behaviour differ, this follows the
 recommendation (stays wire-compatible); each such place says so.
 """
@@ -23,8 +31,9 @@ from __future__ import annotations
 
 import enum
 from collections import deque
-from typing import Final, Mapping, NoReturn, Optional, Union
+from typing import Final, Literal, Mapping, NoReturn, Optional, Union
 
+from twisted_paychan import constants as C
 from twisted_paychan.bitcoin.scripts import ChannelScript
 from twisted_paychan.chain.interfaces import ISigner
 from twisted_paychan.channel import effects as fx
@@ -38,12 +47,24 @@ from twisted_paychan.channel.records import ServerChannelRecord, ServerChannelSt
 from twisted_paychan.wire import messages as m
 from twisted_paychan.wire import received as r
 
-#: Messages a client may have queued behind an outstanding effect before we call it abuse.
+#: Messages a client may have queued behind an outstanding effect before we call it abuse
+#: (payments stored ahead count against ``C.MAX_PAYMENTS_IN_FLIGHT`` instead).
 MAX_QUEUED_MESSAGES = 16
 
 #: How the ERROR{OTHER} explanation begins when the server's own node could not be asked about
 #: the contract: the client reads the server's outage, not a fault of its transaction.
 SERVER_NODE_UNAVAILABLE: Final = "the server's node is unavailable"
+
+
+class _Ahead:
+    """A pipelined payment checked and sent to the store before its turn: its place in the
+    queue, and what the store said (None while it is storing, True stored, or why it refused)."""
+
+    __slots__ = ("payment", "outcome")
+
+    def __init__(self, payment: "check.CheckedPayment") -> None:
+        self.payment = payment
+        self.outcome: Union[None, Literal[True], str] = None
 
 
 class ServerStep(enum.Enum):
@@ -98,7 +119,17 @@ class ServerMachine:
         self.record: Optional[ServerChannelRecord] = None
         #: Set when the connection is gone; effects already running still complete.
         self.disconnected = False
-        self._queue: deque[tuple[r.ReceivedMessage, int]] = deque()
+        self._queue: deque[tuple[Union[r.ReceivedMessage, _Ahead], int]] = deque()
+        #: Payments in the queue stored ahead of their turn; the queue holds nothing else.
+        self._ahead = 0
+        #: Every StorePayment outstanding, oldest first (the store completes them in order):
+        #: the current payment's as None, a pipelined one's as its queue entry.
+        self._stores: deque[Optional[_Ahead]] = deque()
+        #: The b of the newest payment sent to the store: a pipelined payment is checked on it.
+        self._newest_best = 0
+        #: A payment of this connection was stored: later ones may be stored ahead (a first
+        #: one may be a resume's proof of the client key, which the manager handles alone).
+        self._pipelining = False
         self._pending_contract: Optional[check.CheckedContract] = None
         self._pending_payment: Optional[check.CheckedPayment] = None
         self._settle_reason = CloseReason.CLIENT_REQUESTED_CLOSE
@@ -118,7 +149,12 @@ class ServerMachine:
         if row is Inbox.IGNORE:
             return []
         if row is Inbox.QUEUE:
-            if len(self._queue) >= MAX_QUEUED_MESSAGES:
+            if type(message) is r.UpdatePayment and self._ahead == len(self._queue) and self._pipelining:
+                stored_ahead = self._store_ahead(message, now)
+                if stored_ahead is not None:
+                    return stored_ahead
+            limit = C.MAX_PAYMENTS_IN_FLIGHT if type(message) is r.UpdatePayment else MAX_QUEUED_MESSAGES
+            if len(self._queue) - self._ahead >= limit:
                 return self._violation(
                     RemoteProtocolError(ErrorCode.SYNTAX_ERROR, "too many messages without waiting for replies")
                 )
@@ -137,6 +173,63 @@ class ServerMachine:
         what = "a server-to-client message" if type(message) in _SERVER_TO_CLIENT_ONLY else "out of order"
         raise RemoteProtocolError(ErrorCode.SYNTAX_ERROR, f"{message.NAME} is {what} in step '{self.step.value}'")
 
+    def _store_ahead(self, update: r.UpdatePayment, now: int) -> Optional[list[ServerEffect]]:
+        """Check a pipelined payment and store it now (see the module docstring); None leaves
+        it to queue as it came (it fails its check, or the connection is ending)."""
+        if self.step not in _PAYMENT_IN_FLIGHT or self._close_after_payment or self.disconnected:
+            return None
+        if self._ahead >= C.MAX_PAYMENTS_IN_FLIGHT:
+            return self._violation(
+                RemoteProtocolError(ErrorCode.SYNTAX_ERROR, "too many payments without waiting for their acks")
+            )
+        record = self.record
+        assert record is not None
+        try:
+            payment = check.payment_update(
+                update, record.value, self._newest_best, record.contract_txid, self._channel_script()
+            )
+        except RemoteProtocolError:
+            return None  # refused in its turn, after the acks of the payments before it
+        ahead = _Ahead(payment)
+        self._queue.append((ahead, now))
+        self._ahead += 1
+        self._stores.append(ahead)
+        self._newest_best = payment.best_value
+        return [fx.StorePayment(record.contract_txid, payment.best_value, payment.signature)]
+
+    def _promote(self) -> list[ServerEffect]:
+        """The connection's first payment is stored: the payments queued behind it are stored
+        now, as if they had arrived after it (up to the first that is not a clean payment)."""
+        queued, self._queue = self._queue, deque()
+        out: list[ServerEffect] = []
+        while queued:
+            message, now = queued[0]
+            if type(message) is not r.UpdatePayment:
+                break
+            stored = self._store_ahead(message, now)
+            if stored is None or self.step is ServerStep.CLOSED:
+                break
+            queued.popleft()
+            out.extend(stored)
+        if self.step is not ServerStep.CLOSED:
+            self._queue.extend(queued)
+        return out
+
+    def _take_ahead(self, ahead: _Ahead) -> list[ServerEffect]:
+        """A payment stored ahead reaches its turn: on as if it had just been handled."""
+        self._ahead -= 1
+        self._pending_payment = ahead.payment
+        self.step = ServerStep.STORING_PAYMENT
+        if ahead.outcome is None:
+            # Every store before it has completed (they complete in order): its completion is
+            # the next, and it now answers the current payment.
+            assert self._stores[0] is ahead
+            self._stores[0] = None
+            return []
+        if ahead.outcome is True:
+            return self._stored()
+        return self._refused(ahead.outcome)
+
     def _drain(self, out: list[ServerEffect]) -> list[ServerEffect]:
         """Handle messages that queued while we were busy, until we are busy again."""
         while self._queue:
@@ -144,6 +237,10 @@ class ServerMachine:
             if isinstance(row, Inbox):
                 break
             message, now = self._queue.popleft()
+            if type(message) is _Ahead:
+                out.extend(self._take_ahead(message))
+                continue
+            assert not isinstance(message, _Ahead)
             try:
                 handler = row.get(type(message))
                 if handler is None:
@@ -159,6 +256,7 @@ class ServerMachine:
     def _closed(self, reason: CloseReason, detail: str = "") -> list[ServerEffect]:
         self.step = ServerStep.CLOSED
         self._queue.clear()
+        self._ahead = 0
         return [fx.Close(reason, detail)]
 
 
@@ -373,10 +471,25 @@ class ServerMachine:
         )
         self._pending_payment = payment
         self.step = ServerStep.STORING_PAYMENT
+        self._stores.append(None)
+        self._newest_best = payment.best_value
         return [fx.StorePayment(record.contract_txid, payment.best_value, payment.signature)]
+
+    def _completed_ahead(self, outcome: Union[Literal[True], str]) -> bool:
+        """A store completed: True if it was a pipelined payment's (noted for its turn)."""
+        ahead = self._stores.popleft() if self._stores else None
+        if ahead is None:
+            return False
+        ahead.outcome = outcome
+        return True
 
     def payment_stored(self) -> list[ServerEffect]:
         """The payment is durable (``StorePayment`` completed): now the application, then the ack."""
+        if self._completed_ahead(True):
+            return []
+        return self._stored()
+
+    def _stored(self) -> list[ServerEffect]:
         still_here = self.step is ServerStep.STORING_PAYMENT or check_completion(
             "payment_stored", self.step, ServerStep.STORING_PAYMENT, _ENDING
         )
@@ -395,14 +508,27 @@ class ServerMachine:
             return []
         self._exhausted = payment.client_change == 0
         self.step = ServerStep.WAITING_ON_APPLICATION
+        ahead: list[ServerEffect] = []
+        if not self._pipelining:
+            self._pipelining = True
+            if self._queue:
+                ahead = self._promote()
+                if self.step is ServerStep.CLOSED:
+                    return ahead
         if increase > 0:
-            return [fx.NotifyPayment(record.contract_txid, increase, payment.best_value, payment.info, awaited=True)]
-        return self.payment_acknowledged(None)  # nothing new for the application to accept
+            notify = fx.NotifyPayment(record.contract_txid, increase, payment.best_value, payment.info, awaited=True)
+            return [*ahead, notify] if ahead else [notify]
+        return ahead + self.payment_acknowledged(None)  # nothing new for the application to accept
 
     def payment_refused(self, why: str) -> list[ServerEffect]:
         """The store refused the payment: the channel no longer takes payments (its contract
         was double-spent or never confirmed, or it is being settled). §7.3 check 5:
         ``BAD_TRANSACTION``; the server's value does not grow and nothing is acknowledged."""
+        if self._completed_ahead(why):
+            return []
+        return self._refused(why)
+
+    def _refused(self, why: str) -> list[ServerEffect]:
         still_here = self.step is ServerStep.STORING_PAYMENT or check_completion(
             "payment_refused", self.step, ServerStep.STORING_PAYMENT, _ENDING
         )
@@ -550,6 +676,7 @@ class ServerMachine:
         if not busy:
             self.step = ServerStep.CLOSED
         self._queue.clear()
+        self._ahead = 0
         return [fx.Close(CloseReason.CONNECTION_CLOSED)]
 
 

@@ -111,10 +111,17 @@ class ClientSettings:
     #: socket, so it is looked for on the chain). Not seen by then: the record is left open with
     #: a note, for ``paychan watch`` to finish.
     settlement_wait: float = 60.0
+    #: Payments that may wait for their PAYMENT_ACK at once on one channel (pipelining, our
+    #: extension: each its own UPDATE_PAYMENT, its c stored before it leaves). 1 is bitcoinj's
+    #: client: a second ``pay()`` before the ack is refused. A stock bitcoinj server handles
+    #: more in order; ours takes up to ``C.MAX_PAYMENTS_IN_FLIGHT`` per connection.
+    max_in_flight: int = 1
 
     def __post_init__(self) -> None:
         if self.channel_value <= 0 or self.channel_value > C.MAX_MONEY:
             raise ValueError(f"channel_value out of range: {self.channel_value}")
+        if not 1 <= self.max_in_flight <= C.MAX_PAYMENTS_IN_FLIGHT:
+            raise ValueError(f"max_in_flight must be 1 to {C.MAX_PAYMENTS_IN_FLIGHT}")
         if self.settlement_wait < 0:
             raise ValueError("settlement_wait must be >= 0")
         if self.time_window < 0:

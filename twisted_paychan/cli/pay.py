@@ -55,6 +55,7 @@ from twisted_paychan.net.client_manager import ClientChannelManager
 from twisted_paychan.store.sqlite import StoreLocked, open_store
 from twisted_paychan.cli.tls import TlsClientEndpoint, parse_tls
 from twisted_paychan.cli.wallet import open_wallet
+from twisted_paychan.cli.window import pipelined_payments
 
 _VERSIONS = {"1": VersionSelector.VERSION_1, "2": VersionSelector.VERSION_2, "2or1": VersionSelector.VERSION_2_ALLOW_1}
 
@@ -75,6 +76,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "1,000 sat by default), so the channel can pay VALUE minus that")
     p.add_argument("--amount", type=int, required=True, metavar="SATS", help="size of each payment")
     p.add_argument("--count", type=int, default=1, metavar="N", help="number of payments (default 1)")
+    p.add_argument("--window", type=int, default=1, metavar="W",
+                   help="payments in flight at once (default 1, as bitcoinj's client; up to 256)")
     p.add_argument("--version", choices=sorted(_VERSIONS), default="2or1")
     p.add_argument("--info", metavar="HEX", help="info bytes sent with each payment")
     p.add_argument("--fee-rate", type=int, default=1000, metavar="SAT_PER_KB", help="contract fee rate")
@@ -103,7 +106,7 @@ async def run_pay(reactor: Any, args: argparse.Namespace, out: Output) -> int:
     try:
         wait = {} if args.settlement_wait is None else {"settlement_wait": args.settlement_wait}
         settings = ClientSettings(channel_value=args.value, versions=_VERSIONS[args.version], fee_rate=args.fee_rate,
-                                  **wait)
+                                  max_in_flight=args.window, **wait)
     except ValueError as e:
         raise UserError(str(e)) from None
     private_directory(args.data_dir)
@@ -215,7 +218,9 @@ async def _pay_stream(reactor: Any, args: Any, out: Output, manager: ClientChann
     done = 0
     started = time.perf_counter()
     try:
-        for i in range(args.count):
+        if args.window > 1:
+            paid, done = await pipelined_payments(conn, args, info, out, lambda: stop.requested)
+        for i in range(args.count if args.window == 1 else 0):
             if stop.requested:
                 break
             ack = await conn.pay(args.amount, info)

@@ -22,6 +22,7 @@ that a channel was stored and that the server's CLOSE carried a settlement.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Union
 
@@ -123,7 +124,8 @@ class ClientChannel(EffectRunner[ClientEffect]):
         self.opened: defer.Deferred[ChannelOpen] = defer.Deferred()
         #: Fires with the close reason when the connection is over.
         self.closed: defer.Deferred[CloseReason] = defer.Deferred()
-        self._payment: Optional[defer.Deferred[PaymentAck]] = None
+        #: One Deferred per payment not yet acknowledged, oldest first (``max_in_flight``).
+        self._payments: deque[defer.Deferred[PaymentAck]] = deque()
         self._settlement: Optional[defer.Deferred[Settlement]] = None
         self._settlement_tx: Optional[bytes] = None
         #: A settlement the owner found on the chain (``settled_on_chain``).
@@ -146,10 +148,12 @@ class ClientChannel(EffectRunner[ClientEffect]):
         self._run(self.machine.start())
 
     def pay(self, amount: int, info: Optional[bytes] = None) -> defer.Deferred[PaymentAck]:
-        """Pay ``amount`` more; raises ChannelUsageError at once if that cannot be done."""
+        """Pay ``amount`` more; raises ChannelUsageError at once if that cannot be done. With
+        ``max_in_flight`` > 1, up to that many may be outstanding: each fires with its own
+        PAYMENT_ACK, in the order asked."""
         effects = self.machine.pay(amount, info, int(self.clock.seconds()))
         d: defer.Deferred[PaymentAck] = defer.Deferred()
-        self._payment = d
+        self._payments.append(d)
         self._wait_for_reply("PAYMENT_ACK")
         self._run(effects)
         return d
@@ -309,7 +313,7 @@ class ClientChannel(EffectRunner[ClientEffect]):
 
     def _store_change(self, effect: fx.StoreClientChange) -> Outcome[ClientEffect]:
         d: defer.Deferred[None] = self.store.record_client_change(effect.contract_txid, effect.client_change)
-        return d.addCallback(self._change_stored)
+        return self._alongside(d.addCallback(self._change_stored))
 
     def _change_stored(self, _: Any) -> list[Any]:
         crash_point("client-change-stored")
@@ -331,10 +335,16 @@ class ClientChannel(EffectRunner[ClientEffect]):
         return None
 
     def _payment_acked(self, effect: fx.PaymentAcked) -> Outcome[ClientEffect]:
-        self._reply_came()
-        waiting, self._payment = self._payment, None
-        if waiting is not None:
+        payments = self._payments
+        if payments:
+            waiting = payments.popleft()
+            if payments:
+                self._wait_for_reply("PAYMENT_ACK")  # the next one's ack, within reply_timeout
+            else:
+                self._reply_came()
             waiting.callback(PaymentAck(effect.amount, effect.info))
+        else:
+            self._reply_came()
         return None
 
     def _settlement_seen(self, effect: fx.SettlementSeen) -> Outcome[ClientEffect]:
@@ -380,8 +390,8 @@ class ClientChannel(EffectRunner[ClientEffect]):
         error = ChannelClosed(reason, detail)
         if not self.opened.called:
             self.opened.errback(error)
-        payment, self._payment = self._payment, None
-        if payment is not None:
+        payments, self._payments = self._payments, deque()
+        for payment in payments:
             payment.errback(error)
         self._close_detail = detail
         self._close_settlement(reason, detail)

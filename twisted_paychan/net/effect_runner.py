@@ -12,6 +12,11 @@ Payments are the hot path: each is a few effects, some of them store writes whos
 usually fired by the time we see it. So the runner adds a single callback to each Deferred, and
 an effect whose outcome needs no Deferred at all (an application handler that returned a plain
 value) hands its next effects back directly.
+
+A payment's store write does not hold back the effects after it (``_alongside``): the machine
+itself keeps the order of payments (the server queues what arrives; the client sends a payment
+only from its store's completion), so the next payment's write can join the same group commit.
+Its completion's effects run after whatever is queued when it fires.
 """
 
 from __future__ import annotations
@@ -67,6 +72,23 @@ class EffectRunner(Generic[E]):
                 outcome.addBoth(self._completed)
         finally:
             self._running = False
+
+    def _alongside(self, d: "defer.Deferred[list[E]]") -> Outcome[E]:
+        """Let ``d`` (a store write with the machine's completion already added) run alongside
+        the effects after it. One that has fired (an in-memory store) goes on in order."""
+        if d.called:
+            return d
+        d.addBoth(self._completed_alongside)
+        return None
+
+    def _completed_alongside(self, result: Union[list[E], Failure]) -> None:
+        if isinstance(result, Failure):
+            self._internal_error(result)
+            return
+        try:
+            self._run(result)
+        except BaseException:  # as a Deferred would catch it, and hand it to the errback
+            self._internal_error(Failure())
 
     def _completed(self, result: Union[list[E], Failure]) -> None:
         """A Deferred from ``_perform`` fired: its effects go first, or, if it failed (or running

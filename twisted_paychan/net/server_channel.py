@@ -4,8 +4,9 @@ and a ``close`` callable, and it runs the sans-IO :class:`ServerMachine`, carryi
 effect through the wallet, chain, store and application handler.
 
 Effects run strictly in order. An effect that takes time (a Deferred) holds back the ones after
-it, and its completion is fed back to the machine, whose new effects run next. Nothing is ever
-re-entered: messages that arrive meanwhile wait in the machine's queue.
+it, and its completion is fed back to the machine, whose new effects run next; a payment's store
+write alone runs alongside (``EffectRunner._alongside``), so that pipelined payments share a sync.
+Nothing is ever re-entered: messages that arrive meanwhile wait in the machine's queue.
 """
 
 from __future__ import annotations
@@ -217,7 +218,7 @@ class ServerChannel(EffectRunner[ServerEffect]):
 
     def _store_payment(self, effect: fx.StorePayment) -> Outcome[ServerEffect]:
         d = self._record_payment(self, effect.contract_txid, effect.best_value, effect.signature)
-        return d.addCallbacks(self._payment_stored, self._payment_refused)
+        return self._alongside(d.addCallbacks(self._payment_stored, self._payment_refused))
 
     def _payment_stored(self, _: Any) -> Effects:
         crash_point("payment-stored")

@@ -286,6 +286,9 @@ class SqliteChannelStore:
         slots: list[bytes] = []
         overlay = self._overlay
         changes: list[tuple[tuple[int, bytes], Optional[tuple[int, bytes]]]] = []
+        #: Where each channel's slot is in ``slots``: pipelined payments of one channel in one
+        #: batch write only the newest (recovery keeps the last of each channel anyway).
+        written: dict[tuple[int, bytes], int] = {}
         for p in batch:
             if p.slot is None:
                 try:
@@ -302,7 +305,13 @@ class SqliteChannelStore:
             key = (kind, txid)
             changes.append((key, overlay.get(key)))
             overlay[key] = (value, signature)
-            slots.append(paylog.encode_slot(self._generation, kind, txid, value, signature))
+            slot = paylog.encode_slot(self._generation, kind, txid, value, signature)
+            at = written.get(key)
+            if at is None:
+                written[key] = len(slots)
+                slots.append(slot)
+            else:
+                slots[at] = slot
             outcomes.append((p.deferred, None))
         if slots:
             try:

@@ -85,7 +85,7 @@ class RegtestNode:
         self._connected_raw: list[bytes] = []
         self._disconnected: list[ParsedBlock] = []
         self._block_listeners: list[Callable[[ChainTip], Any]] = []
-        self._change_listeners: list[Callable[[], Any]] = []
+        self._change_listeners: list[Callable[[Optional[frozenset[OutPoint]]], Any]] = []
         self._auto_mine: Optional[LoopingCall] = None
         self._lock = DatadirLock(self.datadir)
         try:
@@ -114,8 +114,10 @@ class RegtestNode:
         """``callback(tip)`` for each block that becomes part of the best chain, in order."""
         self._block_listeners.append(callback)
 
-    def on_change(self, callback: Callable[[], Any]) -> None:
-        """``callback()`` after anything changed: a block, a reorg, a mempool acceptance."""
+    def on_change(self, callback: Callable[[Optional[frozenset[OutPoint]]], Any]) -> None:
+        """``callback(spent)`` after anything changed: a block or a reorg (``spent`` None), a
+        mempool acceptance (``spent``: the outpoints the new transaction spends, all that
+        changed, as the mempool neither replaces nor evicts)."""
         self._change_listeners.append(callback)
 
     # -- chain state -----------------------------------------------------------------------
@@ -189,8 +191,12 @@ class RegtestNode:
     def accept(self, raw: bytes) -> bytes:
         """Judge a transaction for the mempool like ``sendrawtransaction``; its txid, or
         :class:`BroadcastRejected`. A transaction already known (mempool or chain) is fine."""
+        known = len(self._mempool)
         txid = self._accept(bytes(raw))
-        self._notify_change()
+        if len(self._mempool) != known:
+            entry = self._mempool.get(txid)
+            assert entry is not None
+            self._notify_change(frozenset(OutPoint(bytes(i.prevout.hash), i.prevout.n) for i in entry.tx.vin))
         return txid
 
     def _accept(self, raw: bytes) -> bytes:
@@ -345,9 +351,9 @@ class RegtestNode:
             except BroadcastRejected as e:
                 log.info("dropped from the mempool after a reorg: {reason}", reason=e.reason)
 
-    def _notify_change(self) -> None:
+    def _notify_change(self, spent: Optional[frozenset[OutPoint]] = None) -> None:
         for callback in list(self._change_listeners):
-            callback()
+            callback(spent)
 
     # -- automatic mining ------------------------------------------------------------------
 

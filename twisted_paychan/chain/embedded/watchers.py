@@ -13,7 +13,7 @@ the order they happened whatever the reactor's ordering of same-time calls.
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Collection, Optional
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
@@ -44,20 +44,44 @@ class Watchers:
         self._status_of = status_of
         self._raw_of = raw_of
         self._lists = WatchLists(SpendWatch)
+        #: Spend watches by outpoint, for a refresh that names what changed.
+        self._by_outpoint: dict[OutPoint, list[SpendWatch]] = {}
         self._queue: deque[tuple[Watch, object]] = deque()
         self._flush_call: Optional[IDelayedCall] = None
 
     def watch_spend(self, outpoint: OutPoint, callback: Callable[[SpendEvent], Any]) -> ICancellable:
         watch = self._lists.add_spend(outpoint, callback)
+        self._by_outpoint.setdefault(outpoint, []).append(watch)
         self._refresh_one(watch)
         return watch
 
     def watch_blocks(self, callback: Callable[[ChainTip], Any]) -> ICancellable:
         return self._lists.add_blocks(callback)
 
-    def refresh(self) -> None:
-        for watch in list(self._lists.spends):
-            self._refresh_one(watch)
+    def refresh(self, spent: Optional[Collection[OutPoint]] = None) -> None:
+        """Look again at every spend watch, or, when the chain says which outpoints a change
+        spent (a mempool acceptance), only at the watches of those: with one watch per open
+        channel, looking at all of them on every contract made opening channels quadratic."""
+        if spent is None:
+            for watch in list(self._lists.spends):
+                self._refresh_one(watch)
+            return
+        for point in spent:
+            for watch in self._watching(point):
+                self._refresh_one(watch)
+
+    def _watching(self, point: OutPoint) -> list[SpendWatch]:
+        """The live watches of ``point`` (the index drops cancelled ones as it meets them)."""
+        watches = self._by_outpoint.get(point)
+        if not watches:
+            return []
+        live = [w for w in watches if not w.cancelled]
+        if len(live) != len(watches):
+            if live:
+                self._by_outpoint[point] = live
+            else:
+                del self._by_outpoint[point]
+        return live
 
     def new_tip(self, tip: ChainTip) -> None:
         for watch in list(self._lists.blocks):
