@@ -83,6 +83,14 @@ def test_the_log_handler_logs_each_event_with_the_peer() -> None:
     assert handler is not None
     handler.channel_opened(bytes(32))
     assert handler.payment_received(bytes(32), 1000, 3000, None) is None  # accepted, no ack info
+    assert len(events) == 1  # a line per payment only with --verbose
+    from twisted_paychan import logs
+
+    logs.set_verbose()
+    try:
+        assert handler.payment_received(bytes(32), 1000, 3000, None) is None
+    finally:
+        logs.set_verbose(False)
     handler.channel_closed(CloseReason.CLIENT_REQUESTED_CLOSE)
     lines = [formatEvent(e) for e in events]
     assert lines == [

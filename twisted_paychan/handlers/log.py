@@ -1,6 +1,7 @@
 """
 The ``log`` payment handler, ``twistd paychan``'s default: one log line when a channel opens on
-a connection, one per payment, one when the connection ends, each naming the peer. It accepts
+a connection, one per payment (with ``--verbose`` only), one when the connection ends, each
+naming the peer. It accepts
 every payment (the PAYMENT_ACK carries no info). And ``accept``, which accepts every payment and
 says nothing: a log line per payment costs about as much server CPU as the payment itself
 (doc/handlers.md), which a busy server may not want to pay.
@@ -15,6 +16,7 @@ from twisted.logger import Logger
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
+from twisted_paychan import logs
 from twisted_paychan.chain.types import display_hex
 from twisted_paychan.channel.errors import CloseReason
 from twisted_paychan.handlers import HandlerArgumentError, HandlerFactory, IPaymentHandlerMaker
@@ -42,6 +44,8 @@ class LoggingHandler:
         self.log.info("channel {txid}: opened by {peer}", txid=self.contract_txid, peer=self.peer)
 
     def payment_received(self, contract_txid: bytes, increase: int, total: int, info: Optional[bytes]) -> None:
+        if not logs.verbose:  # a line per payment only when asked for (``--verbose``): see ``logs``
+            return
         self.log.info("channel {txid}: payment of {increase} sat from {peer}, {total} sat in all",
                       txid=self.contract_txid or display_hex(contract_txid), increase=increase, peer=self.peer,
                       total=total)
