@@ -15,6 +15,8 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
     ("bench_hotpath.py", ["--payments", "1000", "--rounds", "1"]),
     ("bench_restart.py", ["--channels", "20"]),
     ("bench_payments.py", ["--payments", "40", "--channels", "2", "--idle", "20"]),
+    ("bench_months.py", ["--rounds", "3", "--channels", "4", "--blocks", "2", "--concurrency", "2",
+                         "--open-many", "12", "--open-batch", "4"]),
 ])
 def test_bench_runs(script, args):
     done = subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True, text=True, timeout=300)

@@ -30,7 +30,7 @@ from twisted_paychan.chain.embedded.datadir import DatadirLock
 from twisted_paychan.chain.embedded.index import ChainIndex, ParsedBlock, parse_block
 from twisted_paychan.chain.embedded.journal import BlockJournal
 from twisted_paychan.chain.embedded.kernel import BlockVerdict, Kernel, SpentCoin
-from twisted_paychan.chain.embedded.mempool import Mempool, MempoolEntry
+from twisted_paychan.chain.embedded.mempool import Mempool, MempoolEntry, inputs_of
 from twisted_paychan.chain.types import (
     BroadcastRejected,
     ChainTip,
@@ -48,6 +48,9 @@ OP_TRUE_SCRIPT = b"\x51"
 #: The default coinbase payee, so tests can fund whatever they like from mined coins.
 ANYONE_CAN_SPEND = b"\x00\x20" + hashlib.sha256(OP_TRUE_SCRIPT).digest()
 
+
+#: How many raw blocks ``raw_transaction`` keeps after reading them back.
+BLOCK_CACHE_SIZE = 4
 
 #: The node's own record of its active chain (see ``journal``).
 JOURNAL_FILE = "paychan-blocks.journal"
@@ -77,6 +80,8 @@ class RegtestNode:
         self.reactor = reactor
         self.coinbase_script = bytes(coinbase_script)
         self._index = ChainIndex()
+        #: height -> raw block, the last few read back (``_recent_block``); emptied by a reorg.
+        self._block_cache: dict[int, bytes] = {}
         self._mempool = Mempool()
         self._connected: list[ParsedBlock] = []
         #: Raw blocks connected since the journal was last written.
@@ -84,6 +89,7 @@ class RegtestNode:
         self._disconnected: list[ParsedBlock] = []
         self._block_listeners: list[Callable[[ChainTip], Any]] = []
         self._change_listeners: list[Callable[[], Any]] = []
+        self._touch_listeners: list[Callable[[list[OutPoint], bool], Any]] = []
         self._auto_mine: Optional[LoopingCall] = None
         self._lock = DatadirLock(self.datadir)
         try:
@@ -115,6 +121,12 @@ class RegtestNode:
     def on_change(self, callback: Callable[[], Any]) -> None:
         """``callback()`` after anything changed: a block, a reorg, a mempool acceptance."""
         self._change_listeners.append(callback)
+
+    def on_touched(self, callback: Callable[[list[OutPoint], bool], Any]) -> None:
+        """``callback(outpoints, seen_spends_changed)`` after a change: the outpoints it spent or
+        unspent, and whether it may have changed spends already seen (a block or reorg, a
+        mempool that lost a transaction). What spend watchers need to look at only what moved."""
+        self._touch_listeners.append(callback)
 
     # -- chain state -----------------------------------------------------------------------
 
@@ -164,7 +176,20 @@ class RegtestNode:
         if entry is not None:
             return entry.raw
         record = self._index.txs.get(txid)
-        return None if record is None else record.raw
+        if record is None:
+            return None
+        return self._recent_block(record.height)[record.start : record.end]
+
+    def _recent_block(self, height: int) -> bytes:
+        """A block of the active chain from the kernel's files; the last few read are kept, as
+        the transactions asked for are mostly in the newest blocks."""
+        cache = self._block_cache
+        raw = cache.get(height)
+        if raw is None:
+            raw = cache[height] = self._kernel.block_at(height)
+            if len(cache) > BLOCK_CACHE_SIZE:
+                del cache[next(iter(cache))]
+        return raw
 
     def spender_of(self, outpoint: OutPoint) -> Optional[bytes]:
         return self._index.spent_by.get(outpoint) or self._mempool.spends.get(outpoint)
@@ -187,7 +212,14 @@ class RegtestNode:
     def accept(self, raw: bytes) -> bytes:
         """Judge a transaction for the mempool like ``sendrawtransaction``; its txid, or
         :class:`BroadcastRejected`. A transaction already known (mempool or chain) is fine."""
+        size = len(self._mempool)
+        last = next(reversed(self._mempool.entries), None)
         txid = self._accept(bytes(raw))
+        entry = self._mempool.get(txid)
+        if entry is None or txid == last:
+            return txid  # known already (the pool appends in arrival order): nobody to wake
+        # Others left the pool (replaced) if it did not grow by one: their spends vanished.
+        self._notify_touched(inputs_of(entry.tx), len(self._mempool) != size + 1)
         self._notify_change()
         return txid
 
@@ -277,6 +309,7 @@ class RegtestNode:
         self._connected.append(block)
 
     def _on_disconnected(self, raw_block: bytes, height: int, spent: list[list[SpentCoin]]) -> None:
+        self._block_cache.clear()
         block = parse_block(raw_block)
         self._index.disconnect(block, height, spent)
         self._disconnected.append(block)
@@ -314,11 +347,13 @@ class RegtestNode:
                 self._mempool.remove_for_block(block.txs, block.txids)
         if not connected and not disconnected:
             return
+        spent = [p for block in (*connected, *disconnected) for tx in block.txs[1:] for p in inputs_of(tx)]
         first = self.height - len(connected) + 1
         for height in range(first, self.height + 1):
             tip = self.tip_at(height)
             for callback in list(self._block_listeners):
                 callback(tip)
+        self._notify_touched(spent, True)
         self._notify_change()
 
     def _resubmit(self, returning: Sequence[bytes]) -> None:
@@ -330,6 +365,10 @@ class RegtestNode:
                 self._accept(raw)
             except BroadcastRejected as e:
                 log.info("dropped from the mempool after a reorg: {reason}", reason=e.reason)
+
+    def _notify_touched(self, outpoints: list[OutPoint], seen_spends_changed: bool) -> None:
+        for callback in list(self._touch_listeners):
+            callback(outpoints, seen_spends_changed)
 
     def _notify_change(self) -> None:
         for callback in list(self._change_listeners):

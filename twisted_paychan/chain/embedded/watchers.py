@@ -1,9 +1,14 @@
 """
 Spend and block notifications, delivered later on the reactor, never re-entrantly.
 
-A chain calls :meth:`Watchers.refresh` after anything that may change what a watcher sees (a
-transaction entered the mempool, blocks were connected or disconnected) and
-:meth:`Watchers.new_tip` for every new best block. Each spend watcher remembers the last event
+A chain calls :meth:`Watchers.touched` with the outpoints a change spends (the inputs of a
+transaction that entered the mempool, of the blocks connected or disconnected), and says
+whether it may have changed any spend already seen (a block deepens every confirmed spend; a
+mempool that lost a transaction loses its spends). Only the watchers of those outpoints are
+looked at, and, after a block, those whose outpoint has a spender: what a change costs follows
+the change, not the number of watches (issue #21). :meth:`Watchers.refresh` looks at every
+watcher, for a chain that cannot say what changed; :meth:`Watchers.new_tip` is called for
+every new best block. Each spend watcher remembers the last event
 it was given and gets a new one only when the spending transaction or its status differs
 (status includes the confirmation count, so a spend watcher hears about every block until it
 cancels). Events go into one queue flushed by a single ``callLater(0, ...)``, so they arrive in
@@ -13,7 +18,7 @@ the order they happened whatever the reactor's ordering of same-time calls.
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
@@ -44,6 +49,9 @@ class Watchers:
         self._status_of = status_of
         self._raw_of = raw_of
         self._lists = WatchLists(SpendWatch)
+        #: Watchers whose outpoint had a spender when last looked at: a block changes their
+        #: status. Cancelled ones leave at the next look.
+        self._spent: dict[SpendWatch, None] = {}
         self._queue: deque[tuple[Watch, object]] = deque()
         self._flush_call: Optional[IDelayedCall] = None
 
@@ -55,9 +63,33 @@ class Watchers:
     def watch_blocks(self, callback: Callable[[ChainTip], Any]) -> ICancellable:
         return self._lists.add_blocks(callback)
 
+    @property
+    def watching(self) -> int:
+        """How many spend watches are live."""
+        return len(self._lists.spends)
+
     def refresh(self) -> None:
+        """Look at every spend watcher."""
         for watch in list(self._lists.spends):
             self._refresh_one(watch)
+
+    def touched(self, outpoints: Iterable[OutPoint], seen_spends_changed: bool) -> None:
+        """A change spent (or unspent) ``outpoints``; with ``seen_spends_changed``, it may also
+        have changed the status of spends already seen (a block, a transaction leaving the
+        mempool)."""
+        by_outpoint = self._lists.by_outpoint
+        looked: set[SpendWatch] = set()
+        for point in outpoints:
+            for watch in by_outpoint.get(point, ()):
+                if watch not in looked:
+                    looked.add(watch)
+                    self._refresh_one(watch)
+        if seen_spends_changed:
+            for watch in list(self._spent):
+                if watch.cancelled:
+                    del self._spent[watch]
+                elif watch not in looked:
+                    self._refresh_one(watch)
 
     def new_tip(self, tip: ChainTip) -> None:
         for watch in list(self._lists.blocks):
@@ -65,16 +97,21 @@ class Watchers:
 
     def _refresh_one(self, watch: SpendWatch) -> None:
         txid = self._spender_of(watch.outpoint)
+        last = watch.last
         if txid is None:
-            if watch.last is None or watch.last.status.state is TxState.UNKNOWN:
+            self._spent.pop(watch, None)
+            if last is None or last.status.state is TxState.UNKNOWN:
                 return
             # Its spend vanished (reorg, or evicted): say so once, with the tx we last reported.
-            event = SpendEvent(watch.outpoint, watch.last.spending_txid, watch.last.spending_tx, TxStatus(TxState.UNKNOWN))
+            event = SpendEvent(watch.outpoint, last.spending_txid, last.spending_tx, TxStatus(TxState.UNKNOWN))
         else:
-            raw = self._raw_of(txid)
+            # The same spender as last time: its bytes are known, not read again.
+            raw = last.spending_tx if last is not None and last.spending_txid == txid else self._raw_of(txid)
             if raw is None:  # pragma: no cover - a spender the chain cannot show is a chain bug
                 return
             event = SpendEvent(watch.outpoint, txid, raw, self._status_of(txid))
+            if not watch.cancelled:
+                self._spent[watch] = None
         if watch.is_news(event):
             self._enqueue(watch, event)
 
