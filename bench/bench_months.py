@@ -12,7 +12,8 @@ round 1, the server's RSS, and how long a handshake sent right after the round's
 Then RSS growth per settled channel after round 2, the RPC calls per block against the node's
 RPC server by method (made by this process's ``RpcChain`` and ``SqliteWallet``, an RpcChain
 user like a server on Bitcoin Core), and channel opens/s with ``--open-many`` channels open
-divided by opens/s with ``--open-batch`` open. Figures: ``doc/performance.md``.
+divided by opens/s with ``--open-batch`` open. ``PAYCHAN_PROFILE=FILE`` runs the server under
+cProfile. Figures: ``doc/performance.md``.
 """
 
 from __future__ import annotations
@@ -88,9 +89,12 @@ async def main(reactor, args) -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="paychan-months-"))
     port, rpc_port = free_port(), free_port()
+    # PAYCHAN_PROFILE=FILE profiles the server with cProfile (twistd --profile) into FILE.
+    profile = os.environ.get("PAYCHAN_PROFILE")
+    profiling = ["--profile", profile, "--profiler", "cprofile", "--savestats"] if profile else []
     server = subprocess.Popen(
         [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "--nodaemon", "--pidfile=",
-         f"--logfile={tmp / 'server.log'}", "paychan", "--data-dir", str(tmp / "server"),
+         f"--logfile={tmp / 'server.log'}", *profiling, "paychan", "--data-dir", str(tmp / "server"),
          "--listen", f"tcp:{port}:interface=127.0.0.1", "--rpc-listen", f"tcp:{rpc_port}:interface=127.0.0.1",
          "--fee-rate", "1000", "--max-connections-per-address", "0", "--max-handshakes-per-minute", "0"],
         env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

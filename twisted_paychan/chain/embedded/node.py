@@ -84,6 +84,8 @@ class RegtestNode:
         self._block_cache: dict[int, bytes] = {}
         self._mempool = Mempool()
         self._connected: list[ParsedBlock] = []
+        #: The block being submitted, parsed (``submit_block``).
+        self._submitted: Optional[ParsedBlock] = None
         #: Raw blocks connected since the journal was last written.
         self._connected_raw: list[bytes] = []
         self._disconnected: list[ParsedBlock] = []
@@ -294,9 +296,11 @@ class RegtestNode:
             block = parse_block(bytes(raw_block))
         except Exception as e:  # python-bitcoinlib raises several types on bad input
             return BlockVerdict(False, f"block decode failed: {e}")
+        self._submitted = block  # parsed once: the kernel's connect callback reuses it
         try:
             verdict = self._kernel.process_block(bytes(raw_block), block.block_hash)
         finally:
+            self._submitted = None
             self._after_blocks()
         if not verdict.accepted:
             log.debug("block {hash} not accepted: {reason}", hash=block.block_hash[::-1].hex(), reason=verdict.reason)
@@ -304,7 +308,8 @@ class RegtestNode:
 
     def _on_connected(self, raw_block: bytes, height: int) -> None:
         self._connected_raw.append(bytes(raw_block))
-        block = parse_block(raw_block)
+        submitted = self._submitted
+        block = submitted if submitted is not None and submitted.header == raw_block[:80] else parse_block(raw_block)
         self._index.connect(block, height)
         self._connected.append(block)
 

@@ -12,7 +12,8 @@ every new best block. Each spend watcher remembers the last event
 it was given and gets a new one only when the spending transaction or its status differs
 (status includes the confirmation count, so a spend watcher hears about every block until it
 cancels). Events go into one queue flushed by a single ``callLater(0, ...)``, so they arrive in
-the order they happened whatever the reactor's ordering of same-time calls.
+the order they happened whatever the reactor's ordering of same-time calls; a long queue is
+delivered over several turns, so the reactor reads its sockets in between.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ from twisted_paychan.chain.types import ChainTip, OutPoint, SpendEvent, TxState,
 from twisted_paychan.chain.watchlists import SpendWatch, Watch, WatchLists, deliver
 
 log = Logger()
+
+#: Events delivered per reactor turn; each may cost a store write and a few effects (~0.1 ms).
+EVENTS_PER_TURN = 100
 
 
 class Watchers:
@@ -122,7 +126,12 @@ class Watchers:
 
     def _flush(self) -> None:
         self._flush_call = None
-        # Deliver only what was queued before this flush; callbacks may queue more.
-        for _ in range(len(self._queue)):
+        # Deliver only what was queued before this flush (callbacks may queue more), and at
+        # most EVENTS_PER_TURN of it: a block settling a thousand channels must not keep a
+        # handshake waiting for all thousand (issue #21). The rest follows on the next turn,
+        # in order.
+        for _ in range(min(len(self._queue), EVENTS_PER_TURN)):
             watch, event = self._queue.popleft()
             deliver(watch, event, log)
+        if self._queue and self._flush_call is None:
+            self._flush_call = self._reactor.callLater(0, self._flush)
