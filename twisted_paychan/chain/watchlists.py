@@ -59,24 +59,35 @@ class WatchLists(Generic[S]):
 
     def __init__(self, spend_watch: type[S]) -> None:
         self._spend_watch = spend_watch
-        self.spends: list[S] = []
-        self.blocks: list[Watch] = []
+        # Dicts used as ordered sets: a cancel costs the same with ten thousand watches as
+        # with ten (a list's remove did not), and a change finds its outpoint's watches at once.
+        self.spends: dict[S, None] = {}
+        #: The spend watchers of each outpoint, so a backend told which outpoints a transaction
+        #: or block spends wakes only theirs.
+        self.by_outpoint: dict[OutPoint, list[S]] = {}
+        self.blocks: dict[Watch, None] = {}
 
     def add_spend(self, outpoint: OutPoint, callback: Callable[[SpendEvent], Any]) -> S:
         watch = self._spend_watch(self, outpoint, callback)
-        self.spends.append(watch)
+        self.spends[watch] = None
+        self.by_outpoint.setdefault(outpoint, []).append(watch)
         return watch
 
     def add_blocks(self, callback: Callable[[ChainTip], Any]) -> Watch:
         watch = Watch(self, callback)
-        self.blocks.append(watch)
+        self.blocks[watch] = None
         return watch
 
     def forget(self, watch: Watch) -> None:
         if isinstance(watch, SpendWatch):
-            self.spends.remove(watch)  # type: ignore[arg-type]  # every SpendWatch here is an S
+            self.spends.pop(watch, None)  # type: ignore[arg-type]  # every SpendWatch here is an S
+            same = self.by_outpoint.get(watch.outpoint)
+            if same is not None:
+                same.remove(watch)  # type: ignore[arg-type]
+                if not same:
+                    del self.by_outpoint[watch.outpoint]
         else:
-            self.blocks.remove(watch)
+            self.blocks.pop(watch, None)
 
     def __bool__(self) -> bool:
         return bool(self.spends or self.blocks)

@@ -49,6 +49,7 @@ from twisted_paychan.channel.settings import ServerSettings
 from twisted_paychan.faults import crash_point
 from twisted_paychan.net.logfields import NO_PEER, iso_time
 from twisted_paychan.net.observers import ServerObserver
+from twisted_paychan.net.rebroadcast import RebroadcastSchedule
 from twisted_paychan.net.subscribers import Subscribers
 from twisted_paychan.net.server_channel import ConnectionPorts, IServerHandler, NullServerHandler, ServerChannel
 from twisted_paychan.store.interfaces import ChannelNotOpen, IChannelStore, StoreError, TransitionConflict
@@ -61,6 +62,9 @@ SETTLEABLE = frozenset({S.OPEN, S.STUCK, S.SETTLING})
 
 #: States whose channels need no machine until someone asks about them.
 _DORMANT = frozenset({S.SETTLED, S.REFUNDED, S.CONTRACT_FAILED})
+
+#: What a contract output's watch says when nothing needs to be offered to the node again.
+_SEEN_SPENT = frozenset({TxState.MEMPOOL, TxState.CONFIRMED})
 
 _SETTLE_BY = {
     CloseReason.CLIENT_REQUESTED_CLOSE: lc.SettleBy.CLIENT,
@@ -93,7 +97,7 @@ class _Channel:
 
     # Slots, and lists rather than deques: one of these per open channel, mostly idle.
     __slots__ = ("manager", "machine", "txid", "connection", "probation", "timers", "watches", "waiters", "writing", "written",
-                 "_queue", "_running", "_blocked", "_idle")
+                 "output_spend", "rebroadcast", "_queue", "_running", "_blocked", "_idle")
 
     def __init__(self, manager: "ServerChannelManager", machine: lc.ServerLifecycle) -> None:
         self.manager = manager
@@ -110,6 +114,10 @@ class _Channel:
         #: Payments of the attached connection not yet durable, and who waits for them.
         self.writing = 0
         self.written: list[defer.Deferred[None]] = []
+        #: What the contract output's watch last said of its spend (None: nothing yet).
+        self.output_spend: Optional[TxState] = None
+        #: When a settlement the chain does not show is offered again (``rebroadcast``).
+        self.rebroadcast = RebroadcastSchedule()
         self._queue: list[lc.LifecycleEffect] = []
         self._running = False
         self._blocked = False
@@ -137,6 +145,13 @@ class _Channel:
             waiting, self._idle = self._idle, []
             for d in waiting:
                 d.callback(None)
+        self.manager._release_if_done(self)
+
+    def done(self) -> bool:
+        """Finished and holding nothing: no timer, watch, connection, waiter or effect."""
+        return (self.machine.state in _DORMANT and not self.timers and not any(self.watches.values())
+                and self.connection is None and not self.probation and not self.waiters and not self.writing
+                and not self._queue and not self._blocked and not self._running and not self._idle)
 
     def idle(self) -> defer.Deferred[None]:
         """Fires once every effect asked for so far is done (a write durable, say)."""
@@ -201,6 +216,8 @@ class ServerChannelManager:
         self._logged_settlements: dict[bytes, bytes] = {}
         #: The operator's instruments (``api.metrics``); each new connection carries them.
         self.observer: Optional[ServerObserver] = None
+        self._offer_call: Optional[IDelayedCall] = None
+        self._offer_height = -1
         self.ports = ConnectionPorts(
             new_channel_key=self._new_channel_key,
             find_channel=self._find_channel,
@@ -256,6 +273,10 @@ class ServerChannelManager:
         if self._block_watch is not None:
             self._block_watch.cancel()
             self._block_watch = None
+        if self._offer_call is not None:
+            if self._offer_call.active():
+                self._offer_call.cancel()
+            self._offer_call = None
         for channel in self._channels.values():
             channel.feed(lc.Stopped())
 
@@ -354,6 +375,14 @@ class ServerChannelManager:
         channel = self._channels[record.contract_txid] = _Channel(self, lc.ServerLifecycle(record, self.policy))
         return channel
 
+    def _release_if_done(self, channel: _Channel) -> None:
+        """A settled, refunded or failed channel with nothing left to do is dropped (issue #21):
+        a server that runs for months holds only the channels that still need it. Asked about
+        again, it is read back from the store (``_ensure``)."""
+        if channel.done() and self._channels.get(channel.txid) is channel:
+            del self._channels[channel.txid]
+            self._logged_settlements.pop(channel.txid, None)
+
     def _ensure(self, contract_txid: bytes) -> defer.Deferred[Optional[_Channel]]:
         """The channel's machine, made from its stored record if this manager has not met it."""
         channel = self._channels.get(contract_txid)
@@ -379,9 +408,23 @@ class ServerChannelManager:
         return self._ensure(contract_txid).addCallback(ask)
 
     def _new_block(self, tip: ChainTip) -> None:
+        # Looked at once the spend events delivered with this block are in (the watches say
+        # what the node still has), not in the middle of them.
+        self._offer_height = tip.height
+        if self._offer_call is None:
+            self._offer_call = self.clock.callLater(0, self._offer_settlements)
+
+    def _offer_settlements(self) -> None:
+        # A settlement is offered again only while its contract output's watch shows no spend
+        # (the node dropped it, or never took it), and then less often each time: every one
+        # offered on every block, each offer refreshing every watch, made a block cost seconds
+        # (issue #21).
+        self._offer_call = None
+        height = self._offer_height
         for channel in list(self._channels.values()):
-            if channel.machine.state is S.SETTLING:
-                channel.feed(lc.BlockConnected(tip.height))
+            if (channel.machine.state is S.SETTLING and channel.output_spend not in _SEEN_SPENT
+                    and channel.rebroadcast.due(height)):
+                channel.feed(lc.BlockConnected(height))
 
     # -- what connections ask (their ports) --------------------------------------------------
 
@@ -399,6 +442,8 @@ class ServerChannelManager:
     def _find_channel(self, contract_txid: bytes, connection: ServerChannel) -> defer.Deferred[Optional[ServerChannelRecord]]:
         def found(channel: Optional[_Channel]) -> defer.Deferred[Optional[ServerChannelRecord]]:
             if channel is None or channel.machine.state is not S.OPEN or channel.machine.contract_pending:
+                if channel is not None:
+                    self._release_if_done(channel)  # a finished one read back only to say no
                 return defer.succeed(None)
             # One writer of b: read the record once every payment in flight is stored.
             d = channel.payments_stored()
@@ -533,6 +578,7 @@ class ServerChannelManager:
             if channel.connection is connection:
                 channel.connection = None
             channel.probation.pop(connection, None)
+            self._release_if_done(channel)
         if txid is not None and self._subscribers:
             self._subscribers.notify(lc.ChannelEvent(lc.ChannelEventKind.CLOSED, txid, reason.name))
 
@@ -696,7 +742,11 @@ class ServerChannelManager:
                 channel.feed(lc.ContractInputSpent(event.spending_txid, event.status.confirmations))
         else:
             def spent(event: SpendEvent) -> None:
-                channel.feed(lc.ContractSpent(event.spending_tx, event.status.state is TxState.CONFIRMED))
+                state = event.status.state
+                if state is TxState.UNKNOWN and channel.output_spend in _SEEN_SPENT:
+                    channel.rebroadcast.reset()  # the spend vanished: offer it at the next block
+                channel.output_spend = state
+                channel.feed(lc.ContractSpent(event.spending_tx, state is TxState.CONFIRMED))
 
         watches = channel.watches.setdefault(effect.kind, [])
         for point in effect.outpoints:

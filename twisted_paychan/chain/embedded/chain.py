@@ -35,7 +35,7 @@ class EmbeddedChain:
         self.node = node
         self._watchers = Watchers(node.reactor, node.spender_of, node.tx_status, node.raw_transaction)
         node.on_block(self._watchers.new_tip)
-        node.on_change(self._watchers.refresh)
+        node.on_touched(self._watchers.touched)
 
     @classmethod
     def open(

@@ -1,6 +1,8 @@
 """
 The indexes the kernel does not keep: the active chain's headers, the UTXO set by outpoint and
-by script, and every transaction by txid.
+by script, and where every transaction is (block height and byte range: its bytes are read
+back from the kernel's block files, never kept here, so the index does not grow with every
+transaction's size over a node's life).
 
 The kernel exposes no coins view, so the UTXO set here is our own, kept in step with the
 kernel's ``block_connected`` / ``block_disconnected`` events; a disconnect restores the spent
@@ -12,7 +14,7 @@ from __future__ import annotations
 
 import io
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable, Optional, Sequence
 
 from bitcoin.core import CTransaction
@@ -35,6 +37,8 @@ class ParsedBlock:
     #: Each transaction's serialization as it appears in the block (with witness).
     raws: list[bytes]
     txids: list[bytes]
+    #: Where each transaction starts in the serialized block.
+    starts: list[int] = field(default_factory=list)
 
     @property
     def prev_hash(self) -> bytes:
@@ -50,17 +54,18 @@ def parse_block(raw_block: bytes) -> ParsedBlock:
     stream = io.BytesIO(raw_block)
     stream.seek(80)
     count = VarIntSerializer.stream_deserialize(stream)
-    txs, raws, txids = [], [], []
+    txs, raws, txids, starts = [], [], [], []
     for _ in range(count):
         start = stream.tell()
         tx = CTransaction.stream_deserialize(stream)
         raw = bytes(raw_block[start : stream.tell()])
+        starts.append(start)
         txs.append(tx)
         raws.append(raw)
         txids.append(tx.GetTxid() if tx.has_witness() else sha256d(raw))
     if stream.read(1):
         raise ValueError("trailing bytes after the block's transactions")
-    return ParsedBlock(sha256d(header), header, txs, raws, txids)
+    return ParsedBlock(sha256d(header), header, txs, raws, txids, starts)
 
 
 @dataclass(frozen=True)
@@ -74,12 +79,15 @@ class BlockRecord:
         return int(struct.unpack_from("<I", self.header, 68)[0])
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TxRecord:
-    raw: bytes
+    """Where a confirmed transaction is: its bytes are ``block_at(height)[start:end]``."""
+
     height: int
     block_hash: bytes
     position: int  # index in its block
+    start: int
+    end: int
 
 
 class IndexInconsistent(RuntimeError):
@@ -120,7 +128,7 @@ class ChainIndex:
             raise IndexInconsistent(f"block at height {height} does not build on the indexed tip")
         self.blocks.append(BlockRecord(block_hash, height, block.header))
         self._height_of[block_hash] = height
-        for position, (tx, txid, raw) in enumerate(zip(block.txs, block.txids, block.raws)):
+        for position, (tx, txid, raw, start) in enumerate(zip(block.txs, block.txids, block.raws, block.starts)):
             if position:
                 for txin in tx.vin:
                     spent = OutPoint(bytes(txin.prevout.hash), txin.prevout.n)
@@ -132,7 +140,7 @@ class ChainIndex:
                     continue
                 point = OutPoint(txid, index)
                 self._add_coin(Utxo(point, txout.nValue, script, height, position == 0))
-            self.txs[txid] = TxRecord(raw, height, block_hash, position)
+            self.txs[txid] = TxRecord(height, block_hash, position, start, start + len(raw))
 
     def disconnect(self, block: ParsedBlock, height: int, spent: Sequence[Sequence[SpentCoin]]) -> None:
         """Undo ``connect``; ``spent`` is the kernel's undo data (non-coinbase txs, in order)."""

@@ -32,7 +32,7 @@ from twisted_paychan.chain.embedded.journal import BlockJournal
 from twisted_paychan.chain.embedded.kernel import BlockVerdict, Kernel, SpentCoin
 from twisted_paychan.chain.embedded.replacement import judge_replacement
 from twisted_paychan.constants import DEFAULT_MIN_RELAY_TX_FEE
-from twisted_paychan.chain.embedded.mempool import Mempool, MempoolEntry
+from twisted_paychan.chain.embedded.mempool import Mempool, MempoolEntry, inputs_of
 from twisted_paychan.chain.types import (
     BroadcastRejected,
     ChainTip,
@@ -50,6 +50,9 @@ OP_TRUE_SCRIPT = b"\x51"
 #: The default coinbase payee, so tests can fund whatever they like from mined coins.
 ANYONE_CAN_SPEND = b"\x00\x20" + hashlib.sha256(OP_TRUE_SCRIPT).digest()
 
+
+#: How many raw blocks ``raw_transaction`` keeps after reading them back.
+BLOCK_CACHE_SIZE = 4
 
 #: The node's own record of its active chain (see ``journal``).
 JOURNAL_FILE = "paychan-blocks.journal"
@@ -79,13 +82,18 @@ class RegtestNode:
         self.reactor = reactor
         self.coinbase_script = bytes(coinbase_script)
         self._index = ChainIndex()
+        #: height -> raw block, the last few read back (``_recent_block``); emptied by a reorg.
+        self._block_cache: dict[int, bytes] = {}
         self._mempool = Mempool()
         self._connected: list[ParsedBlock] = []
+        #: The block being submitted, parsed (``submit_block``).
+        self._submitted: Optional[ParsedBlock] = None
         #: Raw blocks connected since the journal was last written.
         self._connected_raw: list[bytes] = []
         self._disconnected: list[ParsedBlock] = []
         self._block_listeners: list[Callable[[ChainTip], Any]] = []
-        self._change_listeners: list[Callable[[Optional[frozenset[OutPoint]]], Any]] = []
+        self._change_listeners: list[Callable[[], Any]] = []
+        self._touch_listeners: list[Callable[[list[OutPoint], bool], Any]] = []
         self._auto_mine: Optional[LoopingCall] = None
         self._lock = DatadirLock(self.datadir)
         try:
@@ -114,11 +122,15 @@ class RegtestNode:
         """``callback(tip)`` for each block that becomes part of the best chain, in order."""
         self._block_listeners.append(callback)
 
-    def on_change(self, callback: Callable[[Optional[frozenset[OutPoint]]], Any]) -> None:
-        """``callback(spent)`` after anything changed: a block or a reorg (``spent`` None), a
-        mempool acceptance (``spent``: the outpoints the new transaction spends, all that
-        changed, as the mempool neither replaces nor evicts)."""
+    def on_change(self, callback: Callable[[], Any]) -> None:
+        """``callback()`` after anything changed: a block, a reorg, a mempool acceptance."""
         self._change_listeners.append(callback)
+
+    def on_touched(self, callback: Callable[[list[OutPoint], bool], Any]) -> None:
+        """``callback(outpoints, seen_spends_changed)`` after a change: the outpoints it spent or
+        unspent, and whether it may have changed spends already seen (a block or reorg, a
+        mempool that lost a transaction). What spend watchers need to look at only what moved."""
+        self._touch_listeners.append(callback)
 
     # -- chain state -----------------------------------------------------------------------
 
@@ -168,7 +180,20 @@ class RegtestNode:
         if entry is not None:
             return entry.raw
         record = self._index.txs.get(txid)
-        return None if record is None else record.raw
+        if record is None:
+            return None
+        return self._recent_block(record.height)[record.start : record.end]
+
+    def _recent_block(self, height: int) -> bytes:
+        """A block of the active chain from the kernel's files; the last few read are kept, as
+        the transactions asked for are mostly in the newest blocks."""
+        cache = self._block_cache
+        raw = cache.get(height)
+        if raw is None:
+            raw = cache[height] = self._kernel.block_at(height)
+            if len(cache) > BLOCK_CACHE_SIZE:
+                del cache[next(iter(cache))]
+        return raw
 
     def spender_of(self, outpoint: OutPoint) -> Optional[bytes]:
         return self._index.spent_by.get(outpoint) or self._mempool.spends.get(outpoint)
@@ -191,12 +216,15 @@ class RegtestNode:
     def accept(self, raw: bytes) -> bytes:
         """Judge a transaction for the mempool like ``sendrawtransaction``; its txid, or
         :class:`BroadcastRejected`. A transaction already known (mempool or chain) is fine."""
-        known = len(self._mempool)
+        size = len(self._mempool)
+        last = next(reversed(self._mempool.entries), None)
         txid = self._accept(bytes(raw))
-        if len(self._mempool) != known:
-            entry = self._mempool.get(txid)
-            assert entry is not None
-            self._notify_change(frozenset(OutPoint(bytes(i.prevout.hash), i.prevout.n) for i in entry.tx.vin))
+        entry = self._mempool.get(txid)
+        if entry is None or txid == last:
+            return txid  # known already (the pool appends in arrival order): nobody to wake
+        # Others left the pool (replaced) if it did not grow by one: their spends vanished.
+        self._notify_touched(inputs_of(entry.tx), len(self._mempool) != size + 1)
+        self._notify_change()
         return txid
 
     def _accept(self, raw: bytes) -> bytes:
@@ -282,9 +310,11 @@ class RegtestNode:
             block = parse_block(bytes(raw_block))
         except Exception as e:  # python-bitcoinlib raises several types on bad input
             return BlockVerdict(False, f"block decode failed: {e}")
+        self._submitted = block  # parsed once: the kernel's connect callback reuses it
         try:
             verdict = self._kernel.process_block(bytes(raw_block), block.block_hash)
         finally:
+            self._submitted = None
             self._after_blocks()
         if not verdict.accepted:
             log.debug("block {hash} not accepted: {reason}", hash=block.block_hash[::-1].hex(), reason=verdict.reason)
@@ -292,11 +322,13 @@ class RegtestNode:
 
     def _on_connected(self, raw_block: bytes, height: int) -> None:
         self._connected_raw.append(bytes(raw_block))
-        block = parse_block(raw_block)
+        submitted = self._submitted
+        block = submitted if submitted is not None and submitted.header == raw_block[:80] else parse_block(raw_block)
         self._index.connect(block, height)
         self._connected.append(block)
 
     def _on_disconnected(self, raw_block: bytes, height: int, spent: list[list[SpentCoin]]) -> None:
+        self._block_cache.clear()
         block = parse_block(raw_block)
         self._index.disconnect(block, height, spent)
         self._disconnected.append(block)
@@ -334,11 +366,13 @@ class RegtestNode:
                 self._mempool.remove_for_block(block.txs, block.txids)
         if not connected and not disconnected:
             return
+        spent = [p for block in (*connected, *disconnected) for tx in block.txs[1:] for p in inputs_of(tx)]
         first = self.height - len(connected) + 1
         for height in range(first, self.height + 1):
             tip = self.tip_at(height)
             for callback in list(self._block_listeners):
                 callback(tip)
+        self._notify_touched(spent, True)
         self._notify_change()
 
     def _resubmit(self, returning: Sequence[bytes]) -> None:
@@ -351,9 +385,13 @@ class RegtestNode:
             except BroadcastRejected as e:
                 log.info("dropped from the mempool after a reorg: {reason}", reason=e.reason)
 
-    def _notify_change(self, spent: Optional[frozenset[OutPoint]] = None) -> None:
+    def _notify_touched(self, outpoints: list[OutPoint], seen_spends_changed: bool) -> None:
+        for callback in list(self._touch_listeners):
+            callback(outpoints, seen_spends_changed)
+
+    def _notify_change(self) -> None:
         for callback in list(self._change_listeners):
-            callback(spent)
+            callback()
 
     # -- automatic mining ------------------------------------------------------------------
 

@@ -1,19 +1,25 @@
 """
 Spend and block notifications, delivered later on the reactor, never re-entrantly.
 
-A chain calls :meth:`Watchers.refresh` after anything that may change what a watcher sees (a
-transaction entered the mempool, blocks were connected or disconnected) and
-:meth:`Watchers.new_tip` for every new best block. Each spend watcher remembers the last event
+A chain calls :meth:`Watchers.touched` with the outpoints a change spends (the inputs of a
+transaction that entered the mempool, of the blocks connected or disconnected), and says
+whether it may have changed any spend already seen (a block deepens every confirmed spend; a
+mempool that lost a transaction loses its spends). Only the watchers of those outpoints are
+looked at, and, after a block, those whose outpoint has a spender: what a change costs follows
+the change, not the number of watches (issue #21). :meth:`Watchers.refresh` looks at every
+watcher, for a chain that cannot say what changed; :meth:`Watchers.new_tip` is called for
+every new best block. Each spend watcher remembers the last event
 it was given and gets a new one only when the spending transaction or its status differs
 (status includes the confirmation count, so a spend watcher hears about every block until it
 cancels). Events go into one queue flushed by a single ``callLater(0, ...)``, so they arrive in
-the order they happened whatever the reactor's ordering of same-time calls.
+the order they happened whatever the reactor's ordering of same-time calls; a long queue is
+delivered over several turns, so the reactor reads its sockets in between.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, Callable, Collection, Optional
+from typing import Any, Callable, Iterable, Optional
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
@@ -23,6 +29,9 @@ from twisted_paychan.chain.types import ChainTip, OutPoint, SpendEvent, TxState,
 from twisted_paychan.chain.watchlists import SpendWatch, Watch, WatchLists, deliver
 
 log = Logger()
+
+#: Events delivered per reactor turn; each may cost a store write and a few effects (~0.1 ms).
+EVENTS_PER_TURN = 100
 
 
 class Watchers:
@@ -44,44 +53,47 @@ class Watchers:
         self._status_of = status_of
         self._raw_of = raw_of
         self._lists = WatchLists(SpendWatch)
-        #: Spend watches by outpoint, for a refresh that names what changed.
-        self._by_outpoint: dict[OutPoint, list[SpendWatch]] = {}
+        #: Watchers whose outpoint had a spender when last looked at: a block changes their
+        #: status. Cancelled ones leave at the next look.
+        self._spent: dict[SpendWatch, None] = {}
         self._queue: deque[tuple[Watch, object]] = deque()
         self._flush_call: Optional[IDelayedCall] = None
 
     def watch_spend(self, outpoint: OutPoint, callback: Callable[[SpendEvent], Any]) -> ICancellable:
         watch = self._lists.add_spend(outpoint, callback)
-        self._by_outpoint.setdefault(outpoint, []).append(watch)
         self._refresh_one(watch)
         return watch
 
     def watch_blocks(self, callback: Callable[[ChainTip], Any]) -> ICancellable:
         return self._lists.add_blocks(callback)
 
-    def refresh(self, spent: Optional[Collection[OutPoint]] = None) -> None:
-        """Look again at every spend watch, or, when the chain says which outpoints a change
-        spent (a mempool acceptance), only at the watches of those: with one watch per open
-        channel, looking at all of them on every contract made opening channels quadratic."""
-        if spent is None:
-            for watch in list(self._lists.spends):
-                self._refresh_one(watch)
-            return
-        for point in spent:
-            for watch in self._watching(point):
-                self._refresh_one(watch)
+    @property
+    def watching(self) -> int:
+        """How many spend watches are live."""
+        return len(self._lists.spends)
 
-    def _watching(self, point: OutPoint) -> list[SpendWatch]:
-        """The live watches of ``point`` (the index drops cancelled ones as it meets them)."""
-        watches = self._by_outpoint.get(point)
-        if not watches:
-            return []
-        live = [w for w in watches if not w.cancelled]
-        if len(live) != len(watches):
-            if live:
-                self._by_outpoint[point] = live
-            else:
-                del self._by_outpoint[point]
-        return live
+    def refresh(self) -> None:
+        """Look at every spend watcher."""
+        for watch in list(self._lists.spends):
+            self._refresh_one(watch)
+
+    def touched(self, outpoints: Iterable[OutPoint], seen_spends_changed: bool) -> None:
+        """A change spent (or unspent) ``outpoints``; with ``seen_spends_changed``, it may also
+        have changed the status of spends already seen (a block, a transaction leaving the
+        mempool)."""
+        by_outpoint = self._lists.by_outpoint
+        looked: set[SpendWatch] = set()
+        for point in outpoints:
+            for watch in by_outpoint.get(point, ()):
+                if watch not in looked:
+                    looked.add(watch)
+                    self._refresh_one(watch)
+        if seen_spends_changed:
+            for watch in list(self._spent):
+                if watch.cancelled:
+                    del self._spent[watch]
+                elif watch not in looked:
+                    self._refresh_one(watch)
 
     def new_tip(self, tip: ChainTip) -> None:
         for watch in list(self._lists.blocks):
@@ -89,16 +101,21 @@ class Watchers:
 
     def _refresh_one(self, watch: SpendWatch) -> None:
         txid = self._spender_of(watch.outpoint)
+        last = watch.last
         if txid is None:
-            if watch.last is None or watch.last.status.state is TxState.UNKNOWN:
+            self._spent.pop(watch, None)
+            if last is None or last.status.state is TxState.UNKNOWN:
                 return
             # Its spend vanished (reorg, or evicted): say so once, with the tx we last reported.
-            event = SpendEvent(watch.outpoint, watch.last.spending_txid, watch.last.spending_tx, TxStatus(TxState.UNKNOWN))
+            event = SpendEvent(watch.outpoint, last.spending_txid, last.spending_tx, TxStatus(TxState.UNKNOWN))
         else:
-            raw = self._raw_of(txid)
+            # The same spender as last time: its bytes are known, not read again.
+            raw = last.spending_tx if last is not None and last.spending_txid == txid else self._raw_of(txid)
             if raw is None:  # pragma: no cover - a spender the chain cannot show is a chain bug
                 return
             event = SpendEvent(watch.outpoint, txid, raw, self._status_of(txid))
+            if not watch.cancelled:
+                self._spent[watch] = None
         if watch.is_news(event):
             self._enqueue(watch, event)
 
@@ -109,7 +126,12 @@ class Watchers:
 
     def _flush(self) -> None:
         self._flush_call = None
-        # Deliver only what was queued before this flush; callbacks may queue more.
-        for _ in range(len(self._queue)):
+        # Deliver only what was queued before this flush (callbacks may queue more), and at
+        # most EVENTS_PER_TURN of it: a block settling a thousand channels must not keep a
+        # handshake waiting for all thousand (issue #21). The rest follows on the next turn,
+        # in order.
+        for _ in range(min(len(self._queue), EVENTS_PER_TURN)):
             watch, event = self._queue.popleft()
             deliver(watch, event, log)
+        if self._queue and self._flush_call is None:
+            self._flush_call = self._reactor.callLater(0, self._flush)

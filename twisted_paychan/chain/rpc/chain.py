@@ -379,12 +379,16 @@ class RpcChain:
 
     async def _scan_block(self, header: Header) -> None:
         block = await self._blocks.get(header.block_hash)
-        for watch in self._watches.spends:
-            if watch.resolved:
-                continue
-            spender = block.spends.get(watch.outpoint)
-            if spender is not None:
-                watch.found(spender, block.raws[spender], header)
+        # By outpoint, from the smaller side: a block costs what it spends, not what is watched.
+        by_outpoint = self._watches.by_outpoint
+        if len(block.spends) <= len(by_outpoint):
+            hits = [(p, t) for p, t in block.spends.items() if p in by_outpoint]
+        else:
+            hits = [(p, t) for p in by_outpoint if (t := block.spends.get(p)) is not None]
+        for point, spender in hits:
+            for watch in by_outpoint[point]:
+                if not watch.resolved:
+                    watch.found(spender, block.raws[spender], header)
         for txid in [t for t in self._pending if t in block.raws]:
             del self._pending[txid]
             self._block_of[txid] = header.block_hash

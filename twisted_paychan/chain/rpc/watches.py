@@ -79,6 +79,8 @@ class WatchLists(watchlists.WatchLists[SpendWatch]):
         for header in connected:
             queue.extend((w, header.chain_tip()) for w in self.blocks)
         for watch in self.spends:
+            if watch.spender_txid is None:
+                continue  # nothing to say, and no call made to learn it
             event = watch.event(tip)
             if event is not None and watch.is_news(event):
                 queue.append((watch, event))

@@ -124,7 +124,7 @@ class NodeMethods:
         self.after_reply: list[Callable[[], Any]] = []
         node.on_change(self._changed)
 
-    def _changed(self, spent: object = None) -> None:
+    def _changed(self) -> None:
         self._mempool_sequence += 1
 
     def names(self) -> list[str]:
