@@ -42,7 +42,7 @@ async def test_json_log_lines_name_the_peer(tmp_path: Path) -> None:
     about = [e for e in events if (e.get("log_format") or "").startswith("channel {txid}") and e.get("txid") == txid]
     formats = {e["log_format"] for e in about}
     assert any(": open ({how})" in f for f in formats) and any("payment +{increase}" in f for f in formats)
-    assert any("connection closed" in f for f in formats) and any("settled ({by})" in f for f in formats)
+    assert any("connection closed" in f for f in formats) and any("settlement broadcast ({by})" in f for f in formats)
     for e in about:
         assert "peer" in e and f"(peer {e['peer']})" in e["text"], e
     connected = [e["peer"] for e in about if "open ({how})" in e["log_format"] or "payment +" in e["log_format"]]

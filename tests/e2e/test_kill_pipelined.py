@@ -45,7 +45,7 @@ async def test_client_killed_in_a_pipelined_stream(tmp_path):
     client_dir = str(tmp_path / "client")
     chain = ["--chain", server.rpc_url, "--rpc-cookie", str(server.cookie)]
     try:
-        address = (await run("wallet", "--data-dir", client_dir, *chain, "new-address")).strip()
+        address = (await run("wallet", "--data-dir", client_dir, *chain, "--create", "new-address")).strip()
         await run("regtest-fund", *chain, address, "5000000")
         pay = ["pay", "--server", server.endpoint, *chain, "--data-dir", client_dir,
                "--value", str(VALUE), "--amount", "500", "--window", str(WINDOW)]

@@ -143,7 +143,7 @@ async def test_a_session_logs_what_an_operator_needs_and_nothing_more(tmp_path: 
             assert cli("settle", "--data-dir", str(server.data_dir), txid).returncode == 0
         assert cli("regtest-mine", *chain, "1").returncode == 0
         deadline = time.monotonic() + 30
-        while f"{txid}: settled on chain" not in _read(server.log):
+        while not re.search(rf"{txid} \(peer [^)]*\): settled on chain", _read(server.log)):
             assert time.monotonic() < deadline, _read(server.log)
             time.sleep(0.1)
         return txid
@@ -157,10 +157,10 @@ async def test_a_session_logs_what_an_operator_needs_and_nothing_more(tmp_path: 
     assert "payment +" not in log
     # The client refused the server's minimum: the server says why the handshake failed.
     assert re.search(r"connection closed \(REMOTE_SENT_ERROR: [A-Z_]+: .+\)", log), log
-    assert re.search(rf"channel {txid}: stored, value 200000 sat, expires 20\d\d-\d\d-\d\dT\d\d:\d\d:\d\dZ \(\d+\)",
+    assert re.search(rf"channel {txid} \(peer [^)]*\): stored, value 200000 sat, expires 20\d\d-\d\d-\d\dT\d\d:\d\d:\d\dZ \(\d+\)",
                      log), log
-    assert len(re.findall(rf"{txid}: settled", log)) == 1, log
-    assert len(re.findall(rf"{txid}: settlement broadcast", log)) == 1, log
+    assert len(re.findall(rf"{txid} \(peer [^)]*\): settled", log)) == 1, log
+    assert len(re.findall(rf"{txid} \(peer [^)]*\): settlement broadcast", log)) == 1, log
     shutdown = log[log.index("Received SIGTERM"):]
     assert "#critical" not in shutdown and "Traceback" not in shutdown and "Server Shut Down." in shutdown
 

@@ -94,9 +94,9 @@ def test_the_log_handler_logs_each_event_with_the_peer() -> None:
     handler.channel_closed(CloseReason.CLIENT_REQUESTED_CLOSE)
     lines = [formatEvent(e) for e in events]
     assert lines == [
-        f"channel {'00' * 32}: opened by 10.0.0.7:4321",
-        f"channel {'00' * 32}: payment of 1000 sat from 10.0.0.7:4321, 3000 sat in all",
-        f"channel {'00' * 32}: connection from 10.0.0.7:4321 ended (CLIENT_REQUESTED_CLOSE)",
+        f"channel {'00' * 32} (peer 10.0.0.7:4321): opened",
+        f"channel {'00' * 32} (peer 10.0.0.7:4321): payment of 1000 sat, 3000 sat in all",
+        f"channel {'00' * 32} (peer 10.0.0.7:4321): connection ended (CLIENT_REQUESTED_CLOSE)",
     ]
 
 

@@ -27,6 +27,7 @@ from twisted.web.resource import Resource
 from twisted.web.http import Request
 from twisted.web.server import Site
 
+from twisted_paychan import logs
 from twisted_paychan.api import auth
 from twisted_paychan.api.events import EventLog
 from twisted_paychan.api.health import DEFAULT_MAX_TIP_AGE, HealthCheck
@@ -54,6 +55,8 @@ class ApiSite(Site):
         Site.__init__(self, resource)
 
     def log(self, request: Request) -> None:
+        if not logs.verbose:  # a line per request only with --verbose, as per payment (``logs``)
+            return
         self._log.debug("api: {method} {path} -> {code}", method=(request.method or b"").decode(errors="replace"),
                         path=(request.path or b"").decode(errors="replace"), code=request.code)
 

@@ -16,7 +16,7 @@ import argparse
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 from urllib.parse import quote
 
 from twisted.internet.endpoints import UNIXClientEndpoint, connectProtocol
@@ -70,7 +70,7 @@ async def run_settle(reactor: Any, args: argparse.Namespace, out: Output) -> int
     path = "/v1/channels/settle-all" if args.all else f"/v1/channels/{quote(args.contract, safe='')}/settle"
     through_api = await api_client.ask(reactor, args.data_dir, "POST", path)
     if through_api is not None:
-        results = _api_results(through_api)
+        results = _api_results(through_api, None if args.all else args.contract)
         where = "by the running server"
     elif socket_path.exists():
         try:
@@ -95,10 +95,13 @@ async def run_settle(reactor: Any, args: argparse.Namespace, out: Output) -> int
     return 0 if all(r["settlement_txid"] for r in results) else 1
 
 
-def _api_results(answer: tuple[int, Any]) -> list[dict[str, Any]]:
+def _api_results(answer: tuple[int, Any], contract: Optional[str]) -> list[dict[str, Any]]:
     """The results of a settle through the API: a 409 for a channel that could not be settled
-    carries its result row, any other error is the user's."""
+    carries its result row, a 404 is a ``contract`` the server does not store, any other error
+    is the user's."""
     status, body = answer
+    if status == 404 and contract is not None:
+        raise UserError(f"the server stores no channel {contract}: `paychan channels` lists the channels")
     if isinstance(body, dict) and isinstance(body.get("results"), list):
         results: list[dict[str, Any]] = body["results"]
         return results

@@ -41,18 +41,18 @@ class LoggingHandler:
 
     def channel_opened(self, contract_txid: bytes) -> None:
         self.contract_txid = display_hex(contract_txid)
-        self.log.info("channel {txid}: opened by {peer}", txid=self.contract_txid, peer=self.peer)
+        self.log.info("channel {txid} (peer {peer}): opened", txid=self.contract_txid, peer=self.peer)
 
     def payment_received(self, contract_txid: bytes, increase: int, total: int, info: Optional[bytes]) -> None:
         if not logs.verbose:  # a line per payment only when asked for (``--verbose``): see ``logs``
             return
-        self.log.info("channel {txid}: payment of {increase} sat from {peer}, {total} sat in all",
+        self.log.info("channel {txid} (peer {peer}): payment of {increase} sat, {total} sat in all",
                       txid=self.contract_txid or display_hex(contract_txid), increase=increase, peer=self.peer,
                       total=total)
 
     def channel_closed(self, reason: CloseReason) -> None:
         if self.contract_txid is not None:
-            self.log.info("channel {txid}: connection from {peer} ended ({reason})", txid=self.contract_txid,
+            self.log.info("channel {txid} (peer {peer}): connection ended ({reason})", txid=self.contract_txid,
                           peer=self.peer, reason=reason.name)
 
 

@@ -43,6 +43,10 @@ class EffectRunner(Generic[E]):
         self._queue: deque[E] = deque()
         self._running = False
         self._blocked = False
+        #: Store writes running alongside (``_alongside``) not yet completed, and what waits for
+        #: them all (``_after_alongside``).
+        self._alongside_pending = 0
+        self._alongside_waiters: list[Callable[[], None]] = []
 
     def _perform(self, effect: E) -> Outcome[E]:
         """Do one effect; return what follows from it (see the module docstring). A subclass
@@ -78,17 +82,34 @@ class EffectRunner(Generic[E]):
         the effects after it. One that has fired (an in-memory store) goes on in order."""
         if d.called:
             return d
+        self._alongside_pending += 1
         d.addBoth(self._completed_alongside)
         return None
 
     def _completed_alongside(self, result: Union[list[E], Failure]) -> None:
-        if isinstance(result, Failure):
-            self._internal_error(result)
-            return
+        self._alongside_pending -= 1
         try:
-            self._run(result)
-        except BaseException:  # as a Deferred would catch it, and hand it to the errback
-            self._internal_error(Failure())
+            if isinstance(result, Failure):
+                self._internal_error(result)
+            else:
+                try:
+                    self._run(result)
+                except BaseException:  # as a Deferred would catch it, and hand it to the errback
+                    self._internal_error(Failure())
+        finally:
+            if self._alongside_pending == 0 and self._alongside_waiters:
+                waiting, self._alongside_waiters = self._alongside_waiters, []
+                for call in waiting:
+                    call()
+
+    def _after_alongside(self, call: Callable[[], None]) -> None:
+        """``call()`` once every store write running alongside has completed and its effects
+        have run (at once if none is pending): what ends a connection waits for the payments
+        it stored, so that their news comes first."""
+        if self._alongside_pending == 0:
+            call()
+        else:
+            self._alongside_waiters.append(call)
 
     def _completed(self, result: Union[list[E], Failure]) -> None:
         """A Deferred from ``_perform`` fired: its effects go first, or, if it failed (or running

@@ -325,6 +325,11 @@ class ServerChannel(EffectRunner[ServerEffect]):
         if self.observer is not None:
             self.observer.disconnected(self, reason)
         self._close(reason)
+        self._after_alongside(lambda: self._tell_closed(reason))
+
+    def _tell_closed(self, reason: CloseReason) -> None:
+        """The handler hears ``channel_closed`` last: after every payment stored, including one
+        whose store write was still running when the connection ended."""
         try:
             self.handler.channel_closed(reason)
         finally:

@@ -37,7 +37,6 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from typing_extensions import assert_never
 
-from twisted_paychan import logs
 from twisted_paychan.bitcoin.scripts import ChannelScript
 from twisted_paychan.bitcoin.settlement import SettlementRejected, SettlementUnaffordable, build_settlement
 from twisted_paychan.chain.interfaces import ICancellable, IChain, ISigner, IWallet
@@ -468,9 +467,9 @@ class ServerChannelManager:
 
     def _store_channel(self, record: ServerChannelRecord, connection: ServerChannel) -> defer.Deferred[None]:
         def stored(_: None) -> None:
-            self.log.info("channel {txid} (peer {peer}): stored, value {value} sat, expires {expiry}",
+            self.log.info("channel {txid} (peer {peer}): stored, value {value} sat, expires {expiry} ({expiry_unix})",
                           txid=display_hex(record.contract_txid), peer=connection.peer or NO_PEER, value=record.value,
-                          expiry=logs.when(record.expiry))
+                          expiry=iso_time(record.expiry), expiry_unix=record.expiry)
             channel = self._add(record)
             if connection.close_reason is None:
                 channel.connection = connection
