@@ -19,8 +19,10 @@ $(STAMP): setup.cfg pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-# The type check first (mypy --strict, from setup.cfg), then the suite.
+# The system programs the suite drives (Chromium), the type check (mypy --strict, from
+# setup.cfg), then the suite.
 test: $(STAMP)
+	scripts/system-deps.sh
 	$(VENV)/bin/mypy twisted_paychan
 	$(PY) -m pytest -q -n 2 tests
 
