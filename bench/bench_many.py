@@ -32,7 +32,6 @@ import os
 import random
 import resource
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -47,7 +46,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from twisted.internet import defer, protocol, task  # noqa: E402
 
-from bench_payments import cpu_ns, free_port, rss_bytes  # noqa: E402
+from bench_payments import cpu_ns, free_port, rss_bytes, start_server, wait_started  # noqa: E402
 
 CHANNEL_VALUE = 100_000
 
@@ -366,33 +365,12 @@ async def coordinator(reactor: Any, args: argparse.Namespace) -> None:
         sys.exit(f"the open-files limit is {limit}; {need} are needed for {args.channels} channels")
     tmp = Path(tempfile.mkdtemp(prefix="paychan-many-"))
     port, rpc_port = free_port(), free_port()
-    # PAYCHAN_PROFILE=FILE profiles the server with cProfile (twistd --profile) into FILE.
-    profile = os.environ.get("PAYCHAN_PROFILE")
-    profiling = ["--profile", profile, "--profiler", "cprofile", "--savestats"] if profile else []
-    server = subprocess.Popen(
-        [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "--nodaemon", "--pidfile=",
-         f"--logfile={tmp / 'server.log'}", *profiling, "paychan", "--data-dir", str(tmp / "server"),
-         "--listen", f"tcp:{port}:interface=127.0.0.1:backlog=4096",
-         "--rpc-listen", f"tcp:{rpc_port}:interface=127.0.0.1",
-         "--fee-rate", "1000", "--handshake-timeout", "600",
-         "--max-connections-per-address", "0", "--max-handshakes-per-minute", "0"],
-        env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        preexec_fn=raise_nofile,
-    )
-    cookie = tmp / "server" / "chain" / ".cookie"
+    server = start_server(tmp, f"tcp:{port}:interface=127.0.0.1:backlog=4096", rpc_port, "--handshake-timeout", "600",
+                          preexec_fn=raise_nofile)
     gens: list[Generator] = []
     probe = Probe(reactor, port)
     try:
-        for _ in range(1200):
-            if cookie.exists():
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                    break
-                except OSError:
-                    pass
-            await task.deferLater(reactor, 0.05, lambda: None)
-        else:
-            raise RuntimeError(f"the server did not start: {(tmp / 'server.log').read_text()[-2000:]}")
+        cookie = await wait_started(reactor, tmp, port)
         share = [args.channels // args.generators + (1 if i < args.channels % args.generators else 0)
                  for i in range(args.generators)]
         funding_blocks = -(-max(share) // FAN_OUT) + 1  # a coinbase (>= 12.5 BTC here) per fan-out

@@ -22,11 +22,9 @@ from __future__ import annotations
 import argparse
 import collections
 import hashlib
-import os
 import signal
 import socket
 import struct
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,7 +36,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from twisted.internet import defer, task  # noqa: E402
 
-from bench_payments import cpu_ns, free_port, rss_bytes  # noqa: E402
+from bench_payments import cpu_ns, free_port, rss_bytes, start_server, wait_started  # noqa: E402
 
 
 def handshake_latency(port: int) -> float:
@@ -90,26 +88,9 @@ async def main(reactor, args) -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="paychan-months-"))
     port, rpc_port = free_port(), free_port()
-    # PAYCHAN_PROFILE=FILE profiles the server with cProfile (twistd --profile) into FILE.
-    profile = os.environ.get("PAYCHAN_PROFILE")
-    profiling = ["--profile", profile, "--profiler", "cprofile", "--savestats"] if profile else []
-    server = subprocess.Popen(
-        [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "--nodaemon", "--pidfile=",
-         f"--logfile={tmp / 'server.log'}", *profiling, "paychan", "--data-dir", str(tmp / "server"),
-         "--listen", f"tcp:{port}:interface=127.0.0.1", "--rpc-listen", f"tcp:{rpc_port}:interface=127.0.0.1",
-         "--fee-rate", "1000", "--max-connections-per-address", "0", "--max-handshakes-per-minute", "0"],
-        env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    cookie = tmp / "server" / "chain" / ".cookie"
+    server = start_server(tmp, f"tcp:{port}:interface=127.0.0.1", rpc_port)
     try:
-        for _ in range(1200):
-            if cookie.exists():
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                    break
-                except OSError:
-                    pass
-            await task.deferLater(reactor, 0.05, lambda: None)
+        cookie = await wait_started(reactor, tmp, port)
         chain = RpcChain.from_url(reactor, f"http://127.0.0.1:{rpc_port}", cookie_path=cookie, poll_interval=1.0)
         calls = CountingCalls(chain.connection)
         await chain.start()

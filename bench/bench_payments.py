@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -45,6 +46,38 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
+
+
+def start_server(tmp: Path, listen: str, rpc_port: int, *options: str, **popen: Any) -> subprocess.Popen:
+    """``twistd paychan`` in a child process with its data in ``tmp/server``, the limits that
+    would refuse one address's many connections off, and its API off unless ``options`` name
+    one. ``PAYCHAN_PROFILE=FILE`` runs it under cProfile (twistd --profile) into FILE."""
+    profile = os.environ.get("PAYCHAN_PROFILE")
+    profiling = ["--profile", profile, "--profiler", "cprofile", "--savestats"] if profile else []
+    api = [] if "--api-listen" in options else ["--api-listen", "none"]
+    return subprocess.Popen(
+        [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "--nodaemon", "--pidfile=",
+         f"--logfile={tmp / 'server.log'}", *profiling, "paychan", "--data-dir", str(tmp / "server"),
+         "--listen", listen, "--rpc-listen", f"tcp:{rpc_port}:interface=127.0.0.1", "--fee-rate", "1000",
+         # Every client here is one address: the per-address limits (hostile peers) would refuse
+         # the connections that are being measured.
+         "--max-connections-per-address", "0", "--max-handshakes-per-minute", "0", *api, *options],
+        env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **popen,
+    )
+
+
+async def wait_started(reactor: Any, tmp: Path, port: int, tries: int = 1200) -> Path:
+    """Wait until the server's chain cookie exists and its channel port answers; its cookie."""
+    cookie = tmp / "server" / "chain" / ".cookie"
+    for _ in range(tries):
+        if cookie.exists():
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                return cookie
+            except OSError:
+                pass
+        await task.deferLater(reactor, 0.05, lambda: None)
+    raise RuntimeError(f"the server did not start: {(tmp / 'server.log').read_text()[-2000:]}")
 
 def cpu_times(pid: int) -> tuple[float, float]:
     """(user, system) CPU seconds of a process, all its threads."""
@@ -91,30 +124,10 @@ async def main(reactor, args) -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="paychan-bench-"))
     port, rpc_port = free_port(), free_port()
-    # PAYCHAN_PROFILE=FILE profiles the server with cProfile (twistd --profile) into FILE.
-    profile = os.environ.get("PAYCHAN_PROFILE")
-    profiling = ["--profile", profile, "--profiler", "cprofile", "--savestats"] if profile else []
-    server = subprocess.Popen(
-        [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "--nodaemon", "--pidfile=",
-         f"--logfile={tmp / 'server.log'}", *profiling, "paychan", "--data-dir", str(tmp / "server"),
-         "--listen", f"tcp:{port}:interface=127.0.0.1", "--rpc-listen", f"tcp:{rpc_port}:interface=127.0.0.1",
-         "--fee-rate", "1000",
-         # Every client here is one address: the per-address limits (hostile peers) would refuse
-         # the idle connections, which are what is being measured.
-         "--max-connections-per-address", "0", "--max-handshakes-per-minute", "0",
-         "--api-listen", "none" if args.api == "off" else "tcp:0:interface=127.0.0.1"],
-        env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    cookie = tmp / "server" / "chain" / ".cookie"
+    server = start_server(tmp, f"tcp:{port}:interface=127.0.0.1", rpc_port,
+                          "--api-listen", "none" if args.api == "off" else "tcp:0:interface=127.0.0.1")
     try:
-        for _ in range(600):
-            if cookie.exists():
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                    break
-                except OSError:
-                    pass
-            await task.deferLater(reactor, 0.05, lambda: None)
+        cookie = await wait_started(reactor, tmp, port)
         chain = RpcChain.from_url(reactor, f"http://127.0.0.1:{rpc_port}", cookie_path=cookie, poll_interval=1.0)
         await chain.start()
         wallet = SqliteWallet.open(tmp / "client-wallet.sqlite", chain)

@@ -13,8 +13,6 @@ contract's coins per channel). Target: under 5 seconds for 10,000 channels.
 from __future__ import annotations
 
 import argparse
-import os
-import resource
 import sys
 import tempfile
 import time
