@@ -112,7 +112,6 @@ async def _settle_offline(reactor: Any, args: argparse.Namespace, which: str) ->
     from twisted_paychan.channel.settings import ServerSettings
     from twisted_paychan.net.admin import settle_channels
     from twisted_paychan.net.server_manager import ServerChannelManager
-    from twisted_paychan.store.sqlite import StoreLocked, open_store
     from twisted_paychan.cli.wallet import open_wallet
 
     if not (Path(args.data_dir) / "channels.sqlite").exists():
@@ -125,11 +124,7 @@ async def _settle_offline(reactor: Any, args: argparse.Namespace, which: str) ->
     try:
         wallet = open_wallet(os.path.join(args.data_dir, WALLET_FILE), access.chain, access.network, args.passphrase_file)
         try:
-            try:
-                store = open_store(args.data_dir)
-            except StoreLocked:
-                raise UserError(f"the channel store in {args.data_dir} is in use, but no operator socket "
-                                "answers: is the server running with --admin-listen none?") from None
+            store = _open_offline(args.data_dir)
             try:
                 manager = ServerChannelManager(wallet, access.chain, store, ServerSettings(fee_rate=args.fee_rate),
                                                reactor)
@@ -157,13 +152,8 @@ async def _check_stored(args: argparse.Namespace, which: str) -> None:
     """Before a chain is opened: the channel asked for is one of this data directory's server
     channels (a client's channel is closed with ``paychan close``)."""
     from twisted_paychan.chain.types import display_hex
-    from twisted_paychan.store.sqlite import StoreLocked, open_store
 
-    try:
-        store = open_store(args.data_dir)
-    except StoreLocked:
-        raise UserError(f"the channel store in {args.data_dir} is in use, but no operator socket "
-                        "answers: is the server running with --admin-listen none?") from None
+    store = _open_offline(args.data_dir)
     try:
         servers = {display_hex(r.contract_txid) for r in await store.server_channels()}
         clients = {display_hex(r.contract_txid) for r in await store.client_channels()}
@@ -180,3 +170,15 @@ async def _check_stored(args: argparse.Namespace, which: str) -> None:
     if which.lower() not in servers:
         raise UserError(f"no server channel {which} in {args.data_dir}: `paychan channels --data-dir "
                         f"{args.data_dir}` lists them")
+
+
+def _open_offline(data_dir: str) -> Any:
+    """The server's channel store, opened here because no server answered; in use means a
+    server runs without its operator socket."""
+    from twisted_paychan.store.sqlite import StoreLocked, open_store
+
+    try:
+        return open_store(data_dir)
+    except StoreLocked:
+        raise UserError(f"the channel store in {data_dir} is in use, but no operator socket "
+                        "answers: is the server running with --admin-listen none?") from None
