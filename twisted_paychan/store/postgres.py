@@ -7,8 +7,11 @@ Durable: the session runs with ``synchronous_commit = on``, so a commit returns 
 server flushed its WAL, and a Deferred fires only after the commit that holds its write.
 
 Group commit: operations asked for during one reactor turn are collected and run, at the end of
-the turn, in one transaction (each inside its own SAVEPOINT, so one refused write fails only its
-own Deferred), and every Deferred of the batch fires after that one commit. While a batch is in
+the turn, in one transaction, and every Deferred of the batch fires after that one commit. A
+refused write fails only its own Deferred without a savepoint (three round trips each): every
+statement is written so that a refusal is not an SQL error (a WHERE that matches nothing, an
+``INSERT ... ON CONFLICT DO NOTHING``), and is explained after it, having written nothing. An SQL
+error is then the database's trouble, not a rule: it fails the whole batch, rolled back. While a batch is in
 the database, later operations wait and go together into the next one: so the payments of
 concurrent channels share a commit, and none is acknowledged before the commit that holds it.
 Operations run in the order they were asked for, so a read sees every earlier write.
@@ -189,21 +192,17 @@ class PostgresChannelStore:
         return conn
 
     def _run_batch(self, batch: list[_Op], writes: int) -> list[_Result]:
-        """In the store's thread: one transaction, a savepoint per operation, one commit."""
+        """In the store's thread: one transaction, one commit. A refused operation wrote
+        nothing (module docstring), so it needs no savepoint to be undone."""
         results: list[_Result] = []
         try:
             conn = self._connection()
             with conn.transaction():
                 for op in batch:
                     try:
-                        with conn.transaction():
-                            results.append((True, op(conn)))
+                        results.append((True, op(conn)))
                     except (StoreError, IllegalTransition, AssertionError) as e:
                         results.append((False, e))
-                    except psycopg.Error as e:
-                        if conn.broken or conn.closed:
-                            raise
-                        results.append((False, StoreError(f"PostgreSQL: {e}".strip())))
         except psycopg.Error as e:
             error = StoreError(f"PostgreSQL: {e}".strip())
             return [(False, error)] * len(batch)
@@ -287,11 +286,10 @@ class PostgresChannelStore:
 
     def add_server_channel(self, record: ServerChannelRecord) -> defer.Deferred[None]:
         def op(conn: _Conn) -> None:
-            try:
-                conn.execute(cast(Any, f"INSERT INTO server_channels ({_SERVER_COLUMNS}) VALUES ("
-                                       + ", ".join(["%s"] * 15) + ")"), _server_row(record))
-            except psycopg.errors.UniqueViolation:
-                raise DuplicateChannel(record.contract_txid.hex()) from None
+            if conn.execute(cast(Any, f"INSERT INTO server_channels ({_SERVER_COLUMNS}) VALUES ("
+                                    + ", ".join(["%s"] * 15) + ") ON CONFLICT (contract_txid) DO NOTHING"),
+                            _server_row(record)).rowcount != 1:
+                raise DuplicateChannel(record.contract_txid.hex())
 
         return self._submit(op)
 
@@ -349,11 +347,10 @@ class PostgresChannelStore:
 
     def add_client_channel(self, record: ClientChannelRecord) -> defer.Deferred[None]:
         def op(conn: _Conn) -> None:
-            try:
-                conn.execute(cast(Any, f"INSERT INTO client_channels ({_CLIENT_COLUMNS}) VALUES ("
-                                       + ", ".join(["%s"] * 16) + ")"), _client_row(record))
-            except psycopg.errors.UniqueViolation:
-                raise DuplicateChannel(record.contract_txid.hex()) from None
+            if conn.execute(cast(Any, f"INSERT INTO client_channels ({_CLIENT_COLUMNS}) VALUES ("
+                                    + ", ".join(["%s"] * 16) + ") ON CONFLICT (contract_txid) DO NOTHING"),
+                            _client_row(record)).rowcount != 1:
+                raise DuplicateChannel(record.contract_txid.hex())
 
         return self._submit(op)
 
