@@ -1,6 +1,8 @@
 """What the PostgreSQL store promises beyond the conformance suite: an acknowledged payment is in
 the database for any other connection, payments asked for together share one commit, the schema
-is versioned, and a restarted database is reconnected to (on a real server, ``postgres_server``)."""
+is versioned, two stores on one database (two processes, later two nodes) cannot both win a
+compare-and-set, and a restarted database is reconnected to (on a real server,
+``postgres_server``)."""
 
 import psycopg
 import pytest
@@ -8,7 +10,8 @@ import pytest_twisted
 from twisted.internet import defer, reactor
 
 from store_conformance import server_record
-from twisted_paychan.store.interfaces import StoreError
+from twisted_paychan.channel.records import ServerChannelState
+from twisted_paychan.store.interfaces import ChannelNotOpen, StoreError, TransitionConflict
 from twisted_paychan.store.postgres import PostgresChannelStore, migrations
 
 
@@ -98,3 +101,29 @@ async def test_database_restart_fails_writes_then_reconnects(postgres):
         assert (await store.server_channel(rec.contract_txid)).best_value == 30
     finally:
         await store.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_two_stores_on_one_database_one_wins_the_transition(postgres):
+    conninfo = postgres.fresh_database()
+    a, b = PostgresChannelStore(conninfo, reactor), PostgresChannelStore(conninfo, reactor)
+    try:
+        rec = server_record(1)
+        await a.add_server_channel(rec)
+        await a.record_payment(rec.contract_txid, 50, b"sig")
+        results = await defer.DeferredList([
+            store.transition_server(rec.contract_txid, ServerChannelState.OPEN, ServerChannelState.SETTLING,
+                                    settlement_tx=name)
+            for store, name in ((a, b"from a"), (b, b"from b"))], consumeErrors=True)
+        won = [r for ok, r in results if ok]
+        lost = [r for ok, r in results if not ok]
+        assert len(won) == 1 and len(lost) == 1
+        assert lost[0].check(TransitionConflict)
+        stored = await b.server_channel(rec.contract_txid)
+        assert stored == won[0] and stored.best_value == 50
+        for store in (a, b):
+            with pytest.raises(ChannelNotOpen):
+                await store.record_payment(rec.contract_txid, 60, b"sig")
+    finally:
+        await a.close()
+        await b.close()
