@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # The system programs the test suite drives for real (never mocked): Debian's Chromium and its
-# WebDriver for the dashboard's browser test. Installed from the Debian registry only when
-# missing; `make test` runs this first, so a fresh machine needs no other step.
+# WebDriver for the dashboard's browser test, and PostgreSQL's initdb/pg_ctl for the PostgreSQL
+# store's tests (found on PATH or in /usr/lib/postgresql/N/bin: tests/store/postgres_server.py).
+# Installed from the Debian registry only when missing; `make test` runs this first, so a fresh
+# machine needs no other step.
 set -euo pipefail
 missing=()
 command -v chromium >/dev/null || missing+=(chromium)
 command -v chromedriver >/dev/null || missing+=(chromium-driver)
+command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -eq 0 ]; then
     as_root=()
