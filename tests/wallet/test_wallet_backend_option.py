@@ -96,3 +96,32 @@ def test_a_bad_wallet_is_one_line_and_a_non_zero_exit(tmp_path: Path, value: str
     assert message in output, output
     assert "Traceback" not in output
     assert not (tmp_path / "d").exists()  # nothing started
+
+
+def test_the_backend_example_of_the_docs_runs_as_written(tmp_path: Path) -> None:
+    """doc/wallet.md's maker: a plugin of its own that opens a working wallet, and refuses in
+    one line what it cannot use."""
+    import re
+
+    text = (REPO / "doc" / "wallet.md").read_text()
+    [code] = re.findall(r"^```python\n(.*?)^```$", text[text.index("### Writing a backend"):], re.S | re.M)[:1]
+    words = tmp_path / "words"
+    words.write_text("abandon " * 11 + "about\n")
+    check = code + f"""
+from twisted.internet.task import Clock
+from twisted_paychan.bitcoin.addresses import REGTEST
+from twisted_paychan.chain.memory import MemoryChain
+from twisted_paychan.wallet.backends import IServedWallet, open_wallet
+wallet = open_wallet((words, {str(words)!r}), ".", MemoryChain(Clock()), REGTEST, None, None)
+assert IServedWallet.providedBy(wallet) and wallet.mnemonic().startswith("abandon")
+wallet.close()
+try:
+    words.open({str(tmp_path / "none")!r}, ".", None, REGTEST, None, None)
+except WalletUnusable as e:
+    print(e)
+"""
+    done = subprocess.run([sys.executable, "-c", check], cwd=str(tmp_path), capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["the words wallet needs a file: --wallet words:PATH",
+                                        f"cannot read the words in {tmp_path / 'none'}: No such file or directory"]
