@@ -44,6 +44,7 @@ from twisted_paychan.bitcoin.addresses import Network, script_to_address
 from twisted_paychan.chain.interfaces import ICancellable, ISigner
 from twisted_paychan.chain.types import Balance, ChainTip, FundedTransaction, OutPoint, Utxo, display_hex
 from twisted_paychan.constants import COINBASE_MATURITY, FEE_RATE_FLOOR, MAX_MONEY
+from twisted_paychan.wallet.backends import IServedWallet
 from twisted_paychan.wallet.coinselect import (
     P2PKH_INPUT_WEIGHT,
     P2WPKH_INPUT_WEIGHT,
@@ -52,7 +53,6 @@ from twisted_paychan.wallet.coinselect import (
     fee_for_weight,
     select_coins,
 )
-from twisted_paychan.wallet.backends import IServedWallet
 from twisted_paychan.wallet.errors import NoSeed
 from twisted_paychan.wallet.hd import Branch, Seed
 from twisted_paychan.wallet.keys import KeyPurpose, ScriptType, Signer, WalletKey, derive_key, generate_key
