@@ -21,7 +21,7 @@ from twisted.logger import Logger
 from twisted.plugin import IPlugin
 from zope.interface import Attribute, Interface, implementer
 
-from twisted_paychan.chain.interfaces import IWallet
+from twisted_paychan.chain.interfaces import IChain, IWallet
 
 if TYPE_CHECKING:
     from twisted_paychan.bitcoin.addresses import Network
@@ -65,7 +65,7 @@ class IWalletBackendMaker(Interface):
         """Raise :class:`WalletArgumentError` if ``arg`` (None when no colon was given) is not
         usable. Called while the options are parsed, before anything starts."""
 
-    def open(arg: Optional[str], data_dir: str, chain: Any, network: Network, passphrase_file: Optional[str],
+    def open(arg: Optional[str], data_dir: str, chain: IChain, network: Network, passphrase_file: Optional[str],
              reactor: Any) -> IServedWallet:
         """The server's wallet, not yet started. ``data_dir`` is the server's data directory (it
         exists, mode 0700); ``chain`` the open IChain; ``network`` the chain's; ``passphrase_file``
@@ -95,7 +95,7 @@ def choose(value: str) -> tuple[IWalletBackendMaker, Optional[str]]:
     return maker, (arg if colon else None)
 
 
-def open_wallet(backend: tuple[IWalletBackendMaker, Optional[str]], data_dir: str, chain: Any, network: Network,
+def open_wallet(backend: tuple[IWalletBackendMaker, Optional[str]], data_dir: str, chain: IChain, network: Network,
                 passphrase_file: Optional[str], reactor: Any) -> IServedWallet:
     """Open the chosen backend's wallet for the server; a third party's object that is no
     :class:`IServedWallet` is refused here, in one line, rather than failing mid-run."""
@@ -133,7 +133,7 @@ class SqliteBackendMaker:
     def check(self, arg: Optional[str]) -> None:
         _no_argument(self.name, arg)
 
-    def open(self, arg: Optional[str], data_dir: str, chain: Any, network: Network, passphrase_file: Optional[str],
+    def open(self, arg: Optional[str], data_dir: str, chain: IChain, network: Network, passphrase_file: Optional[str],
              reactor: Any) -> IServedWallet:
         from twisted_paychan.secretfiles import SecretFileError, read_secret_file
         from twisted_paychan.wallet.errors import NotEncrypted, PassphraseRequired, WalletError, WrongPassphrase
@@ -177,7 +177,7 @@ class MemoryBackendMaker:
     def check(self, arg: Optional[str]) -> None:
         _no_argument(self.name, arg)
 
-    def open(self, arg: Optional[str], data_dir: str, chain: Any, network: Network, passphrase_file: Optional[str],
+    def open(self, arg: Optional[str], data_dir: str, chain: IChain, network: Network, passphrase_file: Optional[str],
              reactor: Any) -> IServedWallet:
         from twisted_paychan.wallet.memory import MemoryWallet
 

@@ -15,6 +15,7 @@ from twisted.plugin import IPlugin
 from zope.interface import implementer
 
 from twisted_paychan.bitcoin.addresses import Network
+from twisted_paychan.chain.interfaces import IChain
 from twisted_paychan.wallet.backends import IServedWallet, IWalletBackendMaker, WalletArgumentError, WalletUnusable
 from twisted_paychan.wallet.keys import WalletKey
 from twisted_paychan.wallet.memory import MemoryWallet
@@ -44,7 +45,7 @@ class KeylogBackendMaker:
         if not os.path.isdir(os.path.dirname(os.path.abspath(arg))):
             raise WalletArgumentError(f"the keylog wallet's file {arg} is in no directory that exists")
 
-    def open(self, arg: Optional[str], data_dir: str, chain: Any, network: Network, passphrase_file: Optional[str],
+    def open(self, arg: Optional[str], data_dir: str, chain: IChain, network: Network, passphrase_file: Optional[str],
              reactor: Any) -> IServedWallet:
         assert arg is not None  # check() saw it
         if passphrase_file is not None:
