@@ -115,3 +115,38 @@ def test_the_sqlite_maker_opens_an_encrypted_wallet_with_the_passphrase_file(tmp
     again.close()
     with pytest.raises(WalletUnusable, match="is encrypted: give its passphrase with --wallet-passphrase-file"):
         maker.open(None, str(tmp_path), chain, REGTEST, None, None)
+
+
+class TestAThirdPartysBackend(WalletConformance):
+    """The test plugin ``keylog:PATH`` (``keylog_plugin/``), opened through its maker as a third
+    party's backend would be: what doc/wallet.md asks of one."""
+
+    @pytest.fixture
+    def harness(self, tmp_path) -> Iterator[Harness]:
+        import importlib.util
+        from pathlib import Path
+
+        from twisted_paychan.bitcoin.addresses import REGTEST
+        from twisted_paychan.wallet.backends import open_wallet
+
+        source = Path(__file__).parent / "keylog_plugin" / "keylog_wallet.py"
+        spec = importlib.util.spec_from_file_location("keylog_wallet", source)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        maker = module.KeylogBackendMaker()
+        clock = _clock()
+        chain = MemoryChain(clock)
+        opened = []
+
+        def open_one():
+            keylog = str(tmp_path / f"keys{len(opened)}.log")
+            maker.check(keylog)
+            wallet = open_wallet((maker, keylog), str(tmp_path), chain, REGTEST, None, clock)
+            opened.append(wallet)
+            return wallet
+
+        yield Harness(clock, chain, open_one(), open_one)
+        assert (tmp_path / "keys0.log").read_text().count("\n") == len(opened[0].public_keys())
+        for wallet in opened:
+            wallet.close()
