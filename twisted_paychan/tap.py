@@ -3,8 +3,8 @@
 
 ``Options`` parses and validates the command line (failing before anything starts);
 ``makeService`` returns a MultiService whose children, started in this order, open the chain
-(the embedded regtest node in ``DATA_DIR/chain`` by default), the wallet
-(``DATA_DIR/wallet.sqlite``), the channel store (``DATA_DIR/channels.sqlite``) and the embedded
+(the embedded regtest node in ``DATA_DIR/chain`` by default), the wallet (``--wallet``;
+``DATA_DIR/wallet.sqlite`` by default), the channel store (``DATA_DIR/channels.sqlite``) and the embedded
 node's JSON-RPC, then run the channels and listen for clients and operator commands. They stop
 in the reverse order, each after the one started after it has finished. The reactor is the one
 twistd installed, passed to every child; nothing here imports it at module level.
@@ -30,7 +30,7 @@ if TYPE_CHECKING:  # the backends load only when the service starts (twistd list
     from twisted_paychan.chain.rpc.chain import RpcChain
     from twisted_paychan.net.server import PaymentChannelServerFactory
     from twisted_paychan.store.sqlite import SqliteChannelStore
-    from twisted_paychan.wallet.sqlite import SqliteWallet
+    from twisted_paychan.wallet.backends import IServedWallet, IWalletBackendMaker
 
 
 def _positive_int(name: str) -> Callable[[str], int]:
@@ -90,6 +90,7 @@ class Options(usage.Options):
         ["admin-listen", None, "default",
          "Endpoint for operator commands (paychan settle); default: unix socket DATA_DIR/admin.sock, 'none' to switch off."],
         ["handler", None, "log", "What the server does with each payment: NAME[:ARG] (see --help-handlers)."],
+        ["wallet", None, "sqlite", "Where the server's keys are: NAME[:ARG] (see --help-wallets)."],
         ["api-listen", None, "tcp:8844:interface=127.0.0.1",
          "Endpoint of the HTTP API, metrics and dashboard ('none' to switch off; ssl:... for TLS); doc/api.md."],
         ["api-token-file", None, None,
@@ -101,6 +102,13 @@ class Options(usage.Options):
     def opt_help_handlers(self) -> None:
         """List the installed payment handlers (--handler) and exit."""
         from twisted_paychan.handlers import describe_installed
+
+        print(describe_installed())
+        raise SystemExit(0)
+
+    def opt_help_wallets(self) -> None:
+        """List the installed wallet backends (--wallet) and exit."""
+        from twisted_paychan.wallet.backends import describe_installed
 
         print(describe_installed())
         raise SystemExit(0)
@@ -167,6 +175,12 @@ class Options(usage.Options):
             self["handler-maker"] = choose(self["handler"])
         except HandlerArgumentError as e:
             raise usage.UsageError(f"--handler: {e}") from None
+        from twisted_paychan.wallet import backends
+
+        try:
+            self["wallet-maker"] = backends.choose(self["wallet"])
+        except backends.WalletArgumentError as e:
+            raise usage.UsageError(f"--wallet: {e}") from None
 
 
 def admin_endpoint(option: str, data_dir: str) -> Optional[str]:
@@ -338,52 +352,31 @@ class NodeRpcServerService(service.Service):
 
 
 class WalletService(service.Service):
-    """The server's wallet, ``DATA_DIR/wallet.sqlite``, following the chain while running;
-    encrypted under the passphrase in ``passphrase_file`` when one is given."""
+    """The server's wallet, from the backend ``--wallet`` chose (``backend``: maker and ARG;
+    by default ``sqlite``, ``DATA_DIR/wallet.sqlite``, encrypted under the passphrase in
+    ``passphrase_file`` when one is given), following the chain while running."""
 
     log = Logger()
 
-    def __init__(self, path: str, chain: ChainService, passphrase_file: Optional[str] = None) -> None:
+    def __init__(self, path: str, chain: ChainService, passphrase_file: Optional[str] = None,
+                 backend: "Optional[tuple[IWalletBackendMaker, Optional[str]]]" = None, reactor: Any = None) -> None:
         self.path = path
         self.chain = chain
         self.passphrase_file = passphrase_file
-        self.wallet: Optional[SqliteWallet] = None
-
-    def _passphrase(self) -> Optional[str]:
-        from twisted_paychan.secretfiles import SecretFileError, read_secret_file
-
-        if self.passphrase_file is None:
-            return None
-        try:
-            return read_secret_file(self.passphrase_file, "wallet passphrase")
-        except SecretFileError as e:
-            raise StartupRefused(str(e)) from None
+        self.backend = backend
+        self.reactor = reactor
+        self.wallet: Optional[IServedWallet] = None
 
     def startService(self) -> None:
-        from twisted_paychan.wallet.errors import NotEncrypted, PassphraseRequired, WalletError, WrongPassphrase
-        from twisted_paychan.wallet.sqlite import SqliteWallet
+        from twisted_paychan.bitcoin.addresses import REGTEST
+        from twisted_paychan.wallet.backends import SqliteBackendMaker, WalletUnusable, open_wallet
 
-        passphrase = self._passphrase()
         try:
-            from twisted_paychan.bitcoin.addresses import REGTEST
-
-            wallet = SqliteWallet.open(self.path, self.chain.running_chain(), self.chain.network or REGTEST,
-                                       passphrase=passphrase)
-        except PassphraseRequired:
-            raise StartupRefused(f"the wallet {self.path} is encrypted: give its passphrase with --wallet-passphrase-file") from None
-        except WrongPassphrase:
-            raise StartupRefused(f"the passphrase in {self.passphrase_file} does not unlock the wallet {self.path}") from None
-        except NotEncrypted:
-            raise StartupRefused(
-                f"the wallet {self.path} is not encrypted; run `paychan wallet encrypt --data-dir "
-                f"{os.path.dirname(self.path)} --passphrase-file FILE` first"
-            ) from None
-        except WalletError as e:
-            raise StartupRefused(f"cannot open the wallet {self.path}: {e}") from None
-        if wallet.created:  # the words are a secret: named here, never logged
-            self.log.info("created the wallet {path}; write down its recovery words, which "
-                          "`paychan wallet seed --data-dir {data_dir}` shows", path=self.path,
-                          data_dir=os.path.dirname(self.path))
+            wallet = open_wallet(self.backend or (SqliteBackendMaker(), None), os.path.dirname(self.path),
+                                 self.chain.running_chain(), self.chain.network or REGTEST, self.passphrase_file,
+                                 self.reactor)
+        except WalletUnusable as e:
+            raise StartupRefused(str(e)) from None
         wallet.start()
         self.wallet = wallet
         service.Service.startService(self)
@@ -392,7 +385,6 @@ class WalletService(service.Service):
         service.Service.stopService(self)
         wallet, self.wallet = self.wallet, None
         if wallet is not None:
-            wallet.stop()
             wallet.close()
 
 
@@ -504,7 +496,8 @@ class ChannelServerService(_InOrder):
                                           options["rpc-user"], options["rpc-password-file"])
         self.addService(self.chain_service)
         self.wallet_service = WalletService(
-            os.path.join(self.data_dir, "wallet.sqlite"), self.chain_service, options["wallet-passphrase-file"]
+            os.path.join(self.data_dir, "wallet.sqlite"), self.chain_service, options["wallet-passphrase-file"],
+            options.get("wallet-maker"), reactor,
         )
         self.addService(self.wallet_service)
         self.store_service = StoreService(reactor, self.data_dir)
@@ -523,7 +516,7 @@ class ChannelServerService(_InOrder):
         return self.chain_service.chain
 
     @property
-    def wallet(self) -> Optional[SqliteWallet]:
+    def wallet(self) -> Optional[IServedWallet]:
         return self.wallet_service.wallet
 
     @property

@@ -68,3 +68,85 @@ class TestEncryptedSqliteWallet(TestSqliteWallet):
         other = MemoryWallet(chain)
         yield Harness(clock, chain, wallet, lambda: other)
         wallet.close()
+
+
+class TestBackendsThroughTheirMakers(WalletConformance):
+    """Every backend ``twistd paychan --wallet`` ships, opened as the server opens it: through
+    its plugin's maker (sqlite in a data directory, memory), found by the plugin scan."""
+
+    @pytest.fixture(params=["sqlite", "memory"])
+    def harness(self, request, tmp_path) -> Iterator[Harness]:
+        from twisted_paychan.bitcoin.addresses import REGTEST
+        from twisted_paychan.wallet.backends import IServedWallet, installed_makers, open_wallet
+
+        maker = installed_makers()[request.param]
+        clock = _clock()
+        chain = MemoryChain(clock)
+        opened = []
+
+        def open_one() -> IServedWallet:
+            data_dir = tmp_path / f"data{len(opened)}"
+            data_dir.mkdir(mode=0o700)
+            wallet = open_wallet((maker, None), str(data_dir), chain, REGTEST, None, clock)
+            opened.append(wallet)
+            return wallet
+
+        yield Harness(clock, chain, open_one(), open_one)
+        for wallet in opened:
+            wallet.close()
+
+
+def test_the_sqlite_maker_opens_an_encrypted_wallet_with_the_passphrase_file(tmp_path) -> None:
+    """As ``--wallet-passphrase-file`` does: created encrypted, unlocked by the same file after,
+    refused without it, in one line."""
+    from twisted_paychan.bitcoin.addresses import REGTEST
+    from twisted_paychan.wallet.backends import SqliteBackendMaker, WalletUnusable
+
+    passphrase = tmp_path / "passphrase"
+    passphrase.write_text("correct horse\n")
+    passphrase.chmod(0o600)
+    chain = MemoryChain(_clock())
+    maker = SqliteBackendMaker()
+    wallet = maker.open(None, str(tmp_path), chain, REGTEST, str(passphrase), None)
+    assert isinstance(wallet, SqliteWallet) and wallet.is_encrypted and wallet.created
+    wallet.close()
+    again = maker.open(None, str(tmp_path), chain, REGTEST, str(passphrase), None)
+    assert isinstance(again, SqliteWallet) and not again.created
+    again.close()
+    with pytest.raises(WalletUnusable, match="is encrypted: give its passphrase with --wallet-passphrase-file"):
+        maker.open(None, str(tmp_path), chain, REGTEST, None, None)
+
+
+class TestAThirdPartysBackend(WalletConformance):
+    """The test plugin ``keylog:PATH`` (``keylog_plugin/``), opened through its maker as a third
+    party's backend would be: what doc/wallet.md asks of one."""
+
+    @pytest.fixture
+    def harness(self, tmp_path) -> Iterator[Harness]:
+        import importlib.util
+        from pathlib import Path
+
+        from twisted_paychan.bitcoin.addresses import REGTEST
+        from twisted_paychan.wallet.backends import open_wallet
+
+        source = Path(__file__).parent / "keylog_plugin" / "keylog_wallet.py"
+        spec = importlib.util.spec_from_file_location("keylog_wallet", source)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        maker = module.KeylogBackendMaker()
+        clock = _clock()
+        chain = MemoryChain(clock)
+        opened = []
+
+        def open_one():
+            keylog = str(tmp_path / f"keys{len(opened)}.log")
+            maker.check(keylog)
+            wallet = open_wallet((maker, keylog), str(tmp_path), chain, REGTEST, None, clock)
+            opened.append(wallet)
+            return wallet
+
+        yield Harness(clock, chain, open_one(), open_one)
+        assert (tmp_path / "keys0.log").read_text().count("\n") == len(opened[0].public_keys())
+        for wallet in opened:
+            wallet.close()

@@ -11,6 +11,7 @@ The wallet: keys and coins of one party, behind ``chain.interfaces.IWallet``.
 * ``sqlite``     ``SqliteWallet``: the durable one
 * ``restore``    finding a restored wallet's keys and coins on the chain
 * ``send``       ``send_coins``: withdrawing to an address (any front end)
+* ``backends``   ``twistd paychan --wallet``: the backend plugin interface, ``sqlite`` and ``memory``
 
 Addresses (``MAINNET``, ``REGTEST``, ``TESTNET``, ``Network``) are ``bitcoin.addresses``, re-exported
 here for the wallet's callers.

@@ -41,9 +41,10 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from twisted_paychan.bitcoin.addresses import Network, script_to_address
-from twisted_paychan.chain.interfaces import ICancellable, ISigner, IWallet
+from twisted_paychan.chain.interfaces import ICancellable, ISigner
 from twisted_paychan.chain.types import Balance, ChainTip, FundedTransaction, OutPoint, Utxo, display_hex
 from twisted_paychan.constants import COINBASE_MATURITY, FEE_RATE_FLOOR, MAX_MONEY
+from twisted_paychan.wallet.backends import IServedWallet
 from twisted_paychan.wallet.coinselect import (
     P2PKH_INPUT_WEIGHT,
     P2WPKH_INPUT_WEIGHT,
@@ -77,7 +78,7 @@ class FundedRecord:
     state: FundedState
 
 
-@implementer(IWallet)
+@implementer(IServedWallet)
 class BaseWallet:
     """IWallet over in-memory state; see the module docstring. Not to be used directly."""
 
@@ -315,6 +316,10 @@ class BaseWallet:
         if self._watch is not None:
             self._watch.cancel()
             self._watch = None
+
+    def close(self) -> None:
+        """Stop watching the chain; a wallet with a file releases it too (SqliteWallet)."""
+        self.stop()
 
     def _on_block(self, tip: ChainTip) -> None:
         self._logged_refresh()

@@ -1,0 +1,3 @@
+from keylog_wallet import KeylogBackendMaker
+
+keylog = KeylogBackendMaker()

@@ -1,0 +1,4 @@
+from twisted_paychan.wallet.backends import MemoryBackendMaker, SqliteBackendMaker
+
+memory = MemoryBackendMaker()
+sqlite = SqliteBackendMaker()
