@@ -61,6 +61,7 @@ from twisted_paychan.channel.records import (
     ServerChannelState,
 )
 from twisted_paychan.channel.states import IllegalTransition
+from twisted_paychan.store import rules
 from twisted_paychan.store.interfaces import DuplicateChannel, IChannelStore, StoreError, UnknownChannel
 from twisted_paychan.store.rules import (
     CLIENT_PAYABLE,
@@ -258,15 +259,8 @@ class PostgresChannelStore:
                     check: Callable[[str], None]) -> defer.Deferred[T]:
         """As ``SqliteChannelStore._transition``: one UPDATE whose WHERE is the comparison;
         ``check(stored_state)`` judges the edge first and explains a refused UPDATE."""
-        try:
-            check(expected)
-        except IllegalTransition:
-            legal = False
-        else:
-            legal = True
-        # Only run when legal: the names were then checked against the table's allowed fields.
-        sets = ", ".join(["state = %s"] + [f"{name} = %s" for name in changes])
-        update = f"UPDATE {table} SET {sets} WHERE contract_txid = %s AND state = %s RETURNING {columns}"
+        legal = rules.judged_legal(check, expected)
+        update = f"{rules.cas_update(table, list(changes), '%s')} RETURNING {columns}"
         params = (new, *changes.values(), contract_txid, expected)
 
         def op(conn: _Conn) -> T:

@@ -22,8 +22,8 @@ from __future__ import annotations
 from typing import Mapping
 
 from twisted_paychan.channel.records import ClientChannelState, ServerChannelState
-from twisted_paychan.channel.states import check_client_transition, check_server_transition
-from typing import Optional
+from twisted_paychan.channel.states import IllegalTransition, check_client_transition, check_server_transition
+from typing import Callable, Optional
 
 from twisted_paychan.store.interfaces import ChannelNotOpen, NotPrunable, StoreError, TransitionConflict
 
@@ -88,3 +88,23 @@ def check_client_cas(contract_txid: bytes, stored: ClientChannelState, expected:
     if stored is not expected:
         raise TransitionConflict(contract_txid, expected.value, stored.value)
     check_client_transition(expected, new, changes)
+
+
+def cas_update(table: str, fields: list[str], mark: str) -> str:
+    """The one UPDATE of a compare-and-set transition, for the SQL stores: the comparison is its
+    WHERE, so the check and the write are one step (``mark`` is the driver's placeholder).
+    Parameters: the new state, the fields' values, the txid, the expected state."""
+    sets = ", ".join([f"state = {mark}"] + [f"{name} = {mark}" for name in fields])
+    return f"UPDATE {table} SET {sets} WHERE contract_txid = {mark} AND state = {mark}"
+
+
+def judged_legal(check: Callable[[str], None], expected: str) -> bool:
+    """Whether the edge from ``expected`` is legal, judged before the write (as if the stored
+    state were the expected one): an illegal edge is then reported only after the stored state
+    was compared, so a conflict is reported first. Only a legal UPDATE is run, and its field
+    names were then checked against the table's allowed fields, so they are columns."""
+    try:
+        check(expected)
+    except IllegalTransition:
+        return False
+    return True

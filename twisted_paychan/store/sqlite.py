@@ -42,7 +42,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from twisted_paychan.store import paylog
+from twisted_paychan.store import paylog, rules
 from twisted_paychan.channel.record_copy import replace_fields
 from twisted_paychan.store.interfaces import DuplicateChannel, IChannelStore, StoreError, UnknownChannel
 from twisted_paychan.store.rules import (
@@ -61,7 +61,6 @@ from twisted_paychan.channel.records import (
     ServerChannelRecord,
     ServerChannelState,
 )
-from twisted_paychan.channel.states import IllegalTransition
 
 T = TypeVar("T")
 _Op = Callable[[sqlite3.Connection], Any]
@@ -468,15 +467,8 @@ class SqliteChannelStore:
         the rule of ``store.rules``: it explains a refused UPDATE, and it judges the edge
         beforehand (as if the stored state were the expected one), so that an illegal one is
         reported only after the stored state was compared (a conflict is reported first)."""
-        try:
-            check(expected)
-        except IllegalTransition:
-            legal = False
-        else:
-            legal = True
-        # The names were checked against the table's allowed fields: they are columns.
-        sets = ", ".join(["state = ?"] + [f"{name} = ?" for name in changes])
-        update = f"UPDATE {table} SET {sets} WHERE contract_txid = ? AND state = ?"
+        legal = rules.judged_legal(check, expected)
+        update = rules.cas_update(table, list(changes), "?")
         params = (new, *changes.values(), contract_txid, expected)
 
         def op(db: sqlite3.Connection) -> T:
