@@ -11,7 +11,7 @@ ENDPOINTS = [
     ("GET", "/v1/info"), ("GET", "/v1/channels"), ("GET", "/v1/channels/" + "00" * 32),
     ("POST", "/v1/channels/" + "00" * 32 + "/settle"), ("POST", "/v1/channels/settle-all"),
     ("GET", "/v1/wallet/balance"), ("POST", "/v1/wallet/send"), ("GET", "/v1/events"), ("GET", "/v1/health"),
-    ("GET", "/metrics"),
+    ("GET", "/metrics"), ("POST", "/v1/backup"),
 ]
 
 
@@ -274,5 +274,23 @@ async def test_wallet_send_withdraws_the_servers_income(tmp_path):
         assert (await net.server_wallet.balance()).total == 0
         script = address_to_script(elsewhere, REGTEST)
         assert sum(u.value for u in await net.chain.unspent_outputs(script)) == sent["amount"]
+    finally:
+        await net.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_backup_answers_bad_requests(tmp_path):
+    """``POST /v1/backup`` (the copy itself: tests/e2e/test_backup_restore.py): no data dir, a
+    relative path, nothing to copy."""
+    net = ApiLoopback(tmp_path)
+    await net.start()
+    try:
+        code, body = await net.call("POST", "/v1/backup", json={"out_dir": str(tmp_path / "b")})
+        assert code == 404 and "no backups" in body["error"]
+        net.api.context.data_dir = str(tmp_path / "empty")
+        code, body = await net.call("POST", "/v1/backup", json={"out_dir": "relative/dir"})
+        assert code == 400 and "absolute" in body["error"]
+        code, body = await net.call("POST", "/v1/backup", json={"out_dir": str(tmp_path / "b")})
+        assert code == 409 and "no channel store or wallet" in body["error"]
     finally:
         await net.stop()

@@ -107,6 +107,7 @@ async def test_backup_of_a_running_server_restores_and_settles_every_channel(tmp
         channels[2].disconnect()
 
         answer = await paychan("backup", "--data-dir", str(lost.data_dir), str(tmp_path / "backup"))
+        assert answer["through_api"] is True  # the running server made it (POST /v1/backup)
         assert answer["online"] is True
         assert answer["server_channels"] == 3 and answer["wallet_keys"] >= 3
         assert answer["logged_payments"] >= 3
@@ -123,6 +124,10 @@ async def test_backup_of_a_running_server_restores_and_settles_every_channel(tmp
         lost.kill()  # the machine is gone: no clean shutdown, no checkpoint
         for channel in channels[:2]:
             channel.disconnect()
+        # With no server answering (its api.json is stale), the command copies the files itself.
+        offline = await paychan("backup", "--data-dir", str(lost.data_dir), str(tmp_path / "offline"))
+        assert offline["through_api"] is False and offline["online"] is False
+        assert offline["server_channels"] == 3
 
         # Restore as doc/operating.md says: a new private data directory with the two files.
         fresh = tmp_path / "restored"

@@ -14,6 +14,7 @@ without the token under other top-level names (the dashboard's static files).
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Coroutine, Optional, Union
@@ -72,6 +73,8 @@ class ApiContext:
     started_at: float = 0.0
     keepalive: float = 15.0
     streams: list[EventStream] = field(default_factory=list)
+    #: The server's data directory, which ``POST /v1/backup`` copies (None: no backups here).
+    data_dir: Optional[str] = None
 
 
 Result = Union[JSON, bytes, None]
@@ -220,6 +223,31 @@ async def wallet_send(ctx: ApiContext, request: Request, match: "re.Match[str]")
             "amount_btc": jsonenc.btc(sent.amount), "fee": sent.fee}
 
 
+async def backup(ctx: ApiContext, request: Request, match: "re.Match[str]") -> JSON:
+    """``{"out_dir": ABSOLUTE_PATH}``: ``paychan backup`` made by the server itself (the copies
+    are then owned by the server's user), in a thread: SQLite's online backup of the channel
+    store (with its payment log) and the wallet, as ``twisted_paychan.backup`` does it beside
+    a running server. 409 when it cannot be made (the directory holds a backup, ...)."""
+    from twisted.internet.threads import deferToThreadPool
+
+    from twisted_paychan.backup import BackupError, backup as copy
+
+    if ctx.data_dir is None:
+        raise ApiError(404, "this server makes no backups")
+    out_dir = json_body(request).get("out_dir")
+    if not isinstance(out_dir, str) or not os.path.isabs(out_dir):
+        raise ApiError(400, "out_dir: an absolute path on the server's machine is needed")
+    ApiResource.log.info("api: backup to {out_dir}", out_dir=out_dir)
+    reactor: Any = ctx.clock
+    try:
+        result = await deferToThreadPool(reactor, reactor.getThreadPool(), copy, ctx.data_dir, out_dir)
+    except BackupError as e:
+        raise ApiError(409, str(e)) from None
+    return {"out_dir": result.out_dir, "files": list(result.files), "server_channels": result.server_channels,
+            "client_channels": result.client_channels, "wallet_keys": result.wallet_keys, "online": result.online,
+            "logged_payments": result.logged_payments, "created": result.created}
+
+
 async def health(ctx: ApiContext, request: Request, match: "re.Match[str]") -> JSON:
     report = await ctx.health.check()
     if not report.ok:
@@ -269,6 +297,7 @@ ROUTES: list[tuple[bytes, "re.Pattern[str]", Handler]] = [
     (b"GET", re.compile(r"/v1/wallet/balance"), wallet_balance),
     (b"POST", re.compile(r"/v1/wallet/send"), wallet_send),
     (b"GET", re.compile(r"/v1/events"), events),
+    (b"POST", re.compile(r"/v1/backup"), backup),
     (b"GET", re.compile(r"/v1/health"), health),
     (b"GET", re.compile(r"/metrics"), metrics),
 ]

@@ -93,7 +93,7 @@ class Api:
     def __init__(self, reactor: Any, manager: ServerChannelManager, wallet: IWallet, chain: IChain,
                  store: IChannelStore, token: auth.Token, network: str = "regtest", listen: Optional[list[str]] = None,
                  chain_problem: Optional[Callable[[], Optional[str]]] = None,
-                 extra: Optional[dict[bytes, Resource]] = None) -> None:
+                 extra: Optional[dict[bytes, Resource]] = None, data_dir: Optional[str] = None) -> None:
         self.reactor = reactor
         self.manager = manager
         self.metrics = ServerMetrics()
@@ -101,7 +101,7 @@ class Api:
         health = HealthCheck(store, wallet, chain, reactor, None if network == "regtest" else DEFAULT_MAX_TIP_AGE,
                              chain_problem if chain_problem is not None else tracked_chain_problem(chain))
         self.context = ApiContext(manager, wallet, reactor, self.events, self.metrics, health, token, network,
-                                  listen or [], started_at=reactor.seconds())
+                                  listen or [], started_at=reactor.seconds(), data_dir=data_dir)
         self.site = ApiSite(ApiRoot(ApiResource(self.context), extra if extra is not None else dashboard_resources()))
         self.metrics.observe_store(store)
         self._store = store
@@ -182,7 +182,8 @@ class ApiService(service.Service):
         token_path, token = self._token()
         manager, wallet, chain, store = self.parts()
         network = getattr(getattr(wallet, "network", None), "name", "regtest")
-        api = Api(self.reactor, manager, wallet, chain, store, token, str(network), self.listen, extra=self.extra)
+        api = Api(self.reactor, manager, wallet, chain, store, token, str(network), self.listen, extra=self.extra,
+                  data_dir=self.data_dir)
         failures: list[str] = []
         ports: list[IListeningPort] = []
         api.listen(self.description).addCallbacks(ports.append, lambda f: failures.append(f.getErrorMessage()))

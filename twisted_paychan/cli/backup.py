@@ -6,8 +6,10 @@ of a data directory, safe while the server runs on it (see ``twisted_paychan.bac
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any
 
+from twisted_paychan.cli import api_client
 from twisted_paychan.cli.output import Output, UserError
 
 
@@ -20,17 +22,26 @@ async def run_backup(reactor: Any, args: argparse.Namespace, out: Output) -> int
 
     if args.data_dir is None:
         raise UserError("paychan backup needs --data-dir (the data directory to copy)")
-    try:
-        result = backup(args.data_dir, args.out_dir)
-    except BackupError as e:
-        raise UserError(str(e)) from None
-    how = "online, beside the running server" if result.online else "with the data directory locked"
-    keys = "no wallet" if result.wallet_keys is None else f"the wallet ({result.wallet_keys} keys)"
-    human = (f"backed up {result.server_channels} server and {result.client_channels} client channel(s) "
-             f"and {keys} to {result.out_dir} ({how}; {result.logged_payments} payment(s) from the payment log)")
-    out.emit(human, {
-        "out_dir": result.out_dir, "files": list(result.files), "server_channels": result.server_channels,
-        "client_channels": result.client_channels, "wallet_keys": result.wallet_keys, "online": result.online,
-        "logged_payments": result.logged_payments, "created": result.created,
-    })
+    # A running server makes the copy itself (its files stay its own user's), through its API.
+    answer = await api_client.ask(reactor, args.data_dir, "POST", "/v1/backup",
+                                  {"out_dir": os.path.abspath(args.out_dir)})
+    if answer is not None:
+        made = dict(api_client.checked(answer))
+        how = "by the running server"
+    else:
+        try:
+            result = backup(args.data_dir, args.out_dir)
+        except BackupError as e:
+            raise UserError(str(e)) from None
+        made = {
+            "out_dir": result.out_dir, "files": list(result.files), "server_channels": result.server_channels,
+            "client_channels": result.client_channels, "wallet_keys": result.wallet_keys, "online": result.online,
+            "logged_payments": result.logged_payments, "created": result.created,
+        }
+        how = "online, beside the running server" if result.online else "with the data directory locked"
+    made["through_api"] = answer is not None
+    keys = "no wallet" if made["wallet_keys"] is None else f"the wallet ({made['wallet_keys']} keys)"
+    human = (f"backed up {made['server_channels']} server and {made['client_channels']} client channel(s) "
+             f"and {keys} to {made['out_dir']} ({how}; {made['logged_payments']} payment(s) from the payment log)")
+    out.emit(human, made)
     return 0
