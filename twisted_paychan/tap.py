@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # the backends load only when the service starts (twistd list
     from twisted_paychan.chain.embedded.rpc.server import RpcServer
     from twisted_paychan.chain.rpc.chain import RpcChain
     from twisted_paychan.net.server import PaymentChannelServerFactory
+    from twisted_paychan.store.postgres import PostgresChannelStore
     from twisted_paychan.store.sqlite import SqliteChannelStore
     from twisted_paychan.wallet.backends import IServedWallet, IWalletBackendMaker
 
@@ -91,6 +92,10 @@ class Options(usage.Options):
          "Endpoint for operator commands (paychan settle); default: unix socket DATA_DIR/admin.sock, 'none' to switch off."],
         ["handler", None, "log", "What the server does with each payment: NAME[:ARG] (see --help-handlers)."],
         ["wallet", None, "sqlite", "Where the server's keys are: NAME[:ARG] (see --help-wallets)."],
+        ["store", None, "sqlite",
+         "Where the channels are: 'sqlite' (DATA_DIR/channels.sqlite) or a postgresql:// URL (doc/cluster.md)."],
+        ["store-password-file", None, None,
+         "With --store postgresql://...: file whose first line is the database password (a password in the URL shows in ps)."],
         ["api-listen", None, "tcp:8844:interface=127.0.0.1",
          "Endpoint of the HTTP API, metrics and dashboard ('none' to switch off; ssl:... for TLS); doc/api.md."],
         ["api-token-file", None, None,
@@ -175,6 +180,13 @@ class Options(usage.Options):
             self["handler-maker"] = choose(self["handler"])
         except HandlerArgumentError as e:
             raise usage.UsageError(f"--handler: {e}") from None
+        from twisted_paychan.store.location import check_store_option, is_postgres
+
+        bad_store = check_store_option(self["store"])
+        if bad_store is not None:
+            raise usage.UsageError(bad_store)
+        if self["store-password-file"] is not None and not is_postgres(self["store"]):
+            raise usage.UsageError("--store-password-file is for --store postgresql://...")
         from twisted_paychan.wallet import backends
 
         try:
@@ -389,22 +401,67 @@ class WalletService(service.Service):
 
 
 class StoreService(service.Service):
-    """The channel store, ``DATA_DIR/channels.sqlite``; stopping waits for it to be durable."""
+    """The channel store: ``DATA_DIR/channels.sqlite``, or with ``--store postgresql://...``
+    the PostgreSQL store (reached and migrated before anything listens, its password from
+    ``password_file``); stopping waits for it to be durable."""
 
-    def __init__(self, reactor: Any, data_dir: str) -> None:
+    log = Logger()
+
+    def __init__(self, reactor: Any, data_dir: str, store_arg: str = "sqlite",
+                 password_file: Optional[str] = None) -> None:
         self.reactor = reactor
         self.data_dir = data_dir
-        self.store: Optional[SqliteChannelStore] = None
+        self.store_arg = store_arg
+        self.password_file = password_file
+        self.store: Union[SqliteChannelStore, PostgresChannelStore, None] = None
 
     def startService(self) -> None:
         from twisted_paychan import startup
-        from twisted_paychan.store.sqlite import StoreLocked, open_store
+        from twisted_paychan.store.location import is_postgres
+
+        if is_postgres(self.store_arg):
+            self.store = self._open_postgres()
+        else:
+            from twisted_paychan.store.sqlite import StoreLocked, open_store
+
+            try:
+                self.store = open_store(self.data_dir, self.reactor)
+            except StoreLocked as e:
+                raise StartupRefused(startup.in_use(self.data_dir, e)) from None
+        service.Service.startService(self)
+
+    def _open_postgres(self) -> PostgresChannelStore:
+        from twisted_paychan.secretfiles import SecretFileError, read_secret_file
+        from twisted_paychan.store import location
+        from twisted_paychan.store.postgres import PostgresChannelStore
 
         try:
-            self.store = open_store(self.data_dir, self.reactor)
-        except StoreLocked as e:
-            raise StartupRefused(startup.in_use(self.data_dir, e)) from None
-        service.Service.startService(self)
+            password = (read_secret_file(self.password_file, "store password")
+                        if self.password_file is not None else None)
+            info = location.conninfo(self.store_arg, password)
+            location.probe_postgres(self.store_arg, info)  # fail now, with the reason
+        except (SecretFileError, location.StoreUnusable) as e:
+            raise StartupRefused(str(e)) from None
+        self.log.info("channel store: PostgreSQL at {url}", url=location.masked(self.store_arg))
+        return PostgresChannelStore(info, self.reactor)
+
+    def ready(self) -> "defer.Deferred[None]":
+        """Fires once the store can take operations (at once for SQLite)."""
+        from twisted_paychan.store.postgres import PostgresChannelStore
+
+        store = self.store
+        if not isinstance(store, PostgresChannelStore):
+            return defer.succeed(None)
+        waiting: "defer.Deferred[None]" = defer.Deferred()
+
+        def passed(result: None) -> None:
+            waiting.callback(None)
+
+        def failed(f: Any) -> None:  # handed on to the one waiting, so not left unhandled here
+            waiting.errback(f)
+
+        store.ready.addCallbacks(passed, failed)
+        return waiting
 
     def stopService(self) -> "defer.Deferred[None]":
         service.Service.stopService(self)
@@ -457,7 +514,8 @@ class ChannelsService(_InOrder):
         except CannotListenError as e:  # a busy port: one line, not a traceback
             option, value = ("--admin-listen", admin) if admin and str(e.port) in admin else ("--listen", o["listen"])
             raise StartupRefused(f"cannot listen on {option} {value}: {e.socketError}") from None
-        started = factory.manager.start()  # re-arm the settle-before-expiry timers (once listening)
+        # Re-arm the settle-before-expiry timers (once listening, and once the store can read).
+        started = store.ready().addCallback(lambda _: factory.manager.start())
         started.addErrback(lambda f: self.log.failure("loading the stored channels failed", f))
 
     async def _stop(self) -> None:
@@ -500,7 +558,7 @@ class ChannelServerService(_InOrder):
             options.get("wallet-maker"), reactor,
         )
         self.addService(self.wallet_service)
-        self.store_service = StoreService(reactor, self.data_dir)
+        self.store_service = StoreService(reactor, self.data_dir, options["store"], options["store-password-file"])
         self.addService(self.store_service)
         self.rpc_service: Optional[NodeRpcServerService] = None
         if options["chain"] == "embedded" and options["rpc-listen"] != "none":
@@ -520,7 +578,7 @@ class ChannelServerService(_InOrder):
         return self.wallet_service.wallet
 
     @property
-    def store(self) -> Optional[SqliteChannelStore]:
+    def store(self) -> Union[SqliteChannelStore, PostgresChannelStore, None]:
         return self.store_service.store
 
     @property
@@ -538,7 +596,8 @@ class ChannelServerService(_InOrder):
 
         o = self.options
         private = [(self.data_dir, "the data directory"), (self.wallet_service.path, "the wallet")]
-        private += [(o[name], f"the --{name}") for name in ("wallet-passphrase-file", "rpc-password-file", "rpc-cookie")
+        private += [(o[name], f"the --{name}") for name in ("wallet-passphrase-file", "rpc-password-file", "rpc-cookie",
+                                                           "store-password-file")
                     if o[name] is not None]
         try:
             for path, what in private:
@@ -563,8 +622,10 @@ class ChannelServerService(_InOrder):
             _tell_daemon_parent(self.options, refused)
             raise
         o = self.options
-        self.log.info("paychan server: data in {data_dir}, chain {chain}, listening on {listen}",
-                      data_dir=self.data_dir, chain=o["chain"], listen=o["listen"])
+        from twisted_paychan.store.location import masked
+
+        self.log.info("paychan server: data in {data_dir}, chain {chain}, store {store}, listening on {listen}",
+                      data_dir=self.data_dir, chain=o["chain"], store=masked(o["store"]), listen=o["listen"])
 
 
 def _tell_daemon_parent(options: Options, refused: StartupRefused) -> None:
