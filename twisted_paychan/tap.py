@@ -4,7 +4,7 @@
 ``Options`` parses and validates the command line (failing before anything starts);
 ``makeService`` returns a MultiService whose children, started in this order, open the chain
 (the embedded regtest node in ``DATA_DIR/chain`` by default), the wallet (``--wallet``;
-``DATA_DIR/wallet.sqlite`` by default), the channel store (``DATA_DIR/channels.sqlite``) and the embedded
+``DATA_DIR/wallet.sqlite`` by default), the channel store (``DATA_DIR/channels.sqlite``, or PostgreSQL with ``--store``) and the embedded
 node's JSON-RPC, then run the channels and listen for clients and operator commands. They stop
 in the reverse order, each after the one started after it has finished. The reactor is the one
 twistd installed, passed to every child; nothing here imports it at module level.
