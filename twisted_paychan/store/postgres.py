@@ -62,7 +62,7 @@ from twisted_paychan.channel.records import (
 )
 from twisted_paychan.channel.states import IllegalTransition
 from twisted_paychan.store import rules
-from twisted_paychan.store.interfaces import DuplicateChannel, IChannelStore, StoreError, UnknownChannel
+from twisted_paychan.store.interfaces import DuplicateChannel, IChannelStore, StoreError
 from twisted_paychan.store.rules import (
     CLIENT_PAYABLE,
     SERVER_PAYABLE,
@@ -268,10 +268,7 @@ class PostgresChannelStore:
             if row is None:
                 found = conn.execute(cast(Any, f"SELECT state FROM {table} WHERE contract_txid = %s"),
                                      (contract_txid,)).fetchone()
-                if found is None:
-                    raise UnknownChannel(contract_txid.hex())
-                check(found[0])
-                raise AssertionError("the UPDATE refused a transition that passes every check")
+                rules.explain_refused(contract_txid, found, lambda r: check(r[0]), "the UPDATE refused a transition")
             return to_record(row)
 
         return self._submit(op)
@@ -292,10 +289,8 @@ class PostgresChannelStore:
             if conn.execute(_PAYMENT_SQL, (best_value, signature, contract_txid, best_value)).rowcount != 1:
                 row = conn.execute("SELECT best_value, state FROM server_channels WHERE contract_txid = %s",
                                    (contract_txid,)).fetchone()
-                if row is None:
-                    raise UnknownChannel(contract_txid.hex())
-                check_payment(contract_txid, row[1], row[0], best_value)
-                raise AssertionError("the UPDATE refused a payment that passes every check")
+                rules.explain_refused(contract_txid, row, lambda r: check_payment(contract_txid, r[1], r[0], best_value),
+                                      "the UPDATE refused a payment")
 
         return self._submit(op)
 
@@ -315,10 +310,9 @@ class PostgresChannelStore:
             if cur.rowcount != 1:
                 row = conn.execute("SELECT state, settlement_tx, best_value FROM server_channels "
                                    "WHERE contract_txid = %s", (contract_txid,)).fetchone()
-                if row is None:
-                    raise UnknownChannel(contract_txid.hex())
-                check_prune(contract_txid, row[0], row[1], row[2], best_value)
-                raise AssertionError("the DELETE refused a prune that passes every check")
+                rules.explain_refused(contract_txid, row,
+                                      lambda r: check_prune(contract_txid, r[0], r[1], r[2], best_value),
+                                      "the DELETE refused a prune")
 
         return self._submit(op)
 
@@ -353,10 +347,8 @@ class PostgresChannelStore:
             if conn.execute(cast(Any, _CHANGE_SQL), (client_change, contract_txid, client_change)).rowcount != 1:
                 row = conn.execute("SELECT client_change, state FROM client_channels WHERE contract_txid = %s",
                                    (contract_txid,)).fetchone()
-                if row is None:
-                    raise UnknownChannel(contract_txid.hex())
-                check_change(contract_txid, row[1], row[0], client_change)
-                raise AssertionError("the UPDATE refused a change that passes every check")
+                rules.explain_refused(contract_txid, row, lambda r: check_change(contract_txid, r[1], r[0], client_change),
+                                      "the UPDATE refused a change")
 
         return self._submit(op)
 

@@ -23,9 +23,9 @@ from typing import Mapping
 
 from twisted_paychan.channel.records import ClientChannelState, ServerChannelState
 from twisted_paychan.channel.states import IllegalTransition, check_client_transition, check_server_transition
-from typing import Callable, Optional
+from typing import Any, Callable, NoReturn, Optional, Sequence
 
-from twisted_paychan.store.interfaces import ChannelNotOpen, NotPrunable, StoreError, TransitionConflict
+from twisted_paychan.store.interfaces import ChannelNotOpen, NotPrunable, StoreError, TransitionConflict, UnknownChannel
 
 #: The only server state that takes a payment: settlement starts by leaving it, so every
 #: payment stored is in the record the settlement is built from.
@@ -108,3 +108,14 @@ def judged_legal(check: Callable[[str], None], expected: str) -> bool:
     except IllegalTransition:
         return False
     return True
+
+
+def explain_refused(contract_txid: bytes, row: Optional[Sequence[Any]], explain: Callable[[Sequence[Any]], None],
+                    refused: str) -> NoReturn:
+    """A SQL store's rule statement (an UPDATE or DELETE whose WHERE is the rule) matched no
+    row: ``row`` is what is stored, read back, and ``explain(row)`` is the rule that says why
+    (it raises). No row is an unknown channel; a rule that finds nothing wrong is a bug."""
+    if row is None:
+        raise UnknownChannel(contract_txid.hex())
+    explain(row)
+    raise AssertionError(f"{refused} that passes every check")

@@ -474,10 +474,7 @@ class SqliteChannelStore:
         def op(db: sqlite3.Connection) -> T:
             if not legal or db.execute(update, params).rowcount != 1:
                 row = db.execute(f"SELECT state FROM {table} WHERE contract_txid = ?", (contract_txid,)).fetchone()
-                if row is None:
-                    raise UnknownChannel(contract_txid.hex())
-                check(row[0])
-                raise AssertionError("the UPDATE refused a transition that passes every check")
+                rules.explain_refused(contract_txid, row, lambda r: check(r[0]), "the UPDATE refused a transition")
             return to_record(db.execute(f"SELECT {columns} FROM {table} WHERE contract_txid = ?",
                                         (contract_txid,)).fetchone())
 
@@ -505,10 +502,8 @@ class SqliteChannelStore:
                 row = db.execute(
                     "SELECT best_value, state FROM server_channels WHERE contract_txid = ?", (contract_txid,)
                 ).fetchone()
-                if row is None:
-                    raise UnknownChannel(contract_txid.hex())
-                check_payment(contract_txid, row[1], row[0], best_value)
-                raise AssertionError("the UPDATE refused a payment that passes every check")
+                rules.explain_refused(contract_txid, row, lambda r: check_payment(contract_txid, r[1], r[0], best_value),
+                                      "the UPDATE refused a payment")
 
         slot = (paylog.SERVER_PAYMENT, contract_txid, best_value, signature) if len(signature) <= paylog.MAX_SIGNATURE else None
         return self._submit(op, True, slot)
@@ -531,10 +526,9 @@ class SqliteChannelStore:
             if cur.rowcount != 1:
                 row = db.execute("SELECT state, settlement_tx, best_value FROM server_channels "
                                  "WHERE contract_txid = ?", (contract_txid,)).fetchone()
-                if row is None:
-                    raise UnknownChannel(contract_txid.hex())
-                check_prune(contract_txid, row[0], row[1], row[2], best_value)
-                raise AssertionError("the DELETE refused a prune that passes every check")
+                rules.explain_refused(contract_txid, row,
+                                      lambda r: check_prune(contract_txid, r[0], r[1], r[2], best_value),
+                                      "the DELETE refused a prune")
             self._table_cache.pop((paylog.SERVER_PAYMENT, contract_txid), None)
 
         return self._submit(op, True)
@@ -577,10 +571,8 @@ class SqliteChannelStore:
                 row = db.execute(
                     "SELECT client_change, state FROM client_channels WHERE contract_txid = ?", (contract_txid,)
                 ).fetchone()
-                if row is None:
-                    raise UnknownChannel(contract_txid.hex())
-                check_change(contract_txid, row[1], row[0], client_change)
-                raise AssertionError("the UPDATE refused a change that passes every check")
+                rules.explain_refused(contract_txid, row, lambda r: check_change(contract_txid, r[1], r[0], client_change),
+                                      "the UPDATE refused a change")
 
         return self._submit(op, True, (paylog.CLIENT_CHANGE, contract_txid, client_change, b""))
 
