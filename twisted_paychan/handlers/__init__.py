@@ -19,7 +19,12 @@ from typing import Any, Callable, Optional
 from twisted.internet.interfaces import IAddress
 from zope.interface import Attribute, Interface
 
+from twisted_paychan import named_plugins
+from twisted_paychan.named_plugins import split_option
 from twisted_paychan.net.server_channel import IServerHandler
+
+__all__ = ["HandlerArgumentError", "HandlerFactory", "IPaymentHandlerMaker", "choose", "describe_installed",
+           "installed_makers", "split_option"]
 
 #: Makes the handler of each new connection (``PaymentChannelServerFactory``'s
 #: ``handler_factory``): the peer's address in, a handler or None (refuse the connection) out.
@@ -50,34 +55,16 @@ class IPaymentHandlerMaker(Interface):
 
 def installed_makers() -> dict[str, IPaymentHandlerMaker]:
     """Every installed handler, by name (Twisted's plugin scan of ``twisted.plugins``)."""
-    from twisted import plugins
-    from twisted.plugin import getPlugins
-
-    return {maker.name: maker for maker in getPlugins(IPaymentHandlerMaker, plugins)}
-
-
-def split_option(value: str) -> tuple[str, Optional[str]]:
-    """``NAME[:ARG]`` -> (NAME, ARG or None); ARG keeps its own colons (a URL)."""
-    name, colon, arg = value.partition(":")
-    return name.strip(), (arg if colon else None)
+    return named_plugins.installed(IPaymentHandlerMaker)
 
 
 def choose(value: str) -> tuple[IPaymentHandlerMaker, Optional[str]]:
     """The installed maker that ``--handler value`` names, its ``ARG`` checked; otherwise
     :class:`HandlerArgumentError` with one line for the operator."""
-    name, arg = split_option(value)
-    makers = installed_makers()
-    maker = makers.get(name)
-    if maker is None:
-        known = ", ".join(sorted(makers)) or "none"
-        raise HandlerArgumentError(f"no payment handler named {name!r} (installed: {known}; see --help-handlers)")
-    maker.check(arg)
-    return maker, arg
+    return named_plugins.choose(installed_makers(), value, "payment handler", "--help-handlers",
+                                HandlerArgumentError)
 
 
 def describe_installed() -> str:
     """The text of ``--help-handlers``."""
-    lines = ["Payment handlers (--handler NAME[:ARG]):"]
-    for name, maker in sorted(installed_makers().items()):
-        lines.append(f"  {maker.usage:<24} {maker.description}")
-    return "\n".join(lines)
+    return named_plugins.describe(installed_makers(), "Payment handlers (--handler NAME[:ARG]):")

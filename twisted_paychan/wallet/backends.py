@@ -21,6 +21,7 @@ from twisted.logger import Logger
 from twisted.plugin import IPlugin
 from zope.interface import Attribute, Interface, implementer
 
+from twisted_paychan import named_plugins
 from twisted_paychan.chain.interfaces import IChain, IWallet
 
 if TYPE_CHECKING:
@@ -76,23 +77,13 @@ class IWalletBackendMaker(Interface):
 
 def installed_makers() -> dict[str, IWalletBackendMaker]:
     """Every installed wallet backend, by name (Twisted's plugin scan of ``twisted.plugins``)."""
-    from twisted import plugins
-    from twisted.plugin import getPlugins
-
-    return {maker.name: maker for maker in getPlugins(IWalletBackendMaker, plugins)}
+    return named_plugins.installed(IWalletBackendMaker)
 
 
 def choose(value: str) -> tuple[IWalletBackendMaker, Optional[str]]:
     """The installed maker that ``--wallet value`` names, its ``ARG`` checked; otherwise
     :class:`WalletArgumentError` with one line for the operator."""
-    name, colon, arg = value.partition(":")
-    makers = installed_makers()
-    maker = makers.get(name.strip())
-    if maker is None:
-        known = ", ".join(sorted(makers)) or "none"
-        raise WalletArgumentError(f"no wallet backend named {name.strip()!r} (installed: {known}; see --help-wallets)")
-    maker.check(arg if colon else None)
-    return maker, (arg if colon else None)
+    return named_plugins.choose(installed_makers(), value, "wallet backend", "--help-wallets", WalletArgumentError)
 
 
 def open_wallet(backend: tuple[IWalletBackendMaker, Optional[str]], data_dir: str, chain: IChain, network: Network,
@@ -108,10 +99,7 @@ def open_wallet(backend: tuple[IWalletBackendMaker, Optional[str]], data_dir: st
 
 def describe_installed() -> str:
     """The text of ``--help-wallets``."""
-    lines = ["Wallet backends (--wallet NAME[:ARG]):"]
-    for name, maker in sorted(installed_makers().items()):
-        lines.append(f"  {maker.usage:<24} {maker.description}")
-    return "\n".join(lines)
+    return named_plugins.describe(installed_makers(), "Wallet backends (--wallet NAME[:ARG]):")
 
 
 def _no_argument(name: str, arg: Optional[str]) -> None:
