@@ -18,6 +18,7 @@ from typing import Optional
 
 from twisted_paychan.channel.errors import ChannelClosed, CloseReason
 from twisted_paychan.cli.output import UserError
+from twisted_paychan.constants import FEE_RATE_FLOOR
 
 #: Commands that work on an existing data directory and create one only with ``--create``
 #: (``paychan regtest`` is a node: it makes its own directory).
@@ -138,3 +139,10 @@ def user_message(error: BaseException) -> Optional[str]:
     if isinstance(error, (RpcConnectionError, RpcAuthError, RpcProtocolError, DatadirInUse, WalletError)):
         return str(error)
     return None
+
+
+def check_fee_rate(fee_rate: int) -> None:
+    """A ``--fee-rate`` below the relay floor would make a transaction no node relays: refused
+    before anything is opened (``twistd paychan`` enforces the same floor)."""
+    if fee_rate < FEE_RATE_FLOOR:
+        raise UserError(f"--fee-rate must be at least {FEE_RATE_FLOOR} sat/kB (the minimum relay fee)")

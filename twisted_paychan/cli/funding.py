@@ -17,6 +17,7 @@ from twisted_paychan.bitcoin.addresses import AddressError, address_to_script, s
 from twisted_paychan.bitcoin.policy import dust_threshold
 from twisted_paychan.chain.types import OutPoint, display_hex, from_display_hex
 from twisted_paychan.cli.chains import ChainAccess, open_chain, rpc_login
+from twisted_paychan.cli.errors import check_fee_rate
 from twisted_paychan.cli.output import Output, UserError, format_sat
 from twisted_paychan.cli.regtest_tx import KeyCoin, ThrowawayKey, build_funding_tx, estimate_fee
 from twisted_paychan.constants import COINBASE_MATURITY, MAX_MONEY
@@ -42,8 +43,7 @@ async def run_fund(reactor: Any, args: argparse.Namespace, out: Output) -> int:
     amount = args.sats
     if not 0 < amount <= MAX_MONEY:
         raise UserError(f"SATS must be between 1 and {MAX_MONEY}, got {amount}")
-    if args.fee_rate < 1000:
-        raise UserError("--fee-rate must be at least 1000 sat/kB (the minimum relay fee)")
+    check_fee_rate(args.fee_rate)
     access = await open_chain(reactor, args.chain, args.data_dir, args.rpc_cookie, rpc_login(args))
     try:
         await _regtest(access, "regtest-fund")

@@ -24,6 +24,7 @@ from typing import Any, Optional, TextIO
 
 from twisted_paychan.bitcoin.addresses import NETWORKS
 from twisted_paychan.chain.interfaces import InsufficientFunds
+from twisted_paychan.cli.errors import check_fee_rate
 from twisted_paychan.cli.output import Output, UserError, format_sat
 from twisted_paychan.rpc.jsonenc import btc
 from twisted_paychan.secretfiles import SecretFileError, read_secret_file
@@ -199,8 +200,7 @@ def check_send(args: argparse.Namespace, running: bool = False) -> Optional[int]
     node start. ``running``: a server runs for the data dir and sends through its API (its
     chain is served, whatever ``--chain`` says)."""
     amount = _amount(args.amount)
-    if args.fee_rate < 1000:
-        raise UserError("--fee-rate must be at least 1000 sat/kB (the minimum relay fee)")
+    check_fee_rate(args.fee_rate)
     if args.chain == "embedded" and not running:
         # Nothing else would ever mine it: the coins would stay reserved, the payment unmade.
         raise UserError("the embedded chain of a one-shot command forgets its mempool when the command exits: "
