@@ -90,3 +90,32 @@ def test_a_close_reason_prints_by_name() -> None:
     assert str(reason) == f"{reason}" == "%s" % reason == "UPDATE_PAYMENT_FAILED"
     assert f"{reason:>23}" == "  UPDATE_PAYMENT_FAILED"
     assert reason == 9 and int(reason) == 9  # still the wire-compatible number
+
+
+@implementer(IServerHandler)
+class RefusesEverything(Recorder):
+    def payment_received(self, contract_txid: bytes, increase: int, total: int, info: Any) -> None:
+        super().payment_received(contract_txid, increase, total, info)
+        raise RuntimeError("the webhook could not be reached: connection refused")
+
+
+def test_a_refused_initial_payment_is_one_warning_not_a_traceback() -> None:
+    """The initial payment cannot be refused (it is stored, and no ack answers it): a handler
+    that refuses it anyway (a webhook that is down) is worth one line naming the reason, not a
+    logged failure with a traceback; the channel opens."""
+    from twisted.logger import globalLogPublisher, LogLevel
+
+    seen: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(seen.append)
+    try:
+        pair = Pair()
+        handler = RefusesEverything()
+        client = pair.connect(SETTINGS, handler=handler)
+        txid = result_of(client.opened).contract_txid
+    finally:
+        globalLogPublisher.removeObserver(seen.append)
+    assert handler.events == [("opened", txid), ("payment", 1000, 1000)]
+    warned = [e for e in seen if "no ack to send" in e.get("log_format", "")]
+    assert len(warned) == 1 and warned[0]["log_level"] == LogLevel.warn
+    assert warned[0]["why"] == "the webhook could not be reached: connection refused"
+    assert not [e for e in seen if "log_failure" in e]

@@ -244,9 +244,7 @@ class ServerChannel(EffectRunner[ServerEffect]):
             d = defer.maybeDeferred(
                 self.handler.payment_received, effect.contract_txid, effect.increase, effect.total, effect.info
             )
-            d.addErrback(lambda f: self.log.failure("channel {txid} (peer {peer}): payment handler failed on the "
-                                                    "payment with no ack to send", f, txid=_DisplayTxid(effect.contract_txid),
-                                                    peer=self.peer or NO_PEER))
+            d.addErrback(self._unawaited_refusal, effect.contract_txid)
             return None
         # What defer.maybeDeferred would do, without wrapping the usual plain answer (None or
         # info bytes) in a Deferred only to unwrap it again on every payment.
@@ -259,6 +257,17 @@ class ServerChannel(EffectRunner[ServerEffect]):
                 return self._complete_now(m.payment_acknowledged, info)
             d = defer.maybeDeferred(_as_is, info)  # a Deferred, a coroutine or a Failure
         return d.addCallbacks(m.payment_acknowledged, self._payment_ack_failed)
+
+    def _unawaited_refusal(self, f: Failure, contract_txid: bytes) -> None:
+        """A handler's refusal of a payment it cannot refuse (the initial one, or one stored
+        after the connection ended: paid and stored either way) is news for the operator, not a
+        crash: one line with its reason (a webhook that is down says so on every such payment);
+        the traceback only with ``--verbose``."""
+        self.log.warn("channel {txid} (peer {peer}): the payment handler refused a payment with no ack to send "
+                      "(it stays paid): {why}", txid=_DisplayTxid(contract_txid), peer=self.peer or NO_PEER,
+                      why=f.getErrorMessage())
+        if logs.verbose:
+            self.log.failure("channel {txid}: the payment handler's failure", f, txid=_DisplayTxid(contract_txid))
 
     def _payment_ack_failed(self, f: Failure) -> Effects:
         return self.machine.payment_ack_failed(f.getErrorMessage())
