@@ -104,4 +104,24 @@ async def test_spend_watches_cost_one_gettxspendingprevout_per_poll(harness: Har
         for cancel in cancels:
             cancel.cancel()
     assert per_poll == [3, 3]
-    assert spend  # the spends themselves are the conformance suite's
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_following_wallet_makes_spend_watches_free(harness: Harness) -> None:
+    """While a wallet follows (the mempool copy is fresh every poll), the copy answers the
+    spend watches: no gettxspendingprevout at all, and a mempool spend is still heard."""
+    wallet = MemoryWallet(harness.chain)
+    await wallet.refresh()
+    coins = [Coin(harness.inner.fund(ALICE.p2pkh, 20_000), 20_000, ALICE) for _ in range(30)]
+    heard: list[Any] = []
+    for c in coins:
+        harness.chain.watch_spend(c.outpoint, heard.append)
+    await harness.chain.poll()
+    counts = counted(harness)
+    raw = spend([coins[0]], [(ALICE.p2wpkh, 19_000)])
+    await harness.chain.broadcast(raw)
+    for _ in range(3):
+        await harness.chain.poll()
+    assert counts["gettxspendingprevout"] == 0
+    assert [e.spending_tx for e in heard] == [raw]
+    wallet.stop()

@@ -403,18 +403,20 @@ class RpcChain:
         if connected and (self._pending or any(not w.resolved for w in spends)):
             for header in connected:
                 await self._scan_block(header)
+        # A transaction feed needs the mempool copy each poll; fresh, it also answers the
+        # spend watches' mempool spends, so those cost no call however many they are.
+        fresh = bool(self._feed.watches)
+        if fresh:
+            await self._mempool.refresh()
         unresolved = [w for w in spends if not w.resolved]
         if unresolved:
-            await self._find_mempool_spends(unresolved)
+            await self._find_mempool_spends(unresolved, fresh)
         for watch in [w for w in spends if not w.checked]:
             await self._initial_check(watch, tip)
         for txid, since in list(self._pending.items()):
             if tip.height - since > self.pending_blocks:
                 del self._pending[txid]
-        feed: list[tuple[Any, list[ChainEvent]]] = []
-        if self._feed.watches:
-            await self._mempool.refresh()
-            feed = await self._feed.advance()
+        feed: list[tuple[Any, list[ChainEvent]]] = await self._feed.advance() if fresh else []
         self._watches.deliver(self._watches.events(connected, tip))
         for watch, events in feed:
             for event in events:
@@ -451,18 +453,25 @@ class RpcChain:
             del self._pending[txid]
             self._block_of[txid] = header.block_hash
 
-    async def _find_mempool_spends(self, watches: list[SpendWatch]) -> None:
-        spenders = await self._mempool_spenders([w.outpoint for w in watches])
+    async def _find_mempool_spends(self, watches: list[SpendWatch], fresh: bool = False) -> None:
+        """``fresh``: the mempool copy was refreshed in this poll and answers for the node."""
+        if fresh:
+            spenders = {w.outpoint: t for w in watches if (t := self._mempool.spender_of(w.outpoint)) is not None}
+        else:
+            spenders = await self._mempool_spenders([w.outpoint for w in watches])
         for watch in watches:
             txid = spenders.get(watch.outpoint)
             if txid is None:
                 watch.in_mempool = False
                 continue
             if txid != watch.spender_txid:
-                raw = await self._lookup(txid, 0)
-                if raw is None:
-                    continue  # left the mempool in between; next poll
-                watch.found(txid, bytes.fromhex(raw), None)
+                known = self._mempool.raws.get(txid) if fresh else None
+                if known is None:
+                    raw = await self._lookup(txid, 0)
+                    if raw is None:
+                        continue  # left the mempool in between; next poll
+                    known = bytes.fromhex(raw)
+                watch.found(txid, known, None)
             watch.in_mempool = True
             self._pending.setdefault(txid, self._tip_height())
 
