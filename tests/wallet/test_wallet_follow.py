@@ -261,3 +261,4 @@ def test_a_schema_2_file_is_migrated_and_scanned_once(tmp_path: Path) -> None:
         assert wallet._db.execute("SELECT value FROM meta WHERE name = 'tip_height'").fetchone() is None
     finally:
         wallet.close()
+
