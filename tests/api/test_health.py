@@ -47,7 +47,8 @@ def test_healthy_then_stale_tip():
 
 def test_a_backend_that_never_answers_times_out():
     clock, chain, wallet, store = _backends()
-    chain.tip = lambda: defer.Deferred()  # a node that accepted the call and went quiet
+    # A node that accepted the calls and went quiet (the wallet's first look is its one scan).
+    chain.tip = chain.scan_outputs = lambda *args: defer.Deferred()
     check = HealthCheck(store, wallet, chain, clock, max_tip_age=None, timeout=5.0)
     report = _report(check, clock, advance=5.0)
     # The wallet asks the chain too: both wait out their deadline, and say so.

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 
 from chain_txs import ANYONE_CAN_SPEND, Coin, spend, txid_of
+from twisted_paychan.chain.embedded import miner
 from twisted_paychan.chain.embedded.chain import EmbeddedChain
 from twisted_paychan.chain.interfaces import IChain
 from twisted_paychan.chain.memory import MemoryChain
@@ -40,6 +41,9 @@ class Backend:
     settle: Callable[[], "Deferred[None]"]
     close: Callable[[], None] = lambda: None
     extra: dict[str, object] = field(default_factory=dict)
+    #: Replace the top n blocks with n + 1 empty ones (their transactions go back to the
+    #: mempool); the new blocks' hashes.
+    reorg: Optional[Callable[[int], list[bytes]]] = None
 
 
 def _clock() -> Clock:
@@ -59,7 +63,8 @@ def _settler(clock: Clock) -> Callable[[], "Deferred[None]"]:
 def memory_backend(tmp_path: Path) -> Backend:
     clock = _clock()
     chain = MemoryChain(clock)
-    return Backend("memory", chain, chain.mine, chain.credit, clock.advance, _settler(clock), extra={"clock": clock})
+    return Backend("memory", chain, chain.mine, chain.credit, clock.advance, _settler(clock), extra={"clock": clock},
+                   reorg=chain.reorg)
 
 
 def embedded_backend(tmp_path: Path) -> Backend:
@@ -86,7 +91,20 @@ def embedded_backend(tmp_path: Path) -> Backend:
         chain.mine(1)
         return OutPoint(txid_of(raw), 0)
 
-    return Backend("embedded", chain, chain.mine, fund, clock.advance, _settler(clock), chain.close, {"clock": clock})
+    def reorg(depth: int) -> list[bytes]:
+        node = chain.node
+        parent = node.block_hash_at(node.height - depth)
+        hashes = []
+        for height in range(node.height - depth + 1, node.height + 2):
+            block = miner.build_block(parent, height, node.next_block_time() + 1, ANYONE_CAN_SPEND, [], 0, tag=b"fork")
+            node.submit_block(block.raw)
+            parent = block.block_hash
+            hashes.append(block.block_hash)
+        assert node.block_hash_at(node.height) == hashes[-1]
+        return hashes
+
+    return Backend("embedded", chain, chain.mine, fund, clock.advance, _settler(clock), chain.close, {"clock": clock},
+                   reorg=reorg)
 
 
 FACTORIES: dict[str, Callable[[Path], Backend]] = {

@@ -15,8 +15,24 @@ from zope.interface.verify import verifyObject
 
 from chain_backends import Backend
 from chain_txs import Coin, Key, spend, txid_of
-from twisted_paychan.chain.interfaces import IChain
-from twisted_paychan.chain.types import BroadcastRejected, ChainTip, OutPoint, RejectKind, SpendEvent, TxState
+from twisted_paychan.chain.feed import (
+    BlockConnected,
+    BlockDisconnected,
+    ChainEvent,
+    FeedGap,
+    FeedTx,
+    MempoolAdded,
+)
+from twisted_paychan.chain.interfaces import IChain, ITransactionWatch
+from twisted_paychan.chain.types import (
+    BlockId,
+    BroadcastRejected,
+    ChainTip,
+    OutPoint,
+    RejectKind,
+    SpendEvent,
+    TxState,
+)
 
 ALICE = Key.from_seed(b"conformance alice")
 BOB = Key.from_seed(b"conformance bob")
@@ -272,3 +288,124 @@ async def test_non_final_by_height_until_the_lock_height(backend: Backend) -> No
 async def test_final_sequence_disables_the_lock_time(backend: Backend) -> None:
     raw = _pay_bob(_funded(backend), lock_time=(await backend.chain.tip()).height + 50, sequence=0xFFFFFFFF)
     assert await backend.chain.broadcast(raw) == txid_of(raw)
+
+
+# -- the transaction feed (issue #21) ---------------------------------------------------------
+
+
+def _shape(events: list[ChainEvent]) -> list[tuple[object, ...]]:
+    out: list[tuple[object, ...]] = []
+    for e in events:
+        if isinstance(e, BlockConnected):
+            out.append(("connected", e.height, e.block_hash))
+        elif isinstance(e, BlockDisconnected):
+            out.append(("disconnected", e.height, e.block_hash))
+        elif isinstance(e, MempoolAdded):
+            out.append(("added", *sorted(t.txid for t in e.txs)))
+        elif isinstance(e, FeedGap):
+            out.append(("gap", e.tip.height, e.tip.block_hash))
+        else:
+            out.append(("removed", *sorted(e.txids)))
+    return out
+
+
+@pytest_twisted.ensureDeferred
+async def test_scan_outputs_finds_confirmed_coins_of_many_scripts(backend: Backend) -> None:
+    alice, bob = _funded(backend), Coin(backend.fund(BOB.p2wpkh, 70_000), 70_000, BOB, True)
+    await backend.chain.broadcast(_pay_bob(alice))  # a mempool spend: the scan ignores it
+    scan = await backend.chain.scan_outputs([ALICE.p2pkh, BOB.p2wpkh, BOB.p2pkh])
+    tip = await backend.chain.tip()
+    assert scan.tip == BlockId(tip.height, tip.block_hash)
+    assert sorted((u.outpoint, u.value, u.script_pubkey) for u in scan.utxos) == sorted(
+        [(alice.outpoint, alice.value, ALICE.p2pkh), (bob.outpoint, bob.value, BOB.p2wpkh)]
+    )
+    assert all(u.height is not None for u in scan.utxos)
+
+
+@pytest_twisted.ensureDeferred
+async def test_transaction_feed_hears_the_mempool_then_the_block(backend: Backend) -> None:
+    coin = _funded(backend)
+    start = await backend.chain.tip()
+    events: list[ChainEvent] = []
+    watch = backend.chain.watch_transactions(events.append)
+    assert ITransactionWatch.providedBy(watch)
+    await watch.sync()
+    assert events == []
+    raw = _pay_bob(coin)
+    await backend.chain.broadcast(raw)
+    assert events == []  # never from inside broadcast
+    await watch.sync()
+    [added] = events
+    assert isinstance(added, MempoolAdded)
+    assert list(added.txs) == [FeedTx(txid_of(raw), (coin.outpoint,), ((coin.value - FEE, BOB.p2pkh),))]
+    events.clear()
+    [block_hash] = backend.mine(1)
+    await watch.sync()
+    [connected] = events
+    assert isinstance(connected, BlockConnected)
+    assert (connected.height, connected.block_hash) == (start.height + 1, block_hash)
+    assert txid_of(raw) in [t.txid for t in connected.txs]
+    watch.cancel()
+    backend.mine(1)
+    await backend.settle()
+    assert len(events) == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_transaction_feed_through_a_reorg(backend: Backend) -> None:
+    assert backend.reorg is not None
+    coin = _funded(backend)
+    raw = _pay_bob(coin)
+    await backend.chain.broadcast(raw)
+    start = await backend.chain.tip()
+    events: list[ChainEvent] = []
+    watch = backend.chain.watch_transactions(events.append)
+    await watch.sync()
+    assert _shape(events) == [("added", txid_of(raw))]  # the mempool, when a watch starts
+    [mined] = backend.mine(1)
+    await watch.sync()
+    events.clear()
+    fork = backend.reorg(1)
+    await watch.sync()
+    assert _shape(events) == [
+        ("disconnected", start.height + 1, mined),
+        ("connected", start.height + 1, fork[0]),
+        ("connected", start.height + 2, fork[1]),
+        ("added", txid_of(raw)),  # back in the mempool
+    ]
+    assert all(txid_of(raw) not in [t.txid for t in e.txs] for e in events if isinstance(e, BlockConnected))
+
+
+@pytest_twisted.ensureDeferred
+async def test_transaction_feed_catches_up_from_since(backend: Backend) -> None:
+    assert backend.reorg is not None
+    start = await backend.chain.tip()
+    here = BlockId(start.height, start.block_hash)
+    first, second = backend.mine(2)
+    events: list[ChainEvent] = []
+    watch = backend.chain.watch_transactions(events.append, [here])
+    assert events == []
+    await watch.sync()
+    assert _shape(events) == [("connected", start.height + 1, first), ("connected", start.height + 2, second)]
+    watch.cancel()
+
+    # Where it was left the chain while nobody watched: led back down, then up the new chain.
+    fork = backend.reorg(1)
+    events.clear()
+    since = [BlockId(start.height + 2, second), BlockId(start.height + 1, first), here]
+    watch = backend.chain.watch_transactions(events.append, since)
+    await watch.sync()
+    assert _shape(events) == [
+        ("disconnected", start.height + 2, second),
+        ("connected", start.height + 2, fork[0]),
+        ("connected", start.height + 3, fork[1]),
+    ]
+    watch.cancel()
+
+    # On no block of this chain at all: the listener must scan again.
+    events.clear()
+    watch = backend.chain.watch_transactions(events.append, [BlockId(start.height, b"\x99" * 32)])
+    await watch.sync()
+    tip = await backend.chain.tip()
+    assert _shape(events) == [("gap", tip.height, tip.block_hash)]
+    watch.cancel()

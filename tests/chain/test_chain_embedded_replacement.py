@@ -110,3 +110,62 @@ def test_the_feerate_diagram_decides() -> None:
 def test_format_money_is_cores() -> None:
     assert [format_money(v) for v in (0, 500, 1000, 100_000_000, 123_456_789)] == [
         "0.00", "0.000005", "0.00001", "1.00", "1.23456789"]
+
+
+def test_the_transaction_feed_hears_replacements_and_block_conflicts(backend: Backend) -> None:
+    """Issue #21: what left the mempool without being mined is named (MempoolRemoved), the
+    replaced transaction with its descendants, and one a block's conflict pushed out."""
+    from twisted_paychan.chain.embedded import miner
+    from twisted_paychan.chain.feed import BlockConnected, ChainEvent, MempoolAdded, MempoolRemoved
+
+    node = _node(backend)
+    coin, other = _coin(backend), _coin(backend)
+    events: list[ChainEvent] = []
+    watch = backend.chain.watch_transactions(events.append)
+    first = spend([coin], [(BOB.p2pkh, 99_000)])
+    node.accept(first)
+    child = spend([Coin(OutPoint(txid_of(first), 0), 99_000, BOB)], [(ALICE.p2pkh, 98_000)])
+    node.accept(child)
+    better = spend([coin], [(ALICE.p2pkh, 97_000)])
+    node.accept(better)
+    watch.sync()
+    assert [type(e) for e in events] == [MempoolAdded, MempoolAdded, MempoolRemoved, MempoolAdded]
+    removed = events[2]
+    assert isinstance(removed, MempoolRemoved) and sorted(removed.txids) == sorted([txid_of(first), txid_of(child)])
+
+    events.clear()
+    pending = spend([other], [(BOB.p2pkh, 99_000)])
+    node.accept(pending)
+    rival = spend([other], [(ALICE.p2pkh, 99_500)])  # pays less: only a block can take it
+    block = miner.build_block(node.block_hash_at(node.height), node.height + 1, node.next_block_time(),
+                              BOB.p2pkh, [rival], 500)
+    assert node.submit_block(block.raw).accepted
+    watch.sync()
+    assert [type(e) for e in events] == [MempoolAdded, BlockConnected, MempoolRemoved]
+    assert list(events[2].txids) == [txid_of(pending)]  # type: ignore[union-attr]
+    watch.cancel()
+
+
+def test_a_wallet_loses_a_replaced_incoming_payment(backend: Backend) -> None:
+    """The wallet, following the feed: an incoming payment replaced by one paying elsewhere
+    leaves its unconfirmed balance; its coins are what the node lists."""
+    from twisted.internet.defer import Deferred
+
+    from twisted_paychan.bitcoin.addresses import REGTEST, address_to_script
+    from twisted_paychan.wallet import MemoryWallet
+
+    def now(d: Deferred) -> object:  # type: ignore[type-arg]
+        out: list[object] = []
+        d.addBoth(out.append)
+        return out[0]
+
+    wallet = MemoryWallet(backend.chain)
+    wallet.start()
+    script = address_to_script(str(now(wallet.new_address())), REGTEST)
+    coin = _coin(backend)
+    _node(backend).accept(spend([coin], [(script, 99_000)]))
+    assert now(wallet.balance()).unconfirmed == 99_000  # type: ignore[attr-defined]
+    _node(backend).accept(spend([coin], [(BOB.p2wpkh, 97_000)]))  # more fee: replaces it
+    assert now(wallet.balance()).total == 0  # type: ignore[attr-defined]
+    assert _node(backend).unspent_outputs(script) == []
+    wallet.stop()

@@ -49,7 +49,7 @@ async def start_harness(tmp_path: Path, fee_rate: Optional[int] = None, **chain_
     chain = RpcChain.from_url(reactor, server.url, cookie_path=tmp_path / ".cookie", clock=poll_clock, **chain_options)
     await chain.start()
     connection = RpcConnection(reactor, server.url, cookie_path=tmp_path / ".cookie")
-    backend = Backend("rpc", chain, inner.mine, inner.fund, inner.advance, chain.poll, extra=inner.extra)
+    backend = Backend("rpc", chain, inner.mine, inner.fund, inner.advance, chain.poll, extra=inner.extra, reorg=inner.reorg)
     return Harness(inner, server, connection, chain, poll_clock, backend)
 
 

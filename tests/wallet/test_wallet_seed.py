@@ -19,6 +19,7 @@ from twisted_paychan.wallet.errors import NoSeed
 from twisted_paychan.wallet.hd import Branch, InvalidMnemonic, Seed
 from twisted_paychan.wallet.keys import KeyPurpose
 from twisted_paychan.wallet.restore import ChannelKey, find_coins
+from twisted_paychan.wallet.sqlite import SCHEMA_VERSION
 from wallet_conformance import result
 
 CHEAP = ScryptParams(n=2**10, r=8, p=1)
@@ -167,7 +168,7 @@ def test_wallet_from_before_seeds_keeps_working(tmp_path: Path) -> None:
     assert result(w.settlement_payout_script(b"\x01" * 32)) == result(w.payout_script())
     w.close()
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION  # migrated through 2 to the latest
     db.close()
     w = SqliteWallet.open(path, chain)
     assert w.is_mine(p2pkh_script(hash160(channel)))

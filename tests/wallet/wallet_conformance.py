@@ -23,7 +23,7 @@ from twisted_paychan.bitcoin.addresses import REGTEST, address_to_script, hash16
 from twisted_paychan.bitcoin.consensus import verify_input
 from twisted_paychan.chain.interfaces import InsufficientFunds, ISigner, IWallet
 from twisted_paychan.chain.memory import MemoryChain
-from twisted_paychan.chain.types import FundedTransaction, OutPoint, Utxo
+from twisted_paychan.chain.types import FundedTransaction, OutPoint, OutputScan, Utxo
 from twisted_paychan.wallet.coinselect import fee_for_weight
 
 #: Where funded transactions pay: a P2SH script standing in for a channel contract.
@@ -162,26 +162,36 @@ class WalletConformance:
         harness.chain.credit(TARGET, 70_000)
         assert result(harness.wallet.balance()).total == 0
 
-    def test_start_refreshes_on_new_blocks(self, harness: Harness) -> None:
-        calls = []
-        real = harness.chain.unspent_outputs
+    def test_start_follows_new_blocks(self, harness: Harness) -> None:
+        """Started, the wallet follows each new block by itself (issue #21: the one full scan
+        when it starts, none per block, no per-script query); stopped, it does not."""
+        scans: list[list[bytes]] = []
+        per_script: list[bytes] = []
+        real_scan, real_unspent = harness.chain.scan_outputs, harness.chain.unspent_outputs
 
-        def counting(script: bytes) -> Any:
-            calls.append(script)
-            return real(script)
+        def scan(scripts: Any) -> Any:
+            scans.append(list(scripts))
+            return real_scan(scripts)
 
-        harness.chain.unspent_outputs = counting  # type: ignore[method-assign]
+        def unspent(script: bytes) -> Any:
+            per_script.append(script)
+            return real_unspent(script)
+
+        harness.chain.scan_outputs = scan  # type: ignore[method-assign]
+        harness.chain.unspent_outputs = unspent  # type: ignore[method-assign]
         harness.wallet.start()
         harness.clock.advance(0)
-        started = len(calls)
+        started = harness.wallet.synced_to
+        assert started is not None and len(scans) == 1
         harness.chain.mine()
         harness.clock.advance(0)
-        assert len(calls) > started
+        assert harness.wallet.synced_to[0] == started[0] + 1
+        assert len(scans) == 1 and per_script == []
         harness.wallet.stop()
-        stopped = len(calls)
+        stopped = harness.wallet.synced_to
         harness.chain.mine()
         harness.clock.advance(0)
-        assert len(calls) == stopped
+        assert harness.wallet.synced_to == stopped
 
     # -- funding ----------------------------------------------------------------------------
 
@@ -332,12 +342,15 @@ class WalletConformance:
         script = address_to_script(result(harness.wallet.new_address()), REGTEST)
         tip = result(harness.chain.tip()).height
         coinbase = Utxo(OutPoint(b"\xcb" * 32, 0), 5_000_000_000, script, tip - 50, coinbase=True)
-        real = harness.chain.unspent_outputs
+        real = harness.chain.scan_outputs
 
-        def with_coinbase(s: bytes) -> Any:
-            return real(s).addCallback(lambda us: us + ([coinbase] if s == script else []))
+        def with_coinbase(scripts: Any) -> Any:
+            scripts = list(scripts)
+            return real(scripts).addCallback(
+                lambda scan: OutputScan(scan.utxos + ([coinbase] if script in scripts else []), scan.tip)
+            )
 
-        harness.chain.unspent_outputs = with_coinbase  # type: ignore[method-assign]
+        harness.chain.scan_outputs = with_coinbase  # type: ignore[method-assign]
         assert result(harness.wallet.balance()).total == 0
         harness.chain.mine(48)  # tip - height = 98: 99 confirmations, a spend could not be mined
         assert result(harness.wallet.balance()).total == 0

@@ -8,17 +8,36 @@ never bare strings. Hashes are internal-order bytes (see ``chain.types``).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Collection, Optional, Sequence
 
 from twisted.internet.defer import Deferred
 from zope.interface import Attribute, Interface
 
-from twisted_paychan.chain.types import Balance, ChainTip, FundedTransaction, OutPoint, SpendEvent, TxStatus, Utxo
+from twisted_paychan.chain.types import (
+    Balance,
+    BlockId,
+    ChainTip,
+    FundedTransaction,
+    OutPoint,
+    OutputScan,
+    SpendEvent,
+    TxStatus,
+    Utxo,
+)
+
+if TYPE_CHECKING:
+    from twisted_paychan.chain.feed import ChainEvent
 
 
 class ICancellable(Interface):
     def cancel() -> None:
         """Stop the notification; calling it twice is harmless."""
+
+
+class ITransactionWatch(ICancellable):
+    def sync() -> Deferred[None]:
+        """Fires once every change the chain knows of now has been handed to the callback
+        (the memory and embedded chains deliver their queue; the RPC chain polls first)."""
 
 
 class IChain(Interface):
@@ -44,6 +63,17 @@ class IChain(Interface):
     def unspent_outputs(script_pubkey: bytes) -> Deferred[list[Utxo]]:
         """Unspent outputs paying exactly this script, confirmed and in the mempool, minus the
         ones the mempool already spends."""
+
+    def scan_outputs(scripts: Collection[bytes]) -> Deferred[OutputScan]:
+        """The confirmed unspent outputs paying any of ``scripts`` (the mempool aside: neither
+        its outputs nor its spends), and the block they are as of. One pass over the UTXO set
+        however many scripts: a wallet's one full scan, when it is created or restored."""
+
+    def watch_transactions(callback: Callable[[ChainEvent], Any], since: Sequence[BlockId] = ()) -> ITransactionWatch:
+        """Follow the chain from ``since`` (blocks the caller holds, newest first; empty: from
+        the tip): ``callback(event)`` for each block connected or disconnected, with its
+        transactions, and each mempool change (``chain.feed`` says which events, in which
+        order). Never called re-entrantly from this method."""
 
     def watch_spend(outpoint: OutPoint, callback: Callable[[SpendEvent], Any]) -> ICancellable:
         """Call ``callback(SpendEvent)`` when ``outpoint`` is spent (mempool or block), and

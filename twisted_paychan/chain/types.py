@@ -60,6 +60,14 @@ class ChainTip:
 
 
 @dataclass(frozen=True)
+class BlockId:
+    """A block of a chain by height and hash (a point a follower is synced to)."""
+
+    height: int
+    block_hash: bytes  # internal order
+
+
+@dataclass(frozen=True)
 class Utxo:
     outpoint: OutPoint
     value: int
@@ -67,6 +75,14 @@ class Utxo:
     #: Height of the block that created it, or None while unconfirmed (in the mempool).
     height: Optional[int]
     coinbase: bool = False
+
+
+@dataclass(frozen=True)
+class OutputScan:
+    """The confirmed unspent outputs paying some scripts, as of the block ``tip``."""
+
+    utxos: list[Utxo]
+    tip: BlockId
 
 
 @dataclass(frozen=True)

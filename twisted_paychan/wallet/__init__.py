@@ -9,6 +9,7 @@ The wallet: keys and coins of one party, behind ``chain.interfaces.IWallet``.
 * ``base``       the IWallet logic shared by both wallets
 * ``memory``     ``MemoryWallet``: the in-memory double
 * ``sqlite``     ``SqliteWallet``: the durable one
+* ``follow``     following the chain: one scan, then block by block and the mempool (issue #21)
 * ``restore``    finding a restored wallet's keys and coins on the chain
 * ``send``       ``send_coins``: withdrawing to an address (any front end)
 * ``backends``   ``twistd paychan --wallet``: the backend plugin interface, ``sqlite`` and ``memory``

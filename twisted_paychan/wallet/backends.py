@@ -46,7 +46,8 @@ class IServedWallet(IWallet):
     stops."""
 
     def start() -> None:
-        """Follow the chain (refresh the coins on each new block) until :meth:`close`."""
+        """Follow the chain (one scan if it never did, then block by block: ``wallet.follow``)
+        until :meth:`close`."""
 
     def close() -> None:
         """Stop following the chain and release whatever the wallet holds open (a file and its

@@ -17,12 +17,13 @@ payout key (:meth:`settlement_payout_script`), stored with the channel it was ha
 the settlement can exist, so income is not one address history and a rebuilt settlement pays
 the same script again.
 
-Coins come from the chain, never from our own bookkeeping: :meth:`refresh` asks
-``IChain.unspent_outputs`` for each receive and payout script, and for the P2PKH script of each
-*tracked* channel key: a client's change after a settlement and its refund pay there, and they
-are the wallet's money like any other coin (a server's channel keys receive nothing and are not
-scanned). It runs on every new block once :meth:`start` has been called, and on demand:
-``balance``, ``coins`` and ``fund`` refresh first.
+Coins come from the chain, never from our own bookkeeping: the wallet scans the chain once
+(``IChain.scan_outputs``, every receive and payout script and the P2PKH script of each *tracked*
+channel key at once: a client's change after a settlement and its refund pay there, and they
+are the wallet's money like any other coin; a server's channel keys receive nothing and are not
+scanned), then follows it block by block and through the mempool (``wallet.follow``), undoing
+a reorganisation. It follows from :meth:`start` on, and catches up on demand: ``balance``,
+``coins`` and ``fund`` first take in what the chain has said since (:meth:`refresh`).
 
 A coin is *spendable* when it is confirmed (a coinbase also mature), or unconfirmed but created
 by a transaction this wallet funded (our own change), and not reserved. A reservation lasts
@@ -35,14 +36,14 @@ import enum
 from dataclasses import dataclass
 from typing import Any, Iterable, Optional, Union
 
-from twisted.internet.defer import Deferred, FirstError, gatherResults, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from twisted_paychan.bitcoin.addresses import Network, script_to_address
-from twisted_paychan.chain.interfaces import ICancellable, ISigner
-from twisted_paychan.chain.types import Balance, ChainTip, FundedTransaction, OutPoint, Utxo, display_hex
+from twisted_paychan.chain.interfaces import ISigner
+from twisted_paychan.chain.types import Balance, FundedTransaction, OutPoint, OutputScan, Utxo, display_hex
 from twisted_paychan.constants import COINBASE_MATURITY, FEE_RATE_FLOOR, MAX_MONEY
 from twisted_paychan.wallet.backends import IServedWallet
 from twisted_paychan.wallet.coinselect import (
@@ -54,6 +55,7 @@ from twisted_paychan.wallet.coinselect import (
     select_coins,
 )
 from twisted_paychan.wallet.errors import NoSeed
+from twisted_paychan.wallet.follow import ChainSync, CoinBook, CoinWrite
 from twisted_paychan.wallet.hd import Branch, Seed
 from twisted_paychan.wallet.keys import KeyPurpose, ScriptType, Signer, WalletKey, derive_key, generate_key
 from twisted_paychan.wallet.txbuild import SpendableCoin, build_funding_transaction, build_sweep_transaction
@@ -101,13 +103,13 @@ class BaseWallet:
         self._next: dict[Branch, int] = {b: 0 for b in Branch}
         #: Channel keys lent to handshakes and not yet stored (``provisional_channel_key``).
         self._provisional: dict[bytes, WalletKey] = {}
+        #: The coins as the chain lists them (``CoinBook.view_of``), kept in step with the book.
         self._coins: dict[OutPoint, Utxo] = {}
         self._tip_height: Optional[int] = None
         self._funded: dict[bytes, FundedRecord] = {}
         self._reserved: dict[OutPoint, bytes] = {}
-        self._refresh_started = 0
-        self._refresh_applied = 0
-        self._watch: Optional[ICancellable] = None
+        self._book = CoinBook(self.is_mine)
+        self._sync = ChainSync(self, chain, self._book)
 
     # -- Persistence hooks: durable before they return ------------------------------------
 
@@ -122,8 +124,8 @@ class BaseWallet:
     ) -> None:
         """Drop these reservations and set these funded transactions' states."""
 
-    def _persist_coins(self, coins: Iterable[Utxo], tip_height: Optional[int]) -> None:
-        """Store the coin cache (a cache only: the chain is the truth)."""
+    def _persist_coin_write(self, write: CoinWrite) -> None:
+        """Store what a chain event changed in the coins (``wallet.follow.CoinWrite``)."""
 
     def _persist_tracked(self, key: WalletKey) -> None:
         """Store that a stored channel key's payouts are now tracked (its new script type)."""
@@ -259,6 +261,9 @@ class BaseWallet:
         tracked = WalletKey(key.secret, key.public_key, key.purpose, ScriptType.P2PKH, key.path, key.label)
         self._persist_tracked(tracked)
         self._load_key(tracked)
+        assert tracked.script_pubkey is not None
+        if self._book.synced is not None:  # its coins so far are not in the book: scan for them
+            self._sync.scan_later(tracked.script_pubkey)
         return True
 
     def signer_for(self, public_key: bytes) -> Signer:
@@ -307,63 +312,71 @@ class BaseWallet:
     # -- Coins ----------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Refresh the coins on every new block (and once now)."""
-        if self._watch is None:
-            self._watch = self._chain.watch_blocks(self._on_block)
+        """Follow the chain from now on (scanning it first if this wallet never did)."""
+        if not self._sync.running:
+            self._sync.running = True
             self._logged_refresh()
 
     def stop(self) -> None:
-        if self._watch is not None:
-            self._watch.cancel()
-            self._watch = None
+        self._sync.running = False
+        self._sync.stop()
 
     def close(self) -> None:
         """Stop watching the chain; a wallet with a file releases it too (SqliteWallet)."""
         self.stop()
 
-    def _on_block(self, tip: ChainTip) -> None:
-        self._logged_refresh()
-
     def _logged_refresh(self) -> None:
         def failed(f: Failure) -> None:
-            if self._watch is None:
+            if not self._sync.running:
                 return  # stopped meanwhile (a shutdown closed the chain or the file): not news
-            self.log.failure("refreshing the wallet's coins failed", f)
+            self.log.failure("following the chain failed", f)
 
         self.refresh().addErrback(failed)
 
     def refresh(self) -> Deferred[None]:
-        """Reload the coins of every scanned script from the chain."""
-        self._refresh_started += 1
-        seq = self._refresh_started
-        scripts = list(self._by_script)
-        queries: list[Deferred[Any]] = [maybeDeferred(self._chain.tip)]
-        queries += [maybeDeferred(self._chain.unspent_outputs, s) for s in scripts]
-        d: Deferred[list[Any]] = gatherResults(queries, consumeErrors=True)
+        """Take in what the chain has said since the last look (the first time: the one full
+        scan); fires when the coins are the chain's."""
+        return self._sync.sync()
 
-        def unwrap(f: Failure) -> Failure:
-            f.trap(FirstError)
-            first: Failure = f.value.subFailure  # type: ignore[union-attr]
-            return first
+    @property
+    def synced_to(self) -> Optional[tuple[int, bytes]]:
+        """The block (height, hash) the wallet's confirmed coins are as of; None before its
+        first scan."""
+        synced = self._book.synced
+        return None if synced is None else (synced.height, synced.block_hash)
 
-        d.addErrback(unwrap)
-        return d.addCallback(lambda results: self._apply_refresh(seq, scripts, results))
+    @property
+    def scans(self) -> int:
+        """Full scans of the chain this wallet made since it was opened."""
+        return self._sync.scans
 
-    def _apply_refresh(self, seq: int, scripts: list[bytes], results: list[Any]) -> None:
-        if seq <= self._refresh_applied:
-            return  # a later refresh already answered; this view is older
-        self._refresh_applied = seq
-        tip: ChainTip = results[0]
-        queried = set(scripts)
-        coins = {op: u for op, u in self._coins.items() if u.script_pubkey not in queried}
-        for utxos in results[1:]:
-            for u in utxos:
-                coins[u.outpoint] = u
-        gone = [op for op, _ in self._reserved.items() if op not in coins]
-        self._drop_reservations(gone, spent=True)
-        self._persist_coins(coins.values(), tip.height)
-        self._coins = coins
-        self._tip_height = tip.height
+    def scanned_scripts(self) -> list[bytes]:
+        """Every script whose coins the wallet counts, for its full scan."""
+        return list(self._by_script)
+
+    def adopt_scan(self, scan: OutputScan) -> None:
+        """Take a full scan (``wallet.restore`` made it) as the coins; follow on from its block."""
+        self._sync.adopt(scan)
+
+    def apply_coin_write(self, write: CoinWrite) -> None:
+        """Store what a chain event changed, then bring the coins in line with the book; a
+        reserved coin the chain no longer lists as unspent is no longer held."""
+        if write:
+            self._persist_coin_write(write)
+        book = self._book
+        gone = []
+        for point in book.touched:
+            coin = book.view_of(point)
+            if coin is not None:
+                self._coins[point] = coin
+            elif self._coins.pop(point, None) is not None:
+                gone.append(point)
+        book.touched.clear()
+        if book.synced is not None:
+            self._tip_height = book.synced.height
+        if write.replace:  # a scan is the whole picture: check every reservation
+            gone = [op for op in self._reserved if op not in self._coins]
+        self._drop_reservations([op for op in gone if op in self._reserved], spent=True)
 
     def _drop_reservations(self, outpoints: list[OutPoint], spent: bool) -> None:
         """Unreserve ``outpoints``; a funded transaction left with none becomes SPENT (when the

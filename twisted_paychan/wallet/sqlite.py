@@ -4,10 +4,12 @@
 Durability. The database runs in WAL mode with ``synchronous=FULL``: a transaction that stores
 a key, a funded transaction with its reservations, or a release is on disk (fsync of the WAL)
 before the call that made it returns, so a crash can neither take back a key that was handed to
-a channel nor forget which coins a not-yet-broadcast transaction spends. The coin cache is the
-exception: it is only a copy of what the chain says and is rebuilt by the next refresh, so it
-is written with ``synchronous=NORMAL``. ``secure_delete`` is on, so a key overwritten by
-``encrypt`` does not linger in free pages.
+a channel nor forget which coins a not-yet-broadcast transaction spends. The coins are the
+exception: they are the chain's word, written block by block (``wallet.follow``: each block's
+changes and the new sync point in one transaction) with ``synchronous=NORMAL``; a power cut
+can lose the last blocks written, never half of one, and the wallet reads them from the chain
+again when it starts. ``secure_delete`` is on, so a key overwritten by ``encrypt`` does not
+linger in free pages.
 
 All SQLite calls run on the calling (reactor) thread. Each is a small write, a few milliseconds
 at most with the fsync; the keys a payment signs with are in memory and never wait for the disk.
@@ -24,6 +26,12 @@ Seeds. A new file gets a seed (``meta.seed``: the BIP39 entropy) and derives eve
 the keys are still stored, so opening never re-derives and a file from before seeds (schema 1,
 random keys, no seed) is read the same way. Opening a schema-1 file adds the two columns of
 schema 2 (``path``, ``label``) and nothing else: its keys stay random.
+
+Following the chain (schema 3). ``blocks`` holds the hashes of the last blocks the coins are
+synced to (the newest is where a restart follows on from; the others let a reorganisation be
+undone); a coin spent in one of them stays in ``coins`` with its ``spent_height`` until that
+block is deeper than ``follow.UNDO_DEPTH``. Opening a schema-2 file empties its coin cache
+(the wallet then scans the chain once, as a new one does) and adds the column and the table.
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ from bitcoin.core import CTransaction
 from twisted_paychan.bitcoin.addresses import NETWORKS, REGTEST, Network
 from twisted_paychan.chain.types import FundedTransaction, OutPoint, Utxo
 from twisted_paychan.wallet.base import BaseWallet, FundedRecord, FundedState
+from twisted_paychan.wallet.follow import CoinWrite, SpentCoin
 from twisted_paychan.wallet.crypto import DEFAULT_SCRYPT, KeyCipher, ScryptParams
 from twisted_paychan.wallet.errors import (
     AlreadyEncrypted,
@@ -55,10 +64,26 @@ from twisted_paychan.wallet.keys import KeyPurpose, ScriptType, WalletKey
 __all__ = ["SqliteWallet", "SCHEMA_VERSION"]
 
 #: ``PRAGMA user_version`` of the files this code writes.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+#: The block hashes a wallet follows the chain by, and the indexes that make a block's undo
+#: and pruning cost what they touch (schema 3).
+_FOLLOW_SCHEMA = (
+    """CREATE TABLE blocks (
+        height        INTEGER PRIMARY KEY,
+        hash          BLOB NOT NULL
+    )""",
+    "CREATE INDEX coins_by_height ON coins (height)",
+    "CREATE INDEX coins_by_spent_height ON coins (spent_height) WHERE spent_height IS NOT NULL",
+)
 #: What turns a file of each older version into the next one, in one transaction.
 _MIGRATIONS = {
     1: ("ALTER TABLE keys ADD COLUMN path TEXT", "ALTER TABLE keys ADD COLUMN label BLOB"),
+    2: (
+        "DELETE FROM coins",  # a cache of refreshes: the first sync scans the chain instead
+        "DELETE FROM meta WHERE name = 'tip_height'",
+        "ALTER TABLE coins ADD COLUMN spent_height INTEGER",
+        *_FOLLOW_SCHEMA,
+    ),
 }
 #: Associated data of the sealed seed: a sealed key moved onto it does not open.
 _SEED_AAD = b"seed"
@@ -80,7 +105,8 @@ _SCHEMA = (
         path          TEXT,
         label         BLOB
     )""",
-    # A cache of the chain's unspent outputs paying our scripts (height NULL: unconfirmed).
+    # The confirmed outputs paying our scripts as of the newest block in ``blocks``: unspent,
+    # or spent in one of those blocks (spent_height), kept so a reorganisation can undo it.
     """CREATE TABLE coins (
         txid          BLOB NOT NULL,
         vout          INTEGER NOT NULL,
@@ -88,6 +114,7 @@ _SCHEMA = (
         script_pubkey BLOB NOT NULL,
         height        INTEGER,
         coinbase      INTEGER NOT NULL,
+        spent_height  INTEGER,
         PRIMARY KEY (txid, vout)
     )""",
     """CREATE TABLE funded (
@@ -103,6 +130,7 @@ _SCHEMA = (
         funded_txid   BLOB NOT NULL REFERENCES funded (txid),
         PRIMARY KEY (txid, vout)
     )""",
+    *_FOLLOW_SCHEMA,
 )
 
 
@@ -294,13 +322,21 @@ class SqliteWallet(BaseWallet):
             if key.public_key != public_key:
                 raise WalletCorrupt(f"stored key {public_key.hex()} does not match its secret")
             self._load_key(key)
-        for txid, vout, value, script_pubkey, height, coinbase in self._db.execute(
-            "SELECT txid, vout, value, script_pubkey, height, coinbase FROM coins"
+        unspent: list[Utxo] = []
+        spent_coins: list[SpentCoin] = []
+        for txid, vout, value, script_pubkey, height, coinbase, spent_height in self._db.execute(
+            "SELECT txid, vout, value, script_pubkey, height, coinbase, spent_height FROM coins"
         ):
             point = OutPoint(txid, vout)
-            self._coins[point] = Utxo(point, value, script_pubkey, height, bool(coinbase))
-        tip = self._meta("tip_height")
-        self._tip_height = None if tip is None else int(tip)
+            utxo = Utxo(point, value, script_pubkey, height, bool(coinbase))
+            if spent_height is None:
+                unspent.append(utxo)
+            else:
+                spent_coins.append(SpentCoin(utxo, spent_height))
+        blocks = {height: bytes(block_hash) for height, block_hash in self._db.execute("SELECT height, hash FROM blocks")}
+        self._book.load(unspent, spent_coins, blocks)
+        self._coins = self._book.view()
+        self._tip_height = None if self._book.synced is None else self._book.synced.height
         reserved: dict[bytes, list[OutPoint]] = {}
         for txid, vout, funded_txid in self._db.execute(
             "SELECT txid, vout, funded_txid FROM reservations"
@@ -403,25 +439,38 @@ class SqliteWallet(BaseWallet):
                 [(state.value, txid) for txid, state in states.items()],
             )
 
-    def _persist_coins(self, coins: Iterable[Utxo], tip_height: Optional[int]) -> None:
-        rows = sorted(
-            (u.outpoint.txid, u.outpoint.index, u.value, u.script_pubkey, u.height, int(u.coinbase))
-            for u in coins
-        )
-        current = sorted(self._db.execute(
-            "SELECT txid, vout, value, script_pubkey, height, coinbase FROM coins"
-        ).fetchall())
-        if rows == current and self._meta("tip_height") == str(tip_height):
-            return
-        # A cache of the chain: losing the last write to a power cut costs one refresh.
+    def _persist_coin_write(self, write: CoinWrite) -> None:
+        # The chain's word, read again from the chain if a power cut takes the last blocks.
         self._db.execute("PRAGMA synchronous = NORMAL")
         try:
             with self._transaction():
-                self._db.execute("DELETE FROM coins")
-                self._db.executemany("INSERT INTO coins VALUES (?, ?, ?, ?, ?, ?)", rows)
-                self._set_meta("tip_height", str(tip_height))
+                self._write_coins(write)
         finally:
             self._db.execute("PRAGMA synchronous = FULL")
+
+    def _write_coins(self, write: CoinWrite) -> None:
+        db = self._db
+        if write.replace:
+            db.execute("DELETE FROM coins")
+            db.execute("DELETE FROM blocks")
+        db.executemany(
+            "INSERT OR REPLACE INTO coins VALUES (?, ?, ?, ?, ?, ?, NULL)",
+            [(u.outpoint.txid, u.outpoint.index, u.value, u.script_pubkey, u.height, int(u.coinbase))
+             for u in write.created],
+        )
+        db.executemany("UPDATE coins SET spent_height = ? WHERE txid = ? AND vout = ?",
+                       [(height, op.txid, op.index) for op, height in write.spent])
+        db.executemany("UPDATE coins SET spent_height = NULL WHERE txid = ? AND vout = ?",
+                       [(op.txid, op.index) for op in write.unspent])
+        db.executemany("DELETE FROM coins WHERE txid = ? AND vout = ?", [(op.txid, op.index) for op in write.deleted])
+        if write.blocks_removed_from is not None:
+            db.execute("DELETE FROM blocks WHERE height >= ?", (write.blocks_removed_from,))
+        if write.block_added is not None:
+            db.execute("INSERT OR REPLACE INTO blocks (height, hash) VALUES (?, ?)",
+                       (write.block_added.height, write.block_added.block_hash))
+        if write.prune_to is not None:
+            db.execute("DELETE FROM coins WHERE spent_height <= ?", (write.prune_to,))
+            db.execute("DELETE FROM blocks WHERE height <= ?", (write.prune_to,))
 
     # -- SQLite helpers -------------------------------------------------------------------
 

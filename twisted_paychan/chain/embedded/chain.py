@@ -10,19 +10,23 @@ by hash or height, the mempool, UTXO scans, mining to a script).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Collection, Optional, Sequence, Union
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
+from twisted_paychan.chain.embedded.index import parse_block
 from twisted_paychan.chain.embedded.node import ANYONE_CAN_SPEND, RegtestNode
 from twisted_paychan.chain.embedded.watchers import Watchers
-from twisted_paychan.chain.interfaces import ICancellable, IChain
+from twisted_paychan.chain.feed import BlockConnected, ChainEvent, FeedHub, catch_up_events, feed_tx
+from twisted_paychan.chain.interfaces import ICancellable, IChain, ITransactionWatch
 from twisted_paychan.chain.types import (
+    BlockId,
     BroadcastRejected,
     ChainTip,
     OutPoint,
+    OutputScan,
     SpendEvent,
     TxStatus,
     Utxo,
@@ -36,6 +40,8 @@ class EmbeddedChain:
         self._watchers = Watchers(node.reactor, node.spender_of, node.tx_status, node.raw_transaction)
         node.on_block(self._watchers.new_tip)
         node.on_touched(self._watchers.touched)
+        self._feed = FeedHub(node.reactor, self._catch_up)
+        node.tx_feed = self._feed
 
     @classmethod
     def open(
@@ -75,11 +81,31 @@ class EmbeddedChain:
     def unspent_outputs(self, script_pubkey: bytes) -> "Deferred[list[Utxo]]":
         return succeed(self.node.unspent_outputs(script_pubkey))
 
+    def scan_outputs(self, scripts: Collection[bytes]) -> "Deferred[OutputScan]":
+        tip = self.node.tip()
+        return succeed(OutputScan(self.node.scan(scripts), BlockId(tip.height, tip.block_hash)))
+
+    def watch_transactions(self, callback: Callable[[ChainEvent], Any], since: Sequence[BlockId] = ()) -> ITransactionWatch:
+        return self._feed.watch(callback, since)
+
     def watch_spend(self, outpoint: OutPoint, callback: Callable[[SpendEvent], Any]) -> ICancellable:
         return self._watchers.watch_spend(outpoint, callback)
 
     def watch_blocks(self, callback: Callable[[ChainTip], Any]) -> ICancellable:
         return self._watchers.watch_blocks(callback)
+
+    def _catch_up(self, since: Sequence[BlockId]) -> list[ChainEvent]:
+        node = self.node
+
+        def hash_at(height: int) -> Optional[bytes]:
+            return node.block_hash_at(height) if 0 <= height <= node.height else None
+
+        def block_at(height: int) -> BlockConnected:
+            block = parse_block(node.block_at(height))
+            return BlockConnected(height, block.block_hash, [feed_tx(t, tx) for t, tx in zip(block.txids, block.txs)])
+
+        mempool = [feed_tx(e.txid, e.tx) for e in node.mempool_entries()]
+        return catch_up_events(since, node.height, hash_at, block_at, mempool)
 
     # -- test and tool helpers -------------------------------------------------------------
 

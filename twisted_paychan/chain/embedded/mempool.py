@@ -93,8 +93,9 @@ class Mempool:
             )
         return removed
 
-    def remove_for_block(self, block_txs: Sequence[CTransaction], txids: Sequence[bytes]) -> None:
-        """A block confirmed ``block_txs``: drop them, and whatever spent the same coins."""
+    def remove_for_block(self, block_txs: Sequence[CTransaction], txids: Sequence[bytes]) -> list[MempoolEntry]:
+        """A block confirmed ``block_txs``: drop them, and whatever spent the same coins (those
+        are returned)."""
         confirmed = []
         conflicting = []
         for tx, txid in zip(block_txs, txids):
@@ -113,7 +114,7 @@ class Mempool:
             for point in inputs_of(entry.tx):
                 if self.spends.get(point) == txid:
                     del self.spends[point]
-        self.remove(conflicting)
+        return self.remove(conflicting)
 
     def clear(self) -> list[MempoolEntry]:
         entries = list(self.entries.values())

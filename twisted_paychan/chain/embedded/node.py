@@ -31,6 +31,16 @@ from twisted_paychan.chain.embedded.index import ChainIndex, ParsedBlock, parse_
 from twisted_paychan.chain.embedded.journal import BlockJournal
 from twisted_paychan.chain.embedded.kernel import BlockVerdict, Kernel, SpentCoin
 from twisted_paychan.chain.embedded.replacement import judge_replacement
+from twisted_paychan.chain.feed import (
+    BlockConnected,
+    BlockDisconnected,
+    ChainEvent,
+    FeedHub,
+    FeedTx,
+    MempoolAdded,
+    MempoolRemoved,
+    feed_tx,
+)
 from twisted_paychan.constants import DEFAULT_MIN_RELAY_TX_FEE
 from twisted_paychan.chain.embedded.mempool import Mempool, MempoolEntry, inputs_of
 from twisted_paychan.chain.types import (
@@ -95,6 +105,11 @@ class RegtestNode:
         self._change_listeners: list[Callable[[], Any]] = []
         self._touch_listeners: list[Callable[[list[OutPoint], bool], Any]] = []
         self._auto_mine: Optional[LoopingCall] = None
+        #: The transaction feed's watches (``chain.feed``), set by EmbeddedChain; events are
+        #: built only while one is watching.
+        self.tx_feed: Optional[FeedHub] = None
+        #: What the last ``_accept`` evicted (Core's full RBF), for the feed.
+        self._evicted: list[bytes] = []
         self._lock = DatadirLock(self.datadir)
         try:
             self._kernel = Kernel(self.datadir, self._on_connected, self._on_disconnected)
@@ -218,10 +233,14 @@ class RegtestNode:
         :class:`BroadcastRejected`. A transaction already known (mempool or chain) is fine."""
         size = len(self._mempool)
         last = next(reversed(self._mempool.entries), None)
+        self._evicted = []
         txid = self._accept(bytes(raw))
         entry = self._mempool.get(txid)
         if entry is None or txid == last:
             return txid  # known already (the pool appends in arrival order): nobody to wake
+        if self.tx_feed:
+            evicted = [MempoolRemoved(self._evicted)] if self._evicted else []
+            self.tx_feed.publish([*evicted, MempoolAdded([feed_tx(txid, entry.tx)])])
         # Others left the pool (replaced) if it did not grow by one: their spends vanished.
         self._notify_touched(inputs_of(entry.tx), len(self._mempool) != size + 1)
         self._notify_change()
@@ -247,7 +266,7 @@ class RegtestNode:
             replace,
         )
         if evicted:  # Core's full RBF: the replaced transactions and their descendants go
-            self._mempool.remove(evicted)
+            self._evicted = [e.txid for e in self._mempool.remove(evicted)]
         self._mempool.add(MempoolEntry(txid, tx, raw, fee, weight(tx), self.reactor.seconds()))
         return txid
 
@@ -359,11 +378,16 @@ class RegtestNode:
             self._journal.rewrite(self._kernel.block_at(h) for h in range(1, self.height + 1))
         else:
             self._journal.append(connected_raw)
+        feed = self.tx_feed if self.tx_feed and (connected or disconnected) else None
+        before = set(self._mempool.entries) if feed is not None and disconnected else set()
+        conflicted: list[bytes] = []
         if disconnected:
             self._resubmit([raw for block in reversed(disconnected) for raw in block.raws[1:]])
         else:
             for block in connected:
-                self._mempool.remove_for_block(block.txs, block.txids)
+                conflicted.extend(e.txid for e in self._mempool.remove_for_block(block.txs, block.txids))
+        if feed is not None:
+            feed.publish(self._feed_events(connected, disconnected, before, conflicted))
         if not connected and not disconnected:
             return
         spent = [p for block in (*connected, *disconnected) for tx in block.txs[1:] for p in inputs_of(tx)]
@@ -374,6 +398,33 @@ class RegtestNode:
                 callback(tip)
         self._notify_touched(spent, True)
         self._notify_change()
+
+    def _feed_events(
+        self, connected: list[ParsedBlock], disconnected: list[ParsedBlock], before: set[bytes], conflicted: list[bytes]
+    ) -> list[ChainEvent]:
+        """What the transaction feed hears of blocks that joined or left the best chain (the
+        disconnected tip first) and of what that did to the mempool: the conflicts a block
+        removed, or, after a reorg, what left and what came back (``before``: the mempool
+        then)."""
+        fork = self.height - len(connected)
+        events: list[ChainEvent] = [
+            BlockDisconnected(fork + len(disconnected) - i, block.block_hash) for i, block in enumerate(disconnected)
+        ]
+        events += [
+            BlockConnected(fork + 1 + i, block.block_hash, [feed_tx(t, tx) for t, tx in zip(block.txids, block.txs)])
+            for i, block in enumerate(connected)
+        ]
+        added: list[FeedTx] = []
+        if disconnected:
+            mined = {t for block in connected for t in block.txids}
+            now = self._mempool.entries
+            conflicted = [t for t in before if t not in now and t not in mined]
+            added = [feed_tx(t, e.tx) for t, e in now.items() if t not in before]
+        if conflicted:
+            events.append(MempoolRemoved(conflicted))
+        if added:
+            events.append(MempoolAdded(added))
+        return events
 
     def _resubmit(self, returning: Sequence[bytes]) -> None:
         """After a reorg: transactions of disconnected blocks, then the old mempool, judged

@@ -17,6 +17,7 @@ from bitcoin.core import CTransaction
 from bitcoin.core.serialize import Hash as sha256d
 from bitcoin.core.serialize import VarIntSerializer
 
+from twisted_paychan.chain.feed import FeedTx, feed_tx
 from twisted_paychan.chain.types import OutPoint
 
 
@@ -27,6 +28,8 @@ class BlockTxs:
     raws: dict[bytes, bytes]
     #: outpoint -> txid of the block's transaction spending it.
     spends: dict[OutPoint, bytes]
+    #: The transactions in block order, as the transaction feed hands them over.
+    txs: list[FeedTx]
 
 
 def parse_block_txs(raw_block: bytes) -> BlockTxs:
@@ -37,6 +40,7 @@ def parse_block_txs(raw_block: bytes) -> BlockTxs:
     stream.seek(80)
     raws: dict[bytes, bytes] = {}
     spends: dict[OutPoint, bytes] = {}
+    txs: list[FeedTx] = []
     try:
         count = VarIntSerializer.stream_deserialize(stream)
         for position in range(count):
@@ -45,9 +49,10 @@ def parse_block_txs(raw_block: bytes) -> BlockTxs:
             raw = raw_block[start : stream.tell()]
             txid = tx.GetTxid() if tx.has_witness() else sha256d(raw)
             raws[txid] = raw
+            txs.append(feed_tx(txid, tx))
             if position:
                 for txin in tx.vin:
                     spends[OutPoint(bytes(txin.prevout.hash), txin.prevout.n)] = txid
     except Exception as e:  # python-bitcoinlib raises several types on bad input
         raise ValueError(f"malformed block: {e}") from e
-    return BlockTxs(sha256d(raw_block[:80]), raws, spends)
+    return BlockTxs(sha256d(raw_block[:80]), raws, spends, txs)

@@ -17,6 +17,11 @@ What each IChain method asks the node:
 * ``unspent_outputs``: ``scantxoutset start ["raw(<script>)"]`` for confirmed coins (no index
   needed; it reads the whole UTXO set, which takes a minute or more on mainnet), plus a copy of
   the mempool (``mempool``) for unconfirmed ones and mempool spends.
+* ``scan_outputs``: one ``scantxoutset`` with a ``raw()`` descriptor per script, however many:
+  a wallet's one full scan.
+* ``watch_transactions``: at the end of each poll, each new block (``getblock <hash> 0``, read
+  once for the spend watches and every feed watch) and the mempool copy's changes
+  (``blockfeed``); a watch that starts behind reads the blocks it missed.
 * ``watch_spend`` / ``watch_blocks``: a poll every ``poll_interval`` seconds of the injected
   clock (``ChainFollower`` for new blocks and reorgs, the blocks themselves for spends,
   ``gettxspendingprevout`` for mempool spends, falling back to the mempool copy on nodes older
@@ -29,7 +34,7 @@ poll now, which is what tests and command-line tools use instead of waiting.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Collection, Optional, Sequence, Union
 
 from bitcoin.core import CTransaction
 from twisted.internet.defer import Deferred, DeferredLock, succeed
@@ -47,16 +52,20 @@ from twisted_paychan.chain.fees import (
     UnknownTarget,
     fee_rate_from_estimatesmartfee,
 )
-from twisted_paychan.chain.interfaces import ICancellable, IChain, IFeeEstimator
+from twisted_paychan.chain.interfaces import ICancellable, IChain, IFeeEstimator, ITransactionWatch
+from twisted_paychan.chain.feed import ChainEvent
 from twisted_paychan.chain.rpc import rejects
+from twisted_paychan.chain.rpc.blockfeed import RpcTransactionFeed
 from twisted_paychan.chain.rpc.follower import BlockSource, ChainFollower, Header
 from twisted_paychan.chain.rpc.mempool import RemoteMempool
 from twisted_paychan.chain.rpc.watches import SpendWatch, WatchLists
 from twisted_paychan.chain.types import (
+    BlockId,
     BroadcastRejected,
     ChainTip,
     RejectKind,
     OutPoint,
+    OutputScan,
     SpendEvent,
     TxState,
     TxStatus,
@@ -75,6 +84,15 @@ from twisted_paychan.rpc.errors import (
 from twisted_paychan.rpc.jsonenc import sat
 
 log = Logger()
+
+
+def deliver_event(callback: Callable[[ChainEvent], Any], event: ChainEvent) -> None:
+    """A feed callback that raises is logged, never propagated into the poll."""
+    try:
+        callback(event)
+    except Exception:
+        log.failure("transaction feed callback {callback!r} raised", callback=callback)
+
 
 #: Core's ``getblockchaininfo`` chain names.
 CHAIN_NAMES = ("main", "test", "testnet4", "signet", "regtest")
@@ -119,6 +137,7 @@ class RpcChain:
         self._blocks = BlockSource(connection)
         self._mempool = RemoteMempool(connection)
         self._watches = WatchLists()
+        self._feed = RpcTransactionFeed(connection, self.follower, self._blocks, self._mempool, self.poll)
         #: Txids we broadcast or saw in the mempool, not yet seen in a block: txid -> height.
         self._pending: dict[bytes, int] = {}
         #: Where those were confirmed, as far as we know: txid -> block hash.
@@ -295,6 +314,37 @@ class RpcChain:
             found.setdefault(utxo.outpoint, utxo)
         return sorted((u for p, u in found.items() if self._mempool.spender_of(p) is None), key=lambda u: u.outpoint)
 
+    def scan_outputs(self, scripts: Collection[bytes]) -> "Deferred[OutputScan]":
+        return Deferred.fromCoroutine(self._scan_outputs(sorted({bytes(s) for s in scripts})))
+
+    async def _scan_outputs(self, scripts: list[bytes]) -> OutputScan:
+        await self._scan_lock.acquire()  # Core runs one scantxoutset at a time
+        try:
+            scan = await self.connection.call("scantxoutset", "start", [f"raw({s.hex()})" for s in scripts])
+        finally:
+            self._scan_lock.release()
+        if not scan or not scan.get("success", False):
+            raise RuntimeError("scantxoutset did not complete (aborted by another client?)")
+        height = int(scan["height"])
+        if scan.get("bestblock"):
+            best = from_display_hex(scan["bestblock"])
+        else:  # Core before 22 does not say which block: the one at that height, asked at once
+            best = from_display_hex(await self.connection.call("getblockhash", height))
+        utxos = sorted(
+            (
+                Utxo(OutPoint(from_display_hex(item["txid"]), int(item["vout"])), sat(item["amount"]),
+                     bytes.fromhex(item["scriptPubKey"]), int(item["height"]), bool(item.get("coinbase", False)))
+                for item in scan["unspents"]
+            ),
+            key=lambda u: u.outpoint,
+        )
+        return OutputScan(utxos, BlockId(height, best))
+
+    def watch_transactions(self, callback: Callable[[ChainEvent], Any], since: Sequence[BlockId] = ()) -> ITransactionWatch:
+        watch = self._feed.watch(callback, since)
+        self._ensure_polling()
+        return watch
+
     def watch_spend(self, outpoint: OutPoint, callback: Callable[[SpendEvent], Any]) -> ICancellable:
         watch = self._watches.add_spend(outpoint, callback)
         self._ensure_polling()
@@ -353,15 +403,25 @@ class RpcChain:
         if connected and (self._pending or any(not w.resolved for w in spends)):
             for header in connected:
                 await self._scan_block(header)
+        # A transaction feed needs the mempool copy each poll; fresh, it also answers the
+        # spend watches' mempool spends, so those cost no call however many they are.
+        fresh = bool(self._feed.watches)
+        if fresh:
+            await self._mempool.refresh()
         unresolved = [w for w in spends if not w.resolved]
         if unresolved:
-            await self._find_mempool_spends(unresolved)
+            await self._find_mempool_spends(unresolved, fresh)
         for watch in [w for w in spends if not w.checked]:
             await self._initial_check(watch, tip)
         for txid, since in list(self._pending.items()):
             if tip.height - since > self.pending_blocks:
                 del self._pending[txid]
+        feed: list[tuple[Any, list[ChainEvent]]] = await self._feed.advance() if fresh else []
         self._watches.deliver(self._watches.events(connected, tip))
+        for watch, events in feed:
+            for event in events:
+                if not watch.cancelled:
+                    deliver_event(watch.callback, event)
 
     def _forget_blocks(self, disconnected: list[Header]) -> None:
         if not disconnected:
@@ -393,18 +453,25 @@ class RpcChain:
             del self._pending[txid]
             self._block_of[txid] = header.block_hash
 
-    async def _find_mempool_spends(self, watches: list[SpendWatch]) -> None:
-        spenders = await self._mempool_spenders([w.outpoint for w in watches])
+    async def _find_mempool_spends(self, watches: list[SpendWatch], fresh: bool = False) -> None:
+        """``fresh``: the mempool copy was refreshed in this poll and answers for the node."""
+        if fresh:
+            spenders = {w.outpoint: t for w in watches if (t := self._mempool.spender_of(w.outpoint)) is not None}
+        else:
+            spenders = await self._mempool_spenders([w.outpoint for w in watches])
         for watch in watches:
             txid = spenders.get(watch.outpoint)
             if txid is None:
                 watch.in_mempool = False
                 continue
             if txid != watch.spender_txid:
-                raw = await self._lookup(txid, 0)
-                if raw is None:
-                    continue  # left the mempool in between; next poll
-                watch.found(txid, bytes.fromhex(raw), None)
+                known = self._mempool.raws.get(txid) if fresh else None
+                if known is None:
+                    raw = await self._lookup(txid, 0)
+                    if raw is None:
+                        continue  # left the mempool in between; next poll
+                    known = bytes.fromhex(raw)
+                watch.found(txid, known, None)
             watch.in_mempool = True
             self._pending.setdefault(txid, self._tip_height())
 

@@ -2,8 +2,10 @@
 A copy of a remote node's mempool, kept up to date incrementally.
 
 Core has no "outputs paying this script, unconfirmed" call, so to list a script's unconfirmed
-coins (``IChain.unspent_outputs``), and to find mempool spends on nodes older than Core 24
-(no ``gettxspendingprevout``), the client keeps the mempool's transactions: each refresh asks
+coins (``IChain.unspent_outputs``), to hand the mempool's changes to a transaction feed
+(``blockfeed``: refreshed every poll while one watches, when it also answers the spend
+watches), and to find mempool spends on nodes older than Core 24 (no
+``gettxspendingprevout``), the client keeps the mempool's transactions: each refresh asks
 ``getrawmempool`` for the txids and fetches only the ones it has not seen, in batches. The first
 refresh on a busy mainnet node fetches the whole mempool (tens of megabytes); later ones are
 small.
