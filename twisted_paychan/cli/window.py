@@ -52,7 +52,10 @@ async def pipelined_payments(conn: Any, args: Any, info: Optional[bytes], out: O
                 return paid, done
             if not conn.dropped:
                 raise
-            out.stderr.write(f"connection to {conn.endpoint} lost after {done} of {count} payment(s) ({e}); "
+            from twisted_paychan.cli.errors import closed_in_words
+
+            out.stderr.write(f"connection to {conn.endpoint} lost after {done} of {count} payment(s) "
+                             f"({closed_in_words(e)}); "
                              "resuming the channel on the next server\n")
             before = done
         except AllEndpointsFailed as e:
