@@ -13,7 +13,7 @@ from typing import Any, Callable, Optional
 from twisted_paychan.chain.types import display_hex
 from twisted_paychan.channel.errors import ChannelClosed
 from twisted_paychan.cli.output import Output, UserError
-from twisted_paychan.net.failover import AllEndpointsFailed, FailoverConnection, Resumed
+from twisted_paychan.net.failover import AllEndpointsFailed, FailoverConnection, NotResumable, Resumed
 from twisted_paychan.net.client_channel import PaymentAck
 from twisted_paychan.net.pipelined import pay_windowed
 
@@ -39,6 +39,7 @@ async def pipelined_payments(conn: Any, args: Any, info: Optional[bytes], out: O
     if not isinstance(conn, FailoverConnection):
         await pay_windowed(conn.pay, count, args.amount, info, args.window, acked, stopping)
         return paid, done
+
     def resumed(r: Resumed) -> None:
         out.stderr.write(f"channel {display_hex(r.contract_txid)} resumed on {r.endpoint}\n")
 
@@ -48,10 +49,10 @@ async def pipelined_payments(conn: Any, args: Any, info: Optional[bytes], out: O
             await pay_windowed(conn.pay, count - done, args.amount, info, args.window, acked, stopping)
             return paid, done
         except ChannelClosed as e:
-            if stopping():
-                return paid, done
             if not conn.dropped:
                 raise
+            if stopping():
+                return paid, done  # Ctrl-C: no fail-over; the channel is kept
             from twisted_paychan.cli.errors import closed_in_words
 
             out.stderr.write(f"connection to {conn.endpoint} lost after {done} of {count} payment(s) "
@@ -61,3 +62,6 @@ async def pipelined_payments(conn: Any, args: Any, info: Optional[bytes], out: O
         except AllEndpointsFailed as e:
             raise UserError(f"paying stopped after {done} of {count} payment(s), {paid:,} sat acknowledged: {e}; "
                             "the channel is kept: the next paychan pay resumes it") from None
+        except NotResumable as e:
+            raise UserError(f"paying stopped after {done} of {count} payment(s), {paid:,} sat acknowledged: {e} "
+                            "(paychan channels says why)") from None

@@ -317,6 +317,9 @@ class FailoverConnection:
         if self._stopped:
             raise ChannelClosed(CloseReason.CONNECTION_CLOSED, "stopped: no fail-over")
         previous = self.connection
+        # Once the connection is over, every c it stored is durable and the channel is free
+        # for another connection of this process: only then is it read back for the resume.
+        await previous.channel.closed
         record = previous.record
         assert record is not None
         txid = record.contract_txid
