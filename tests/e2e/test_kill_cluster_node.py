@@ -195,6 +195,15 @@ async def test_node_a_killed_mid_stream_the_client_goes_on_through_node_b(tmp_pa
         assert mine.state is not ClientChannelState.OPEN
         log_b = (tmp_path / "b.log").read_text()
         assert "Traceback" not in log_b
+
+        # Both nodes down: one line names what each endpoint answered, after the bounded rounds.
+        down = await threads.deferToThread(cli, "pay", "--server", f"tcp:127.0.0.1:{port_a},tcp:127.0.0.1:{port_b}",
+                                           *common, "--count", "1")
+        assert down.returncode == 1, down.stderr
+        assert down.stderr.count("\n") == 1 and "Traceback" not in down.stderr, down.stderr
+        assert ("could not open a channel: every server failed (4 rounds of 2 endpoints): "
+                f"tcp:127.0.0.1:{port_a}: Connection was refused") in down.stderr, down.stderr
+        assert f"; tcp:127.0.0.1:{port_b}: Connection was refused" in down.stderr, down.stderr
     finally:
         for proc in (a, b, node):
             if proc is not None and proc.poll() is None:

@@ -4,16 +4,11 @@ refuses the listen; a Unix socket is refused in one line."""
 
 from __future__ import annotations
 
-import datetime
 import socket
 from pathlib import Path
 
 import pytest
 import pytest_twisted
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from twisted.internet import defer, protocol, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
 from twisted.internet.error import CannotListenError
@@ -95,28 +90,13 @@ def test_a_unix_socket_is_refused_in_one_line(tmp_path):
         reuse_port_endpoint(reactor, f"unix:{tmp_path / 's'}")
 
 
-def _self_signed(tmp: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=30))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
-    key_path, cert_path = tmp / "key.pem", tmp / "cert.pem"
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return key_path, cert_path
-
-
 @pytest_twisted.ensureDeferred
-async def test_tls_listeners_share_one_port(tmp_path):
-    key, cert = _self_signed(tmp_path)
+async def test_tls_listeners_share_one_port():
+    import twisted.test
+
+    cert = Path(twisted.test.__file__).parent / "server.pem"  # Twisted's own, for "localhost", self-signed
     port = _free_port()
-    description = f"ssl:{port}:interface=127.0.0.1:privateKey={key}:certKey={cert}"
+    description = f"ssl:{port}:interface=127.0.0.1:privateKey={cert}"
     a = await reuse_port_endpoint(reactor, description).listen(_factory(b"a"))
     b = await reuse_port_endpoint(reactor, description).listen(_factory(b"b"))
     try:

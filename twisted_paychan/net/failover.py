@@ -24,7 +24,7 @@ refused before anything is funded, by a wallet that funds nothing (:func:`resume
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Optional, Sequence, cast
 
 from twisted.internet import defer, task
 from twisted.internet.error import ConnectError, ConnectingCancelledError, DNSLookupError, TimeoutError
@@ -124,14 +124,16 @@ def endpoint_name(endpoint: IStreamClientEndpoint) -> str:
     return endpoint.name if isinstance(endpoint, NamedEndpoint) else repr(endpoint)
 
 
-class _FundsNothing:
-    """The client's wallet, except that it funds no contract."""
+class FundsNothing:
+    """The client's wallet, except that it funds no contract: a connection made to resume or
+    settle a stored channel, should the server offer a new one instead, fails with ``why``."""
 
-    def __init__(self, wallet: IWallet) -> None:
+    def __init__(self, wallet: IWallet, why: str) -> None:
         self._wallet = wallet
+        self._why = why
 
     def fund(self, script_pubkey: bytes, amount: int, fee_rate: int) -> "defer.Deferred[Any]":
-        return defer.fail(RuntimeError(_NO_NEW_CHANNEL))
+        return defer.fail(RuntimeError(self._why))
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._wallet, name)
@@ -139,7 +141,7 @@ class _FundsNothing:
 
 def resume_only(channel: ClientChannel) -> None:
     """Make ``channel`` (a resume) end rather than fund a new channel if the server refuses it."""
-    channel.wallet = _FundsNothing(channel.wallet)  # type: ignore[assignment]
+    channel.wallet = cast(IWallet, FundsNothing(channel.wallet, _NO_NEW_CHANNEL))
 
 
 def check_resume_refused(channel: ClientChannel, contract_txid: bytes) -> None:
