@@ -41,6 +41,8 @@ class MemoryEndpoint:
         self.net = net
         self.factory = factory
         self.up = True
+        #: The node drops each connection as soon as a payment arrives on it, unanswered.
+        self.drops_payments = False
         self.attempts: list[float] = []
         self.pumps: list[iosim.IOPump] = []
 
@@ -55,6 +57,14 @@ class MemoryEndpoint:
         self.pumps.append(pump)
         self.net.pumps.append(pump)
         return defer.succeed(client)
+
+    def drop_payments(self, pump: iosim.IOPump) -> None:
+        channel = getattr(pump.client, "channel", None)
+        if (self.drops_payments and channel is not None and channel.opened.called and pump.clientIO.stream
+                and not pump.serverIO.disconnecting):
+            pump.clientIO.getOutBuffer()
+            pump.serverIO.getOutBuffer()
+            pump.serverIO.disconnecting = True
 
     def kill(self, delivered: bool = False) -> None:
         """The node dies: it never writes again; what the client had written reaches it only
@@ -107,13 +117,24 @@ class Net:
     def run(self, d: defer.Deferred[Any], seconds: float = 0.0) -> None:
         """Deliver everything, letting ``seconds`` of clock time pass in steps of 1/4 s."""
         for _ in range(int(seconds * 4) if seconds else 50):
-            for pump in list(self.pumps):
-                pump.flush()
+            self._deliver()
             self.clock.advance(0.25 if seconds else 0)
             if d.called and not seconds:
                 return
-        for pump in list(self.pumps):
-            pump.flush()
+        self._deliver()
+
+    def _deliver(self) -> None:
+        """One exchange at a time on every connection, until none moves anything."""
+        for _ in range(10_000):
+            moved = False
+            for node in self.nodes.values():
+                for pump in node.pumps:
+                    node.drop_payments(pump)
+            for pump in list(self.pumps):
+                moved = pump.pump() or moved
+            if not moved:
+                return
+        raise AssertionError("the connections never went quiet")
 
     @staticmethod
     def _fire(d: defer.Deferred[Any]) -> Any:
@@ -255,3 +276,22 @@ def test_a_single_endpoint_still_gives_a_plain_connection():
     net.nodes["a"].kill()
     assert conn.channel.close_reason is CloseReason.CONNECTION_CLOSED
 
+
+
+def test_nodes_that_drop_every_payment_do_not_keep_the_client_going_round():
+    net = Net()
+    conn = net.result(net.connect(net.endpoints("a", "b")))
+    for node in net.nodes.values():
+        node.drops_payments = True  # each takes the resume, then drops the payment unanswered
+    outcomes: list[Any] = []
+    for _ in range(10):
+        d = conn.pay(100)
+        net.run(d, seconds=5)
+        d.addErrback(lambda f: outcomes.append(f.value))
+        if outcomes and isinstance(outcomes[-1], AllEndpointsFailed):
+            break
+    error = outcomes[-1]
+    assert isinstance(error, AllEndpointsFailed), outcomes
+    assert str(error).endswith("dropped the connection before acknowledging a payment, 4 resumes in a row")
+    assert conn.failovers == 4
+    assert [type(e) for e in outcomes[:-1]] == [ChannelClosed] * 5  # each payment lost, not counted
