@@ -295,3 +295,42 @@ def test_nodes_that_drop_every_payment_do_not_keep_the_client_going_round():
     assert str(error).endswith("dropped the connection before acknowledging a payment, 4 resumes in a row")
     assert conn.failovers == 4
     assert [type(e) for e in outcomes[:-1]] == [ChannelClosed] * 5  # each payment lost, not counted
+
+
+def _pay_run(net: Net, conn: FailoverConnection, count: int, stopping: Any) -> tuple[defer.Deferred[Any], Any]:
+    """``paychan pay``'s payment loop (``cli.window``) over ``conn``, and what it writes."""
+    import argparse
+    import io
+
+    from twisted_paychan.cli.output import Output
+    from twisted_paychan.cli.window import pipelined_payments
+
+    err = io.StringIO()
+    args = argparse.Namespace(count=count, amount=100, window=1)
+    return defer.ensureDeferred(pipelined_payments(conn, args, None, Output(io.StringIO(), err, False), stopping)), err
+
+
+def test_paychan_pays_on_through_a_fail_over_and_says_so():
+    net = Net()
+    conn = net.result(net.connect(net.endpoints("a", "b")))
+    d, err = _pay_run(net, conn, 6, lambda: False)
+    net.nodes["a"].kill()
+    assert net.result(d) == (600, 6)  # six acknowledged, on b
+    said = err.getvalue()
+    assert "connection to a lost after 0 of 6 payment(s) (the connection closed" in said
+    assert f"channel {conn.contract_txid[::-1].hex()} resumed on b\n" in said
+
+
+def test_ctrl_c_during_a_fail_over_wait_stops_paychan_as_between_two_payments():
+    net = Net()
+    conn = net.result(net.connect(net.endpoints("a", "b")))
+    stop = {"asked": False}
+    net.result(conn.pay(100))
+    net.nodes["a"].kill()
+    net.nodes["b"].up = False
+    d, err = _pay_run(net, conn, 6, lambda: stop["asked"])
+    net.run(d, seconds=0.25)  # the first round failed: the client waits
+    assert not d.called
+    stop["asked"] = True
+    conn.stop()  # what paychan pay's SIGINT handler asks
+    assert net.result(d) == (0, 0)  # no traceback, no error: pay.py then says "stopped by SIGINT"

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any, Callable, Optional
 
 from twisted_paychan.chain.types import display_hex
-from twisted_paychan.channel.errors import ChannelClosed
+from twisted_paychan.channel.errors import ChannelClosed, CloseReason
 from twisted_paychan.cli.output import Output, UserError
 from twisted_paychan.net.failover import AllEndpointsFailed, FailoverConnection, NotResumable, Resumed
 from twisted_paychan.net.client_channel import PaymentAck
@@ -49,10 +49,10 @@ async def pipelined_payments(conn: Any, args: Any, info: Optional[bytes], out: O
             await pay_windowed(conn.pay, count - done, args.amount, info, args.window, acked, stopping)
             return paid, done
         except ChannelClosed as e:
+            if stopping() and e.reason is CloseReason.CONNECTION_CLOSED:
+                return paid, done  # Ctrl-C: no fail-over (a wait for one ends at once); the channel is kept
             if not conn.dropped:
                 raise
-            if stopping():
-                return paid, done  # Ctrl-C: no fail-over; the channel is kept
             from twisted_paychan.cli.errors import closed_in_words
 
             out.stderr.write(f"connection to {conn.endpoint} lost after {done} of {count} payment(s) "
