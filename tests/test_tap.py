@@ -34,6 +34,7 @@ def test_defaults():
         ["--min-channel", "-5"],
         ["--min-channel", "lots"],
         ["--chain", "ftp://nowhere"],
+        ["--reuse-port", "--listen", "unix:/tmp/paychan.sock"],
     ],
 )
 def test_bad_options_are_refused(argv):

@@ -2,6 +2,8 @@
 real TCP connection. If a Twisted upgrade renames one, this fails (never skips): ``send_now``
 would quietly fall back to queueing every frame, costing a reactor turn per payment."""
 
+from pathlib import Path
+
 import pytest_twisted
 from twisted.internet import defer, protocol, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
@@ -117,3 +119,19 @@ def test_a_lightened_reactor_carries_a_connection():
         for _ in range(3):
             fresh.iterate(0)
         fresh._poller.close()
+
+
+def test_listen_parameters_read_twisteds_server_endpoints(tmp_path):
+    """``net.reuseport`` reads where a parsed ``--listen`` listens from Twisted's endpoints."""
+    from twisted.internet.endpoints import serverFromString
+
+    p = twisted_private.listen_parameters(serverFromString(reactor, "tcp:4242:interface=127.0.0.1:backlog=7"))
+    assert p == twisted_private.ListenParameters(4242, "127.0.0.1", 7, None)
+    p = twisted_private.listen_parameters(serverFromString(reactor, "tcp6:4243:interface=\\:\\:1"))
+    assert (p.port, p.interface, p.tls) == (4243, "::1", None)
+    import twisted.test
+
+    pem = Path(twisted.test.__file__).parent / "server.pem"  # Twisted's own test key and certificate
+    p = twisted_private.listen_parameters(serverFromString(reactor, f"ssl:4244:privateKey={pem}"))
+    assert (p.port, p.interface) == (4244, "") and p.tls is not None and hasattr(p.tls, "getContext")
+    assert twisted_private.listen_parameters(serverFromString(reactor, f"unix:{tmp_path / 's'}")) is None

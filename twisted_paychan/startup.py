@@ -118,8 +118,13 @@ class _ListenNow(StreamServerEndpointService):
         return d
 
 
-def listen_now(description: str, factory: Any, reactor: Any) -> StreamServerEndpointService:
-    """``strports.service``, except that a busy port fails its start at once."""
+def listen_now(description: str, factory: Any, reactor: Any, reuse_port: bool = False) -> StreamServerEndpointService:
+    """``strports.service``, except that a busy port fails its start at once; ``reuse_port``
+    shares the port with other processes (``net.reuseport``)."""
+    if reuse_port:
+        from twisted_paychan.net.reuseport import reuse_port_endpoint
+
+        return _ListenNow(reuse_port_endpoint(reactor, description), factory)
     return _ListenNow(serverFromString(reactor, description), factory)
 
 

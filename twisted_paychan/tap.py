@@ -55,6 +55,8 @@ class Options(usage.Options):
         ["verbose", "v", "Log every payment and RPC request too (debug lines)."],
         ["allow-insecure-permissions", None,
          "Start even if the data directory, the wallet or a secret file is accessible by group or others."],
+        ["reuse-port", None,
+         "Listen on --listen (tcp: or ssl:) with SO_REUSEPORT, so several servers share its port (doc/cluster.md)."],
     ]
 
     optParameters = [
@@ -146,6 +148,13 @@ class Options(usage.Options):
             from twisted_paychan.jsonlog import use_for_twistd
 
             use_for_twistd(twistd)
+        if self["reuse-port"]:
+            from twisted_paychan.net.reuseport import ReusePortUnsupported, check_reuse_port
+
+            try:
+                check_reuse_port(str(self["listen"]))
+            except ReusePortUnsupported as e:
+                raise usage.UsageError(str(e)) from None
         try:
             versions = frozenset(int(v) for v in str(self["versions"]).split(",") if v.strip())
         except ValueError:
@@ -503,7 +512,7 @@ class ChannelsService(_InOrder):
 
         if o["api-listen"] != "none":
             self.addService(_api_service(self.reactor, o, self.data_dir, factory, chain, wallet, store))
-        self.addService(listen_now(o["listen"], factory, self.reactor))
+        self.addService(listen_now(o["listen"], factory, self.reactor, reuse_port=bool(o["reuse-port"])))
         admin = admin_endpoint(o["admin-listen"], self.data_dir)
         if admin is not None:
             from twisted_paychan.net.admin import AdminFactory

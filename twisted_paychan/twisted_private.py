@@ -24,6 +24,12 @@ skips) the day an installed Twisted lacks one of them. Should that happen at run
 :func:`write_unqueued` writes nothing and the caller queues with ``transport.write``, as
 Twisted would: slower, never wrong.
 
+Listening parameters (``listen_parameters``): ``net.reuseport`` makes its own listening socket
+(``SO_REUSEPORT``) for a ``--listen`` that Twisted parsed, so it reads the port, interface and
+backlog of Twisted's TCP server endpoints (``_port``, ``_interface``, ``_backlog``) and the TLS
+context factory of ``ssl:`` ones (``_sslContextFactory``): parsing endpoint strings again would
+be a second, different parser of Twisted's syntax. The test fails when one of them goes.
+
 The reactor's poll loop (``lighten_reactor``): ``EPollReactor.doPoll`` hands each ready socket
 to ``_doReadOrWrite`` through ``log.callWithLogger``, which asks the socket for its log prefix
 and pushes a logging context (a dict and four calls) for every event, only so that a legacy
@@ -42,7 +48,10 @@ import errno
 import types
 from typing import Any, Final, Optional
 
+from dataclasses import dataclass
+
 from twisted.internet import tcp
+from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ServerEndpoint, TCP6ServerEndpoint
 from twisted.internet.epollreactor import EPollReactor
 from twisted.internet.interfaces import ITransport
 from twisted.python import log
@@ -52,8 +61,8 @@ from twisted.web.client import _HTTP11ClientFactory as HTTP11ClientFactory
 #: What ``startup`` reads and sets on a ``StreamServerEndpointService``.
 ENDPOINT_SERVICE_ATTRIBUTES: Final = ("_raiseSynchronously", "_waitingForPort")
 
-__all__ = ["ENDPOINT_SERVICE_ATTRIBUTES", "HTTP11ClientFactory", "RequestNotSent", "TCP_TRANSPORTS", "lighten_reactor",
-           "missing_attributes", "queued_bytes", "write_unqueued"]
+__all__ = ["ENDPOINT_SERVICE_ATTRIBUTES", "HTTP11ClientFactory", "ListenParameters", "RequestNotSent", "TCP_TRANSPORTS",
+           "lighten_reactor", "listen_parameters", "missing_attributes", "queued_bytes", "write_unqueued"]
 
 #: Twisted's TCP transports (server and client side); subclasses elsewhere (TLS, test doubles)
 #: are not assumed to keep the same buffers.
@@ -133,3 +142,29 @@ def _light_do_poll(self: Any, timeout: Optional[float]) -> None:
             do_read_or_write(selectable, fd, event)
         except Exception:  # as log.callWithLogger: logged, and the loop goes on
             log.err(None, "unhandled error in the reactor's poll loop")
+
+
+#: What ``listen_parameters`` reads of Twisted's TCP (and SSL) server endpoints.
+SERVER_ENDPOINT_ATTRIBUTES: Final = ("_port", "_interface", "_backlog")
+#: What it reads of an ``ssl:`` one besides.
+SSL_ENDPOINT_ATTRIBUTES: Final = ("_sslContextFactory",)
+
+
+@dataclass(frozen=True)
+class ListenParameters:
+    """Where a TCP server endpoint listens; ``tls`` is the context factory of an ``ssl:`` one."""
+
+    port: int
+    interface: str
+    backlog: int
+    tls: Optional[Any]
+
+
+def listen_parameters(endpoint: Any) -> Optional[ListenParameters]:
+    """The parameters of a ``tcp:``, ``tcp6:`` or ``ssl:`` server endpoint that
+    ``serverFromString`` made; None for any other kind (``unix:``, plugins)."""
+    if isinstance(endpoint, SSL4ServerEndpoint):
+        return ListenParameters(endpoint._port, endpoint._interface, endpoint._backlog, endpoint._sslContextFactory)
+    if isinstance(endpoint, (TCP4ServerEndpoint, TCP6ServerEndpoint)):
+        return ListenParameters(endpoint._port, endpoint._interface, endpoint._backlog, None)
+    return None

@@ -122,8 +122,16 @@ async def test_pay_checks_stops_and_closes(tmp_path):
             assert result["interrupted"] == "SIGTERM" and result["resumable"] is True
             assert result["channel_paid"] == 1000 + first + result["payments"]  # nothing lost, nothing extra
             assert result["payments"] < 900000
+            # Several --server (fail-over): Ctrl-C stops the same way, and the same channel is resumed.
+            both = f"{server.endpoint},{server.endpoint}"
+            status, out, err = interrupted(signal.SIGINT, "pay", "--server", both, *chain, "--data-dir", client_dir,
+                                           "--json", "--value", "1000000", "--amount", "1", "--count", "900000")
+            assert status == 130, out + err
+            again = json.loads(out)
+            assert again["interrupted"] == "SIGINT" and again["contract_txid"] == result["contract_txid"]
+            assert again["channel_paid"] == result["channel_paid"] + again["payments"]
             [stored] = client_channels(client_dir)
-            assert stored["state"] == "open" and stored["paid"] == result["channel_paid"]
+            assert stored["state"] == "open" and stored["paid"] == again["channel_paid"]
 
         await threads.deferToThread(stop_with_signals)
 

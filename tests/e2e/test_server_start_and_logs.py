@@ -176,6 +176,8 @@ def _read(path: Path) -> str:
     (("pay", "--server", "localhost:4242"), "--server needs the endpoint type first: tcp:localhost:4242"),
     (("pay", "--server", "tcp:127.0.0.1"), "has no port: write tcp:HOST:PORT"),
     (("pay", "--server", "http://127.0.0.1:4242"), "--server takes an endpoint, not a URL"),
+    (("pay", "--server", "tcp:127.0.0.1:4242,localhost:4243"), "--server needs the endpoint type first: tcp:localhost:4243"),
+    (("pay", "--server", "tcp:127.0.0.1:4242", "--server", "tcp:127.0.0.1"), "has no port: write tcp:HOST:PORT"),
 ])
 def test_a_malformed_server_endpoint_is_one_line(tmp_path: Path, argv: tuple[str, ...], message: str) -> None:
     done = cli(*argv, "--data-dir", str(tmp_path), "--chain", "http://127.0.0.1:1", "--value", "100000", "--amount", "10")

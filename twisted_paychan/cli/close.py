@@ -22,7 +22,6 @@ import hashlib
 from pathlib import Path
 from typing import Any, Optional, cast
 
-from twisted.internet import defer
 from twisted.internet.error import ConnectError, DNSLookupError
 
 from twisted_paychan import constants as C
@@ -52,19 +51,6 @@ def iso(ts: int) -> str:
     return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-class _NoFunding:
-    """The client's wallet, except that it funds no contract."""
-
-    def __init__(self, wallet: IWallet) -> None:
-        self._wallet = wallet
-
-    def fund(self, script_pubkey: bytes, amount: int, fee_rate: int) -> "defer.Deferred[Any]":
-        return defer.fail(RuntimeError(_NO_NEW_CHANNEL))
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._wallet, name)
-
-
 def refund_note(record: ClientChannelRecord, data_dir: str) -> str:
     due = refund_due_at(record)
     return (f"its refund of {record.client_change:,} sat becomes valid at {iso(record.expiry)} ({record.expiry}); "
@@ -86,7 +72,10 @@ async def close_channels(reactor: Any, args: argparse.Namespace, out: Output, wa
         out.emit(f"{word}: no open channel to {args.server} in {args.data_dir}",
                  {"closed": [], "left_open": [], "settled_while_away": away})
         return 0
-    closing = ClientChannelManager(cast(IWallet, _NoFunding(wallet)), manager.chain, manager.store, reactor)
+    from twisted_paychan.net.failover import FundsNothing
+
+    closing = ClientChannelManager(cast(IWallet, FundsNothing(wallet, _NO_NEW_CHANNEL)), manager.chain, manager.store,
+                                   reactor)
     closed: list[dict[str, Any]] = []
     left: list[dict[str, Any]] = []
     lines: list[str] = []

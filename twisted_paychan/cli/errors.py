@@ -112,12 +112,15 @@ def user_message(error: BaseException) -> Optional[str]:
     from twisted_paychan.chain.interfaces import InsufficientFunds
     from twisted_paychan.chain.types import BroadcastRejected, RejectKind
     from twisted_paychan.rpc.connection import RpcAuthError, RpcConnectionError, RpcProtocolError
+    from twisted_paychan.net.failover import AllEndpointsFailed
     from twisted_paychan.rpc.errors import RpcError
     from twisted_paychan.store.sqlite import StoreLocked
     from twisted_paychan.wallet.errors import WalletError
 
     if isinstance(error, UserError):
         return error.message
+    if isinstance(error, AllEndpointsFailed):
+        return str(error)
     if isinstance(error, RpcError):
         return f"the node refused: {error.message} (code {error.code})"
     if isinstance(error, BroadcastRejected):

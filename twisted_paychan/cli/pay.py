@@ -1,7 +1,7 @@
 """
 ``paychan pay``: open (or resume) a channel to a server and pay it.
 
-    paychan pay --server ENDPOINT --chain URL --data-dir DIR --value SATS --amount SATS
+    paychan pay --server ENDPOINT[,ENDPOINT...] --chain URL --data-dir DIR --value SATS --amount SATS
                 --count N [--version 1|2|2or1] [--info HEX] [--settle | --keep-open]
                 [--settlement-wait SECONDS]
 
@@ -24,6 +24,9 @@ Before it locks money, ``pay`` checks what it can (``cli.pay_checks``): the amou
 and the wallet's balance; a channel too small for the payments asked for pays none of them.
 SIGINT and SIGTERM stop it between two payments (``cli.stopping``): the channel stays stored
 for a resume, one line says what was paid, and the exit status is 130 or 143.
+
+Several ``--server`` (repeated, or a comma list) are servers that share one database: when the
+connection drops, the channel is resumed on the next (``net/failover``, ``doc/cluster.md``).
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ from twisted_paychan.cli.wallet import WALLET_FILE
 from twisted_paychan.net.client import connect
 from twisted_paychan.net.client_channel import ClientChannel, Settlement, SettledOnChain
 from twisted_paychan.net.client_manager import ClientChannelManager
+from twisted_paychan.net.failover import AllEndpointsFailed, FailoverConnection
 from twisted_paychan.store.sqlite import StoreLocked, open_store
 from twisted_paychan.cli.tls import TlsClientEndpoint, parse_tls
 from twisted_paychan.cli.wallet import open_wallet
@@ -69,7 +73,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.epilog = (
         "Ctrl-C or SIGTERM stops between two payments (exit 130 or 143): the channel is kept, and the next "
         "paychan pay resumes it. paychan close (or pay --settle --count 0) settles without paying.")
-    p.add_argument("--server", required=True, metavar="ENDPOINT", help="e.g. tcp:127.0.0.1:4242, or tls:HOST:PORT[:trustRoots=CA_DIR] (the certificate is verified)")
+    p.add_argument("--server", required=True, metavar="ENDPOINT", action="append",
+                   help="e.g. tcp:127.0.0.1:4242, or tls:HOST:PORT[:trustRoots=CA_DIR] (the certificate is verified); "
+                        "repeated (or a comma list) for servers that share one database: a dropped connection "
+                        "resumes the channel on the next one")
     p.add_argument("--value", type=int, required=True, metavar="SATS",
                    help="value to lock in a new channel (the server's minimum channel value applies); the "
                         "server takes an initial payment from it at once (twistd paychan --min-payment, "
@@ -98,7 +105,9 @@ async def run_pay(reactor: Any, args: argparse.Namespace, out: Output) -> int:
     from twisted_paychan.cli.pay_checks import check_arguments
 
     check_arguments(args)
-    _server_endpoint(reactor, args.server)  # a malformed --server fails before anything is opened
+    args.servers = server_list(args.server)
+    args.server = ",".join(args.servers)
+    _server_endpoints(reactor, args.servers)  # a malformed --server fails before anything is opened
     try:
         info = bytes.fromhex(args.info) if args.info else None
     except ValueError:
@@ -110,7 +119,7 @@ async def run_pay(reactor: Any, args: argparse.Namespace, out: Output) -> int:
     except ValueError as e:
         raise UserError(str(e)) from None
     private_directory(args.data_dir)
-    server_id = hashlib.sha256((args.server_id or args.server).encode()).digest()
+    server_id = hashlib.sha256((args.server_id or args.servers[0]).encode()).digest()
     access = await open_chain(reactor, args.chain, args.data_dir, args.rpc_cookie, rpc_login(args))
     try:
         wallet = open_wallet(Path(args.data_dir) / WALLET_FILE, access.chain, access.network, args.passphrase_file)
@@ -150,6 +159,25 @@ def _server_endpoint(reactor: Any, description: str) -> Any:
         raise endpoint_problem("--server", description, e) from None
 
 
+def server_list(given: Union[str, list[str]]) -> list[str]:
+    """The endpoints of ``--server``, repeated or comma-separated, in the order given."""
+    items = [given] if isinstance(given, str) else given
+    servers = [part.strip() for item in items for part in item.split(",") if part.strip()]
+    if not servers:
+        raise UserError("--server needs an endpoint, e.g. tcp:127.0.0.1:4242")
+    return servers
+
+
+def _server_endpoints(reactor: Any, servers: list[str]) -> Any:
+    """One endpoint, or (several ``--server``) a list of them named as given, which ``connect``
+    fails over (``net/failover``)."""
+    if len(servers) == 1:
+        return _server_endpoint(reactor, servers[0])
+    from twisted_paychan.net.failover import NamedEndpoint
+
+    return [NamedEndpoint(_server_endpoint(reactor, server), server) for server in servers]
+
+
 async def _after_failed_opening(manager: ClientChannelManager) -> str:
     """What became of a contract that left before the opening failed (``net/failed_opening``)."""
     from twisted_paychan.net.failed_opening import Outcome
@@ -176,7 +204,7 @@ async def _pay_with(reactor: Any, args: Any, out: Output, manager: ClientChannel
 
     for txid in await manager.release_abandoned_contracts():
         out.stderr.write(f"released the coins of contract {display_hex(txid)}, never sent (a crash?)\n")
-    endpoint = _server_endpoint(reactor, args.server)
+    endpoint = _server_endpoints(reactor, args.servers)
     if args.count == 0 and args.settle:  # settle only: never open a channel for it
         from twisted_paychan.cli.close import close_channels
 
@@ -206,6 +234,10 @@ async def _pay_stream(reactor: Any, args: Any, out: Output, manager: ClientChann
         raise UserError(f"could not open a channel: {closed_in_words(e)}{await _after_failed_opening(manager)}") from None
     except (ConnectError, ConnectionError, DNSLookupError) as e:
         raise UserError(f"cannot reach {args.server}: {e}") from None
+    except AllEndpointsFailed as e:
+        raise UserError(f"could not open a channel: {e}") from None
+    if isinstance(conn, FailoverConnection):
+        stop.asked.addCallback(lambda _: conn.stop())  # Ctrl-C during a fail-over's wait
     how = "resumed" if conn.resumed else "opened"
     out.stderr.write(pay_checks.opened_line(conn.record, conn.resumed, conn.contract_txid) + "\n")
     try:
@@ -218,9 +250,9 @@ async def _pay_stream(reactor: Any, args: Any, out: Output, manager: ClientChann
     done = 0
     started = time.perf_counter()
     try:
-        if args.window > 1:
+        if args.window > 1 or isinstance(conn, FailoverConnection):
             paid, done = await pipelined_payments(conn, args, info, out, lambda: stop.requested)
-        for i in range(args.count if args.window == 1 else 0):
+        for i in range(args.count if args.window == 1 and not isinstance(conn, FailoverConnection) else 0):
             if stop.requested:
                 break
             ack = await conn.pay(args.amount, info)

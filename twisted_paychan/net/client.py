@@ -17,7 +17,7 @@ process. [Recommended] a channel whose resume the server refused is free again a
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any, Optional, cast
+from typing import TYPE_CHECKING, Any, Optional, Sequence, Union, cast, overload
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
@@ -37,6 +37,9 @@ from twisted_paychan.net.tcp import ChannelStreamProtocol, set_nodelay
 from twisted_paychan.channel.records import ClientChannelRecord, ClientChannelState
 from twisted_paychan.wire.framing import CloseKind
 from twisted_paychan.wire.framing import ConnectionEnd
+
+if TYPE_CHECKING:
+    from twisted_paychan.net.failover import FailoverConnection
 
 #: Contract txids of channels in use by a connection of this process (bitcoinj's "active").
 _ACTIVE: set[bytes] = set()
@@ -103,12 +106,14 @@ class ClientConnection:
 
 
 async def find_resumable(
-    store: IChannelStore, server_id: bytes, version: int, now: int
+    store: IChannelStore, server_id: bytes, version: int, now: int, only: Optional[bytes] = None
 ) -> Optional[ClientChannelRecord]:
+    """``only``: that channel or none (a fail-over resumes the channel it was paying on)."""
     records: list[ClientChannelRecord] = await store.client_channels()
     for record in records:
         if (
-            record.server_id == server_id
+            (only is None or record.contract_txid == only)
+            and record.server_id == server_id
             and record.version == version
             and record.state is ClientChannelState.OPEN
             and record.client_change > 0
@@ -122,9 +127,14 @@ async def find_resumable(
 async def _attempt(
     reactor: Any, endpoint: IStreamClientEndpoint, wallet: IWallet, store: IChannelStore, manager: ClientChannelManager,
     settings: ClientSettings, server_id: bytes, signer: Optional[ISigner], protocol_class: type,
+    only: Optional[bytes] = None,
 ) -> tuple[Optional[ClientConnection], Optional[ClientChannelProtocol]]:
     now = int(reactor.seconds())
-    resume = await find_resumable(store, server_id, settings.versions.requested_major, now)
+    resume = await find_resumable(store, server_id, settings.versions.requested_major, now, only)
+    if only is not None and resume is None:
+        from twisted_paychan.net.failover import NotResumable
+
+        raise NotResumable(only)
     if resume is not None:
         _ACTIVE.add(resume.contract_txid)
     if resume is not None and (signer is None or signer.public_key != resume.client_key):
@@ -133,7 +143,12 @@ async def _attempt(
         signer = await wallet.new_channel_key()
 
     def make_channel(send: Any, close: Any) -> ClientChannel:
-        return manager.new_connection(settings, server_id, signer, send, close, resume)
+        channel = manager.new_connection(settings, server_id, signer, send, close, resume)
+        if only is not None:
+            from twisted_paychan.net.failover import resume_only
+
+            resume_only(channel)
+        return channel
 
     factory = Factory.forProtocol(lambda: protocol_class(make_channel, reactor, settings.handshake_timeout))
     try:
@@ -149,6 +164,10 @@ async def _attempt(
     except ChannelClosed:
         if resume is not None:
             _ACTIVE.discard(resume.contract_txid)
+        if only is not None:
+            from twisted_paychan.net.failover import check_resume_refused
+
+            check_resume_refused(channel, only)
         if channel.machine.major is None and channel.close_reason in (
             CloseReason.CONNECTION_CLOSED, CloseReason.REMOTE_SENT_ERROR
         ):
@@ -174,6 +193,7 @@ async def _attempt(
     return ClientConnection(protocol, opened), protocol
 
 
+@overload
 def connect(
     reactor: Any,
     endpoint: IStreamClientEndpoint,
@@ -186,27 +206,79 @@ def connect(
     *,
     protocol_class: type = ClientChannelProtocol,
     manager: Optional[ClientChannelManager] = None,
-) -> defer.Deferred[ClientConnection]:
+) -> defer.Deferred[ClientConnection]: ...
+
+
+@overload
+def connect(
+    reactor: Any,
+    endpoint: Sequence[IStreamClientEndpoint],
+    wallet: IWallet,
+    chain: IChain,
+    store: IChannelStore,
+    settings: ClientSettings,
+    server_id: bytes,
+    signer: Optional[ISigner] = None,
+    *,
+    protocol_class: type = ClientChannelProtocol,
+    manager: Optional[ClientChannelManager] = None,
+) -> defer.Deferred["FailoverConnection"]: ...
+
+
+def connect(
+    reactor: Any,
+    endpoint: Union[IStreamClientEndpoint, Sequence[IStreamClientEndpoint]],
+    wallet: IWallet,
+    chain: IChain,
+    store: IChannelStore,
+    settings: ClientSettings,
+    server_id: bytes,
+    signer: Optional[ISigner] = None,
+    *,
+    protocol_class: type = ClientChannelProtocol,
+    manager: Optional[ClientChannelManager] = None,
+) -> defer.Deferred[Any]:
     """Open (or resume) a channel to the server at ``endpoint``; see the module docstring.
     ``signer`` is the client channel key; None takes the stored channel's key for a resume and
     a fresh wallet key for a new channel. ``protocol_class`` (a :class:`ClientChannelProtocol` subclass) lets a test or an embedding
     application change how frames are written. ``manager`` owns the channel once it is stored
     or resumed (an application passes its own; without one, a manager that follows only this
-    connection's channel is made for it)."""
+    connection's channel is made for it).
+
+    ``endpoint`` may be a list of the endpoints of servers that share one database: the
+    Deferred then fires with a :class:`~twisted_paychan.net.failover.FailoverConnection`, which
+    resumes the channel on the next endpoint when its connection drops (``net/failover``)."""
     if manager is None:
         manager = ClientChannelManager(wallet, chain, store, reactor)
+    if not IStreamClientEndpoint.providedBy(endpoint):
+        from twisted_paychan.net.failover import FailoverConnection
 
-    async def run() -> ClientConnection:
-        connection, protocol = await _attempt(reactor, endpoint, wallet, store, manager, settings, server_id, signer, protocol_class)
+        return FailoverConnection.open(reactor, list(endpoint),
+                                       wallet, store, manager, settings, server_id, signer, protocol_class)
+    return defer.ensureDeferred(open_channel(reactor, endpoint, wallet, store, manager,
+                                             settings, server_id, signer, protocol_class))
+
+
+async def open_channel(
+    reactor: Any, endpoint: IStreamClientEndpoint, wallet: IWallet, store: IChannelStore,
+    manager: ClientChannelManager, settings: ClientSettings, server_id: bytes, signer: Optional[ISigner],
+    protocol_class: type, only: Optional[bytes] = None,
+) -> ClientConnection:
+    """One endpoint's part of :func:`connect`; ``only`` resumes that channel or fails."""
+    connection, protocol = await _attempt(reactor, endpoint, wallet, store, manager, settings, server_id, signer,
+                                          protocol_class, only)
+    if connection is not None:
+        return connection
+    assert protocol is not None and protocol.channel is not None
+    if settings.versions is VersionSelector.VERSION_2_ALLOW_1:
+        v1 = replace(settings, versions=VersionSelector.VERSION_1)
+        connection, protocol = await _attempt(reactor, endpoint, wallet, store, manager, v1, server_id, signer,
+                                              protocol_class, only)
         if connection is not None:
             return connection
-        assert protocol is not None and protocol.channel is not None
-        if settings.versions is VersionSelector.VERSION_2_ALLOW_1:
-            v1 = replace(settings, versions=VersionSelector.VERSION_1)
-            connection, protocol = await _attempt(reactor, endpoint, wallet, store, manager, v1, server_id, signer, protocol_class)
-            if connection is not None:
-                return connection
-        assert protocol is not None
-        raise ChannelClosed(protocol.close_reason or CloseReason.CONNECTION_CLOSED, "server closed before answering")
+    assert protocol is not None
+    raise ServerDidNotAnswer(protocol.close_reason or CloseReason.CONNECTION_CLOSED, "server closed before answering")
 
-    return defer.ensureDeferred(run())
+
+class ServerDidNotAnswer(ChannelClosed):
+    """The server closed before answering CLIENT_VERSION: nothing was funded or stored."""
