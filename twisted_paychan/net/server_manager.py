@@ -52,6 +52,7 @@ from twisted_paychan.net.rebroadcast import RebroadcastSchedule
 from twisted_paychan.net.subscribers import Subscribers
 from twisted_paychan.net.server_channel import ConnectionPorts, IServerHandler, NullServerHandler, ServerChannel
 from twisted_paychan.store.interfaces import ChannelNotOpen, IChannelStore, StoreError, TransitionConflict
+from twisted_paychan.store.ownership import IChannelOwnership, LocalOwnership
 from twisted_paychan.wire.messages import TwoWayChannelMessage
 
 S = ServerChannelState
@@ -217,6 +218,11 @@ class ServerChannelManager:
         self.observer: Optional[ServerObserver] = None
         self._offer_call: Optional[IDelayedCall] = None
         self._offer_height = -1
+        #: Who may write b across nodes (``store.ownership``; one process: the store itself).
+        self.ownership: IChannelOwnership = LocalOwnership(store)
+        #: Whether ``start`` looks after a stored channel (its timers and watches); in a
+        #: cluster, only the channels whose expiry duty this node holds (``net.duty``).
+        self.has_duty: Callable[[ServerChannelRecord], bool] = lambda record: True
         self.ports = ConnectionPorts(
             new_channel_key=self._new_channel_key,
             find_channel=self._find_channel,
@@ -257,10 +263,27 @@ class ServerChannelManager:
         for record in await self.store.server_channels():
             channel = self._channels.get(record.contract_txid)
             if channel is None:
-                if record.state in _DORMANT:
+                if record.state in _DORMANT or not self.has_duty(record):
                     continue
                 channel = self._add(record)
             channel.feed(lc.Loaded())
+
+    def take_duty(self, contract_txid: bytes) -> defer.Deferred[None]:
+        """Look after a stored channel from now on (its expiry duty came to this node): as
+        ``start`` does for each channel, unless its timers or watches already run here."""
+        def load(channel: Optional[_Channel]) -> None:
+            if channel is not None and not channel.timers and not any(channel.watches.values()):
+                channel.feed(lc.Loaded())
+
+        return self._ensure(contract_txid).addCallback(load)
+
+    def drop_duty(self, contract_txid: bytes) -> None:
+        """Stop a channel's timers and watches (its expiry duty went to another node); a
+        connection attached to it stays."""
+        channel = self._channels.get(contract_txid)
+        if channel is not None:
+            channel.feed(lc.Stopped())
+            self._release_if_done(channel)
 
     def stop(self) -> None:
         """Cancel every timer and watch (the channels stay stored; ``start`` re-arms them)."""
@@ -461,6 +484,7 @@ class ServerChannelManager:
                 channel.probation[connection] = record.best_value
             else:
                 channel.connection = connection
+            self.ownership.attached(contract_txid, connection, record.best_value)
             return record
 
         return self._ensure(contract_txid).addCallback(found)
@@ -473,6 +497,7 @@ class ServerChannelManager:
             channel = self._add(record)
             if connection.close_reason is None:
                 channel.connection = connection
+                self.ownership.attached(record.contract_txid, connection, record.best_value)
             channel.feed(lc.Created())
 
         # The key is durable before the record that names it: a crash between them leaves one
@@ -514,7 +539,8 @@ class ServerChannelManager:
         return self._record_payment(channel, best_value, signature)
 
     def _record_payment(self, channel: _Channel, best_value: int, signature: bytes) -> defer.Deferred[None]:
-        d = self.store.record_payment(channel.txid, best_value, signature)
+        assert channel.connection is not None, "a payment comes from the attached connection"
+        d = self.ownership.record_payment(channel.txid, channel.connection, best_value, signature)
         if not d.called:  # a durable store: a takeover waits for it
             channel.writing += 1
             d.addBoth(channel.payment_written)
@@ -570,6 +596,7 @@ class ServerChannelManager:
     def _closed(self, connection: ServerChannel, reason: CloseReason) -> None:
         if connection.machine.signer is not None:  # a kept key stays; an unused one goes
             self.wallet.forget_channel_key(connection.machine.signer.public_key)
+        self.ownership.detached(connection)
         record = connection.machine.record  # stored (or resumed) by this connection, if it got that far
         txid = connection.contract_txid or (record.contract_txid if record is not None else None)
         channel = self._channels.get(txid) if txid is not None else None

@@ -156,8 +156,11 @@ class PostgresChannelStore:
 
     log = Logger()
 
-    def __init__(self, conninfo: str, reactor: IReactorTime) -> None:
+    def __init__(self, conninfo: str, reactor: IReactorTime, node_id: Optional[str] = None) -> None:
         self._conninfo = conninfo
+        #: This process's name in a cluster (``cluster.node``): the session's ``paychan.node``,
+        #: which a new channel's ``duty_node`` defaults to.
+        self.node_id = node_id
         self._reactor = reactor
         self._threads = cast(IReactorFromThreads, reactor)
         self._pool = ThreadPool(1, 1, name="paychan-postgres")
@@ -186,6 +189,8 @@ class PostgresChannelStore:
         try:
             conn = psycopg.connect(self._conninfo, autocommit=True)
             conn.execute("SET synchronous_commit = on")
+            if self.node_id is not None:
+                conn.execute("SELECT set_config('paychan.node', %s, false)", (self.node_id,))
             migrate(conn)
         except psycopg.Error as e:
             raise StoreError(f"PostgreSQL: {e}".strip()) from None
@@ -215,6 +220,12 @@ class PostgresChannelStore:
         return results
 
     # -- the batch (reactor thread) ---------------------------------------------------------
+
+    def submit(self, op: Callable[[_Conn], T], write: bool = True) -> defer.Deferred[T]:
+        """Run ``op(connection)`` in the store's thread, in the next batch (one transaction
+        with the other operations of its turn, in the order asked): the seam through which the
+        cluster's statements (``store.ownership``, ``net.duty``) share the store's commits."""
+        return self._submit(op, write)
 
     def _submit(self, op: Callable[[_Conn], T], write: bool = True) -> defer.Deferred[T]:
         if self._closing:
