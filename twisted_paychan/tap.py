@@ -432,6 +432,8 @@ class StoreService(service.Service):
         self.node_id = node_id
         #: The libpq string the PostgreSQL store was opened with (None for SQLite).
         self.conninfo: Optional[str] = None
+        #: The wallet whose seed must be the cluster's (``net.cluster.check_cluster_seed``).
+        self.wallet: Optional[WalletService] = None
         self.data_dir = data_dir
         self.store_arg = store_arg
         self.password_file = password_file
@@ -462,6 +464,10 @@ class StoreService(service.Service):
                         if self.password_file is not None else None)
             info = location.conninfo(self.store_arg, password)
             location.probe_postgres(self.store_arg, info)  # fail now, with the reason
+            if self.wallet is not None:  # before the store's thread exists: a refusal exits at once
+                from twisted_paychan.net.cluster import check_cluster_seed
+
+                check_cluster_seed(self.store_arg, info, self.wallet.wallet)
         except (SecretFileError, location.StoreUnusable) as e:
             raise StartupRefused(str(e)) from None
         self.log.info("channel store: PostgreSQL at {url}", url=location.masked(self.store_arg))
@@ -554,24 +560,13 @@ class ChannelsService(_InOrder):
         started.addErrback(lambda f: self.log.failure("loading the stored channels failed", f))
 
     def _cluster(self, wallet: WalletService, store: StoreService) -> Optional["ClusterNode"]:
-        """With a PostgreSQL store, this server is one node of a cluster (``net.cluster``); its
-        seed is checked against the cluster's before anything listens."""
+        """With a PostgreSQL store, this server is one node of a cluster (``net.cluster``)."""
         from twisted_paychan.store.postgres import PostgresChannelStore
 
         if not isinstance(store.store, PostgresChannelStore) or store.node_id is None or store.conninfo is None:
             return None
-        from twisted_paychan.net.cluster import ClusterNode, check_seed_now, shares_keys
-        from twisted_paychan.wallet.base import BaseWallet
-        from twisted_paychan.wallet.shared_keys import SeedMismatch
+        from twisted_paychan.net.cluster import ClusterNode
 
-        if shares_keys(wallet.wallet):
-            assert isinstance(wallet.wallet, BaseWallet)
-            try:
-                check_seed_now(store.conninfo, wallet.wallet)
-            except SeedMismatch as e:
-                raise StartupRefused(str(e)) from None
-            except Exception as e:  # the database went away since the probe: one line too
-                raise StartupRefused(f"cannot check the wallet seed against the cluster's: {e}") from None
         assert wallet.wallet is not None
         return ClusterNode(store.store, wallet.wallet, self.reactor, store.node_id, self.options["duty-takeover"])
 
@@ -619,6 +614,7 @@ class ChannelServerService(_InOrder):
         self.addService(self.wallet_service)
         self.store_service = StoreService(reactor, self.data_dir, options["store"], options["store-password-file"],
                                           options["node-id"])
+        self.store_service.wallet = self.wallet_service
         self.addService(self.store_service)
         self.rpc_service: Optional[NodeRpcServerService] = None
         if options["chain"] == "embedded" and options["rpc-listen"] != "none":

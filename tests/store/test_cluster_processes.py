@@ -214,6 +214,51 @@ async def test_one_channel_resumed_on_two_nodes_at_once_is_kept_by_one(tmp_path,
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_resume_on_another_node_takes_the_channel_over_and_closes_the_old_connection(
+        tmp_path, postgres, words) -> None:
+    schema, url = _schema_url(postgres)
+    node = Node(tmp_path)
+    await node.start()
+    a = ClusterServer(tmp_path / "a", node, url, "A", words)
+    b = ClusterServer(tmp_path / "b", node, url, "B", words)
+    clients: list[RemoteClient] = []
+    try:
+        await defer.gatherResults([defer.ensureDeferred(a.start()), defer.ensureDeferred(b.start())])
+        settings = ClientSettings(channel_value=VALUE, fee_rate=1000)
+        on_a = RemoteClient(tmp_path / "c1", a)
+        (tmp_path / "c1").mkdir()
+        clients.append(on_a)
+        await on_a.open()
+        conn_a = await on_a.connect(settings, SERVER_ID)
+        txid = conn_a.contract_txid
+        assert await _pay_until_refused(conn_a, 3, []) is None
+        # The client, as it is now, carries on from elsewhere (its files copied, idle) on B.
+        _copy_client(tmp_path / "c1", tmp_path / "c2")
+        on_b = RemoteClient(tmp_path / "c2", b)
+        clients.append(on_b)
+        await on_b.open()
+        client_module._ACTIVE.discard(txid)  # two client processes, as in the test above
+        conn_b = await on_b.connect(settings, SERVER_ID)
+        assert conn_b.resumed
+        acks: list[int] = []
+        assert await _pay_until_refused(conn_b, 2, acks) is None  # B's first payment claims the channel
+        assert _channel(postgres, schema, txid)["owner_node"] == "B"
+        # A closes its connection within a heartbeat (--duty-takeover 3: every second), unasked.
+        await _until(lambda: conn_a.channel.closed.called, 10, "A closes the connection it lost")
+        assert "claimed by a connection on node B" in a.log.read_text()
+        stored = _channel(postgres, schema, txid)["best_value"]
+        record = await on_b.store.client_channel(txid)
+        assert stored == record.value - record.client_change
+    finally:
+        for client in clients:
+            await client.close()
+        for server in (a, b):
+            if server.proc is not None:
+                await server.stop()
+        node.stop()
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_dead_nodes_expiry_duty_is_taken_over_and_its_stored_settlement_confirms_once(
         tmp_path, postgres, words) -> None:
     schema, url = _schema_url(postgres)
@@ -325,3 +370,22 @@ async def test_the_database_restarts_under_two_nodes_and_nothing_acknowledged_is
         log = server.log.read_text()
         assert "payment refused by the store: PostgreSQL" in log
         assert "Traceback" not in log, log[-3000:]
+
+
+def test_a_node_given_other_words_refuses_to_start_in_one_line(tmp_path, postgres) -> None:
+    from twisted_paychan.store.postgres import migrate
+
+    schema, url = _schema_url(postgres)
+    with psycopg.connect(postgres.conninfo(schema), autocommit=True) as db:
+        migrate(db)
+        db.execute("INSERT INTO cluster_meta (name, value) VALUES ('seed', '0123456789abcdef')")
+    done = subprocess.run([sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "--nodaemon",
+                           "--pidfile=", "--logfile=-", "paychan", "--data-dir", str(tmp_path / "d"),
+                           "--api-listen", "none", "--rpc-listen", "none", "--listen", "tcp:0:interface=127.0.0.1",
+                           "--store", url],
+                          cwd=str(REPO), env=ENV, capture_output=True, text=True, timeout=120)
+    output = done.stdout + done.stderr
+    assert done.returncode != 0, output
+    lines = [line for line in output.splitlines() if "paychan: not starting:" in line]
+    assert len(lines) == 1 and "is not the cluster's (0123456789abcdef)" in lines[0], output
+    assert "Traceback" not in output

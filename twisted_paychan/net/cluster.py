@@ -27,7 +27,7 @@ from twisted_paychan.net.server_manager import ServerChannelManager
 from twisted_paychan.store.ownership import FencedOwnership
 from twisted_paychan.store.postgres import PostgresChannelStore
 from twisted_paychan.wallet.base import BaseWallet
-from twisted_paychan.wallet.shared_keys import SeedMismatch, SharedChannelKeys, seed_fingerprint
+from twisted_paychan.wallet.shared_keys import SharedChannelKeys, seed_fingerprint
 
 
 def new_node_id() -> str:
@@ -41,19 +41,29 @@ def shares_keys(wallet: object) -> bool:
     return isinstance(wallet, BaseWallet) and wallet.has_seed
 
 
-def check_seed_now(conninfo: str, wallet: BaseWallet) -> None:
-    """Blocking, at start (before anything listens): the seed's fingerprint is the cluster's,
-    or recorded as it if none is; ``SeedMismatch`` otherwise."""
+def check_cluster_seed(url: str, conninfo: str, wallet: object) -> None:
+    """Blocking, at start (before anything listens, before the store's thread): the wallet's
+    seed is the cluster's, or recorded as it if the database has none. ``StoreUnusable`` (one
+    line) otherwise, or when the database cannot say. A wallet without a seed is not checked
+    (its keys are not shared: ``ClusterNode`` warns)."""
     import psycopg
 
+    from twisted_paychan.store.location import StoreUnusable, masked
+
+    if not shares_keys(wallet):
+        return
+    assert isinstance(wallet, BaseWallet)
     mine = seed_fingerprint(wallet)
-    with psycopg.connect(conninfo, autocommit=True) as conn:
-        conn.execute("INSERT INTO cluster_meta (name, value) VALUES ('seed', %s) ON CONFLICT (name) DO NOTHING",
-                     (mine,))
-        row = conn.execute("SELECT value FROM cluster_meta WHERE name = 'seed'").fetchone()
+    try:
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            conn.execute("INSERT INTO cluster_meta (name, value) VALUES ('seed', %s) ON CONFLICT (name) DO NOTHING",
+                         (mine,))
+            row = conn.execute("SELECT value FROM cluster_meta WHERE name = 'seed'").fetchone()
+    except psycopg.Error as e:
+        raise StoreUnusable(f"cannot check the wallet seed at {masked(url)}: {str(e).strip()}") from None
     if row is None or row[0] != mine:
-        raise SeedMismatch(f"this node's wallet seed (fingerprint {mine}) is not the cluster's "
-                           f"({row[0] if row else '?'}): every node must be given the same words")
+        raise StoreUnusable(f"this node's wallet seed (fingerprint {mine}) is not the cluster's "
+                            f"({row[0] if row else '?'}): every node must be given the same words")
 
 
 class ClusterNode:

@@ -46,10 +46,6 @@ CLUSTER_BASE = 1 << 30
 _FINGERPRINT_INDEX = CLUSTER_BASE
 
 
-class SeedMismatch(StoreError):
-    """This node's seed is not the one the cluster's other nodes were given."""
-
-
 def seed_fingerprint(wallet: BaseWallet) -> str:
     """A short hash identifying the seed (not the seed: a hash of one derived public key)."""
     key = wallet.derive(Branch.CHANNEL, _FINGERPRINT_INDEX, KeyPurpose.CHANNEL, None)
