@@ -1,7 +1,7 @@
 """
 The PostgreSQL channel store: the same ``IChannelStore`` as memory and SQLite, on a database
-several processes may share (issue #13; ownership and fail-over are not built yet, see
-``doc/cluster.md``).
+several processes may share (issue #13, ``doc/cluster.md``: the cluster's statements, fencing
+tokens, leases and key paths, run in the same batches through :meth:`PostgresChannelStore.submit`).
 
 Durable: the session runs with ``synchronous_commit = on``, so a commit returns only once the
 server flushed its WAL, and a Deferred fires only after the commit that holds its write.
