@@ -3,7 +3,9 @@ on one database: fencing tokens (``store.ownership``: a claim takes a channel ov
 holder's next write fails and nothing of it is stored; a stale claim is refused), expiry duty
 (``net.duty``, its timers on ``task.Clock``: a new channel's duty is its creator's, a dead
 node's is claimed by exactly one live node, a node cut off from the database lets its duties
-go once its lease has run out), and channel keys every node derives (``wallet.shared_keys``)."""
+go once its lease has run out), a settlement another node stored first is never replaced (two
+managers settling one channel at once answer with the one stored), and channel keys every node
+derives (``wallet.shared_keys``)."""
 
 from __future__ import annotations
 
@@ -18,8 +20,8 @@ from store_conformance import server_record
 from twisted_paychan.bitcoin.addresses import REGTEST
 from twisted_paychan.channel.records import ServerChannelState
 from twisted_paychan.net.duty import DutyRoster
-from twisted_paychan.store.interfaces import ChannelNotOpen, StoreError
-from twisted_paychan.store.ownership import FencedOwnership, OwnershipLost
+from twisted_paychan.store.interfaces import ChannelNotOpen, StoreError, TransitionConflict
+from twisted_paychan.store.ownership import FencedOwnership, OwnershipLost, SettlementStoredElsewhere
 from twisted_paychan.store.postgres import PostgresChannelStore
 from twisted_paychan.wallet.hd import Seed
 from twisted_paychan.wallet.memory import MemoryWallet
@@ -221,3 +223,65 @@ async def test_channel_keys_come_from_one_sequence_and_any_node_derives_them(nod
     await keys_b.settlement_payout_script(rec.contract_txid)  # what the manager asks before signing
     digest = bytes(32)
     assert keys_b.signer_for(lent[0].public_key).sign(digest) == lent[0].sign(digest)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_second_nodes_settlement_never_replaces_the_first_stored(nodes):
+    conninfo, (store_a, store_b) = nodes
+    a, b = FencedOwnership(store_a, "a"), FencedOwnership(store_b, "b")
+    rec = server_record(8, best_value=5000, best_signature=b"sig")
+    await store_a.add_server_channel(rec)
+    txid, S = rec.contract_txid, ServerChannelState
+    await store_a.transition_server(txid, S.OPEN, S.SETTLING, note="settling")  # frozen once
+    # Both nodes built a settlement on the frozen record (none stored yet): the first stands.
+    stored = await a.store_settlement(txid, S.SETTLING, S.SETTLING, {"settlement_tx": b"tx-a", "note": ""}, None)
+    assert stored.settlement_tx == b"tx-a"
+    with pytest.raises(SettlementStoredElsewhere):
+        await b.store_settlement(txid, S.SETTLING, S.SETTLING, {"settlement_tx": b"tx-b", "note": ""}, None)
+    assert (await store_b.server_channel(txid)).settlement_tx == b"tx-a"
+    # A fee bump replaces the one it was built on.
+    bumped = await a.store_settlement(txid, S.SETTLING, S.SETTLING, {"settlement_tx": b"tx-a2", "note": ""}, b"tx-a")
+    assert bumped.settlement_tx == b"tx-a2"
+    with pytest.raises(TransitionConflict):
+        await b.store_settlement(txid, S.OPEN, S.SETTLING, {"settlement_tx": b"tx-b", "note": ""}, None)
+
+
+@pytest_twisted.ensureDeferred
+async def test_two_nodes_settling_one_channel_at_once_broadcast_one_settlement(nodes):
+    """Two managers (two nodes, each its own fee rate, so their settlements would differ) settle
+    one channel at once: one freezes it and stores its settlement; the other adopts the stored
+    one, and both answer with it (with the store's plain compare-and-set alone, the second
+    overwrote the first and the node refused it as a conflicting spend)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "channel"))
+    from channel_pair import Pair, result_of
+    from twisted_paychan.channel.settings import ClientSettings, ServerSettings, VersionSelector
+    from twisted_paychan.net.server_manager import ServerChannelManager
+
+    pair = Pair()
+    client = pair.connect(ClientSettings(channel_value=1_000_000, versions=VersionSelector.VERSION_2, fee_rate=1000))
+    txid = result_of(client.opened).contract_txid
+    paid = client.pay(50_000)
+    pair.pump()
+    result_of(paid)
+    client.disconnect()
+    pair.pump()
+    record = result_of(pair.server_store.server_channel(txid))
+    _, (store_a, store_b) = nodes
+    await store_a.add_server_channel(record)
+    managers = []
+    for store, node, rate in ((store_a, "a", 1000), (store_b, "b", 3000)):
+        manager = ServerChannelManager(pair.server_wallet, pair.chain, store, ServerSettings(fee_rate=rate), pair.clock)
+        manager.ownership = FencedOwnership(store, node)
+        managers.append(manager)
+    settled = await defer.gatherResults([m.settle(txid) for m in managers])
+    stored = await store_a.server_channel(txid)
+    assert stored.state is ServerChannelState.SETTLING and stored.settlement_tx is not None
+    assert settled == [stored.settlement_tx, stored.settlement_tx]
+    from twisted_paychan.bitcoin.txid import txid as tx_id
+
+    assert [t for t in pair.chain.mempool if t != txid] == [tx_id(stored.settlement_tx)]  # one spend of it
+    for m in managers:
+        m.stop()

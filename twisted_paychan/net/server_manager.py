@@ -52,7 +52,7 @@ from twisted_paychan.net.rebroadcast import RebroadcastSchedule
 from twisted_paychan.net.subscribers import Subscribers
 from twisted_paychan.net.server_channel import ConnectionPorts, IServerHandler, NullServerHandler, ServerChannel
 from twisted_paychan.store.interfaces import ChannelNotOpen, IChannelStore, StoreError, TransitionConflict
-from twisted_paychan.store.ownership import IChannelOwnership, LocalOwnership
+from twisted_paychan.store.ownership import IChannelOwnership, LocalOwnership, SettlementStoredElsewhere
 from twisted_paychan.wire.messages import TwoWayChannelMessage
 
 S = ServerChannelState
@@ -97,7 +97,7 @@ class _Channel:
 
     # Slots, and lists rather than deques: one of these per open channel, mostly idle.
     __slots__ = ("manager", "machine", "txid", "connection", "probation", "timers", "watches", "waiters", "writing", "written",
-                 "output_spend", "rebroadcast", "_queue", "_running", "_blocked", "_idle")
+                 "output_spend", "rebroadcast", "built_on", "_queue", "_running", "_blocked", "_idle")
 
     def __init__(self, manager: "ServerChannelManager", machine: lc.ServerLifecycle) -> None:
         self.manager = manager
@@ -118,6 +118,9 @@ class _Channel:
         self.output_spend: Optional[TxState] = None
         #: When a settlement the chain does not show is offered again (``rebroadcast``).
         self.rebroadcast = RebroadcastSchedule()
+        #: The stored settlement (None: none) when the one being built was started: only it may
+        #: be replaced by the new one (``IChannelOwnership.store_settlement``).
+        self.built_on: Optional[bytes] = None
         self._queue: list[lc.LifecycleEffect] = []
         self._running = False
         self._blocked = False
@@ -666,6 +669,18 @@ class ServerChannelManager:
             return lc.TransitionStored(record)
 
         def refused(f: Failure) -> defer.Deferred[lc.LifecycleEvent] | lc.LifecycleEvent:
+            if isinstance(f.value, SettlementStoredElsewhere):
+                def adopt(record: Optional[ServerChannelRecord]) -> lc.LifecycleEvent:
+                    if record is None:
+                        return lc.EffectFailed("the channel is no longer stored")
+                    if record.state is not effect.new or record.settlement_tx is None:
+                        return lc.TransitionConflict(record)
+                    # Ours is never stored: carry on with the stored one, as if we had built it.
+                    self.log.info("channel {txid} (peer {peer}): another node stored its settlement first; "
+                                  "broadcasting that one", txid=display_hex(txid), peer=self._peer(channel))
+                    return lc.TransitionStored(record)
+
+                return self.store.server_channel(txid).addCallback(adopt)
             if isinstance(f.value, TransitionConflict):
                 def again(record: Optional[ServerChannelRecord]) -> lc.LifecycleEvent:
                     if record is None:
@@ -677,11 +692,16 @@ class ServerChannelManager:
                              peer=self._peer(channel), old=effect.expected.value, new=effect.new.value)
             return lc.EffectFailed(f.getErrorMessage())
 
-        d = self.store.transition_server(txid, effect.expected, effect.new, **effect.changes)
+        if effect.changes.get("settlement_tx") is not None:
+            d = self.ownership.store_settlement(txid, effect.expected, effect.new, dict(effect.changes),
+                                                channel.built_on)
+        else:
+            d = self.store.transition_server(txid, effect.expected, effect.new, **effect.changes)
         return d.addCallbacks(stored, refused)
 
     def _build(self, channel: _Channel, rates: tuple[int, ...]) -> defer.Deferred[lc.LifecycleEvent]:
         record = channel.machine.record
+        channel.built_on = record.settlement_tx
 
         def build(payout: bytes) -> lc.LifecycleEvent:
             script = ChannelScript(record.version, record.client_key, record.server_key, record.expiry)

@@ -27,21 +27,36 @@ nodes or networks in between.
 
 ``check_held`` (called by ``net.duty`` at each heartbeat) closes, within one heartbeat, a
 connection whose channel another node claimed, instead of waiting for its next payment.
+
+``store_settlement``: two nodes that freeze one channel at once (OPEN -> SETTLING is a
+compare-and-set: one wins, the other reads the frozen record back) would each build a
+settlement of the same b, to its own payout address, and each store it over the other's. So a
+settlement is stored only while the stored one is still the one it was built on: the second
+node's write fails with ``SettlementStoredElsewhere`` and the manager carries on with the stored
+transaction, broadcasting that one, never its own.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Optional, Protocol
+from typing import TYPE_CHECKING, Any, Optional, Protocol, cast
 
 from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import Interface, implementer
 
 from twisted_paychan.chain.types import display_hex
+from twisted_paychan.channel.records import ServerChannelRecord, ServerChannelState
 from twisted_paychan.store import rules
-from twisted_paychan.store.interfaces import ChannelNotOpen, IChannelStore, StoreError
-from twisted_paychan.store.rules import SERVER_PAYABLE, check_payment
+from twisted_paychan.store.interfaces import (
+    ChannelNotOpen,
+    IChannelStore,
+    StoreError,
+    TransitionConflict,
+    UnknownChannel,
+)
+from twisted_paychan.store.rules import SERVER_PAYABLE, check_payment, check_server_cas
+from twisted_paychan.store.sqlite import _SERVER_COLUMNS, _server_record
 
 if TYPE_CHECKING:
     from twisted_paychan.store.postgres import PostgresChannelStore, _Conn
@@ -65,6 +80,11 @@ class OwnershipLost(ChannelNotOpen):
         self.owner = owner
 
 
+class SettlementStoredElsewhere(StoreError):
+    """Another machine (on another node) stored a settlement for this channel after this one
+    started building its own: the stored one stands, and this one is never stored."""
+
+
 class IChannelOwnership(Interface):
     """The seam every server payment is written through (see the module docstring)."""
 
@@ -78,6 +98,13 @@ class IChannelOwnership(Interface):
 
     def detached(holder: Holder) -> None:
         """``holder`` has closed."""
+
+    def store_settlement(contract_txid: bytes, expected: ServerChannelState, new: ServerChannelState,
+                         changes: dict[str, object], built_on: Optional[bytes]) -> defer.Deferred[ServerChannelRecord]:
+        """``IChannelStore.transition_server`` for a transition that stores a settlement built
+        while the stored one was ``built_on``; ``SettlementStoredElsewhere`` if another is stored
+        now (a fee bump replaces the one it was built on; a second node's never replaces a
+        first's)."""
 
 
 @implementer(IChannelOwnership)
@@ -96,6 +123,11 @@ class LocalOwnership:
 
     def detached(self, holder: Holder) -> None:
         pass
+
+    def store_settlement(self, contract_txid: bytes, expected: ServerChannelState, new: ServerChannelState,
+                         changes: dict[str, object], built_on: Optional[bytes]) -> defer.Deferred[ServerChannelRecord]:
+        # One process, one machine per channel: nobody else builds a settlement for it.
+        return self.store.transition_server(contract_txid, expected, new, **changes)
 
 
 _CLAIM_SQL = (
@@ -139,6 +171,29 @@ class FencedOwnership:
 
     def detached(self, holder: Holder) -> None:
         self._held.pop(holder, None)
+
+    def store_settlement(self, contract_txid: bytes, expected: ServerChannelState, new: ServerChannelState,
+                         changes: dict[str, object], built_on: Optional[bytes]) -> defer.Deferred[ServerChannelRecord]:
+        """The store's compare-and-set, also comparing the stored settlement with ``built_on``:
+        two nodes that froze one channel at once both build a settlement (each its own payout
+        address), and only the first stored may stand."""
+        check_server_cas(contract_txid, expected, expected, new, changes)  # a bug of ours fails here
+        update = (f"{rules.cas_update('server_channels', list(changes), '%s')} "
+                  f"AND settlement_tx IS NOT DISTINCT FROM %s RETURNING {_SERVER_COLUMNS}")
+        params = (new.value, *changes.values(), contract_txid, expected.value, built_on)
+
+        def op(conn: "_Conn") -> ServerChannelRecord:
+            row = conn.execute(cast(Any, update), params).fetchone()
+            if row is not None:
+                return _server_record(row)
+            found = conn.execute("SELECT state FROM server_channels WHERE contract_txid = %s", (contract_txid,)).fetchone()
+            if found is None:
+                raise UnknownChannel(contract_txid.hex())
+            if found[0] != expected.value:
+                raise TransitionConflict(contract_txid, expected.value, found[0])
+            raise SettlementStoredElsewhere(f"channel {contract_txid.hex()}: another settlement was stored first")
+
+        return self.store.submit(op)
 
     def token(self, holder: Holder) -> Optional[int]:
         """The token ``holder``'s claim got (None before its first payment)."""
