@@ -573,7 +573,7 @@ class ChannelsService(_InOrder):
     async def _stop(self) -> None:
         await _InOrder.stopService(self)
         if self.cluster is not None:
-            self.cluster.stop()
+            await self.cluster.stop()
         if self.factory is not None:
             self.factory.manager.stop()
 

@@ -285,3 +285,19 @@ async def test_two_nodes_settling_one_channel_at_once_broadcast_one_settlement(n
     assert [t for t in pair.chain.mempool if t != txid] == [tx_id(stored.settlement_tx)]  # one spend of it
     for m in managers:
         m.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_node_that_stops_cleanly_gives_its_duties_back_at_once(nodes):
+    conninfo, (store_a, store_b) = nodes
+    rec = server_record(9)
+    await store_a.add_server_channel(rec)
+    managers = [Manager(), Manager()]
+    rosters = [DutyRoster(s, m, task.Clock(), n, takeover=30) for s, m, n in zip((store_a, store_b), managers, "ab")]
+    for roster in rosters:
+        await roster.start()
+    assert rosters[0].duties == {rec.contract_txid}
+    await rosters[0].release()
+    await rosters[1].renew()  # its next renewal, not 30 s later
+    assert rosters[1].duties == {rec.contract_txid} and managers[1].taken == [rec.contract_txid]
+    rosters[1].stop()

@@ -99,6 +99,14 @@ class ClusterNode:
                       node=self.node_id, t=self.takeover)
         return self.roster.start()
 
-    def stop(self) -> None:
-        if self.roster is not None:
-            self.roster.stop()
+    def stop(self) -> defer.Deferred[None]:
+        """Give the lease and the duties back (the store is closed after this); a database
+        that does not answer only delays the others' takeover to ``takeover``."""
+        if self.roster is None:
+            return defer.succeed(None)
+
+        def failed(f: Any) -> None:
+            self.log.warn("cluster: giving node {node}'s duties back failed: {why}", node=self.node_id,
+                          why=f.getErrorMessage())
+
+        return self.roster.release().addErrback(failed)

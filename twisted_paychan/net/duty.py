@@ -101,14 +101,33 @@ class DutyRoster:
         return record.contract_txid in self.duties
 
     def start(self) -> defer.Deferred[None]:
-        """Renew the lease and claim orphaned duties now (fails if the database cannot be
-        reached), then every ``interval`` seconds. The manager's ``start`` comes after this has
-        fired, and loads the channels of ``duties``."""
+        """Renew the lease and claim orphaned duties now, then every ``interval`` seconds. The
+        manager's ``start`` comes after this has fired, and loads the channels of ``duties``
+        (none if the database could not be reached: they come with a later renewal)."""
         self._running = True
         self.manager.has_duty = self.has_duty
+
+        def failed(f: Failure) -> None:  # the renewals go on; the duties come with the first that works
+            self.log.warn("cluster: node {node}'s first lease renewal failed: {why}", node=self.node_id,
+                          why=f.getErrorMessage())
+
         d = self.renew(hand_over=False)
+        d.addErrback(failed)
         d.addCallback(lambda _: self._schedule())
         return d
+
+    def release(self) -> defer.Deferred[None]:
+        """A clean stop: end this node's lease and give its duties back now, so the other
+        nodes take them at their next renewal rather than after ``takeover``."""
+        self.stop()
+        node = self.node_id
+
+        def op(conn: "_Conn") -> None:
+            conn.execute("UPDATE cluster_nodes SET lease_until = now() WHERE node_id = %s", (node,))
+            conn.execute("UPDATE server_channels SET duty_node = NULL WHERE duty_node = %s", (node,))
+
+        self.duties = set()
+        return self.store.submit(op)
 
     def stop(self) -> None:
         self._running = False

@@ -278,6 +278,12 @@ class ServerChannelManager:
             if channel is not None and not channel.timers and not any(channel.watches.values()):
                 channel.feed(lc.Loaded())
 
+        held = self._channels.get(contract_txid)
+        if (held is not None and held.connection is None and not held.probation and not held.timers
+                and not any(held.watches.values()) and not held.waiters and not held._blocked and not held._queue):
+            # Met here earlier but idle: the record it holds may be older than another node's
+            # writes (a settlement stored there), so it is read again.
+            del self._channels[contract_txid]
         return self._ensure(contract_txid).addCallback(load)
 
     def drop_duty(self, contract_txid: bytes) -> None:
