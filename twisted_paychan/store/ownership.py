@@ -45,7 +45,6 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import Interface, implementer
 
-from twisted_paychan.chain.types import display_hex
 from twisted_paychan.channel.records import ServerChannelRecord, ServerChannelState
 from twisted_paychan.store import rules
 from twisted_paychan.store.interfaces import (
@@ -282,7 +281,7 @@ class FencedOwnership:
                 if now is None or now[0] == hold.token or holder.close_reason is not None:
                     continue
                 self.log.info("channel {txid}: claimed by a connection on node {node}; closing this node's",
-                              txid=display_hex(hold.contract_txid), node=now[1] or "?")
+                              txid=hold.contract_txid[::-1].hex(), node=now[1] or "?")
                 holder.close()
                 closed += 1
             return closed

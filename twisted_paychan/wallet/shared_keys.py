@@ -23,7 +23,7 @@ signer every node reaches) is not wrapped: its keys are wherever that backend ke
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol, TypeVar
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -31,13 +31,21 @@ from zope.interface import implementer
 
 from twisted_paychan.chain.interfaces import ISigner, IWallet
 from twisted_paychan.chain.types import Balance, FundedTransaction, Utxo
-from twisted_paychan.store.interfaces import StoreError
 from twisted_paychan.wallet.base import BaseWallet
 from twisted_paychan.wallet.hd import Branch
 from twisted_paychan.wallet.keys import KeyPurpose, WalletKey
 
 if TYPE_CHECKING:
-    from twisted_paychan.store.postgres import PostgresChannelStore, _Conn
+    from twisted_paychan.store.postgres import _Conn
+
+T = TypeVar("T")
+
+
+class SqlRunner(Protocol):
+    """Where the key paths live: ``PostgresChannelStore.submit`` (the wallet does not import
+    the store; the store does not know about keys)."""
+
+    def submit(self, op: Callable[["_Conn"], T], write: bool = True) -> defer.Deferred[T]: ...
 
 #: The first channel-branch index the cluster hands out (half the non-hardened range): far
 #: above any count a single wallet reaches.
@@ -58,7 +66,7 @@ class SharedChannelKeys:
 
     log = Logger()
 
-    def __init__(self, wallet: BaseWallet, store: "PostgresChannelStore", node_id: str) -> None:
+    def __init__(self, wallet: BaseWallet, store: SqlRunner, node_id: str) -> None:
         self.wallet = wallet
         self.store = store
         self.node_id = node_id
@@ -71,7 +79,7 @@ class SharedChannelKeys:
     def _derive(self, path: str) -> WalletKey:
         prefix, index = path.rsplit("/", 1)
         if prefix != Branch.CHANNEL.path(self.network, 0).rsplit("/", 1)[0] or int(index) < CLUSTER_BASE:
-            raise StoreError(f"a channel key path outside the cluster's range: {path}")
+            raise ValueError(f"a channel key path outside the cluster's range: {path}")
         return self.wallet.derive(Branch.CHANNEL, int(index), KeyPurpose.CHANNEL, None)
 
     # -- channel keys ---------------------------------------------------------------------------
