@@ -389,3 +389,25 @@ def test_a_node_given_other_words_refuses_to_start_in_one_line(tmp_path, postgre
     lines = [line for line in output.splitlines() if "paychan: not starting:" in line]
     assert len(lines) == 1 and "is not the cluster's (0123456789abcdef)" in lines[0], output
     assert "Traceback" not in output
+
+
+def test_a_busy_listen_port_refuses_a_postgresql_node_in_one_line_and_it_exits(tmp_path, postgres) -> None:
+    """The store's thread is running by then; the refused start still ends the process (it
+    used to wait for ever for a reactor that never ran)."""
+    import socket
+
+    _, url = _schema_url(postgres)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = subprocess.run([sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "--nodaemon",
+                               "--pidfile=", "--logfile=-", "paychan", "--data-dir", str(tmp_path / "d"),
+                               "--api-listen", "none", "--rpc-listen", "none",
+                               "--listen", f"tcp:{port}:interface=127.0.0.1", "--store", url],
+                              cwd=str(REPO), env=ENV, capture_output=True, text=True, timeout=120)
+    output = done.stdout + done.stderr
+    assert done.returncode != 0, output
+    lines = [line for line in output.splitlines() if "paychan: not starting:" in line]
+    assert len(lines) == 1 and "cannot listen on --listen" in lines[0], output
+    assert "Traceback" not in output

@@ -42,6 +42,7 @@ the Deferreds fail, so nothing is acknowledged) and the next batch connects agai
 from __future__ import annotations
 
 import re
+import threading
 from importlib import resources
 from typing import Any, Callable, Optional, TypeVar, cast
 
@@ -138,6 +139,22 @@ def migrate(conn: _Conn) -> int:
     return len(known)
 
 
+class _DaemonThread(threading.Thread):
+    """The store's thread does not keep the process alive: a start refused after the store
+    opened (a busy ``--listen``) raises before the reactor runs, so ``close`` never runs, and a
+    plain thread would make the process wait for ever. A normal stop closes the store (and
+    joins the thread) before the reactor stops; a write cut short by an exit was never
+    acknowledged."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.daemon = True
+
+
+class _StoreThreads(ThreadPool):
+    threadFactory = _DaemonThread
+
+
 class _Pending:
     __slots__ = ("op", "deferred")
 
@@ -163,7 +180,7 @@ class PostgresChannelStore:
         self.node_id = node_id
         self._reactor = reactor
         self._threads = cast(IReactorFromThreads, reactor)
-        self._pool = ThreadPool(1, 1, name="paychan-postgres")
+        self._pool = _StoreThreads(1, 1, name="paychan-postgres")
         self._pool.start()
         self._conn: Optional[_Conn] = None
         self._batch: list[_Pending] = []
