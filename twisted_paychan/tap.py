@@ -205,6 +205,8 @@ class Options(usage.Options):
             raise usage.UsageError(bad_store)
         if self["store-password-file"] is not None and not is_postgres(self["store"]):
             raise usage.UsageError("--store-password-file is for --store postgresql://...")
+        if not is_postgres(self["store"]) and (self["node-id"] is not None or self["duty-takeover"] != 30.0):
+            raise usage.UsageError("--node-id and --duty-takeover are for --store postgresql://... (doc/cluster.md)")
         from twisted_paychan.wallet import backends
 
         try:

@@ -411,3 +411,18 @@ def test_a_busy_listen_port_refuses_a_postgresql_node_in_one_line_and_it_exits(t
     lines = [line for line in output.splitlines() if "paychan: not starting:" in line]
     assert len(lines) == 1 and "cannot listen on --listen" in lines[0], output
     assert "Traceback" not in output
+
+
+def test_the_cluster_options_need_a_postgresql_store() -> None:
+    from twisted.python import usage
+
+    from twisted_paychan.tap import Options
+
+    for argv in (["--node-id", "a"], ["--duty-takeover", "5"]):
+        with pytest.raises(usage.UsageError, match="are for --store postgresql"):
+            Options().parseOptions(argv)
+    options = Options()
+    options.parseOptions(["--store", "postgresql://paychan@db/paychan", "--duty-takeover", "5", "--node-id", "a"])
+    assert (options["duty-takeover"], options["node-id"]) == (5.0, "a")
+    with pytest.raises(usage.UsageError, match="must be positive"):
+        Options().parseOptions(["--store", "postgresql://paychan@db/paychan", "--duty-takeover", "0"])
