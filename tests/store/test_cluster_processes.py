@@ -1,6 +1,8 @@
 """Two ``twistd paychan`` processes on one PostgreSQL (the session's real server) and one chain (a
 standalone ``paychan regtest`` node both servers reach over RPC), given the same wallet words:
 
+- a node dies mid-stream, the client resumes on the other and pays on, and the settlement pays
+  the server every payment the client counted as made;
 - the same channel resumed on both nodes at once: exactly one connection keeps it, and no
   payment is acknowledged on both (the store and both clients' records agree);
 - the node holding a channel's expiry duty dies (SIGKILL, at the crash point between storing its
@@ -252,6 +254,60 @@ async def test_a_resume_on_another_node_takes_the_channel_over_and_closes_the_ol
     finally:
         for client in clients:
             await client.close()
+        for server in (a, b):
+            if server.proc is not None:
+                await server.stop()
+        node.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_node_killed_mid_stream_and_the_client_goes_on_at_the_other(tmp_path, postgres, words) -> None:
+    """A dies (SIGKILL, between storing a payment and acknowledging it); the client resumes the
+    channel on B (by hand here: the client's own fail-over is another piece) and pays on; B
+    settles, and the settlement pays the server every payment the client counted as made:
+    every acknowledged one, and the one A stored and never acknowledged (its c was stored
+    before the payment left, and b is cumulative)."""
+    from twisted_paychan.bitcoin.transactions import parse_transaction
+
+    schema, url = _schema_url(postgres)
+    node = Node(tmp_path)
+    await node.start()
+    a = ClusterServer(tmp_path / "a", node, url, "A", words,
+                      env={"PAYCHAN_CRASH_AT": "payment-stored", "PAYCHAN_CRASH_AFTER": "4"})
+    b = ClusterServer(tmp_path / "b", node, url, "B", words)
+    client = RemoteClient(tmp_path / "c", a)
+    (tmp_path / "c").mkdir()
+    try:
+        await defer.gatherResults([defer.ensureDeferred(a.start()), defer.ensureDeferred(b.start())])
+        await client.open()
+        settings = ClientSettings(channel_value=VALUE, fee_rate=1000, reply_timeout=20)
+        conn = await client.connect(settings, SERVER_ID)
+        txid = conn.contract_txid
+        opened_at = _channel(postgres, schema, txid)["best_value"]
+        acks: list[int] = []
+        assert await _pay_until_refused(conn, 10, acks) is not None  # A died mid-stream
+        assert await a.crashed()
+        client.server = b
+        client_module._ACTIVE.discard(txid)
+        conn = await client.connect(settings, SERVER_ID)
+        assert conn.resumed and conn.contract_txid == txid
+        assert await _pay_until_refused(conn, 5, acks) is None
+        settlement = await conn.settle()
+        assert isinstance(settlement, bytes)
+        record = await client.store.client_channel(txid)
+        row = _channel(postgres, schema, txid)
+        assert row["owner_node"] == "B" and bytes(row["settlement_tx"]) == settlement
+        paid = VALUE - record.client_change
+        assert row["best_value"] == paid
+        assert opened_at + sum(acks) <= paid <= opened_at + sum(acks) + 1000  # at most A's unacknowledged one
+        outputs = sorted(out.nValue for out in parse_transaction(settlement).vout)
+        assert record.client_change in outputs  # the client gets exactly its change
+        [server_out] = [v for v in outputs if v != record.client_change]
+        assert paid - 2000 < server_out < paid  # the server gets b less the fee
+        await client.chain.connection.call("generatetoaddress", 1, await client.wallet.new_address())
+        await _until(lambda: _channel(postgres, schema, txid)["state"] == "settled", 20, "the settlement confirms")
+    finally:
+        await client.close()
         for server in (a, b):
             if server.proc is not None:
                 await server.stop()
