@@ -180,7 +180,7 @@ class DutyRoster:
                               txid=display_hex(txid))
             gained, lost = mine - self.duties, self.duties - mine
             self.duties = mine
-            if hand_over:
+            if hand_over and self._running:  # not after a stop: the manager is stopping too
                 self._hand_over(gained, lost)
             if self.ownership is not None:
                 self.ownership.check_held().addErrback(
