@@ -28,10 +28,24 @@ if TYPE_CHECKING:  # the backends load only when the service starts (twistd list
     from twisted_paychan.chain.embedded.chain import EmbeddedChain
     from twisted_paychan.chain.embedded.rpc.server import RpcServer
     from twisted_paychan.chain.rpc.chain import RpcChain
+    from twisted_paychan.net.cluster import ClusterNode
     from twisted_paychan.net.server import PaymentChannelServerFactory
     from twisted_paychan.store.postgres import PostgresChannelStore
     from twisted_paychan.store.sqlite import SqliteChannelStore
     from twisted_paychan.wallet.backends import IServedWallet, IWalletBackendMaker
+
+
+def _positive_float(name: str) -> Callable[[str], float]:
+    def parse(value: str) -> float:
+        try:
+            number = float(value)
+        except ValueError:
+            raise ValueError(f"--{name} must be a number of seconds, not {value!r}") from None
+        if not number > 0:
+            raise ValueError(f"--{name} must be positive, not {value!r}")
+        return number
+
+    return parse
 
 
 def _positive_int(name: str) -> Callable[[str], int]:
@@ -98,6 +112,10 @@ class Options(usage.Options):
          "Where the channels are: 'sqlite' (DATA_DIR/channels.sqlite) or a postgresql:// URL (doc/cluster.md)."],
         ["store-password-file", None, None,
          "With --store postgresql://...: file whose first line is the database password (a password in the URL shows in ps)."],
+        ["duty-takeover", None, 30.0,
+         "With --store postgresql://...: seconds within which another node takes a dead node's channels' expiry duty.",
+         _positive_float("duty-takeover")],
+        ["node-id", None, None, "With --store postgresql://...: this node's name in the cluster (default: host-pid-random)."],
         ["api-listen", None, "tcp:8844:interface=127.0.0.1",
          "Endpoint of the HTTP API, metrics and dashboard ('none' to switch off; ssl:... for TLS); doc/api.md."],
         ["api-token-file", None, None,
@@ -196,6 +214,8 @@ class Options(usage.Options):
             raise usage.UsageError(bad_store)
         if self["store-password-file"] is not None and not is_postgres(self["store"]):
             raise usage.UsageError("--store-password-file is for --store postgresql://...")
+        if not is_postgres(self["store"]) and (self["node-id"] is not None or self["duty-takeover"] != 30.0):
+            raise usage.UsageError("--node-id and --duty-takeover are for --store postgresql://... (doc/cluster.md)")
         from twisted_paychan.wallet import backends
 
         try:
@@ -417,8 +437,14 @@ class StoreService(service.Service):
     log = Logger()
 
     def __init__(self, reactor: Any, data_dir: str, store_arg: str = "sqlite",
-                 password_file: Optional[str] = None) -> None:
+                 password_file: Optional[str] = None, node_id: Optional[str] = None) -> None:
         self.reactor = reactor
+        #: This server's name among the nodes sharing a PostgreSQL store (``net.cluster``).
+        self.node_id = node_id
+        #: The libpq string the PostgreSQL store was opened with (None for SQLite).
+        self.conninfo: Optional[str] = None
+        #: The wallet whose seed must be the cluster's (``net.cluster.check_cluster_seed``).
+        self.wallet: Optional[WalletService] = None
         self.data_dir = data_dir
         self.store_arg = store_arg
         self.password_file = password_file
@@ -449,10 +475,19 @@ class StoreService(service.Service):
                         if self.password_file is not None else None)
             info = location.conninfo(self.store_arg, password)
             location.probe_postgres(self.store_arg, info)  # fail now, with the reason
+            if self.wallet is not None:  # before the store's thread exists: a refusal exits at once
+                from twisted_paychan.net.cluster import check_cluster_seed
+
+                check_cluster_seed(self.store_arg, info, self.wallet.wallet)
         except (SecretFileError, location.StoreUnusable) as e:
             raise StartupRefused(str(e)) from None
         self.log.info("channel store: PostgreSQL at {url}", url=location.masked(self.store_arg))
-        return PostgresChannelStore(info, self.reactor)
+        if self.node_id is None:
+            from twisted_paychan.net.cluster import new_node_id
+
+            self.node_id = new_node_id()
+        self.conninfo = info
+        return PostgresChannelStore(info, self.reactor, self.node_id)
 
     def ready(self) -> "defer.Deferred[None]":
         """Fires once the store can take operations (at once for SQLite)."""
@@ -493,6 +528,7 @@ class ChannelsService(_InOrder):
         self.data_dir = data_dir
         self.backends = (chain, wallet, store)
         self.factory: Optional[PaymentChannelServerFactory] = None
+        self.cluster: Optional[ClusterNode] = None
 
     def startService(self) -> None:
         from twisted_paychan.net.server import PaymentChannelServerFactory
@@ -501,9 +537,13 @@ class ChannelsService(_InOrder):
         assert wallet.wallet is not None and store.store is not None, "backends start before the channels"
         o = self.options
         maker, handler_arg = o["handler-maker"]
-        factory = PaymentChannelServerFactory(wallet.wallet, chain.running_chain(), store.store, o["settings"], self.reactor,
-                                              maker.make(handler_arg, self.reactor))
+        cluster = self._cluster(wallet, store)
+        factory = PaymentChannelServerFactory(cluster.wallet if cluster else wallet.wallet, chain.running_chain(),
+                                              store.store, o["settings"], self.reactor, maker.make(handler_arg, self.reactor))
         self.factory = factory
+        if cluster is not None:
+            cluster.attach(factory.manager)
+        self.cluster = cluster
         for child in list(self):  # the listeners of an earlier run
             self.removeService(child)
         from twisted.internet.error import CannotListenError
@@ -524,11 +564,27 @@ class ChannelsService(_InOrder):
             option, value = ("--admin-listen", admin) if admin and str(e.port) in admin else ("--listen", o["listen"])
             raise StartupRefused(f"cannot listen on {option} {value}: {e.socketError}") from None
         # Re-arm the settle-before-expiry timers (once listening, and once the store can read).
-        started = store.ready().addCallback(lambda _: factory.manager.start())
+        started = store.ready()
+        if cluster is not None:
+            started.addCallback(cluster.start)
+        started.addCallback(lambda _: factory.manager.start())
         started.addErrback(lambda f: self.log.failure("loading the stored channels failed", f))
+
+    def _cluster(self, wallet: WalletService, store: StoreService) -> Optional["ClusterNode"]:
+        """With a PostgreSQL store, this server is one node of a cluster (``net.cluster``)."""
+        from twisted_paychan.store.postgres import PostgresChannelStore
+
+        if not isinstance(store.store, PostgresChannelStore) or store.node_id is None or store.conninfo is None:
+            return None
+        from twisted_paychan.net.cluster import ClusterNode
+
+        assert wallet.wallet is not None
+        return ClusterNode(store.store, wallet.wallet, self.reactor, store.node_id, self.options["duty-takeover"])
 
     async def _stop(self) -> None:
         await _InOrder.stopService(self)
+        if self.cluster is not None:
+            await self.cluster.stop()
         if self.factory is not None:
             self.factory.manager.stop()
 
@@ -567,7 +623,9 @@ class ChannelServerService(_InOrder):
             options.get("wallet-maker"), reactor,
         )
         self.addService(self.wallet_service)
-        self.store_service = StoreService(reactor, self.data_dir, options["store"], options["store-password-file"])
+        self.store_service = StoreService(reactor, self.data_dir, options["store"], options["store-password-file"],
+                                          options["node-id"])
+        self.store_service.wallet = self.wallet_service
         self.addService(self.store_service)
         self.rpc_service: Optional[NodeRpcServerService] = None
         if options["chain"] == "embedded" and options["rpc-listen"] != "none":

@@ -52,6 +52,7 @@ from twisted_paychan.net.rebroadcast import RebroadcastSchedule
 from twisted_paychan.net.subscribers import Subscribers
 from twisted_paychan.net.server_channel import ConnectionPorts, IServerHandler, NullServerHandler, ServerChannel
 from twisted_paychan.store.interfaces import ChannelNotOpen, IChannelStore, StoreError, TransitionConflict
+from twisted_paychan.store.ownership import IChannelOwnership, LocalOwnership, SettlementStoredElsewhere
 from twisted_paychan.wire.messages import TwoWayChannelMessage
 
 S = ServerChannelState
@@ -96,7 +97,7 @@ class _Channel:
 
     # Slots, and lists rather than deques: one of these per open channel, mostly idle.
     __slots__ = ("manager", "machine", "txid", "connection", "probation", "timers", "watches", "waiters", "writing", "written",
-                 "output_spend", "rebroadcast", "_queue", "_running", "_blocked", "_idle")
+                 "output_spend", "rebroadcast", "built_on", "_queue", "_running", "_blocked", "_idle")
 
     def __init__(self, manager: "ServerChannelManager", machine: lc.ServerLifecycle) -> None:
         self.manager = manager
@@ -117,6 +118,9 @@ class _Channel:
         self.output_spend: Optional[TxState] = None
         #: When a settlement the chain does not show is offered again (``rebroadcast``).
         self.rebroadcast = RebroadcastSchedule()
+        #: The stored settlement (None: none) when the one being built was started: only it may
+        #: be replaced by the new one (``IChannelOwnership.store_settlement``).
+        self.built_on: Optional[bytes] = None
         self._queue: list[lc.LifecycleEffect] = []
         self._running = False
         self._blocked = False
@@ -217,6 +221,11 @@ class ServerChannelManager:
         self.observer: Optional[ServerObserver] = None
         self._offer_call: Optional[IDelayedCall] = None
         self._offer_height = -1
+        #: Who may write b across nodes (``store.ownership``; one process: the store itself).
+        self.ownership: IChannelOwnership = LocalOwnership(store)
+        #: Whether ``start`` looks after a stored channel (its timers and watches); in a
+        #: cluster, only the channels whose expiry duty this node holds (``net.duty``).
+        self.has_duty: Callable[[ServerChannelRecord], bool] = lambda record: True
         self.ports = ConnectionPorts(
             new_channel_key=self._new_channel_key,
             find_channel=self._find_channel,
@@ -257,10 +266,33 @@ class ServerChannelManager:
         for record in await self.store.server_channels():
             channel = self._channels.get(record.contract_txid)
             if channel is None:
-                if record.state in _DORMANT:
+                if record.state in _DORMANT or not self.has_duty(record):
                     continue
                 channel = self._add(record)
             channel.feed(lc.Loaded())
+
+    def take_duty(self, contract_txid: bytes) -> defer.Deferred[None]:
+        """Look after a stored channel from now on (its expiry duty came to this node): as
+        ``start`` does for each channel, unless its timers or watches already run here."""
+        def load(channel: Optional[_Channel]) -> None:
+            if channel is not None and not channel.timers and not any(channel.watches.values()):
+                channel.feed(lc.Loaded())
+
+        held = self._channels.get(contract_txid)
+        if (held is not None and held.connection is None and not held.probation and not held.timers
+                and not any(held.watches.values()) and not held.waiters and not held._blocked and not held._queue):
+            # Met here earlier but idle: the record it holds may be older than another node's
+            # writes (a settlement stored there), so it is read again.
+            del self._channels[contract_txid]
+        return self._ensure(contract_txid).addCallback(load)
+
+    def drop_duty(self, contract_txid: bytes) -> None:
+        """Stop a channel's timers and watches (its expiry duty went to another node); a
+        connection attached to it stays."""
+        channel = self._channels.get(contract_txid)
+        if channel is not None:
+            channel.feed(lc.Stopped())
+            self._release_if_done(channel)
 
     def stop(self) -> None:
         """Cancel every timer and watch (the channels stay stored; ``start`` re-arms them)."""
@@ -461,6 +493,7 @@ class ServerChannelManager:
                 channel.probation[connection] = record.best_value
             else:
                 channel.connection = connection
+            self.ownership.attached(contract_txid, connection, record.best_value)
             return record
 
         return self._ensure(contract_txid).addCallback(found)
@@ -473,6 +506,7 @@ class ServerChannelManager:
             channel = self._add(record)
             if connection.close_reason is None:
                 channel.connection = connection
+                self.ownership.attached(record.contract_txid, connection, record.best_value)
             channel.feed(lc.Created())
 
         # The key is durable before the record that names it: a crash between them leaves one
@@ -514,7 +548,8 @@ class ServerChannelManager:
         return self._record_payment(channel, best_value, signature)
 
     def _record_payment(self, channel: _Channel, best_value: int, signature: bytes) -> defer.Deferred[None]:
-        d = self.store.record_payment(channel.txid, best_value, signature)
+        assert channel.connection is not None, "a payment comes from the attached connection"
+        d = self.ownership.record_payment(channel.txid, channel.connection, best_value, signature)
         if not d.called:  # a durable store: a takeover waits for it
             channel.writing += 1
             d.addBoth(channel.payment_written)
@@ -570,6 +605,7 @@ class ServerChannelManager:
     def _closed(self, connection: ServerChannel, reason: CloseReason) -> None:
         if connection.machine.signer is not None:  # a kept key stays; an unused one goes
             self.wallet.forget_channel_key(connection.machine.signer.public_key)
+        self.ownership.detached(connection)
         record = connection.machine.record  # stored (or resumed) by this connection, if it got that far
         txid = connection.contract_txid or (record.contract_txid if record is not None else None)
         channel = self._channels.get(txid) if txid is not None else None
@@ -639,6 +675,18 @@ class ServerChannelManager:
             return lc.TransitionStored(record)
 
         def refused(f: Failure) -> defer.Deferred[lc.LifecycleEvent] | lc.LifecycleEvent:
+            if isinstance(f.value, SettlementStoredElsewhere):
+                def adopt(record: Optional[ServerChannelRecord]) -> lc.LifecycleEvent:
+                    if record is None:
+                        return lc.EffectFailed("the channel is no longer stored")
+                    if record.state is not effect.new or record.settlement_tx is None:
+                        return lc.TransitionConflict(record)
+                    # Ours is never stored: carry on with the stored one, as if we had built it.
+                    self.log.info("channel {txid} (peer {peer}): another node stored its settlement first; "
+                                  "broadcasting that one", txid=display_hex(txid), peer=self._peer(channel))
+                    return lc.TransitionStored(record)
+
+                return self.store.server_channel(txid).addCallback(adopt)
             if isinstance(f.value, TransitionConflict):
                 def again(record: Optional[ServerChannelRecord]) -> lc.LifecycleEvent:
                     if record is None:
@@ -650,11 +698,16 @@ class ServerChannelManager:
                              peer=self._peer(channel), old=effect.expected.value, new=effect.new.value)
             return lc.EffectFailed(f.getErrorMessage())
 
-        d = self.store.transition_server(txid, effect.expected, effect.new, **effect.changes)
+        if effect.changes.get("settlement_tx") is not None:
+            d = self.ownership.store_settlement(txid, effect.expected, effect.new, dict(effect.changes),
+                                                channel.built_on)
+        else:
+            d = self.store.transition_server(txid, effect.expected, effect.new, **effect.changes)
         return d.addCallbacks(stored, refused)
 
     def _build(self, channel: _Channel, rates: tuple[int, ...]) -> defer.Deferred[lc.LifecycleEvent]:
         record = channel.machine.record
+        channel.built_on = record.settlement_tx
 
         def build(payout: bytes) -> lc.LifecycleEvent:
             script = ChannelScript(record.version, record.client_key, record.server_key, record.expiry)

@@ -1,7 +1,7 @@
 """
 The PostgreSQL channel store: the same ``IChannelStore`` as memory and SQLite, on a database
-several processes may share (issue #13; ownership and fail-over are not built yet, see
-``doc/cluster.md``).
+several processes may share (issue #13, ``doc/cluster.md``: the cluster's statements, fencing
+tokens, leases and key paths, run in the same batches through :meth:`PostgresChannelStore.submit`).
 
 Durable: the session runs with ``synchronous_commit = on``, so a commit returns only once the
 server flushed its WAL, and a Deferred fires only after the commit that holds its write.
@@ -42,6 +42,7 @@ the Deferreds fail, so nothing is acknowledged) and the next batch connects agai
 from __future__ import annotations
 
 import re
+import threading
 from importlib import resources
 from typing import Any, Callable, Optional, TypeVar, cast
 
@@ -138,6 +139,22 @@ def migrate(conn: _Conn) -> int:
     return len(known)
 
 
+class _DaemonThread(threading.Thread):
+    """The store's thread does not keep the process alive: a start refused after the store
+    opened (a busy ``--listen``) raises before the reactor runs, so ``close`` never runs, and a
+    plain thread would make the process wait for ever. A normal stop closes the store (and
+    joins the thread) before the reactor stops; a write cut short by an exit was never
+    acknowledged."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.daemon = True
+
+
+class _StoreThreads(ThreadPool):
+    threadFactory = _DaemonThread
+
+
 class _Pending:
     __slots__ = ("op", "deferred")
 
@@ -156,11 +173,14 @@ class PostgresChannelStore:
 
     log = Logger()
 
-    def __init__(self, conninfo: str, reactor: IReactorTime) -> None:
+    def __init__(self, conninfo: str, reactor: IReactorTime, node_id: Optional[str] = None) -> None:
         self._conninfo = conninfo
+        #: This process's name in a cluster (``cluster.node``): the session's ``paychan.node``,
+        #: which a new channel's ``duty_node`` defaults to.
+        self.node_id = node_id
         self._reactor = reactor
         self._threads = cast(IReactorFromThreads, reactor)
-        self._pool = ThreadPool(1, 1, name="paychan-postgres")
+        self._pool = _StoreThreads(1, 1, name="paychan-postgres")
         self._pool.start()
         self._conn: Optional[_Conn] = None
         self._batch: list[_Pending] = []
@@ -186,6 +206,8 @@ class PostgresChannelStore:
         try:
             conn = psycopg.connect(self._conninfo, autocommit=True)
             conn.execute("SET synchronous_commit = on")
+            if self.node_id is not None:
+                conn.execute("SELECT set_config('paychan.node', %s, false)", (self.node_id,))
             migrate(conn)
         except psycopg.Error as e:
             raise StoreError(f"PostgreSQL: {e}".strip()) from None
@@ -215,6 +237,12 @@ class PostgresChannelStore:
         return results
 
     # -- the batch (reactor thread) ---------------------------------------------------------
+
+    def submit(self, op: Callable[[_Conn], T], write: bool = True) -> defer.Deferred[T]:
+        """Run ``op(connection)`` in the store's thread, in the next batch (one transaction
+        with the other operations of its turn, in the order asked): the seam through which the
+        cluster's statements (``store.ownership``, ``net.duty``) share the store's commits."""
+        return self._submit(op, write)
 
     def _submit(self, op: Callable[[_Conn], T], write: bool = True) -> defer.Deferred[T]:
         if self._closing:
