@@ -6,9 +6,9 @@ to settle. The settlement pays the server exactly what the client's records say 
 acknowledged payment, and the ones in flight at the kill, which the client's stored c covers), on
 both sides' records; Bitcoin Core's interpreter (``bitcoin.consensus``) accepts it, and it is mined.
 
-Until the nodes share channel keys by themselves (issue 13's key part, another branch), B is
-given a copy of A's wallet (SQLite's online backup, taken after the channel was opened), which is
-what "every node can sign for every channel" means here."""
+Both nodes are given the same wallet words, as an operator does (A's wallet is made from them, B's
+by ``paychan wallet restore --mnemonic-file``): the channel's server key is derived from the seed
+at a path stored in the database, so B can settle a channel A opened."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ import json
 import os
 import random
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -80,13 +79,15 @@ def _server(tmp: Path, name: str, port: int, url: str, cookie: str, store: str) 
     return proc
 
 
-def _copy_wallet(source: Path, target_dir: Path) -> None:
-    """SQLite's online backup of a running server's wallet: a consistent copy."""
-    target_dir.mkdir(mode=0o700)
-    target = target_dir / "wallet.sqlite"
-    with sqlite3.connect(str(source)) as src, sqlite3.connect(str(target)) as dst:
-        src.backup(dst)
-    target.chmod(0o600)
+def _wallet_from_words(data_dir: Path, words: str) -> None:
+    """The first node's wallet, made from known words (what ``twistd paychan`` makes at its first
+    start, with words of its own that ``paychan wallet seed`` would show)."""
+    from twisted_paychan.bitcoin.addresses import REGTEST
+    from twisted_paychan.wallet.hd import Seed
+    from twisted_paychan.wallet.sqlite import SqliteWallet
+
+    data_dir.mkdir(mode=0o700)
+    SqliteWallet.open(data_dir / "wallet.sqlite", None, REGTEST, seed=Seed.from_mnemonic(words, REGTEST)).close()
 
 
 async def _server_record(conninfo: str, contract_txid: bytes) -> Any:
@@ -134,6 +135,11 @@ async def test_node_a_killed_mid_stream_the_client_goes_on_through_node_b(tmp_pa
     chain = ["--chain", url, "--rpc-cookie", cookie]
     client = tmp_path / "client"
     try:
+        from twisted_paychan.bitcoin.addresses import REGTEST
+        from twisted_paychan.wallet.hd import Seed
+
+        words = Seed.generate(REGTEST).mnemonic()
+        _wallet_from_words(tmp_path / "a", words)
         a = await threads.deferToThread(_server, tmp_path, "a", port_a, url, cookie, store)
         address = cli("wallet", "--data-dir", str(client), *chain, "--create", "new-address").stdout.strip()
         assert cli("regtest-fund", *chain, address, "5000000").returncode == 0
@@ -143,7 +149,12 @@ async def test_node_a_killed_mid_stream_the_client_goes_on_through_node_b(tmp_pa
         assert opened.returncode == 0, opened.stderr
         first = json.loads(opened.stdout)
         contract_txid = bytes.fromhex(first["contract_txid"])[::-1]
-        _copy_wallet(tmp_path / "a" / "wallet.sqlite", tmp_path / "b")
+        words_file = tmp_path / "words"
+        words_file.write_text(words + "\n")
+        words_file.chmod(0o600)
+        restored = cli("wallet", "--data-dir", str(tmp_path / "b"), *chain, "--create", "restore",
+                       "--mnemonic-file", str(words_file))
+        assert restored.returncode == 0, restored.stderr
         b = await threads.deferToThread(_server, tmp_path, "b", port_b, url, cookie, store)
 
         def pay_through_a_kill() -> tuple[int, str, str]:
