@@ -23,7 +23,7 @@ from __future__ import annotations
 import time
 from bisect import bisect_left
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -114,6 +114,8 @@ class ServerMetrics(Collector):
         self.settlements_confirmed = 0
         self.settlements_stuck = 0
         self.connected_clients = 0
+        #: The wallet's remote signer (``observe_wallet``), or None.
+        self.signer: Optional[Any] = None
         self.snapshot = Snapshot()
         #: UPDATE_PAYMENT arrival times not yet acknowledged, per connection.
         self._pending: dict["ServerChannel", list[float]] = {}
@@ -173,6 +175,13 @@ class ServerMetrics(Collector):
         elif kind is ChannelEventKind.STUCK:
             self.settlements_stuck += 1
 
+    def observe_wallet(self, wallet: object) -> None:
+        """Report whether a remote signer can sign (``paychan_signer_up``), if the wallet has one."""
+        from twisted_paychan.wallet.remote import ISignerStatus
+
+        if ISignerStatus.providedBy(wallet):
+            self.signer = ISignerStatus(wallet)
+
     def observe_store(self, store: object) -> None:
         """Time the store's durable batches, if it is one that can say (the SQLite store)."""
         if hasattr(store, "sync_observer"):
@@ -208,6 +217,12 @@ class ServerMetrics(Collector):
                                   value=self.settlements_stuck)
         yield GaugeMetricFamily("paychan_connected_clients", "Client connections open now.",
                                 value=self.connected_clients)
+        if self.signer is not None:
+            yield GaugeMetricFamily("paychan_signer_up", "1 while the remote signer can sign, 0 while it cannot.",
+                                    value=0 if self.signer.signer_problem() else 1)
+            yield CounterMetricFamily("paychan_signer_failures",
+                                      "Requests that failed for want of the remote signer (keys, settlements).",
+                                      value=self.signer.failures)
         s = self.snapshot
         channels = GaugeMetricFamily("paychan_channels", "Server channels stored, by state.", labels=["state"])
         for state, n in s.channels_by_state.items():
