@@ -118,10 +118,11 @@ class SigningService:
     def new_address(self, script_type: str) -> tuple[bytes, bytes]:
         from twisted_paychan.bitcoin.addresses import address_to_script
 
-        try:
-            kind = ScriptType(script_type)
-        except ValueError:
-            raise p.Refused(f"no address type {script_type!r}") from None
+        if script_type != ScriptType.P2WPKH.value:
+            # A P2PKH signature does not commit to the coin's value, which the server states:
+            # its coins could not be judged against the daily limit.
+            raise p.Refused(f"the signer makes P2WPKH addresses only, not {script_type!r}")
+        kind = ScriptType.P2WPKH
         script = address_to_script(_now(self.wallet.new_address(kind)), self.wallet.network)
         return script, self._key_of(script)
 

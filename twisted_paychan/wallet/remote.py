@@ -303,6 +303,12 @@ class SignerWallet(BaseWallet):
 
     # -- keys -------------------------------------------------------------------------------
 
+    @property
+    def has_seed(self) -> bool:
+        """The signer's wallet derives every key from its seed (a payout script per channel);
+        the seed's words are the signer's to show (``paychan wallet seed`` in its directory)."""
+        return True
+
     def new_channel_key(self) -> "Deferred[ISigner]":
         return defer.fail(Refused("a signer wallet holds a server's keys only (a client signs each payment)"))
 
