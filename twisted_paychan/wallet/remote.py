@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional, Union
 
 from twisted.application.internet import ClientService, backoffPolicy
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.internet.defer import Deferred, DeferredLock
 from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 from twisted.internet.protocol import Factory
@@ -171,6 +171,8 @@ class SignerLink:
         self._service.startService()
 
     def stop(self) -> "Deferred[None]":
+        if not self._service.running:
+            return defer.succeed(None)
         self.problem = "stopped"
         d: Deferred[None] = self._service.stopService()
         return d
@@ -220,16 +222,18 @@ class SignerLink:
             sent: Deferred[dict[str, Any]] = proto.callRemote(command, **arguments)
             return sent.addTimeout(CALL_TIMEOUT, self.clock)
 
-        def unavailable(f: Failure) -> Failure:
-            if f.check(Refused, p.Insufficient, SignerUnavailable):
-                return f
-            self.failures += 1
-            if f.check(defer.TimeoutError, defer.CancelledError):
-                why = self.problem or f"the signer at {self.description} did not answer in time"
-            else:
-                why = self.problem or f"{f.type.__name__ if f.type else 'error'}: {f.getErrorMessage()}"
-                self._down(why)
-            return Failure(SignerUnavailable(why))
+        def unavailable(f: Failure) -> "Deferred[dict[str, Any]]":
+            if not f.check(Refused, p.Insufficient, SignerUnavailable):
+                self.failures += 1
+                if f.check(defer.TimeoutError, defer.CancelledError):
+                    why = self.problem or f"the signer at {self.description} did not answer in time"
+                else:
+                    why = self.problem or f"{f.type.__name__ if f.type else 'error'}: {f.getErrorMessage()}"
+                    self._down(why)
+                f = Failure(SignerUnavailable(why))
+            # A failed connection fails the call from inside ClientService's state machine: the
+            # caller hears of it a turn later, free to stop the service then.
+            return task.deferLater(self.clock, 0, f.raiseException)
 
         return d.addCallback(send).addErrback(unavailable)
 
