@@ -83,14 +83,17 @@ def _answers(path: Path) -> bool:
         return True
 
 
-async def api_get(data_dir: Path, path: str) -> tuple[int, bytes]:
-    """GET ``path`` from the running server's API (found through DATA_DIR/api.json)."""
+async def api_get(data_dir: Path, path: str, body: Optional[dict[str, Any]] = None) -> tuple[int, bytes]:
+    """GET ``path`` from the running server's API (found through DATA_DIR/api.json); POST
+    ``body`` as JSON when one is given."""
     advertised = json.loads((data_dir / "api.json").read_text())
     token = Path(advertised["token_file"]).read_text().strip()
 
     def get() -> tuple[int, bytes]:
         request = urllib.request.Request(advertised["url"].rstrip("/") + path,
-                                         headers={"Authorization": f"Bearer {token}"})
+                                         data=None if body is None else json.dumps(body).encode(),
+                                         headers={"Authorization": f"Bearer {token}",
+                                                  "Content-Type": "application/json"})
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
                 return response.status, response.read()

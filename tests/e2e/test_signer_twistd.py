@@ -57,6 +57,15 @@ async def test_a_channel_settles_with_the_keys_in_the_signer_and_none_in_the_ser
         settlement = await conn.settle()
         assert isinstance(settlement, bytes)
         tx = await _confirmed(client, settlement)
+        payout = tx.vout[-1].nValue
+        status, body = await api_get(server.data_dir, "/v1/wallet/balance")
+        assert status == 200 and json.loads(body)["confirmed"] == payout, body  # the server follows its coins
+        # The daily limit is 0 (the default): the signer sends nothing away.
+        status, body = await api_get(server.data_dir, "/v1/wallet/send",
+                                     {"address": await client.wallet.new_address(), "amount": 1000})
+        assert status == 409, body
+        assert "the signer refused: spending 1" in json.loads(body)["error"], body
+        assert "would pass the daily limit of 0 sat" in json.loads(body)["error"], body
     finally:
         await client.close()
         await server.stop()
@@ -68,6 +77,7 @@ async def test_a_channel_settles_with_the_keys_in_the_signer_and_none_in_the_ser
     assert tx.vout[-1].nValue > 5000 - 1000  # the server's payout: b less a fee
     log = signer.log.read_text()
     assert "signed settlement" in log and f"server {tx.vout[-1].nValue} sat (best payment 5000)" in log
+    assert "refused a funding: spending" in log
     if version == 1:
         assert "signed v1 refund of channel" in log
     assert "Traceback" not in log and "Traceback" not in server.log.read_text()

@@ -66,7 +66,7 @@ class Channel:
         return sign_payment(self.client, self.script, self.contract_txid, client_change)
 
     def settle(self, service: SigningService, client_change: int, rates: tuple[int, ...] = (1000,),
-               contract: bytes = b"") -> tuple[bytes, int, int]:
+               contract: bytes = b"") -> tuple[bytes, int, int, bytes]:
         return service.sign_settlement(self.version, contract or self.contract, self.client.public_key, self.server_key,
                                        self.expiry, client_change, self.payment(client_change), list(rates))
 

@@ -84,6 +84,8 @@ def test_open_pay_settle(tmp_path: Path, version: int) -> None:
         pair.pump()
         tx = pair.settle_on_chain(result_of(d), txid)
         assert tx.vout[-1].nValue == 30_000 - (VALUE - sum(o.nValue for o in tx.vout))
+        # The payout is the server's money: its wallet follows the script the signer chose.
+        assert result_of(pair.server_wallet.balance()).confirmed == tx.vout[-1].nValue
     finally:
         pair.close()
 

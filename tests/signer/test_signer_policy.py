@@ -38,12 +38,13 @@ def service(tmp_path: Path):
 @pytest.mark.parametrize("version", [1, 2])
 def test_a_settlement_pays_the_best_payment_to_the_signers_own_script(service, version: int) -> None:
     channel = Channel.open(service, version)
-    raw, rate, fee = channel.settle(service, client_change=400_000)
+    raw, rate, fee, payout_key = channel.settle(service, client_change=400_000)
     assert rate == 1000 and fee > 0
     assert verify_input(raw, 0, channel.script.script_pubkey, VALUE)
     tx = CTransaction.deserialize(raw)
     assert [(bytes(i.prevout.hash), i.prevout.n) for i in tx.vin] == [(channel.contract_txid, 0)]
-    payout, _ = service.payout_script(channel.contract_txid)
+    payout, key = service.payout_script(channel.contract_txid)
+    assert key == payout_key
     assert [(o.nValue, bytes(o.scriptPubKey)) for o in tx.vout] == [
         (400_000, channel.script.client_change_script), (600_000 - fee, payout)]
 
@@ -54,7 +55,7 @@ def test_a_settlement_paying_less_than_the_best_payment_seen_is_refused(service)
     with pytest.raises(Refused, match="pays the server 500000 sat, less than the best payment it was shown "
                                       r"\(600000 sat\)"):
         channel.settle(service, client_change=500_000)  # an older payment, signed by the client too
-    raw, _, _ = channel.settle(service, client_change=300_000)  # a later one is fine
+    raw, _, _, _ = channel.settle(service, client_change=300_000)  # a later one is fine
     assert verify_input(raw, 0, channel.script.script_pubkey, VALUE)
 
 
@@ -82,7 +83,7 @@ def test_a_settlement_needs_the_clients_signature_a_channel_key_and_a_sane_fee(s
 
 def test_an_unaffordable_settlement_is_signed_at_no_rate(service) -> None:
     channel = Channel.open(service)
-    raw, rate, fee = channel.settle(service, client_change=VALUE - 100)  # b = 100 sat pays no fee
+    raw, rate, fee, _ = channel.settle(service, client_change=VALUE - 100)  # b = 100 sat pays no fee
     assert raw == b"" and rate == 1000 and fee > 100
 
 

@@ -91,8 +91,9 @@ class NewAddress(amp.Command):
 class SignSettlement(amp.Command):
     """Build and sign the settlement of a channel: the contract (whose output 0 it spends), the
     channel's terms and the client's signed best payment. The signer chooses the payout script
-    (its own, for this channel). ``settlement`` is empty when no rate of ``rates`` is
-    affordable; then ``fee``/``rate`` name the cheapest refusal (``fee`` -1: none known)."""
+    (its own, for this channel: ``payout_key``, so the server follows its coins). ``settlement``
+    is empty when no rate of ``rates`` is affordable; then ``fee``/``rate`` name the cheapest
+    refusal (``fee`` -1: none known)."""
 
     arguments = [
         (b"version", amp.Integer()),
@@ -104,7 +105,8 @@ class SignSettlement(amp.Command):
         (b"client_signature", amp.String()),
         (b"rates", amp.ListOf(amp.Integer())),
     ]
-    response = [(b"settlement", amp.String()), (b"rate", amp.Integer()), (b"fee", amp.Integer())]
+    response = [(b"settlement", amp.String()), (b"rate", amp.Integer()), (b"fee", amp.Integer()),
+                (b"payout_key", amp.String())]
     errors = _ERRORS
 
 

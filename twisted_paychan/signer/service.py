@@ -129,7 +129,8 @@ class SigningService:
     # -- signatures -------------------------------------------------------------------------
 
     def sign_settlement(self, version: int, contract: bytes, client_key: bytes, server_key: bytes, expiry: int,
-                        client_change: int, client_signature: bytes, rates: list[int]) -> tuple[bytes, int, int]:
+                        client_change: int, client_signature: bytes, rates: list[int]) -> tuple[bytes, int, int, bytes]:
+        """(settlement or b"", rate, fee or -1, the payout's public key)."""
         try:
             terms = policy.settlement(version, contract, client_key, server_key, expiry, client_change,
                                       client_signature, rates, self.channel_keys(), self.ledger.best_payment,
@@ -139,7 +140,7 @@ class SigningService:
             raise
         # Remembered before anything is signed: no later request can pay the server less.
         self.ledger.note_best_payment(terms.contract_txid, terms.best_value, self._now_seconds())
-        payout, _ = self.payout_script(terms.contract_txid)
+        payout, payout_key = self.payout_script(terms.contract_txid)
         signer = self.wallet.signer_for(server_key)
         cheapest: Optional[tuple[int, int]] = None
         for rate in rates:
@@ -155,11 +156,11 @@ class SigningService:
                           txid=display_hex(bytes(built.tx.GetTxid())), channel=display_hex(terms.contract_txid),
                           payout=built.payout_value or 0, best=terms.best_value, change=client_change, fee=built.fee,
                           rate=rate)
-            return built.raw, rate, built.fee
+            return built.raw, rate, built.fee, payout_key
         self.log.info("settlement of channel {channel} unaffordable (best payment {best} sat): nothing signed",
                       channel=display_hex(terms.contract_txid), best=terms.best_value)
         fee, rate = cheapest if cheapest is not None else (-1, rates[0])
-        return b"", rate, fee
+        return b"", rate, fee, payout_key
 
     def sign_refund(self, client_key: bytes, server_key: bytes, expiry: int, raw: bytes) -> bytes:
         try:
@@ -263,9 +264,9 @@ class SignerProtocol(amp.AMP):
     @p.SignSettlement.responder
     def sign_settlement(self, version: int, contract: bytes, client_key: bytes, server_key: bytes, expiry: int,
                         client_change: int, client_signature: bytes, rates: list[int]) -> dict[str, Any]:
-        tx, rate, fee = self.service.sign_settlement(version, contract, client_key, server_key, expiry,
-                                                     client_change, client_signature, rates)
-        return {"settlement": tx, "rate": rate, "fee": fee}
+        tx, rate, fee, payout_key = self.service.sign_settlement(version, contract, client_key, server_key, expiry,
+                                                                 client_change, client_signature, rates)
+        return {"settlement": tx, "rate": rate, "fee": fee, "payout_key": payout_key}
 
     @p.SignRefund.responder
     def sign_refund(self, client_key: bytes, server_key: bytes, expiry: int, refund: bytes) -> dict[str, Any]:

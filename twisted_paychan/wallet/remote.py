@@ -367,6 +367,8 @@ class SignerWallet(BaseWallet):
                           txid=display_hex(record.contract_txid), wait=SETTLEMENT_WAIT, why=self._link.problem)
 
         def answered(answer: dict[str, Any]) -> SignedSettlement:
+            # The signer chose the payout script: its coins are this wallet's to follow.
+            self._hold(answer["payout_key"], KeyPurpose.PAYOUT, ScriptType.P2WPKH, bytes(record.contract_txid))
             fee = answer["fee"]
             return SignedSettlement(bytes(answer["settlement"]), answer["rate"], None if fee < 0 else fee)
 
