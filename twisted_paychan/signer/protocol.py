@@ -53,14 +53,21 @@ class Hello(amp.Command):
     response = [(b"network", amp.Unicode()), (b"version", amp.Integer())]
 
 
-class Scripts(amp.Command):
-    """Every public key handed out, with its purpose (``channel``, ``receive``, ``payout``) and
-    the script type its coins are paid to (empty for a server's channel key): what the server
-    needs to follow the signer's money on the chain."""
+#: Entries of a list in one answer or request: an AMP value is at most 65535 bytes, and an entry
+#: (a key or a coin with its field names) is under 120.
+PAGE = 400
 
-    arguments: ClassVar[list[tuple[bytes, amp.Argument]]] = []
+
+class Scripts(amp.Command):
+    """The receive and payout keys handed out, from the ``start``-th, at most :data:`PAGE`:
+    each with its purpose (``receive``, ``payout``) and the script type its coins are paid to;
+    what the server needs to follow the signer's money on the chain. ``next`` is where the next
+    page starts, absent after the last."""
+
+    arguments = [(b"start", amp.Integer())]
     response = [(b"keys", amp.AmpList([(b"public_key", amp.String()), (b"purpose", amp.Unicode()),
-                                       (b"script_type", amp.Unicode())]))]
+                                       (b"script_type", amp.Unicode())])),
+                (b"next", amp.Integer(optional=True))]
 
 
 class ChannelKey(amp.Command):
@@ -126,8 +133,8 @@ class SignRefund(amp.Command):
 
 class Fund(amp.Command):
     """Pay ``amount`` to ``script`` from ``coins`` (the signer's, as the server's chain sees
-    them), change to the signer's payout script; within the daily limit. ``amount`` 0 is a
-    sweep: every coin, into one output."""
+    them; at most :data:`PAGE`), change to the signer's payout script; within the daily limit.
+    ``amount`` 0 is a sweep: every coin, into one output."""
 
     arguments = [
         (b"script", amp.String()),

@@ -76,15 +76,17 @@ class SigningService:
     def channel_keys(self) -> set[bytes]:
         return set(self.wallet.public_keys(KeyPurpose.CHANNEL))
 
-    def keys(self) -> list[dict[str, Any]]:
-        """Every public key handed out: its purpose and the script type its coins are paid to."""
-        out = []
-        for purpose in KeyPurpose:
-            for key in self.wallet.public_keys(purpose):
-                script_type = self._script_type(key)
-                out.append({"public_key": key, "purpose": purpose.value,
-                            "script_type": "" if script_type is None else script_type.value})
-        return out
+    def keys(self, start: int) -> tuple[list[dict[str, Any]], Optional[int]]:
+        """The receive and payout keys from the ``start``-th, a page of them, and where the next
+        page starts (None after the last). Channel keys are not listed: they receive nothing."""
+        held = [(purpose, key) for purpose in (KeyPurpose.RECEIVE, KeyPurpose.PAYOUT)
+                for key in self.wallet.public_keys(purpose)]
+        page = []
+        for purpose, key in held[start:start + p.PAGE]:
+            script_type = self._script_type(key)
+            page.append({"public_key": key, "purpose": purpose.value,
+                         "script_type": "" if script_type is None else script_type.value})
+        return page, (start + p.PAGE if start + p.PAGE < len(held) else None)
 
     def _script_type(self, public_key: bytes) -> Optional[ScriptType]:
         for script_type in ScriptType:
@@ -202,6 +204,8 @@ class SigningService:
             raise p.Refused(f"amount out of range or dust: {amount}")
         keys = {p2wpkh_script(hash160(k)): k for k in self.wallet.public_keys()
                 if self.wallet.is_mine(p2wpkh_script(hash160(k)))}
+        if len(coins) > p.PAGE:
+            raise p.Refused(f"{len(coins)} coins: at most {p.PAGE} in one transaction")
         spendable = []
         for coin in coins:
             key = keys.get(coin.script_pubkey)
@@ -244,8 +248,9 @@ class SignerProtocol(amp.AMP):
         return {"network": self.service.wallet.network.name, "version": p.PROTOCOL_VERSION}
 
     @p.Scripts.responder
-    def scripts(self) -> dict[str, Any]:
-        return {"keys": self.service.keys()}
+    def scripts(self, start: int) -> dict[str, Any]:
+        keys, following = self.service.keys(start)
+        return {"keys": keys, "next": following}
 
     @p.ChannelKey.responder
     def channel_key(self) -> dict[str, Any]:

@@ -60,8 +60,8 @@ __all__ = ["ISettlementSigner", "IPreparedSigner", "ISignerStatus", "RemoteKey",
 SETTLEMENT_WAIT = 300.0
 #: How long any one request may take once sent (a hung signer must not hang a handshake).
 CALL_TIMEOUT = 30.0
-#: What a client is told when its new channel cannot get a key, or its v1 refund a signature.
-SIGNER_UNAVAILABLE = "the server's signer is unavailable"
+#: What a v1 client is told when the signer does not sign its refund (refused, or unreachable).
+SIGNER_DID_NOT_SIGN = "the server's signer did not sign"
 
 
 @dataclass(frozen=True)
@@ -123,7 +123,7 @@ class RemoteKey:
         if signature is not None:
             return signature
         why = self._refused or "the signer signs settlements and refunds, not digests"
-        raise RemoteProtocolError(ErrorCode.OTHER, f"{SIGNER_UNAVAILABLE}: {why}", CloseReason.SERVER_REQUESTED_CLOSE)
+        raise RemoteProtocolError(ErrorCode.OTHER, f"{SIGNER_DID_NOT_SIGN}: {why}", CloseReason.SERVER_REQUESTED_CLOSE)
 
     def __repr__(self) -> str:
         return f"<RemoteKey {self.public_key.hex()}>"
@@ -178,16 +178,22 @@ class SignerLink:
         return d
 
     def _hello(self, proto: Any) -> "Deferred[None]":
-        def checked(answer: dict[str, Any]) -> "Deferred[dict[str, Any]]":
+        def checked(answer: dict[str, Any]) -> "Deferred[None]":
             if answer["version"] != p.PROTOCOL_VERSION or answer["network"] != self.network.name:
                 raise SignerUnavailable(f"the signer at {self.description} speaks protocol {answer['version']} on "
                                         f"{answer['network']}; this server needs {p.PROTOCOL_VERSION} on "
                                         f"{self.network.name}")
-            scripts: Deferred[dict[str, Any]] = proto.callRemote(p.Scripts)
-            return scripts
+            return page(0)
 
-        def loaded(answer: dict[str, Any]) -> None:
+        def page(start: int) -> "Deferred[None]":
+            scripts: Deferred[dict[str, Any]] = proto.callRemote(p.Scripts, start=start)
+            return scripts.addCallback(paged)
+
+        def paged(answer: dict[str, Any]) -> Optional["Deferred[None]"]:
             self.on_scripts(answer["keys"])
+            return None if answer.get("next") is None else page(answer["next"])
+
+        def loaded(_: None) -> None:
             if self.problem is not None:
                 self.log.info("the signer at {where} answers", where=self.description)
             self.problem = None
@@ -397,12 +403,14 @@ class SignerWallet(BaseWallet):
 
     def _remote_fund(self, script: bytes, amount: int, rate: int) -> "Deferred[FundedTransaction]":
         def choose(_: None) -> "Deferred[FundedTransaction]":
+            # The largest first, as many as one request holds (sweep the rest with another).
             coins = [u for u in sorted(self._spendable(), key=_coin_order)
                      if self._script_type(u) is ScriptType.P2WPKH]
             if amount == 0:
                 from twisted_paychan.wallet.coinselect import P2WPKH_INPUT_WEIGHT
 
                 coins = [u for u in coins if u.value > fee_for_weight(P2WPKH_INPUT_WEIGHT, rate)]
+            coins = coins[:p.PAGE]
             d = self._link.call(p.Fund, script=script, amount=amount, fee_rate=rate, coins=[
                 {"txid": u.outpoint.txid, "index": u.outpoint.index, "value": u.value, "script": u.script_pubkey,
                  "height": u.height, "coinbase": u.coinbase} for u in coins])
