@@ -180,3 +180,25 @@ async def test_tls_both_ways(tmp_path: Path) -> None:
         await port.stopListening()
         service.wallet.close()
         service.ledger.close()
+
+
+def _signer(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "twisted_paychan.cli", "signer", *argv], cwd=str(REPO),
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=120)
+
+
+def test_the_signers_mistakes_are_one_line(tmp_path: Path) -> None:
+    done = _signer("--data-dir", str(tmp_path / "s"))
+    assert done.returncode == 1 and done.stderr.strip().endswith(
+        "paychan signer keeps its keys encrypted: give their passphrase with --passphrase-file"), done.stderr
+    # A plaintext wallet file (as `paychan wallet` makes without a passphrase) is refused.
+    from twisted_paychan.wallet.sqlite import SqliteWallet
+
+    (tmp_path / "plain").mkdir(mode=0o700)
+    SqliteWallet.open(tmp_path / "plain" / "wallet.sqlite", None).close()
+    passphrase = tmp_path / "passphrase"
+    passphrase.write_text("x\n")
+    passphrase.chmod(0o600)
+    done = _signer("--data-dir", str(tmp_path / "plain"), "--passphrase-file", str(passphrase))
+    assert done.returncode == 1 and "is not encrypted; run `paychan wallet encrypt" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr

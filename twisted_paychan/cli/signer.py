@@ -46,7 +46,7 @@ async def run_signer(reactor: Any, args: argparse.Namespace, out: Output) -> int
     from twisted_paychan.signer.endpoints import EndpointError, server_endpoint
     from twisted_paychan.signer.ledger import Ledger
     from twisted_paychan.signer.service import DEFAULT_MAX_FEE_RATE, SignerFactory, SigningService
-    from twisted_paychan.wallet.errors import PassphraseRequired, WalletError, WrongPassphrase
+    from twisted_paychan.wallet.errors import NotEncrypted, WalletError, WrongPassphrase
     from twisted_paychan.wallet.sqlite import SqliteWallet
 
     if args.data_dir is None:
@@ -64,16 +64,13 @@ async def run_signer(reactor: Any, args: argparse.Namespace, out: Output) -> int
     path = os.path.join(data_dir, "wallet.sqlite")
     try:
         wallet = SqliteWallet.open(path, None, NETWORKS[args.network], passphrase=passphrase)
-    except PassphraseRequired:
+    except NotEncrypted:
         raise UserError(f"the wallet {path} is not encrypted; run `paychan wallet encrypt --data-dir {data_dir}` "
                         "first") from None
     except WrongPassphrase:
         raise UserError(f"the passphrase in {args.passphrase_file} does not unlock the wallet {path}") from None
     except WalletError as e:
         raise UserError(f"cannot open the wallet {path}: {e}") from None
-    if not wallet.is_encrypted:
-        wallet.close()
-        raise UserError(f"the wallet {path} is not encrypted; run `paychan wallet encrypt --data-dir {data_dir}` first")
     ledger = Ledger(os.path.join(data_dir, "signer.sqlite"))
     service = SigningService(wallet, ledger, reactor, args.daily_limit,
                              args.max_fee_rate if args.max_fee_rate is not None else DEFAULT_MAX_FEE_RATE)
