@@ -202,3 +202,16 @@ def test_the_signers_mistakes_are_one_line(tmp_path: Path) -> None:
     done = _signer("--data-dir", str(tmp_path / "plain"), "--passphrase-file", str(passphrase))
     assert done.returncode == 1 and "is not encrypted; run `paychan wallet encrypt" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_the_signer_backend_takes_no_passphrase_file_and_needs_an_endpoint(tmp_path: Path) -> None:
+    from twisted_paychan.wallet.backends import WalletArgumentError
+
+    maker = SignerBackendMaker()
+    with pytest.raises(WalletArgumentError, match="needs its endpoint: --wallet signer:unix:PATH"):
+        maker.check(None)
+    with pytest.raises(WalletArgumentError):
+        maker.check("tcp:127.0.0.1:1")
+    with pytest.raises(WalletUnusable, match="the passphrase goes to `paychan signer`"):
+        maker.open(f"unix:{tmp_path / 's.sock'}", str(tmp_path), MemoryChain(task.Clock()), REGTEST,
+                   str(tmp_path / "passphrase"), reactor)

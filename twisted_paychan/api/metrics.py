@@ -23,7 +23,7 @@ from __future__ import annotations
 import time
 from bisect import bisect_left
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
+from typing import TYPE_CHECKING, Callable, Iterator, Optional
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -35,6 +35,7 @@ from twisted_paychan.wire.messages import MT, TwoWayChannelMessage
 
 if TYPE_CHECKING:
     from twisted_paychan.net.server_channel import ServerChannel
+    from twisted_paychan.wallet.remote import ISignerStatus
 
 #: Payment latency buckets, seconds: a payment on loopback takes ~100 µs to a few ms (the sync).
 PAYMENT_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0)
@@ -115,7 +116,7 @@ class ServerMetrics(Collector):
         self.settlements_stuck = 0
         self.connected_clients = 0
         #: The wallet's remote signer (``observe_wallet``), or None.
-        self.signer: Optional[Any] = None
+        self.signer: Optional["ISignerStatus"] = None
         self.snapshot = Snapshot()
         #: UPDATE_PAYMENT arrival times not yet acknowledged, per connection.
         self._pending: dict["ServerChannel", list[float]] = {}
