@@ -8,6 +8,9 @@ ERROR{OTHER}, health and metrics say why, and the settlement goes out once it is
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +18,7 @@ import pytest_twisted
 from bitcoin.core import CTransaction
 from twisted.internet import reactor, task
 
-from procs import RemoteClient, ServerProcess, server_channels
+from procs import REPO, RemoteClient, ServerProcess, server_channels
 from signer_proc import SignerProcess, api_get
 from twisted_paychan.bitcoin.consensus import verify_input
 from twisted_paychan.bitcoin.scripts import ChannelScript
@@ -81,6 +84,11 @@ async def test_a_channel_settles_with_the_keys_in_the_signer_and_none_in_the_ser
     if version == 1:
         assert "signed v1 refund of channel" in log
     assert "Traceback" not in log and "Traceback" not in server.log.read_text()
+    # Settling offline needs keys the directory does not have: one line, and no wallet made there.
+    done = subprocess.run([sys.executable, "-m", "twisted_paychan.cli", "settle", "--data-dir", str(server.data_dir),
+                           "--all"], cwd=str(REPO), env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 1 and "to sign with: a server whose keys are elsewhere" in done.stderr, done.stderr
     assert not list(server.data_dir.glob("wallet.sqlite*"))
     _no_secret_in(server.data_dir, signer.secrets())
 
