@@ -58,6 +58,17 @@ def _read(path: str, what: str) -> bytes:
         raise EndpointError(f"cannot read the {what} {path}: {e.strerror or e}") from None
 
 
+def _certificates(own_path: str, ca_path: str) -> tuple[PrivateCertificate, Certificate]:
+    """This side's key and certificate (one PEM file) and the CA certificate the other side's
+    must be signed by."""
+    own_pem = _read(own_path, "certificate")
+    ca_pem = _read(ca_path, "CA certificate")
+    try:
+        return PrivateCertificate.loadPEM(own_pem.decode()), Certificate.loadPEM(ca_pem)
+    except Exception as e:  # OpenSSL's errors for what is not PEM
+        raise EndpointError(f"not a PEM key and certificate: {e}") from None
+
+
 def _unix_path(description: str) -> str:
     rest = description[len("unix:"):]
     if rest.startswith("address="):
@@ -82,13 +93,7 @@ def server_endpoint(reactor: Any, description: str) -> IStreamServerEndpoint:
         (port,), named = _fields(description, "tls", 1, ("certificate", "clientCA", "interface"))
         if "certificate" not in named or "clientCA" not in named:
             raise EndpointError("a tls: signer needs certificate=PEM (its key and certificate) and clientCA=PEM")
-        try:
-            own = PrivateCertificate.loadPEM(_read(named["certificate"], "certificate").decode())
-            ca = Certificate.loadPEM(_read(named["clientCA"], "client CA certificate"))
-        except EndpointError:
-            raise
-        except Exception as e:
-            raise EndpointError(f"not a PEM key and certificate: {e}") from None
+        own, ca = _certificates(named["certificate"], named["clientCA"])
         # options(ca): the client must present a certificate that ca signed.
         return SSL4ServerEndpoint(reactor, int(port), own.options(ca), interface=named.get("interface", ""))
     raise EndpointError("the signer listens on unix:PATH or tls:PORT:certificate=PEM:clientCA=PEM")
@@ -105,13 +110,7 @@ def client_endpoint(reactor: Any, description: str) -> IStreamClientEndpoint:
         if "certificate" not in named or "trustRoots" not in named:
             raise EndpointError("a tls: signer needs certificate=PEM (the server's key and certificate) and "
                                 "trustRoots=PEM (the CA that signed the signer's)")
-        try:
-            own = PrivateCertificate.loadPEM(_read(named["certificate"], "certificate").decode())
-            ca = Certificate.loadPEM(_read(named["trustRoots"], "CA certificate"))
-        except EndpointError:
-            raise
-        except Exception as e:
-            raise EndpointError(f"not a PEM key and certificate: {e}") from None
+        own, ca = _certificates(named["certificate"], named["trustRoots"])
         options = optionsForClientTLS(host, trustRoot=ca, clientCertificate=own)
         return wrapClientTLS(options, HostnameEndpoint(reactor, host, int(port), timeout=10))
     raise EndpointError("expected unix:PATH or tls:HOST:PORT:certificate=PEM:trustRoots=PEM")

@@ -244,11 +244,16 @@ class SignerLink:
         return d.addCallback(send).addErrback(unavailable)
 
 
+@dataclass(frozen=True, repr=False)
 class _PublicKey(WalletKey):
-    """A key of the signer's as the server holds it: no secret (``secret`` is empty)."""
+    """A key of the signer's as the server holds it: no secret (``secret`` is empty); what signs
+    for it is a :class:`RemoteKey` over ``link``."""
+
+    link: Optional[SignerLink] = None
 
     def signer(self) -> Any:
-        raise AssertionError("a signer wallet's keys are signed with by the signer")
+        assert self.link is not None
+        return RemoteKey(self.public_key, self.link)
 
 
 @implementer(IServedWallet, ISettlementSigner, ISignerStatus)
@@ -295,21 +300,9 @@ class SignerWallet(BaseWallet):
             if label is not None and label not in self._labels:
                 self._labels[label] = held
             return held
-        key = _PublicKey(b"", bytes(public_key), purpose, script_type, None, label)
+        key = _PublicKey(b"", bytes(public_key), purpose, script_type, None, label, self._link)
         self._load_key(key)
         return key
-
-    def _load_key(self, key: WalletKey) -> None:
-        # BaseWallet's, with a RemoteKey for the signer (the key has no secret to make one).
-        self._keys[key.public_key] = key
-        self._signers[key.public_key] = RemoteKey(key.public_key, self._link)  # type: ignore[assignment]
-        script = key.script_pubkey
-        if script is not None:
-            self._by_script[script] = key
-        if key.purpose is KeyPurpose.PAYOUT and key.label is None and self._payout is None:
-            self._payout = key
-        if key.label is not None:
-            self._labels[key.label] = key
 
     # -- keys -------------------------------------------------------------------------------
 
@@ -324,15 +317,12 @@ class SignerWallet(BaseWallet):
 
     def provisional_channel_key(self) -> "Deferred[ISigner]":
         def lent(answer: dict[str, Any]) -> ISigner:
-            key = _PublicKey(b"", bytes(answer["public_key"]), KeyPurpose.CHANNEL, None)
+            key = _PublicKey(b"", bytes(answer["public_key"]), KeyPurpose.CHANNEL, None, link=self._link)
             self._provisional[key.public_key] = key
-            return self._signer_of(key)
+            signer: ISigner = key.signer()
+            return signer
 
         return self._link.call(p.ChannelKey).addCallback(lent)
-
-    def _signer_of(self, key: WalletKey) -> ISigner:
-        signer = self._signers.get(key.public_key)
-        return signer if signer is not None else RemoteKey(key.public_key, self._link)
 
     def track_channel_key(self, public_key: bytes) -> bool:
         raise KeyError("a signer wallet's channel keys are a server's: no payouts to track")
