@@ -95,8 +95,9 @@ class SigningService:
         return None
 
     def _key_of(self, script: bytes) -> bytes:
-        for key in self.wallet.public_keys():
-            if self._script_type(key) is not None and self._script_type(key).script_for(key) == script:  # type: ignore[union-attr]
+        # Newest first: the script asked about is nearly always the one just handed out.
+        for key in reversed(self.wallet.public_keys()):
+            if any(script_type.script_for(key) == script for script_type in ScriptType):
                 return key
         raise AssertionError("the wallet handed out a script of no key")
 
