@@ -19,6 +19,7 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
                            "--floor-rounds", "100"]),
     ("bench_hotpath.py", ["--payments", "1000", "--rounds", "1", "--api"]),
     ("bench_api_hooks.py", ["--payments", "1000", "--rounds", "1"]),
+    ("bench_signer.py", ["--count", "5"]),
     ("bench_many.py", ["--channels", "6", "--duration", "2", "--generators", "2", "--open-concurrency", "2"]),
     ("bench_wallet_block.py", ["--coins", "1000", "--blocks", "2", "--settlements", "2"]),
     ("bench_months.py", ["--rounds", "3", "--channels", "4", "--blocks", "2", "--concurrency", "2",

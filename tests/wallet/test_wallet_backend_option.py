@@ -74,18 +74,18 @@ def test_help_wallets_lists_ours() -> None:
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0] == "Wallet backends (--wallet NAME[:ARG]):"
-    assert [line.split()[0] for line in lines[1:]] == ["memory", "sqlite"]
+    assert [line.split()[0] for line in lines[1:]] == ["memory", "signer:ENDPOINT", "sqlite"]
     assert "die with the process" in lines[1]
 
 
 def test_help_wallets_lists_a_third_partys_plugin() -> None:
     done = twistd("--help-wallets", plugins=True)
     assert done.returncode == 0, done.stderr
-    assert [line.split()[0] for line in done.stdout.splitlines()[1:]] == ["keylog:PATH", "memory", "sqlite"]
+    assert [line.split()[0] for line in done.stdout.splitlines()[1:]] == ["keylog:PATH", "memory", "signer:ENDPOINT", "sqlite"]
 
 
 @pytest.mark.parametrize("value, message, plugins", [
-    ("nosuch", "--wallet: no wallet backend named 'nosuch' (installed: memory, sqlite; see --help-wallets)", False),
+    ("nosuch", "--wallet: no wallet backend named 'nosuch' (installed: memory, signer, sqlite; see --help-wallets)", False),
     ("memory:x", "--wallet: the memory wallet takes no argument (--wallet memory)", False),
     ("keylog", "--wallet: the keylog wallet needs a file: --wallet keylog:PATH", True),
 ])

@@ -8,9 +8,12 @@ import pytest
 from twisted.internet.task import Clock
 
 from twisted_paychan.chain.memory import MemoryChain
+from twisted_paychan.chain.types import Utxo
+from twisted_paychan.channel.errors import RemoteProtocolError
+from twisted_paychan.signer.protocol import Refused
 from twisted_paychan.wallet import MemoryWallet, SqliteWallet
 from twisted_paychan.wallet.crypto import ScryptParams
-from wallet_conformance import Harness, WalletConformance
+from wallet_conformance import Harness, WalletConformance, failure_of, result
 
 #: Cheap scrypt for tests; the cost is stored in the file, so this is honest encryption.
 TEST_SCRYPT = ScryptParams(n=2**10, r=8, p=1)
@@ -150,3 +153,102 @@ class TestAThirdPartysBackend(WalletConformance):
         assert (tmp_path / "keys0.log").read_text().count("\n") == len(opened[0].public_keys())
         for wallet in opened:
             wallet.close()
+
+
+class TestSignerWallet(WalletConformance):
+    """The ``signer:`` backend (``wallet.remote``) talking AMP to a real signer in the test
+    process (its keys in an encrypted SQLite wallet) over an in-memory connection: the coins, the
+    fundings, the reservations and the payout scripts behave as in every wallet. What a signer
+    refuses by design (a client's channel key; a signature on an arbitrary digest) is checked as
+    a refusal in the tests overridden below."""
+
+    @pytest.fixture
+    def harness(self, tmp_path) -> Iterator[Harness]:
+        import wallet_conformance
+        from signer_setup import signer_wallet, signing_service
+
+        clock = _clock()
+        chain = MemoryChain(clock)
+        services, endpoints = [], []
+
+        def open_one():
+            directory = tmp_path / f"signer{len(services)}"
+            directory.mkdir()
+            service = signing_service(directory, daily_limit=10**15, clock=clock)
+            wallet, endpoint = signer_wallet(service, chain, clock)
+            services.append((service, wallet))
+            endpoints.append(endpoint)
+            return wallet
+
+        def pump_all() -> None:
+            for endpoint in endpoints:
+                endpoint.pump()
+
+        wallet_conformance.PUMPS.append(pump_all)
+        try:
+            yield Harness(clock, chain, open_one(), open_one)
+        finally:
+            wallet_conformance.PUMPS.remove(pump_all)
+            for service, wallet in services:
+                wallet.close()
+                service.wallet.close()
+                service.ledger.close()
+
+    def credit(self, h: Harness, value: int, script_type: str = "p2wpkh") -> Utxo:
+        # The signer makes P2WPKH addresses only (a P2PKH signature does not commit to the
+        # value the server states): the suite's P2PKH coins are P2WPKH ones here.
+        return super().credit(h, value, "p2wpkh")
+
+    def test_new_channel_key_signs(self, harness: Harness) -> None:
+        """A client's channel key signs every payment: the signer holds a server's keys only."""
+        f = failure_of(harness.wallet.new_channel_key())
+        assert f.check(Refused) and "holds a server's keys only" in f.getErrorMessage()
+
+    test_client_channel_key_payouts_are_coins = test_new_channel_key_signs
+
+    def test_signer_refuses_non_digest(self, harness: Harness) -> None:
+        """No digest is signed on request, of any length: the signer signs settlements and
+        refunds it has checked itself."""
+        signer = result(harness.wallet.provisional_channel_key())
+        for digest in (b"not 32 bytes", bytes(range(32))):
+            with pytest.raises(RemoteProtocolError, match="signs settlements and refunds, not digests"):
+                signer.sign(digest)
+
+    def test_provisional_channel_key_is_kept_or_forgotten(self, harness: Harness) -> None:
+        """As in the suite, with the signer's key: lent, then kept by the channel that names it
+        or forgotten; the signer stored it when it handed it out (a forgotten one is unused)."""
+        w = harness.wallet
+        held = list(w.public_keys())
+        lent = result(w.provisional_channel_key())
+        assert len(lent.public_key) == 33 and w.public_keys() == held
+        with pytest.raises(KeyError):
+            w.signer_for(lent.public_key)  # not the wallet's until kept
+        w.forget_channel_key(lent.public_key)
+        assert w.public_keys() == held and w.provisional_count() == 0
+        with pytest.raises(KeyError):
+            w.keep_channel_key(lent.public_key)
+        kept = result(w.provisional_channel_key())
+        w.keep_channel_key(kept.public_key)
+        w.keep_channel_key(kept.public_key)
+        w.forget_channel_key(kept.public_key)
+        assert w.public_keys() == held + [kept.public_key]
+        assert w.signer_for(kept.public_key).public_key == kept.public_key
+        assert w.provisional_count() == 0
+
+    def test_track_channel_key(self, harness: Harness) -> None:
+        signer = result(harness.wallet.provisional_channel_key())
+        harness.wallet.keep_channel_key(signer.public_key)
+        with pytest.raises(KeyError):
+            harness.wallet.track_channel_key(signer.public_key)  # a server's key is paid nothing
+
+    def test_new_addresses(self, harness: Harness) -> None:
+        """As in the suite, but a P2PKH address is refused (see ``credit``)."""
+        from twisted_paychan.bitcoin.addresses import REGTEST, address_to_script
+
+        w = harness.wallet
+        a, b = result(w.new_address()), result(w.new_address())
+        assert a != b
+        assert a.startswith("bcrt1q") and len(address_to_script(a, REGTEST)) == 22
+        assert w.is_mine(address_to_script(a, REGTEST))
+        f = failure_of(w.new_address("p2pkh"))
+        assert f.check(Refused) and "P2WPKH addresses only" in f.getErrorMessage()

@@ -30,8 +30,20 @@ from twisted_paychan.wallet.coinselect import fee_for_weight
 TARGET = p2sh_script(hash160(b"a channel's redeem script"))
 
 
+#: In-memory connections a backend talks over (the signer: backend's, to a signer in the test
+#: process over twisted.test.iosim), pumped before a Deferred is judged; empty for the others.
+PUMPS: list[Callable[[], object]] = []
+
+
+def _pump() -> None:
+    for pump in PUMPS:
+        pump()
+
+
 def result(d: Deferred[Any]) -> Any:
-    """The result of a Deferred that must already have fired (the MemoryChain is synchronous)."""
+    """The result of a Deferred that must already have fired (the MemoryChain is synchronous),
+    once the in-memory connections in :data:`PUMPS` are pumped."""
+    _pump()
     out: list[Any] = []
     d.addBoth(out.append)
     assert out, "the Deferred has not fired"
@@ -41,6 +53,7 @@ def result(d: Deferred[Any]) -> Any:
 
 
 def failure_of(d: Deferred[Any]) -> Failure:
+    _pump()
     out: list[Any] = []
     d.addBoth(out.append)
     assert out and isinstance(out[0], Failure), f"expected a failure, got {out}"

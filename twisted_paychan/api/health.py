@@ -8,7 +8,9 @@ the injected clock, so a backend that hangs makes the answer 503, never a hung r
 
 ``chain_problem`` is the seam for a backend that tracks its own health (an RPC chain that saw
 its node go away between polls: ``chain.health.chain_health``): a callable that returns the
-reason it is unhealthy, or None.
+reason it is unhealthy, or None. A wallet whose keys are in a remote signer (``ISignerStatus``)
+adds the check ``signer``: failed while the signer cannot sign (new channels get no key, and
+settlements wait).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted_paychan.chain.interfaces import IChain, IWallet
 from twisted_paychan.chain.types import ChainTip
 from twisted_paychan.store.interfaces import IChannelStore
+from twisted_paychan.wallet.remote import ISignerStatus
 
 #: Seconds each backend has to answer.
 CHECK_TIMEOUT = 5.0
@@ -79,6 +82,11 @@ class HealthCheck:
 
         await one("store", lambda: self.store.server_channel(b"\0" * 32))
         await one("wallet", self.wallet.balance)
+        if ISignerStatus.providedBy(self.wallet):  # keys in a remote signer (wallet.remote)
+            problem = self.wallet.signer_problem()
+            checks["signer"] = "ok" if problem is None else "failed"
+            if problem is not None:
+                reasons.append(f"signer: {problem}")
         tip: Optional[ChainTip] = await one("chain", self.chain.tip)
         if tip is not None and self.max_tip_age is not None:
             age = self.clock.seconds() - tip.time

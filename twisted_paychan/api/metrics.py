@@ -35,6 +35,7 @@ from twisted_paychan.wire.messages import MT, TwoWayChannelMessage
 
 if TYPE_CHECKING:
     from twisted_paychan.net.server_channel import ServerChannel
+    from twisted_paychan.wallet.remote import ISignerStatus
 
 #: Payment latency buckets, seconds: a payment on loopback takes ~100 µs to a few ms (the sync).
 PAYMENT_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0)
@@ -114,6 +115,8 @@ class ServerMetrics(Collector):
         self.settlements_confirmed = 0
         self.settlements_stuck = 0
         self.connected_clients = 0
+        #: The wallet's remote signer (``observe_wallet``), or None.
+        self.signer: Optional["ISignerStatus"] = None
         self.snapshot = Snapshot()
         #: UPDATE_PAYMENT arrival times not yet acknowledged, per connection.
         self._pending: dict["ServerChannel", list[float]] = {}
@@ -173,6 +176,13 @@ class ServerMetrics(Collector):
         elif kind is ChannelEventKind.STUCK:
             self.settlements_stuck += 1
 
+    def observe_wallet(self, wallet: object) -> None:
+        """Report whether a remote signer can sign (``paychan_signer_up``), if the wallet has one."""
+        from twisted_paychan.wallet.remote import ISignerStatus
+
+        if ISignerStatus.providedBy(wallet):
+            self.signer = ISignerStatus(wallet)
+
     def observe_store(self, store: object) -> None:
         """Time the store's durable batches, if it is one that can say (the SQLite store)."""
         if hasattr(store, "sync_observer"):
@@ -208,6 +218,12 @@ class ServerMetrics(Collector):
                                   value=self.settlements_stuck)
         yield GaugeMetricFamily("paychan_connected_clients", "Client connections open now.",
                                 value=self.connected_clients)
+        if self.signer is not None:
+            yield GaugeMetricFamily("paychan_signer_up", "1 while the remote signer can sign, 0 while it cannot.",
+                                    value=0 if self.signer.signer_problem() else 1)
+            yield CounterMetricFamily("paychan_signer_failures",
+                                      "Requests that failed for want of the remote signer (keys, settlements).",
+                                      value=self.signer.failures)
         s = self.snapshot
         channels = GaugeMetricFamily("paychan_channels", "Server channels stored, by state.", labels=["state"])
         for state, n in s.channels_by_state.items():

@@ -40,6 +40,7 @@ from twisted_paychan.channel.records import ServerChannelState
 from twisted_paychan.constants import FEE_RATE_FLOOR
 from twisted_paychan.net.server_manager import SETTLEABLE, ServerChannelManager
 from twisted_paychan.rpc import jsonenc
+from twisted_paychan.wallet.remote import Refused, SignerUnavailable
 from twisted_paychan.wallet.send import SendError, send_coins
 
 JSON = dict[str, Any]
@@ -219,6 +220,10 @@ async def wallet_send(ctx: ApiContext, request: Request, match: "re.Match[str]")
         raise ApiError(409, str(e), needed=e.needed, available=e.available) from None
     except BroadcastRejected as e:
         raise ApiError(409, f"the node refused the transaction: {e}") from None
+    except Refused as e:  # a remote signer's rules (its daily limit, ...): doc/wallet.md
+        raise ApiError(409, f"the signer refused: {e}") from None
+    except SignerUnavailable as e:
+        raise ApiError(503, f"the signer is unavailable: {e}") from None
     return {"txid": sent.txid_hex, "address": sent.address, "amount": sent.amount,
             "amount_btc": jsonenc.btc(sent.amount), "fee": sent.fee}
 

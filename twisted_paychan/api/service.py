@@ -104,6 +104,7 @@ class Api:
                                   listen or [], started_at=reactor.seconds(), data_dir=data_dir)
         self.site = ApiSite(ApiRoot(ApiResource(self.context), extra if extra is not None else dashboard_resources()))
         self.metrics.observe_store(store)
+        self.metrics.observe_wallet(wallet)
         self._store = store
         manager.observer = self.metrics
         self._unsubscribe = [manager.subscribe(self.metrics.event), manager.subscribe(self.events.publish)]

@@ -95,6 +95,15 @@ class ISigner(Interface):
         (RFC 6979)."""
 
 
+class IPreparedSigner(ISigner):
+    """An ISigner whose key is in another process (``wallet.remote``): the server's connection
+    fetches the v1 refund signature (asynchronously) before its machine calls ``sign`` for it."""
+
+    def prepare_refund(client_key: bytes, expiry: int, refund: bytes) -> Deferred[None]:
+        """Fetch the signature of this v1 refund, so that ``sign`` finds it at once; never fails
+        (a refusal is kept, and ``sign`` raises it as the ERROR the client gets)."""
+
+
 class IWallet(Interface):
     """Keys and coins of one party."""
 

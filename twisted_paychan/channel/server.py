@@ -54,6 +54,9 @@ MAX_QUEUED_MESSAGES = 16
 #: How the ERROR{OTHER} explanation begins when the server's own node could not be asked about
 #: the contract: the client reads the server's outage, not a fault of its transaction.
 SERVER_NODE_UNAVAILABLE: Final = "the server's node is unavailable"
+#: The start of the ERROR{OTHER} explanation when the wallet cannot lend a channel key (a remote
+#: signer that does not answer): the server's failure, not the client's.
+SERVER_KEY_UNAVAILABLE: Final = "the server cannot make a channel key now"
 
 
 class _Ahead:
@@ -337,6 +340,17 @@ class ServerMachine:
             )
         ]
         return self._drain(out)
+
+    def server_key_unavailable(self, why: str) -> list[ServerEffect]:
+        """The wallet could not lend a key (``NewServerKey`` failed: a remote signer that does
+        not answer). [Recommended] ``ERROR{OTHER}`` saying so, closed as the server's failure."""
+        still_here = self.step is ServerStep.WAITING_ON_SERVER_KEY or check_completion(
+            "server_key_unavailable", self.step, ServerStep.WAITING_ON_SERVER_KEY, _ENDING
+        )
+        if not still_here:
+            return []
+        return self._violation(RemoteProtocolError(ErrorCode.OTHER, f"{SERVER_KEY_UNAVAILABLE}: {why}",
+                                                   CloseReason.SERVER_REQUESTED_CLOSE))
 
     # -- opening (§5 steps 5 and 7, §6 step 5) -------------------------------------------------
 

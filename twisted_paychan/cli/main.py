@@ -14,6 +14,7 @@
     paychan settle --data-dir DIR (CONTRACT_TXID | --all)
     paychan watch --data-dir DIR [--chain URL]
     paychan backup --data-dir DIR OUT_DIR
+    paychan signer --data-dir DIR --passphrase-file F [--listen ENDPOINT] [--daily-limit SATS]
 
 Every command takes ``--json`` (one JSON document on stdout), ``--debug`` (a traceback with an
 error) and ``--chain``/``--rpc-cookie``/``--data-dir``/``--create`` where they apply; a missing
@@ -143,6 +144,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     backup_arguments(backup)
 
+    signer = commands.add_parser("signer", parents=[wallet_common],
+                                 help="hold the server's keys and sign only what it needs (runs until stopped)")
+    from twisted_paychan.cli.signer import add_arguments as signer_arguments
+
+    signer_arguments(signer)
+
     mine = commands.add_parser("regtest-mine", parents=[common], help="mine N blocks")
     mine.add_argument("blocks", metavar="N", type=int)
     mine.add_argument("--address", help="pay the coinbases here (default: anyone-can-spend P2WSH(OP_TRUE))")
@@ -195,6 +202,10 @@ def _command(args: argparse.Namespace) -> Command:
         from twisted_paychan.cli.backup import run_backup
 
         return run_backup
+    if args.command == "signer":
+        from twisted_paychan.cli.signer import run_signer
+
+        return run_signer
     from twisted_paychan.cli.funding import run_fund, run_mine
 
     return run_fund if args.command == "regtest-fund" else run_mine
@@ -229,7 +240,7 @@ def main(
         check_data_dir(args)
         return runner.run(
             lambda reactor: command(reactor, args, out),
-            install_signal_handlers=args.command in ("regtest", "watch"),
+            install_signal_handlers=args.command in ("regtest", "watch", "signer"),
         )
     except KeyboardInterrupt:
         out.error("interrupted")

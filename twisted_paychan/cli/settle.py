@@ -117,6 +117,11 @@ async def _settle_offline(reactor: Any, args: argparse.Namespace, which: str) ->
     if not (Path(args.data_dir) / "channels.sqlite").exists():
         raise UserError(f"no channel store in {args.data_dir}")
     await _check_stored(args, which)
+    if not (Path(args.data_dir) / WALLET_FILE).exists():
+        # Not made here: a new wallet would hold none of the channels' keys (a server on --wallet
+        # signer: or memory keeps none in its directory).
+        raise UserError(f"no wallet in {args.data_dir} to sign with: a server whose keys are elsewhere "
+                        "(--wallet signer:..., memory) settles while it runs (start it, then paychan settle)")
     if args.chain == "embedded" and not (Path(args.data_dir) / "chain").exists():
         raise UserError(f"{args.data_dir} holds no embedded chain: give the --chain URL (and --rpc-cookie) of the "
                         "node the server uses")

@@ -26,12 +26,12 @@ from twisted_paychan.channel import effects as fx
 from twisted_paychan.net.effect_runner import EffectRunner, Outcome
 from twisted_paychan.net.logfields import NO_PEER
 from twisted_paychan.channel.errors import CloseReason
-from twisted_paychan.channel.server import ServerMachine
+from twisted_paychan.channel.server import ServerMachine, ServerStep
 from twisted_paychan.channel.settings import ServerSettings
 from twisted_paychan.chain.types import RejectKind, display_hex, refusal
 from twisted_paychan import logs
 from twisted_paychan.faults import crash_point
-from twisted_paychan.chain.interfaces import ISigner
+from twisted_paychan.chain.interfaces import IPreparedSigner, ISigner
 from twisted_paychan.channel.effects import ServerEffect
 from twisted_paychan.channel.records import ServerChannelRecord
 from twisted_paychan.store.interfaces import ChannelNotOpen, StoreError
@@ -143,6 +143,9 @@ class ServerChannel(EffectRunner[ServerEffect]):
         self.observer: Optional[ServerObserver] = None
         #: The client's address ("host:port") while connected over a socket, for the operator.
         self.peer: Optional[str] = None
+        #: What arrived while a remote signer signs a v1 refund (``_prepare_refund``), in order;
+        #: None when nothing waits.
+        self._held: Optional[list[Union[received.ReceivedMessage, None]]] = None
 
     # -- input --------------------------------------------------------------------------------
 
@@ -153,10 +156,42 @@ class ServerChannel(EffectRunner[ServerEffect]):
                 self.observer.update_received(self)
             elif type(decoded) is received.Error:
                 self.observer.error_received(self, decoded.code)
+        if self._held is not None:
+            self._held.append(decoded)
+            return
+        if type(decoded) is received.ProvideRefund and self._refund_needs_fetching():
+            self._prepare_refund(decoded)
+            return
         self._run(self.machine.receive(decoded, int(self.clock.seconds())))
 
     def connection_lost(self) -> None:
+        if self._held is not None:
+            self._held.append(None)  # after what arrived before it
+            return
         self._run(self.machine.connection_lost())
+
+    def _refund_needs_fetching(self) -> bool:
+        return (self.machine.step is ServerStep.WAITING_ON_UNSIGNED_REFUND
+                and IPreparedSigner.providedBy(self.machine.signer))
+
+    def _prepare_refund(self, refund: received.ProvideRefund) -> None:
+        """A v1 refund for a key in another process: fetch its signature first, holding back
+        what arrives meanwhile, then let the machine (which signs synchronously) handle it all."""
+        signer = IPreparedSigner(self.machine.signer)
+        assert self.machine.expiry is not None
+        self._held = []
+
+        def fetched(_: object) -> None:
+            held, self._held = self._held or [], None
+            self._run(self.machine.receive(refund, int(self.clock.seconds())))
+            for message in held:
+                if message is None:
+                    self._run(self.machine.connection_lost())
+                else:
+                    self._run(self.machine.receive(message, int(self.clock.seconds())))
+
+        d: defer.Deferred[None] = signer.prepare_refund(refund.multisig_key, self.machine.expiry, refund.tx)
+        d.addCallback(fetched).addErrback(self._internal_error)
 
     def close(self) -> None:
         """End this connection without settling (plain CLOSE)."""
@@ -183,7 +218,12 @@ class ServerChannel(EffectRunner[ServerEffect]):
         return None
 
     def _new_server_key(self, effect: fx.NewServerKey) -> Outcome[ServerEffect]:
-        return self._ports.new_channel_key(self).addCallback(self.machine.server_key_ready)
+        return self._ports.new_channel_key(self).addCallbacks(self.machine.server_key_ready, self._no_server_key)
+
+    def _no_server_key(self, f: Failure) -> Effects:
+        self.log.warn("peer {peer}: no channel key for a new channel: {why}", peer=self.peer or NO_PEER,
+                      why=f.getErrorMessage())
+        return self.machine.server_key_unavailable(f.getErrorMessage())
 
     def _find_channel(self, effect: fx.FindChannel) -> Outcome[ServerEffect]:
         m = self.machine

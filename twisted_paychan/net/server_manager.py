@@ -40,6 +40,7 @@ from typing_extensions import assert_never
 from twisted_paychan.bitcoin.scripts import ChannelScript
 from twisted_paychan.bitcoin.settlement import SettlementRejected, SettlementUnaffordable, build_settlement
 from twisted_paychan.chain.interfaces import ICancellable, IChain, ISigner, IWallet
+from twisted_paychan.wallet.remote import ISettlementSigner, Refused, SignedSettlement, SignerUnavailable
 from twisted_paychan.chain.types import ChainTip, RejectKind, SpendEvent, TxState, TxStatus, display_hex, refusal
 from twisted_paychan.channel import server_lifecycle as lc
 from twisted_paychan.channel.errors import CloseReason
@@ -708,6 +709,8 @@ class ServerChannelManager:
     def _build(self, channel: _Channel, rates: tuple[int, ...]) -> defer.Deferred[lc.LifecycleEvent]:
         record = channel.machine.record
         channel.built_on = record.settlement_tx
+        if ISettlementSigner.providedBy(self.wallet):  # the keys are elsewhere (wallet.remote)
+            return self._build_remotely(channel, rates)
 
         def build(payout: bytes) -> lc.LifecycleEvent:
             script = ChannelScript(record.version, record.client_key, record.server_key, record.expiry)
@@ -738,6 +741,25 @@ class ServerChannelManager:
         d: defer.Deferred[bytes] = defer.maybeDeferred(self.wallet.settlement_payout_script, channel.txid)
         built: defer.Deferred[lc.LifecycleEvent] = d.addCallback(build)
         return built.addErrback(failed)
+
+    def _build_remotely(self, channel: _Channel, rates: tuple[int, ...]) -> defer.Deferred[lc.LifecycleEvent]:
+        def signed(answer: SignedSettlement) -> lc.LifecycleEvent:
+            if answer.tx:
+                return lc.SettlementBuilt(answer.tx, answer.rate)
+            return lc.SettlementUnaffordable(answer.fee, answer.rate if answer.fee is not None else None)
+
+        def failed(f: Failure) -> lc.LifecycleEvent:
+            if f.check(SignerUnavailable, Refused):
+                self.log.warn("channel {txid} (peer {peer}): the signer did not sign the settlement: {why}; it is "
+                              "tried again in {retry:g} s", txid=display_hex(channel.txid), peer=self._peer(channel),
+                              why=f.getErrorMessage(), retry=self.policy.retry_interval)
+            else:
+                self.log.failure("channel {txid} (peer {peer}): building the settlement failed", f,
+                                 txid=display_hex(channel.txid), peer=self._peer(channel))
+            return lc.EffectFailed(f.getErrorMessage())
+
+        d = ISettlementSigner(self.wallet).sign_settlement(channel.machine.record, rates)
+        return d.addCallbacks(signed, failed)
 
     def _broadcast(self, channel: _Channel, effect: lc.Broadcast) -> defer.Deferred[lc.LifecycleEvent]:
         def accepted(_: object) -> lc.LifecycleEvent:
