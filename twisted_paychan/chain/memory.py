@@ -190,16 +190,21 @@ class MemoryChain:
         self._watchers.refresh()
         return hashes
 
-    def credit(self, script_pubkey: bytes, value: int) -> OutPoint:
-        """A confirmed coin from nowhere, in the tip block, spendable at once (not a coinbase)."""
+    def credit(self, script_pubkey: bytes, value: int, coinbase: bool = False) -> OutPoint:
+        """A confirmed coin from nowhere, in the tip block: spendable at once, or, as a
+        ``coinbase``, once it has 100 confirmations (as a block reward is)."""
         self._credits += 1
-        source = COutPoint(sha256d(b"memory-chain credit %d" % self._credits), 0)
-        ctx = CTransaction([CTxIn(source, CScript(), 0xFFFFFFFF)], [CTxOut(value, CScript(bytes(script_pubkey)))])
+        if coinbase:  # a null prevout; the scriptSig keeps each credit's txid its own
+            vin = [CTxIn(COutPoint(), CScript(b"memory-chain coinbase %d" % self._credits), 0xFFFFFFFF)]
+        else:
+            vin = [CTxIn(COutPoint(sha256d(b"memory-chain credit %d" % self._credits), 0), CScript(), 0xFFFFFFFF)]
+        ctx = CTransaction(vin, [CTxOut(value, CScript(bytes(script_pubkey)))])
         txid = ctx.GetTxid()
         self._blocks[-1].txids.append(txid)
         self._txs[txid] = ctx.serialize()
         self._confirmed_at[txid] = self._blocks[-1].height
-        self._utxos[OutPoint(txid, 0)] = Utxo(OutPoint(txid, 0), value, bytes(script_pubkey), self._blocks[-1].height)
+        self._utxos[OutPoint(txid, 0)] = Utxo(OutPoint(txid, 0), value, bytes(script_pubkey), self._blocks[-1].height,
+                                              coinbase=coinbase)
         if self._feed:
             top = self._blocks[-1]
             self._feed.publish([BlockConnected(top.height, top.block_hash, [feed_tx(txid, ctx)])])
