@@ -46,6 +46,19 @@ def test_a_data_dir_without_a_chain_is_not_given_one(tmp_path: Path) -> None:
     assert not (tmp_path / "chain").exists() and not (tmp_path / "wallet.sqlite").exists()
 
 
+@pytest.mark.parametrize("command", [("balance",), ("coins",), ("new-address",)])
+def test_a_server_dir_whose_keys_are_elsewhere_gets_no_wallet_by_accident(tmp_path: Path,
+                                                                        command: tuple[str, ...]) -> None:
+    """A server on another wallet backend (``--wallet signer:...``) leaves channels but no
+    ``wallet.sqlite``: an offline ``paychan wallet`` there would make a new wallet, unrelated to
+    the server's keys, that looks like the server's. It is refused unless ``--create`` asks."""
+    (tmp_path / "channels.sqlite").write_bytes(b"")
+    result = paychan("wallet", "--data-dir", str(tmp_path), "--chain", "http://127.0.0.1:1", *command)
+    one_line(result, f"{tmp_path} is a server's data directory with no wallet.sqlite: its keys are in another "
+                     "wallet backend")
+    assert not (tmp_path / "wallet.sqlite").exists()
+
+
 def test_a_data_dir_that_is_a_file(tmp_path: Path) -> None:
     path = tmp_path / "data"
     path.write_text("")

@@ -27,6 +27,10 @@ _NEEDS_DATA_DIR = frozenset({"wallet", "regtest-fund", "regtest-mine", "pay", "c
 _WALLET_CREATES = frozenset({"restore"})
 #: ``paychan wallet`` actions on the wallet file alone, which open no chain.
 _WALLET_FILE_ONLY = frozenset({"encrypt", "seed"})
+#: Files a ``twistd paychan`` leaves in its data directory whatever its wallet backend: a
+#: directory with one of them and no ``wallet.sqlite`` keeps its keys elsewhere (``signer:``;
+#: ``balance`` and ``send`` then ask the running server's API, which ``api.json`` announces).
+_SERVER_FILES = ("channels.sqlite", "api.cookie")
 
 
 def check_data_dir(args: argparse.Namespace) -> None:
@@ -47,6 +51,14 @@ def check_data_dir(args: argparse.Namespace) -> None:
         return
     if not os.access(path, os.R_OK | os.W_OK | os.X_OK):
         raise UserError(f"--data-dir {data_dir} is not writable by this user: fix its permissions or choose another")
+    through_api = getattr(args, "wallet_command", None) in ("balance", "send") and (path / "api.json").exists()
+    if (command == "wallet" and not create and not through_api and not (path / "wallet.sqlite").exists()
+            and any((path / name).exists() for name in _SERVER_FILES)):
+        raise UserError(
+            f"{data_dir} is a server's data directory with no wallet.sqlite: its keys are in another wallet "
+            f"backend (--wallet, e.g. a remote signer), which paychan wallet does not open; give --create to "
+            f"make a new, separate wallet there anyway"
+        )
     if getattr(args, "wallet_command", None) in _WALLET_FILE_ONLY or command == "settle":
         return  # no chain is opened (``settle`` asks the running server, which has its own)
     if getattr(args, "chain", "embedded") == "embedded" and not (path / "chain").exists() and not create:
