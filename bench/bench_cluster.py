@@ -147,6 +147,19 @@ def _report(side: Side) -> None:
           + (f"; PostgreSQL CPU {_spread(db, 1e6, '.0f')} us" if side.postmaster else ""))
 
 
+def _same_words(*data_dirs: Path) -> None:
+    """Both nodes' wallets from one seed (a cluster refuses a node with other words: the
+    channel keys are derived from it at paths in the database)."""
+    from twisted_paychan.bitcoin.addresses import REGTEST
+    from twisted_paychan.wallet.hd import Seed
+    from twisted_paychan.wallet.sqlite import SqliteWallet
+
+    words = Seed.generate(REGTEST).mnemonic()
+    for data_dir in data_dirs:
+        data_dir.mkdir(mode=0o700)
+        SqliteWallet.open(data_dir / "wallet.sqlite", None, REGTEST, seed=Seed.from_mnemonic(words, REGTEST)).close()
+
+
 async def main(reactor: Any, args: argparse.Namespace) -> None:
     import psycopg
     from postgres_server import start_server as start_postgres
@@ -165,6 +178,7 @@ async def main(reactor: Any, args: argparse.Namespace) -> None:
         rpc_a, rpc_s = free_port(), free_port()
         for name in ("a", "b", "s"):
             (tmp / name).mkdir()
+        _same_words(tmp / "a" / "server", tmp / "b" / "server")
         node_a = start_server(tmp / "a", f"tcp:{port_a}:interface=127.0.0.1", rpc_a, "--store", url)
         processes.append(node_a)
         cookie_a = await wait_started(reactor, tmp / "a", port_a)
