@@ -48,7 +48,7 @@ ACK2 = m.payment_ack(b"two")
 
 
 @pytest.mark.parametrize("cls", [net_server.ServerChannelProtocol, net_client.ClientChannelProtocol])
-def test_frames_of_a_burst_leave_in_one_write(cls):
+def test_frames_of_a_burst_leave_in_one_write(cls: Any) -> None:
     proto = _protocol(cls)
     with burst:
         proto.sendMessage(ACK)
@@ -61,7 +61,7 @@ def test_frames_of_a_burst_leave_in_one_write(cls):
     assert proto.transport.writes[1:] == [encode_frame(ACK2)]
 
 
-def test_a_close_during_a_burst_writes_the_held_frames_before_its_last_frame():
+def test_a_close_during_a_burst_writes_the_held_frames_before_its_last_frame() -> None:
     proto = _protocol(net_server.ServerChannelProtocol)
     proto.channel = None
     with burst:
@@ -72,7 +72,7 @@ def test_a_close_during_a_burst_writes_the_held_frames_before_its_last_frame():
     assert proto.transport.disconnecting
 
 
-def test_frames_held_when_the_connection_is_lost_are_dropped():
+def test_frames_held_when_the_connection_is_lost_are_dropped() -> None:
     proto = _protocol(net_client.ClientChannelProtocol)
     proto.channel = type("Gone", (), {"connection_lost": lambda self, *a: None})()
     with burst:
@@ -82,7 +82,8 @@ def test_frames_held_when_the_connection_is_lost_are_dropped():
 
 
 def _frames(data: bytes) -> list[bytes]:
-    out, at = [], 0
+    out: list[bytes] = []
+    at = 0
     while at < len(data):
         (length,) = struct.unpack_from("!i", data, at)
         out.append(data[at + 4:at + 4 + length])
@@ -91,7 +92,7 @@ def _frames(data: bytes) -> list[bytes]:
 
 
 @pytest_twisted.ensureDeferred
-async def test_pipelined_acks_share_writes_and_each_read_one_sync(tmp_path, monkeypatch):
+async def test_pipelined_acks_share_writes_and_each_read_one_sync(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """Against our server over loopback: the acks of one group commit leave in one write, and
     no read's payments need more than one sync (commits <= reads that carried updates)."""
     server_writes: list[int] = []

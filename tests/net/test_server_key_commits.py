@@ -7,6 +7,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import pytest
 import pytest_twisted
 from twisted.internet import reactor
 
@@ -23,7 +24,7 @@ def _stored_keys(path: Path) -> set[bytes]:
 
 
 @pytest_twisted.ensureDeferred
-async def test_the_server_stores_a_channel_only_after_its_key(tmp_path, monkeypatch):
+async def test_the_server_stores_a_channel_only_after_its_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Over loopback TCP, a server wallet committing keys in a thread: when the channel record
     is written, the key it names is already in the wallet file."""
     net: Any = Loopback(tmp_path)

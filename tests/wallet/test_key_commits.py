@@ -36,18 +36,21 @@ def _wallet(path: Path) -> SqliteWallet:
 
 
 @pytest_twisted.ensureDeferred
-async def test_keys_kept_in_one_turn_share_a_commit_and_are_durable_when_it_fires(tmp_path):
+async def test_keys_kept_in_one_turn_share_a_commit_and_are_durable_when_it_fires(tmp_path: Path) -> None:
     path = tmp_path / "wallet.sqlite"
     wallet = _wallet(path)
     try:
         lent = [result(wallet.provisional_channel_key()).public_key for _ in range(5)]
         on_disk: list[set[bytes]] = []
-        kept = []
+
+        def look(_: None) -> None:
+            on_disk.append(_stored_keys(path))
+
+        kept: list[defer.Deferred[None]] = []
         for key in lent[:4]:
             d = wallet.keep_channel_key(key)
             assert isinstance(d, defer.Deferred) and not d.called  # the reactor does not wait
-            d.addCallback(lambda _, key=key: on_disk.append(_stored_keys(path)) or key)
-            kept.append(d)
+            kept.append(d.addCallback(look))
         again = wallet.keep_channel_key(lent[0])  # kept twice meanwhile: one row, both answered
         assert isinstance(again, defer.Deferred)
         await defer.gatherResults([*kept, again])
@@ -67,7 +70,7 @@ async def test_keys_kept_in_one_turn_share_a_commit_and_are_durable_when_it_fire
         reopened.close()
 
 
-def test_closing_writes_the_keys_still_queued(tmp_path):
+def test_closing_writes_the_keys_still_queued(tmp_path: Path) -> None:
     path = tmp_path / "wallet.sqlite"
     wallet = _wallet(path)
     key = result(wallet.provisional_channel_key()).public_key
