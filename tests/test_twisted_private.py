@@ -79,6 +79,43 @@ def test_twisteds_do_poll_is_the_one_lighten_reactor_copies():
         fresh._poller.close()
 
 
+def test_a_lightened_reactor_polls_without_a_logging_context(monkeypatch):
+    """The reactor's main loop calls ``doIteration`` (bound to ``doPoll`` by the class): the
+    lightened one must not go through ``log.callWithLogger`` on either name."""
+    import socket
+    import time
+
+    from twisted.internet.epollreactor import EPollReactor
+    from twisted.python import log
+
+    contexts = []
+    real = log.callWithLogger
+    monkeypatch.setattr(log, "callWithLogger", lambda *a, **kw: (contexts.append(a[0]), real(*a, **kw))[1])
+    fresh = EPollReactor()
+    assert twisted_private.lighten_reactor(fresh)
+    received = []
+
+    class Sink(protocol.Protocol):
+        def dataReceived(self, data: bytes) -> None:
+            received.append(data)
+
+    port = fresh.listenTCP(0, protocol.Factory.forProtocol(Sink), interface="127.0.0.1")
+    peer = socket.create_connection(("127.0.0.1", port.getHost().port), timeout=5)
+    try:
+        peer.sendall(b"paid")
+        deadline = time.monotonic() + 10
+        while not received and time.monotonic() < deadline:
+            fresh.iterate(0.05)  # runUntilCurrent, then doIteration: as mainLoop does
+        assert received == [b"paid"]
+        assert contexts == []
+    finally:
+        peer.close()
+        port.stopListening()
+        for _ in range(3):
+            fresh.iterate(0)
+        fresh._poller.close()
+
+
 def test_a_lightened_reactor_carries_a_connection():
     """Bytes in and out of a TCP connection on a reactor whose poll loop was lightened (a fresh
     reactor, iterated by hand; polled with a deadline)."""

@@ -118,7 +118,10 @@ def lighten_reactor(reactor: Any) -> bool:
     whether it was done (any other reactor, or one lacking what the loop reads, is left as is)."""
     if not isinstance(reactor, EPollReactor) or not all(hasattr(reactor, n) for n in REACTOR_PRIVATE_ATTRIBUTES):
         return False
-    reactor.doPoll = types.MethodType(_light_do_poll, reactor)  # type: ignore[method-assign]
+    light = types.MethodType(_light_do_poll, reactor)
+    # ``mainLoop`` calls ``doIteration``, which the class binds to ``doPoll`` once
+    # (``doIteration = doPoll``): both names must be replaced.
+    reactor.doPoll = reactor.doIteration = light  # type: ignore[method-assign]
     return True
 
 

@@ -115,9 +115,10 @@ class IWallet(Interface):
         ``keep_channel_key`` once a channel names it, dropped by ``forget_channel_key`` (or by a
         restart) otherwise. A handshake that ends without a channel costs nothing durable."""
 
-    def keep_channel_key(public_key: bytes) -> None:
-        """Store a provisional key durably before returning (a key already stored stays);
-        KeyError for a key this wallet neither holds nor lent."""
+    def keep_channel_key(public_key: bytes) -> "Optional[Deferred[None]]":
+        """Store a provisional key durably (a key already stored stays): before returning None,
+        or before the Deferred it returns fires (a server's wallet that commits in a thread,
+        ``wallet.key_commits``); KeyError for a key this wallet neither holds nor lent."""
 
     def forget_channel_key(public_key: bytes) -> None:
         """Drop a provisional key that no channel came to name; a stored key is never dropped."""

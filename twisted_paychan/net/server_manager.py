@@ -511,9 +511,12 @@ class ServerChannelManager:
             channel.feed(lc.Created())
 
         # The key is durable before the record that names it: a crash between them leaves one
-        # unused key, never a channel whose key is lost.
-        self.wallet.keep_channel_key(record.server_key)
-        return self.store.add_server_channel(record).addCallback(stored)
+        # unused key, never a channel whose key is lost. (A wallet may commit it in a thread and
+        # answer with a Deferred: the record waits for it.)
+        kept = self.wallet.keep_channel_key(record.server_key)
+        if kept is None:
+            return self.store.add_server_channel(record).addCallback(stored)
+        return kept.addCallback(lambda _: self.store.add_server_channel(record)).addCallback(stored)
 
     def _broadcast_contract(self, tx: bytes, contract_txid: bytes) -> defer.Deferred[None]:
         def rejected(f: Failure) -> Failure | defer.Deferred[None]:

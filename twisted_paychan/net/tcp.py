@@ -10,6 +10,10 @@ write, its Nagle holds the second back until our delayed-ACK timer fires (~40 ms
 bitcoinj peer waits for it. A peer that writes whole frames never leaves us there, and pays no
 extra system call.
 
+Bursts (``twisted_paychan.bursts``): the frames a connection writes while a burst is delivered
+(a group commit's acks or updates, one read's answers) are held and written together when it
+ends, one ``send`` instead of one per frame; outside a burst a frame is written at once.
+
 ``send_now``: Twisted's ``transport.write`` only queues; the bytes leave in a later turn of the
 reactor, after two ``epoll_ctl`` calls and a wake-up. A payment is one small frame each way, so
 when nothing is queued the frame is handed to the socket at once (what Twisted itself does a
@@ -19,8 +23,12 @@ turn later), and only what the socket does not take is queued.
 from __future__ import annotations
 
 import socket
-from typing import Any
+from typing import Any, Optional
 
+from twisted.internet.protocol import connectionDone
+from twisted.python.failure import Failure
+
+from twisted_paychan.bursts import burst, hold
 from twisted_paychan.twisted_private import write_unqueued
 from twisted_paychan.wire.framing import MessageProtocol
 
@@ -72,14 +80,33 @@ class ChannelStreamProtocol(MessageProtocol):
     the connection's channel object (``self.channel``, set by the subclass)."""
 
     channel: Any = None
+    #: Frames held during a burst (None: nothing held, the next frame may go at once).
+    _held: Optional[list[bytes]] = None
 
     def dataReceived(self, data: bytes) -> None:
-        super().dataReceived(data)
+        with burst:  # the answers to several messages of one read leave together
+            super().dataReceived(data)
         if self.inFrame:
             quickack(self.transport)
 
     def writeFrame(self, frame: bytes) -> None:
-        send_now(self.transport, frame)
+        held = self._held
+        if held is not None:
+            held.append(frame)
+        elif hold(self.flushFrames):
+            self._held = [frame]
+        else:
+            send_now(self.transport, frame)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._held = None  # nobody will read them
+        super().connectionLost(reason)
+
+    def flushFrames(self) -> None:
+        held = self._held
+        if held is not None:
+            self._held = None
+            send_now(self.transport, held[0] if len(held) == 1 else b"".join(held))
 
     def messageReceived(self, msg: Any) -> None:
         assert self.channel is not None

@@ -55,6 +55,7 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
+from twisted_paychan.bursts import burst
 from twisted_paychan.channel.records import (
     ClientChannelRecord,
     ClientChannelState,
@@ -266,11 +267,12 @@ class PostgresChannelStore:
 
         def done(results: list[_Result]) -> None:
             self._in_flight = None
-            for p, (ok, value) in zip(batch, results):
-                if ok:
-                    p.deferred.callback(value)
-                else:
-                    p.deferred.errback(Failure(value))
+            with burst:  # their acks leave each connection in one write (``twisted_paychan.bursts``)
+                for p, (ok, value) in zip(batch, results):
+                    if ok:
+                        p.deferred.callback(value)
+                    else:
+                        p.deferred.errback(Failure(value))
             if self._batch:
                 self._flush_call = self._reactor.callLater(0, self._flush)
 

@@ -42,6 +42,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from twisted_paychan.bursts import burst
 from twisted_paychan.store import paylog, rules
 from twisted_paychan.channel.record_copy import replace_fields
 from twisted_paychan.store.interfaces import DuplicateChannel, IChannelStore, StoreError, UnknownChannel
@@ -439,11 +440,14 @@ class SqliteChannelStore:
 
     @staticmethod
     def _deliver(outcomes: list[_Outcome]) -> None:
-        for d, outcome in outcomes:
-            if isinstance(outcome, Failure):
-                d.errback(outcome)
-            else:
-                d.callback(outcome)
+        # One burst: the frames these completions send (acks, updates) leave each connection
+        # in one write (``twisted_paychan.bursts``).
+        with burst:
+            for d, outcome in outcomes:
+                if isinstance(outcome, Failure):
+                    d.errback(outcome)
+                else:
+                    d.callback(outcome)
 
     def _server_logged(self, record: ServerChannelRecord) -> ServerChannelRecord:
         """A record read from the tables, with what the log holds for it."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any, Optional
 
+from twisted.internet.interfaces import IReactorFromThreads
 from twisted.logger import Logger
 from twisted.plugin import IPlugin
 from zope.interface import Attribute, Interface, implementer
@@ -146,6 +147,8 @@ class SqliteBackendMaker:
             ) from None
         except WalletError as e:
             raise WalletUnusable(f"cannot open the wallet {path}: {e}") from None
+        if IReactorFromThreads.providedBy(reactor):  # a server's reactor: it does not wait for key commits
+            wallet.commit_keys_in_thread(reactor)
         if wallet.created:  # the words are a secret: named here, never logged
             self.log.info("created the wallet {path}; write down its recovery words, which "
                           "`paychan wallet seed --data-dir {data_dir}` shows", path=path, data_dir=data_dir)

@@ -229,18 +229,19 @@ class BaseWallet:
         signer: ISigner = key.signer()
         return succeed(signer)
 
-    def keep_channel_key(self, public_key: bytes) -> None:
+    def keep_channel_key(self, public_key: bytes) -> Optional[Deferred[None]]:
         public_key = bytes(public_key)
         key = self._provisional.get(public_key)
         if key is None:
             if public_key not in self._keys:
                 raise KeyError(f"this wallet neither holds nor lent a key {public_key.hex()}")
-            return
+            return None
         # Durable before the channel record that names it is written (persist, then act).
         self._persist_key(key)
         self._load_key(key)
         del self._provisional[public_key]
         self.log.info("new channel key {public_key}", public_key=public_key.hex())
+        return None
 
     def forget_channel_key(self, public_key: bytes) -> None:
         self._provisional.pop(bytes(public_key), None)

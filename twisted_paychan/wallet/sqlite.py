@@ -40,9 +40,11 @@ import fcntl
 import os
 import sqlite3
 from contextlib import contextmanager
-from typing import IO, Any, Iterable, Iterator, Optional, Union
+from typing import IO, TYPE_CHECKING, Any, Iterable, Iterator, Optional, Union
 
 from bitcoin.core import CTransaction
+from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
 
 from twisted_paychan.bitcoin.addresses import NETWORKS, REGTEST, Network
 from twisted_paychan.chain.types import FundedTransaction, OutPoint, Utxo
@@ -60,6 +62,9 @@ from twisted_paychan.wallet.errors import (
 )
 from twisted_paychan.wallet.hd import Seed
 from twisted_paychan.wallet.keys import KeyPurpose, ScriptType, WalletKey
+
+if TYPE_CHECKING:
+    from twisted_paychan.wallet.key_commits import KeyCommits
 
 __all__ = ["SqliteWallet", "SCHEMA_VERSION"]
 
@@ -177,6 +182,10 @@ class SqliteWallet(BaseWallet):
         self._cipher: Optional[KeyCipher] = None
         #: True when this open created the file (the caller shows the new seed's words once).
         self.created = False
+        #: ``commit_keys_in_thread``: the thread that commits kept channel keys, and the keys
+        #: being committed.
+        self._key_commits: Optional[KeyCommits] = None
+        self._keeping: dict[bytes, list[Deferred[None]]] = {}
 
     # -- Opening and closing --------------------------------------------------------------
 
@@ -219,6 +228,8 @@ class SqliteWallet(BaseWallet):
     def close(self) -> None:
         """Stop watching the chain, close the database and give up the lock. Idempotent."""
         self.stop()
+        if self._key_commits is not None:
+            self._key_commits.close()
         if self._lockfile is not None:
             self._db.close()
             self._lockfile.close()  # closing the file releases the flock
@@ -404,6 +415,45 @@ class SqliteWallet(BaseWallet):
                     key.label,
                 ),
             )
+
+    # -- Channel keys a server keeps, committed in a thread (``wallet.key_commits``) ----------
+
+    def commit_keys_in_thread(self, reactor: Any) -> None:
+        """From now on ``keep_channel_key`` commits in a thread of its own and returns a
+        Deferred that fires once the key is durable (the server: its reactor never waits for
+        that fsync); without this call it commits before returning, as every wallet may."""
+        from twisted_paychan.wallet.key_commits import KeyCommits
+
+        if self._key_commits is None:
+            self._key_commits = KeyCommits(self.path, reactor)
+
+    def keep_channel_key(self, public_key: bytes) -> Optional[Deferred[None]]:
+        public_key = bytes(public_key)
+        commits, key = self._key_commits, self._provisional.get(public_key)
+        if commits is None or key is None:
+            return super().keep_channel_key(public_key)
+        waiters = self._keeping.get(public_key)
+        if waiters is None:  # one INSERT per key, however often it is kept meanwhile
+            waiters = self._keeping[public_key] = []
+            secret = key.secret if self._cipher is None else self._cipher.seal(key.secret, key.public_key)
+            commits.keep((key.public_key, key.purpose.value, None if key.script_type is None else key.script_type.value,
+                          secret, key.path, key.label)).addBoth(self._key_kept, key)
+        waiter: Deferred[None] = Deferred()
+        waiters.append(waiter)
+        return waiter
+
+    def _key_kept(self, result: Optional[Failure], key: WalletKey) -> None:
+        waiters = self._keeping.pop(key.public_key, [])
+        if isinstance(result, Failure):  # not kept: the channel that would name it is not stored
+            for waiter in waiters:
+                waiter.errback(result)
+            return
+        # Durable now: held like any stored key, even if its handshake has ended meanwhile.
+        self._load_key(key)
+        self._provisional.pop(key.public_key, None)
+        self.log.info("new channel key {public_key}", public_key=key.public_key.hex())
+        for waiter in waiters:
+            waiter.callback(None)
 
     def _persist_tracked(self, key: WalletKey) -> None:
         assert key.script_type is not None

@@ -246,6 +246,10 @@ class MessageProtocol(Int32StringReceiver):
         assert self.transport is not None
         self.transport.write(frame)
 
+    def flushFrames(self) -> None:
+        """Write any frames held back (``net.tcp`` holds them during a burst) now: called
+        before a last frame and the close, so that nothing overtakes them."""
+
     @property
     def inFrame(self) -> bool:
         """Whether the bytes received so far end inside a frame (a peer that writes a frame in
@@ -311,8 +315,10 @@ class MessageProtocol(Int32StringReceiver):
                 "closing ({kind}): {detail}", kind=reason.kind.value, detail=reason.detail
             )
         transport = self.transport
-        if transport is not None and lastFrame:
-            transport.write(lastFrame)
+        if transport is not None:
+            self.flushFrames()
+            if lastFrame:
+                transport.write(lastFrame)
         try:
             self.connectionClosing(reason)
         except Exception:
