@@ -104,14 +104,17 @@ class SharedChannelKeys:
 
         return self.store.submit(op).addCallback(lent)
 
-    def keep_channel_key(self, public_key: bytes) -> None:
-        """Its path is in the database already (``provisional_channel_key``): nothing to write."""
+    def keep_channel_key(self, public_key: bytes) -> Optional[defer.Deferred[None]]:
+        """Its path is in the database already (``provisional_channel_key``): nothing to write.
+        A key of the node's own wallet is kept by that wallet (whose write may still be under
+        way: its Deferred, as ``IWallet.keep_channel_key`` says)."""
         public_key = bytes(public_key)
         key = self._provisional.pop(public_key, None)
         if key is not None:
             self._kept[public_key] = key
         elif public_key not in self._kept:
-            self.wallet.keep_channel_key(public_key)
+            return self.wallet.keep_channel_key(public_key)
+        return None
 
     def forget_channel_key(self, public_key: bytes) -> None:
         if self._provisional.pop(bytes(public_key), None) is None:
