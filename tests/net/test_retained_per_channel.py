@@ -71,6 +71,7 @@ def _census(pair: Pair) -> dict[str, int]:
     counts["mempool scripts"] = len(node._mempool._paying)
     counts["mempool spends"] = len(node._mempool.spends)
     counts["manager channels"] = len(pair.channels._channels)
+    counts["settling channels"] = len(pair.channels._settling)  # what a block looks at
     counts["client machines"] = len(pair.client_manager._machines)
     counts["spend watches"] = pair.chain._watchers.watching
     counts["timers"] = len(pair.clock.getDelayedCalls())
@@ -95,6 +96,7 @@ def test_a_finished_channel_leaves_no_object_behind(tmp_path: Path, no_log_histo
         _round(pair, 4)
         assert _census(pair) == baseline
     assert baseline["manager channels"] == baseline["client machines"] == baseline["spend watches"] == 0
+    assert baseline["settling channels"] == 0
     # The index keeps one header a block in memory; transactions, spends and coins are on disk.
     index = pair.chain.node._index
     assert len(index.blocks) == blocks_before + 12

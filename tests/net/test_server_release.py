@@ -81,6 +81,7 @@ def test_a_settlement_the_node_holds_is_not_offered_again_on_each_block():
         pair.channels._new_block(ChainTip(height, b"\x00" * 32, tip.time, tip.median_time_past))
         pair.clock.advance(0)
     assert sent == []
+    assert list(pair.channels._settling) == list(pair.channels._channels)  # a block looks at these only
     pair.channels.stop()
 
 
