@@ -121,3 +121,4 @@ def test_embedded_watchers_look_only_at_the_outpoints_a_change_spends():
     for watch in watches:
         watch.cancel()
     assert watchers.watching == 0
+    assert not watchers._spent  # a cancelled watch (its callback holds a channel) is let go at once
