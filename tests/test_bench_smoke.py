@@ -25,6 +25,7 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
     ("bench_months.py", ["--rounds", "3", "--channels", "4", "--blocks", "2", "--concurrency", "2",
                          "--open-many", "12", "--open-batch", "4"]),
     ("bench_cluster.py", ["--channels", "4", "--payments", "20", "--runs", "2"]),
+    ("bench_opens.py", ["--few", "2", "--many", "6", "--batch", "2", "--runs", "2"]),
 ])
 def test_bench_runs(script, args):
     done = subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True, text=True, timeout=300)

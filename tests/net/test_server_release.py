@@ -81,6 +81,7 @@ def test_a_settlement_the_node_holds_is_not_offered_again_on_each_block():
         pair.channels._new_block(ChainTip(height, b"\x00" * 32, tip.time, tip.median_time_past))
         pair.clock.advance(0)
     assert sent == []
+    assert list(pair.channels._settling) == list(pair.channels._channels)  # a block looks at these only
     pair.channels.stop()
 
 
@@ -120,3 +121,4 @@ def test_embedded_watchers_look_only_at_the_outpoints_a_change_spends():
     for watch in watches:
         watch.cancel()
     assert watchers.watching == 0
+    assert not watchers._spent  # a cancelled watch (its callback holds a channel) is let go at once

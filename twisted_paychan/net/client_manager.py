@@ -214,6 +214,7 @@ class ClientChannelManager:
             if channel.awaiting_settlement_from_chain:
                 self._closed_waiting[txid] = channel  # until the chain shows the settlement
                 self._feed(txid, lc.SettlementAwaited(channel.exhausted, self._now()))
+            self._release_if_done(txid)
         return result
 
     def _settlement_received(self, record: ClientChannelRecord, tx: bytes) -> defer.Deferred[None]:
@@ -281,8 +282,21 @@ class ClientChannelManager:
                     waiters = self._idle_waiters.pop(key, [])
                     for d in waiters:
                         d.callback(None)
+                self._release_if_done(key)
         finally:
             self._draining = False
+
+    def _release_if_done(self, txid: bytes) -> None:
+        """A settled, refunded or failed channel that holds nothing more (no timer, watch,
+        connection, waiter or queued event) leaves the manager, as the server's do (issue #21):
+        a client that opens channels for months keeps only those that still need it, and each
+        block looks at those only. Asked about again, the store answers (``_track`` loads it)."""
+        machine = self._machines.get(txid)
+        if (machine is not None and machine.finished and machine.idle and txid not in self._timers
+                and txid not in self._watches and txid not in self._connections
+                and txid not in self._closed_waiting and txid not in self._idle_waiters
+                and not any(key == txid for key, _ in self._inbox)):
+            del self._machines[txid]
 
     # -- effects ------------------------------------------------------------------------------
 

@@ -1,21 +1,31 @@
 """
 The indexes the kernel does not keep: the active chain's headers, the UTXO set by outpoint and
-by script, and where every transaction is (block height and byte range: its bytes are read
-back from the kernel's block files, never kept here, so the index does not grow with every
-transaction's size over a node's life).
+by script, which transaction spent each outpoint, and where every transaction is (block height
+and byte range: its bytes are read back from the kernel's block files, never kept here).
+
+Only the headers stay in memory (80 bytes a block). Everything that grows with the number of
+transactions, the UTXO set, the spends and the transaction locations, lives in a SQLite file
+beside the kernel's (``INDEX_FILE``), so a node that has mined a million transactions holds no
+more of them in memory than SQLite's page cache (issue #21: a server embedding the node runs
+for months). A point lookup there costs a few microseconds, about what the watchers and the
+mempool's checks can afford per outpoint.
 
 The kernel exposes no coins view, so the UTXO set here is our own, kept in step with the
 kernel's ``block_connected`` / ``block_disconnected`` events; a disconnect restores the spent
-coins from the kernel's undo data. Nothing is persisted: on reopen the node replays the stored
-blocks of the active chain through :meth:`ChainIndex.connect` (about 0.15 ms a block).
+coins from the kernel's undo data. The file is a cache, not a record: it is written without
+journal or sync and rebuilt from the kernel's blocks each time the node opens (the blocks of
+the active chain replayed through :meth:`ChainIndex.connect`), so a crash can never leave it
+out of step with the kernel.
 """
 
 from __future__ import annotations
 
 import io
+import sqlite3
 import struct
 from dataclasses import dataclass, field
-from typing import Iterable, Optional, Sequence
+from pathlib import Path
+from typing import Iterable, Optional, Sequence, Union
 
 from bitcoin.core import CTransaction
 from bitcoin.core.serialize import Hash as sha256d
@@ -94,14 +104,44 @@ class IndexInconsistent(RuntimeError):
     """The kernel told us something inconsistent with what we indexed (a bug)."""
 
 
+_SCHEMA = """
+CREATE TABLE txs (txid BLOB PRIMARY KEY, height INTEGER NOT NULL, position INTEGER NOT NULL,
+                  start INTEGER NOT NULL, stop INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE spends (txid BLOB NOT NULL, vout INTEGER NOT NULL, spender BLOB NOT NULL,
+                     PRIMARY KEY (txid, vout)) WITHOUT ROWID;
+CREATE TABLE utxos (txid BLOB NOT NULL, vout INTEGER NOT NULL, value INTEGER NOT NULL,
+                    script BLOB NOT NULL, height INTEGER NOT NULL, coinbase INTEGER NOT NULL,
+                    PRIMARY KEY (txid, vout)) WITHOUT ROWID;
+CREATE INDEX utxos_by_script ON utxos (script, txid, vout);
+"""
+
+#: SQLite's page cache for the index, in KiB: bounded whatever the chain's length.
+CACHE_KIB = 8192
+
+_UtxoRow = tuple[bytes, int, int, bytes, int, int]
+
+
+def _utxo(row: _UtxoRow) -> Utxo:
+    return Utxo(OutPoint(row[0], row[1]), row[2], row[3], row[4], bool(row[5]))
+
+
 class ChainIndex:
-    def __init__(self) -> None:
+    """The indexes of one node; ``path`` is its SQLite file (replaced: see the module
+    docstring), or None to keep it in memory (a node without a data directory of its own)."""
+
+    def __init__(self, path: Union[str, Path, None] = None) -> None:
         self.blocks: list[BlockRecord] = []
         self._height_of: dict[bytes, int] = {}
-        self.utxos: dict[OutPoint, Utxo] = {}
-        self._by_script: dict[bytes, set[OutPoint]] = {}
-        self.txs: dict[bytes, TxRecord] = {}
-        self.spent_by: dict[OutPoint, bytes] = {}
+        if path is not None:
+            Path(path).unlink(missing_ok=True)
+        self._db = sqlite3.connect(":memory:" if path is None else str(path), isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=OFF")
+        self._db.execute("PRAGMA synchronous=OFF")
+        self._db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
 
     # -- queries ---------------------------------------------------------------------------
 
@@ -115,8 +155,36 @@ class ChainIndex:
     def mtp_at(self, height: int) -> int:
         return rules.median_time_past([b.time for b in self.blocks[max(0, height - 10) : height + 1]])
 
+    def tx(self, txid: bytes) -> Optional[TxRecord]:
+        """Where a transaction of the active chain is, or None."""
+        row = self._db.execute("SELECT height, position, start, stop FROM txs WHERE txid = ?", (txid,)).fetchone()
+        if row is None:
+            return None
+        return TxRecord(row[0], self.blocks[row[0]].block_hash, row[1], row[2], row[3])
+
+    def has_tx(self, txid: bytes) -> bool:
+        return self._db.execute("SELECT 1 FROM txs WHERE txid = ?", (txid,)).fetchone() is not None
+
+    def spender(self, point: OutPoint) -> Optional[bytes]:
+        """The txid of the active chain's transaction spending ``point``, or None."""
+        row = self._db.execute("SELECT spender FROM spends WHERE txid = ? AND vout = ?",
+                               (point.txid, point.index)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def coin(self, point: OutPoint) -> Optional[Utxo]:
+        """The unspent output at ``point``, or None."""
+        row = self._db.execute("SELECT txid, vout, value, script, height, coinbase FROM utxos "
+                               "WHERE txid = ? AND vout = ?", (point.txid, point.index)).fetchone()
+        return None if row is None else _utxo(row)
+
     def unspent_for(self, script_pubkey: bytes) -> list[Utxo]:
-        return [self.utxos[p] for p in sorted(self._by_script.get(script_pubkey, ()))]
+        rows = self._db.execute("SELECT txid, vout, value, script, height, coinbase FROM utxos "
+                                "WHERE script = ? ORDER BY txid, vout", (script_pubkey,))
+        return [_utxo(row) for row in rows]
+
+    @property
+    def utxo_count(self) -> int:
+        return int(self._db.execute("SELECT count(*) FROM utxos").fetchone()[0])
 
     # -- updates from the kernel -----------------------------------------------------------
 
@@ -126,21 +194,33 @@ class ChainIndex:
             raise IndexInconsistent(f"block connected at height {height}, but the index tip is {self.height}")
         if height and block.prev_hash != self.blocks[-1].block_hash:
             raise IndexInconsistent(f"block at height {height} does not build on the indexed tip")
-        self.blocks.append(BlockRecord(block_hash, height, block.header))
-        self._height_of[block_hash] = height
+        txs: list[tuple[bytes, int, int, int, int]] = []
+        spends: list[tuple[bytes, int, bytes]] = []
+        spent_before: list[tuple[bytes, int]] = []
+        created: dict[tuple[bytes, int], _UtxoRow] = {}
         for position, (tx, txid, raw, start) in enumerate(zip(block.txs, block.txids, block.raws, block.starts)):
             if position:
                 for txin in tx.vin:
-                    spent = OutPoint(bytes(txin.prevout.hash), txin.prevout.n)
-                    self._remove_coin(spent)
-                    self.spent_by[spent] = txid
+                    key = (bytes(txin.prevout.hash), txin.prevout.n)
+                    # An output of this same block spent in it never becomes a row.
+                    if created.pop(key, None) is None:
+                        spent_before.append(key)
+                    spends.append((key[0], key[1], txid))
             for index, txout in enumerate(tx.vout):
                 script = bytes(txout.scriptPubKey)
                 if script[:1] == b"\x6a":  # OP_RETURN: provably unspendable, never a coin
                     continue
-                point = OutPoint(txid, index)
-                self._add_coin(Utxo(point, txout.nValue, script, height, position == 0))
-            self.txs[txid] = TxRecord(height, block_hash, position, start, start + len(raw))
+                created[(txid, index)] = (txid, index, txout.nValue, script, height, int(position == 0))
+            txs.append((txid, height, position, start, start + len(raw)))
+        db = self._db
+        db.execute("BEGIN")
+        db.executemany("DELETE FROM utxos WHERE txid = ? AND vout = ?", spent_before)
+        db.executemany("INSERT OR REPLACE INTO utxos VALUES (?, ?, ?, ?, ?, ?)", created.values())
+        db.executemany("INSERT OR REPLACE INTO spends VALUES (?, ?, ?)", spends)
+        db.executemany("INSERT OR REPLACE INTO txs VALUES (?, ?, ?, ?, ?)", txs)
+        db.execute("COMMIT")
+        self.blocks.append(BlockRecord(block_hash, height, block.header))
+        self._height_of[block_hash] = height
 
     def disconnect(self, block: ParsedBlock, height: int, spent: Sequence[Sequence[SpentCoin]]) -> None:
         """Undo ``connect``; ``spent`` is the kernel's undo data (non-coinbase txs, in order)."""
@@ -149,31 +229,20 @@ class ChainIndex:
         spending = block.txs[1:]
         if len(spending) != len(spent):
             raise IndexInconsistent("undo data does not match the disconnected block")
+        db = self._db
+        db.execute("BEGIN")
         for tx, txid in zip(reversed(block.txs), reversed(block.txids)):
-            for index in range(len(tx.vout)):
-                self._remove_coin(OutPoint(txid, index))
-            self.txs.pop(txid, None)
+            db.execute("DELETE FROM utxos WHERE txid = ? AND vout < ?", (txid, len(tx.vout)))
+            db.execute("DELETE FROM txs WHERE txid = ?", (txid,))
         for tx, coins in zip(spending, spent):
             for txin, coin in zip(tx.vin, coins):
-                point = OutPoint(bytes(txin.prevout.hash), txin.prevout.n)
-                self.spent_by.pop(point, None)
-                self._add_coin(Utxo(point, coin.value, coin.script_pubkey, coin.height, coin.coinbase))
+                point = (bytes(txin.prevout.hash), txin.prevout.n)
+                db.execute("DELETE FROM spends WHERE txid = ? AND vout = ?", point)
+                db.execute("INSERT OR REPLACE INTO utxos VALUES (?, ?, ?, ?, ?, ?)",
+                           (*point, coin.value, bytes(coin.script_pubkey), coin.height, int(coin.coinbase)))
+        db.execute("COMMIT")
         record = self.blocks.pop()
         del self._height_of[record.block_hash]
-
-    def _add_coin(self, utxo: Utxo) -> None:
-        self.utxos[utxo.outpoint] = utxo
-        self._by_script.setdefault(utxo.script_pubkey, set()).add(utxo.outpoint)
-
-    def _remove_coin(self, point: OutPoint) -> None:
-        utxo = self.utxos.pop(point, None)
-        if utxo is None:
-            return
-        holders = self._by_script.get(utxo.script_pubkey)
-        if holders is not None:
-            holders.discard(point)
-            if not holders:
-                del self._by_script[utxo.script_pubkey]
 
     def scan(self, scripts: Iterable[bytes]) -> list[Utxo]:
         """Every unspent output paying one of ``scripts`` (scantxoutset's job)."""

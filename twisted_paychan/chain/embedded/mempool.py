@@ -40,6 +40,11 @@ class Mempool:
     def __init__(self) -> None:
         self.entries: dict[bytes, MempoolEntry] = {}
         self.spends: dict[OutPoint, bytes] = {}
+        #: The outputs of entries that no other entry spends, by script: a wallet asking for
+        #: its unconfirmed coins costs what it finds, not a walk of the whole pool (ten
+        #: thousand contracts waiting for a block, each with change a later one spends, made
+        #: every open walk all of them: issue #21).
+        self._paying: dict[bytes, dict[OutPoint, int]] = {}
 
     def __contains__(self, txid: object) -> bool:
         return txid in self.entries
@@ -57,6 +62,37 @@ class Mempool:
         self.entries[entry.txid] = entry
         for point in inputs_of(entry.tx):
             self.spends[point] = entry.txid
+            self._unpaying(point)
+        for index, txout in enumerate(entry.tx.vout):
+            self._paying.setdefault(bytes(txout.scriptPubKey), {})[OutPoint(entry.txid, index)] = txout.nValue
+
+    def _unpaying(self, point: OutPoint) -> None:
+        parent = self.entries.get(point.txid)
+        if parent is not None and point.index < len(parent.tx.vout):
+            script = bytes(parent.tx.vout[point.index].scriptPubKey)
+            points = self._paying.get(script)
+            if points is not None:
+                points.pop(point, None)
+                if not points:
+                    del self._paying[script]
+
+    def _drop(self, txid: bytes) -> Optional[MempoolEntry]:
+        """Take ``txid`` out of the entries and the script index, and unmark what it spent
+        (an output of an entry still here is unspent again)."""
+        entry = self.entries.get(txid)
+        if entry is None:
+            return None
+        for index in range(len(entry.tx.vout)):
+            self._unpaying(OutPoint(txid, index))
+        del self.entries[txid]
+        for point in inputs_of(entry.tx):
+            if self.spends.get(point) == txid:
+                del self.spends[point]
+                parent = self.entries.get(point.txid)
+                if parent is not None:
+                    txout = parent.tx.vout[point.index]
+                    self._paying.setdefault(bytes(txout.scriptPubKey), {})[point] = txout.nValue
+        return entry
 
     def coin(self, point: OutPoint) -> Optional[Utxo]:
         """An output of a mempool transaction, as a not-yet-confirmed coin."""
@@ -67,25 +103,18 @@ class Mempool:
         return Utxo(point, txout.nValue, bytes(txout.scriptPubKey), None)
 
     def outputs_paying(self, script_pubkey: bytes) -> list[Utxo]:
-        found = []
-        for entry in self.entries.values():
-            for index, txout in enumerate(entry.tx.vout):
-                if bytes(txout.scriptPubKey) == script_pubkey:
-                    found.append(Utxo(OutPoint(entry.txid, index), txout.nValue, script_pubkey, None))
-        return found
+        """The outputs of entries paying ``script_pubkey`` that no entry spends."""
+        return [Utxo(point, value, script_pubkey, None) for point, value in self._paying.get(script_pubkey, {}).items()]
 
     def remove(self, txids: Iterable[bytes]) -> list[MempoolEntry]:
         """Remove these transactions and everything descending from them."""
         removed = []
         pending = list(txids)
         while pending:
-            entry = self.entries.pop(pending.pop(), None)
+            entry = self._drop(pending.pop())
             if entry is None:
                 continue
             removed.append(entry)
-            for point in inputs_of(entry.tx):
-                if self.spends.get(point) == entry.txid:
-                    del self.spends[point]
             pending.extend(
                 child
                 for index in range(len(entry.tx.vout))
@@ -110,14 +139,12 @@ class Mempool:
                     conflicting.append(other)
         for txid in confirmed:
             # Confirmed: leaves the pool, its children stay (their parent is now a coin).
-            entry = self.entries.pop(txid)
-            for point in inputs_of(entry.tx):
-                if self.spends.get(point) == txid:
-                    del self.spends[point]
+            self._drop(txid)
         return self.remove(conflicting)
 
     def clear(self) -> list[MempoolEntry]:
         entries = list(self.entries.values())
         self.entries.clear()
         self.spends.clear()
+        self._paying.clear()
         return entries

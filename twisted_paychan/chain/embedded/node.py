@@ -66,6 +66,8 @@ BLOCK_CACHE_SIZE = 4
 
 #: The node's own record of its active chain (see ``journal``).
 JOURNAL_FILE = "paychan-blocks.journal"
+#: The UTXO set, spends and transaction locations (see ``index``), rebuilt at each open.
+INDEX_FILE = "paychan-index.sqlite"
 
 
 class MiningFailed(RuntimeError):
@@ -91,7 +93,6 @@ class RegtestNode:
         self.datadir = Path(datadir)
         self.reactor = reactor
         self.coinbase_script = bytes(coinbase_script)
-        self._index = ChainIndex()
         #: height -> raw block, the last few read back (``_recent_block``); emptied by a reorg.
         self._block_cache: dict[int, bytes] = {}
         self._mempool = Mempool()
@@ -112,6 +113,7 @@ class RegtestNode:
         self._evicted: list[bytes] = []
         self._lock = DatadirLock(self.datadir)
         try:
+            self._index = ChainIndex(self.datadir / INDEX_FILE)
             self._kernel = Kernel(self.datadir, self._on_connected, self._on_disconnected)
             for height in range(self._kernel.height + 1):
                 self._index.connect(parse_block(self._kernel.block_at(height)), height)
@@ -129,6 +131,7 @@ class RegtestNode:
         self.stop_mining()
         self._journal.close()
         self._kernel.close()
+        self._index.close()
         self._lock.release()
 
     # -- listeners -------------------------------------------------------------------------
@@ -185,7 +188,7 @@ class RegtestNode:
     def tx_status(self, txid: bytes) -> TxStatus:
         if txid in self._mempool:
             return TxStatus(TxState.MEMPOOL)
-        record = self._index.txs.get(txid)
+        record = self._index.tx(txid)
         if record is None:
             return TxStatus(TxState.UNKNOWN)
         return TxStatus(TxState.CONFIRMED, self.height - record.height + 1, record.height, record.block_hash)
@@ -194,7 +197,7 @@ class RegtestNode:
         entry = self._mempool.get(txid)
         if entry is not None:
             return entry.raw
-        record = self._index.txs.get(txid)
+        record = self._index.tx(txid)
         if record is None:
             return None
         return self._recent_block(record.height)[record.start : record.end]
@@ -211,7 +214,7 @@ class RegtestNode:
         return raw
 
     def spender_of(self, outpoint: OutPoint) -> Optional[bytes]:
-        return self._index.spent_by.get(outpoint) or self._mempool.spends.get(outpoint)
+        return self._index.spender(outpoint) or self._mempool.spends.get(outpoint)
 
     def unspent_outputs(self, script_pubkey: bytes) -> list[Utxo]:
         script_pubkey = bytes(script_pubkey)
@@ -249,7 +252,7 @@ class RegtestNode:
     def _accept(self, raw: bytes) -> bytes:
         tx = rules.parse_transaction(raw)
         txid: bytes = tx.GetTxid()
-        if txid in self._mempool or txid in self._index.txs:
+        if txid in self._mempool or self._index.has_tx(txid):
             return txid
         evicted: list[bytes] = []
 
@@ -275,7 +278,7 @@ class RegtestNode:
         return judge_replacement(txid, tx, fee, vsize, conflicts, self._mempool, DEFAULT_MIN_RELAY_TX_FEE)
 
     def _coin(self, point: OutPoint) -> Optional[Utxo]:
-        return self._index.utxos.get(point) or self._mempool.coin(point)
+        return self._index.coin(point) or self._mempool.coin(point)
 
     # -- blocks ----------------------------------------------------------------------------
 

@@ -34,6 +34,19 @@ log = Logger()
 EVENTS_PER_TURN = 100
 
 
+class _Lists(WatchLists[SpendWatch]):
+    """The watch lists, and a cancelled spend watch also out of ``spent``."""
+
+    def __init__(self, spend_watch: type[SpendWatch], spent: dict[SpendWatch, None]) -> None:
+        super().__init__(spend_watch)
+        self._spent_too = spent
+
+    def forget(self, watch: Watch) -> None:
+        super().forget(watch)
+        if isinstance(watch, SpendWatch):
+            self._spent_too.pop(watch, None)
+
+
 class Watchers:
     """The watch lists of one chain.
 
@@ -52,10 +65,10 @@ class Watchers:
         self._spender_of = spender_of
         self._status_of = status_of
         self._raw_of = raw_of
-        self._lists = WatchLists(SpendWatch)
         #: Watchers whose outpoint had a spender when last looked at: a block changes their
-        #: status. Cancelled ones leave at the next look.
+        #: status. A cancelled one leaves at once: its callback holds a finished channel.
         self._spent: dict[SpendWatch, None] = {}
+        self._lists = _Lists(SpendWatch, self._spent)
         self._queue: deque[tuple[Watch, object]] = deque()
         self._flush_call: Optional[IDelayedCall] = None
 
