@@ -42,7 +42,6 @@ the Deferreds fail, so nothing is acknowledged) and the next batch connects agai
 from __future__ import annotations
 
 import re
-import threading
 from importlib import resources
 from typing import Any, Callable, Optional, TypeVar, cast
 
@@ -52,10 +51,10 @@ from twisted.internet.interfaces import IDelayedCall, IReactorFromThreads, IReac
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from twisted_paychan.bursts import burst
+from twisted_paychan.daemon_threads import DaemonThreadPool
 from twisted_paychan.channel.records import (
     ClientChannelRecord,
     ClientChannelState,
@@ -140,22 +139,6 @@ def migrate(conn: _Conn) -> int:
     return len(known)
 
 
-class _DaemonThread(threading.Thread):
-    """The store's thread does not keep the process alive: a start refused after the store
-    opened (a busy ``--listen``) raises before the reactor runs, so ``close`` never runs, and a
-    plain thread would make the process wait for ever. A normal stop closes the store (and
-    joins the thread) before the reactor stops; a write cut short by an exit was never
-    acknowledged."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.daemon = True
-
-
-class _StoreThreads(ThreadPool):
-    threadFactory = _DaemonThread
-
-
 class _Pending:
     __slots__ = ("op", "deferred")
 
@@ -181,7 +164,7 @@ class PostgresChannelStore:
         self.node_id = node_id
         self._reactor = reactor
         self._threads = cast(IReactorFromThreads, reactor)
-        self._pool = _StoreThreads(1, 1, name="paychan-postgres")
+        self._pool = DaemonThreadPool(1, 1, name="paychan-postgres")  # see daemon_threads
         self._pool.start()
         self._conn: Optional[_Conn] = None
         self._batch: list[_Pending] = []

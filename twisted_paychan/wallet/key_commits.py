@@ -29,7 +29,7 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.python.threadpool import ThreadPool
+from twisted_paychan.daemon_threads import DaemonThreadPool
 
 from twisted_paychan.wallet.errors import WalletError
 
@@ -55,7 +55,7 @@ class KeyCommits:
     def __init__(self, path: str, reactor: Any) -> None:
         self.path = path
         self._reactor = reactor
-        self._pool = ThreadPool(1, 1, name="paychan-wallet-keys")
+        self._pool = DaemonThreadPool(1, 1, name="paychan-wallet-keys")  # see daemon_threads
         self._pool.start()
         self._db: Optional[sqlite3.Connection] = None
         self._batch: list[tuple[KeyRow, defer.Deferred[None]]] = []
