@@ -137,6 +137,22 @@ async def check_transition_client_round_trip(store: Any) -> None:
     assert [r.contract_txid for r in await store.client_channels()] == [rec.contract_txid]
 
 
+async def check_client_listing_by_state(store: Any) -> None:
+    """Asked for one state, the listing holds only those records, oldest first (a client that
+    looks for a channel to resume asks for the open ones: its history may be long)."""
+    for n in (14, 12, 13):
+        await store.add_client_channel(client_record(n))
+    await store.transition_client(client_record(12).contract_txid, ClientChannelState.OPEN,
+                                  ClientChannelState.SETTLED, close_tx=b"settlement")
+    await store.record_client_change(client_record(13).contract_txid, 400_000)
+    opened = await store.client_channels(ClientChannelState.OPEN)
+    assert [r.contract_txid[0] for r in opened] == [14, 13]
+    assert opened[1].client_change == 400_000
+    assert [r.contract_txid[0] for r in await store.client_channels(ClientChannelState.SETTLED)] == [12]
+    assert await store.client_channels(ClientChannelState.REFUNDED) == []
+    assert [r.contract_txid[0] for r in await store.client_channels()] == [14, 12, 13]
+
+
 async def check_failure_does_not_spoil_others(store: Any) -> None:
     """One failing write in a batch fails only its own Deferred."""
     from twisted.internet import defer
@@ -475,6 +491,7 @@ CONFORMANCE = [
     check_record_payment,
     check_transition_server_round_trip,
     check_server_listing_order,
+    check_client_listing_by_state,
     check_client_round_trip,
     check_client_change,
     check_transition_client_round_trip,

@@ -109,7 +109,7 @@ async def find_resumable(
     store: IChannelStore, server_id: bytes, version: int, now: int, only: Optional[bytes] = None
 ) -> Optional[ClientChannelRecord]:
     """``only``: that channel or none (a fail-over resumes the channel it was paying on)."""
-    records: list[ClientChannelRecord] = await store.client_channels()
+    records: list[ClientChannelRecord] = await store.client_channels(ClientChannelState.OPEN)
     for record in records:
         if (
             (only is None or record.contract_txid == only)

@@ -88,8 +88,9 @@ class IChannelStore(Interface):
     def client_channel(contract_txid: bytes) -> Deferred[Optional[ClientChannelRecord]]:
         """The record, or None."""
 
-    def client_channels() -> Deferred[list[ClientChannelRecord]]:
-        """Every client record, oldest first."""
+    def client_channels(state: Optional[ClientChannelState] = None) -> Deferred[list[ClientChannelRecord]]:
+        """Every client record, oldest first; only those in ``state`` if given (a client that
+        looks for a channel to resume asks for the open ones: its history can be long)."""
 
     def close() -> Deferred[None]:
         """Finish pending writes and release the store."""

@@ -115,8 +115,8 @@ class MemoryChannelStore:
     def client_channel(self, contract_txid: bytes) -> defer.Deferred[Optional[ClientChannelRecord]]:
         return defer.succeed(self._client.get(contract_txid))
 
-    def client_channels(self) -> defer.Deferred[list[ClientChannelRecord]]:
-        return defer.succeed(list(self._client.values()))
+    def client_channels(self, state: Optional[ClientChannelState] = None) -> defer.Deferred[list[ClientChannelRecord]]:
+        return defer.succeed([r for r in self._client.values() if state is None or r.state is state])
 
     def close(self) -> defer.Deferred[None]:
         return defer.succeed(None)

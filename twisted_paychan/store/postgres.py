@@ -381,9 +381,13 @@ class PostgresChannelStore:
 
         return self._submit(op, write=False)
 
-    def client_channels(self) -> defer.Deferred[list[ClientChannelRecord]]:
+    def client_channels(self, state: Optional[ClientChannelState] = None) -> defer.Deferred[list[ClientChannelRecord]]:
         def op(conn: _Conn) -> list[ClientChannelRecord]:
-            rows = conn.execute(cast(Any, f"SELECT {_CLIENT_COLUMNS} FROM client_channels ORDER BY seq")).fetchall()
+            if state is None:
+                rows = conn.execute(cast(Any, f"SELECT {_CLIENT_COLUMNS} FROM client_channels ORDER BY seq")).fetchall()
+            else:
+                rows = conn.execute(cast(Any, f"SELECT {_CLIENT_COLUMNS} FROM client_channels WHERE state = %s "
+                                              "ORDER BY seq"), (state.value,)).fetchall()
             return [_client_record(r) for r in rows]
 
         return self._submit(op, write=False)

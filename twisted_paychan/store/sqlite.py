@@ -597,9 +597,13 @@ class SqliteChannelStore:
 
         return self._submit(op, False)
 
-    def client_channels(self) -> defer.Deferred[list[ClientChannelRecord]]:
+    def client_channels(self, state: Optional[ClientChannelState] = None) -> defer.Deferred[list[ClientChannelRecord]]:
         def op(db: sqlite3.Connection) -> list[ClientChannelRecord]:
-            rows = db.execute(f"SELECT {_CLIENT_COLUMNS} FROM client_channels ORDER BY seq").fetchall()
+            if state is None:
+                rows = db.execute(f"SELECT {_CLIENT_COLUMNS} FROM client_channels ORDER BY seq").fetchall()
+            else:
+                rows = db.execute(f"SELECT {_CLIENT_COLUMNS} FROM client_channels WHERE state = ? ORDER BY seq",
+                                  (state.value,)).fetchall()
             return [self._client_logged(_client_record(r)) for r in rows]
 
         return self._submit(op, False)
