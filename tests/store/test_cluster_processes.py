@@ -22,7 +22,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator, Optional
 
 import psycopg
 import pytest
@@ -110,6 +111,43 @@ def _schema_url(postgres) -> tuple[str, str]:
     return schema, f"postgresql://postgres@127.0.0.1:{postgres.port}/postgres?options=-c%20search_path%3D{schema}"
 
 
+class TwoNodes:
+    """Nodes A and B (``twistd paychan``) on one schema and one regtest node, started together,
+    and the clients a test makes; ``two_nodes`` stops all of them, whatever the test did."""
+
+    def __init__(self, schema: str, node: "Node", a: "ClusterServer", b: "ClusterServer") -> None:
+        self.schema, self.node, self.a, self.b = schema, node, a, b
+        self.clients: list[RemoteClient] = []
+
+    def client(self, tmp: Path, server: "ClusterServer") -> RemoteClient:
+        tmp.mkdir(exist_ok=True)  # or a client's files copied there
+        client = RemoteClient(tmp, server)
+        self.clients.append(client)
+        return client
+
+
+@asynccontextmanager
+async def two_nodes(tmp_path: Path, postgres, words: str, *options: str,
+                    a_env: Optional[dict] = None) -> AsyncIterator[TwoNodes]:
+    schema, url = _schema_url(postgres)
+    node = Node(tmp_path)
+    await node.start()
+    a = ClusterServer(tmp_path / "a", node, url, "A", words, *options, env=a_env)
+    b = ClusterServer(tmp_path / "b", node, url, "B", words, *options)
+    both = TwoNodes(schema, node, a, b)
+    try:
+        await defer.gatherResults([defer.ensureDeferred(a.start()), defer.ensureDeferred(b.start())])
+        yield both
+    finally:
+        for client in both.clients:
+            await client.close()
+        for server in (a, b):
+            if server.proc is not None:
+                await server.stop()
+        node.stop()
+
+
+
 def _channel(postgres, schema: str, txid: bytes) -> dict[str, Any]:
     with psycopg.connect(postgres.conninfo(schema)) as db:
         cur = db.execute("SELECT best_value, state, settlement_tx, owner_node, duty_node, server_key "
@@ -151,18 +189,10 @@ def words() -> str:
 
 @pytest_twisted.ensureDeferred
 async def test_one_channel_resumed_on_two_nodes_at_once_is_kept_by_one(tmp_path, postgres, words) -> None:
-    schema, url = _schema_url(postgres)
-    node = Node(tmp_path)
-    await node.start()
-    a = ClusterServer(tmp_path / "a", node, url, "A", words)
-    b = ClusterServer(tmp_path / "b", node, url, "B", words)
-    clients: list[RemoteClient] = []
-    try:
-        await defer.gatherResults([defer.ensureDeferred(a.start()), defer.ensureDeferred(b.start())])
+    async with two_nodes(tmp_path, postgres, words) as nodes:
+        schema, a, b = nodes.schema, nodes.a, nodes.b
         settings = ClientSettings(channel_value=VALUE, fee_rate=1000)
-        first = RemoteClient(tmp_path / "c1", a)
-        (tmp_path / "c1").mkdir()
-        clients.append(first)
+        first = nodes.client(tmp_path / "c1", a)
         await first.open()
         conn = await first.connect(settings, SERVER_ID)
         txid = conn.contract_txid
@@ -170,13 +200,12 @@ async def test_one_channel_resumed_on_two_nodes_at_once_is_kept_by_one(tmp_path,
         assert await _pay_until_refused(conn, 3, before) is None
         conn.disconnect()
         await first.close()
-        clients.remove(first)
+        nodes.clients.remove(first)
         stored = _channel(postgres, schema, txid)["best_value"]
 
         # The same client twice (its files copied): one copy resumes on A, the other on B.
         _copy_client(tmp_path / "c1", tmp_path / "c2")
-        on_a, on_b = RemoteClient(tmp_path / "c1", a), RemoteClient(tmp_path / "c2", b)
-        clients += [on_a, on_b]
+        on_a, on_b = nodes.client(tmp_path / "c1", a), nodes.client(tmp_path / "c2", b)
         await on_a.open()
         await on_b.open()
         # One process's clients do not resume one channel twice (client._ACTIVE); these two stand
@@ -204,13 +233,6 @@ async def test_one_channel_resumed_on_two_nodes_at_once_is_kept_by_one(tmp_path,
             [(path,)] = db.execute("SELECT path FROM channel_keys WHERE public_key = %s",
                                    (row["server_key"],)).fetchall()
         assert path.startswith("m/84h/1h/0h/2/")
-    finally:
-        for client in clients:
-            await client.close()
-        for server in (a, b):
-            if server.proc is not None:
-                await server.stop()
-        node.stop()
     for server in (a, b):
         assert "Traceback" not in server.log.read_text(), server.log.read_text()[-3000:]
 
@@ -218,26 +240,17 @@ async def test_one_channel_resumed_on_two_nodes_at_once_is_kept_by_one(tmp_path,
 @pytest_twisted.ensureDeferred
 async def test_a_resume_on_another_node_takes_the_channel_over_and_closes_the_old_connection(
         tmp_path, postgres, words) -> None:
-    schema, url = _schema_url(postgres)
-    node = Node(tmp_path)
-    await node.start()
-    a = ClusterServer(tmp_path / "a", node, url, "A", words)
-    b = ClusterServer(tmp_path / "b", node, url, "B", words)
-    clients: list[RemoteClient] = []
-    try:
-        await defer.gatherResults([defer.ensureDeferred(a.start()), defer.ensureDeferred(b.start())])
+    async with two_nodes(tmp_path, postgres, words) as nodes:
+        schema, a, b = nodes.schema, nodes.a, nodes.b
         settings = ClientSettings(channel_value=VALUE, fee_rate=1000)
-        on_a = RemoteClient(tmp_path / "c1", a)
-        (tmp_path / "c1").mkdir()
-        clients.append(on_a)
+        on_a = nodes.client(tmp_path / "c1", a)
         await on_a.open()
         conn_a = await on_a.connect(settings, SERVER_ID)
         txid = conn_a.contract_txid
         assert await _pay_until_refused(conn_a, 3, []) is None
         # The client, as it is now, carries on from elsewhere (its files copied, idle) on B.
         _copy_client(tmp_path / "c1", tmp_path / "c2")
-        on_b = RemoteClient(tmp_path / "c2", b)
-        clients.append(on_b)
+        on_b = nodes.client(tmp_path / "c2", b)
         await on_b.open()
         client_module._ACTIVE.discard(txid)  # two client processes, as in the test above
         conn_b = await on_b.connect(settings, SERVER_ID)
@@ -251,34 +264,21 @@ async def test_a_resume_on_another_node_takes_the_channel_over_and_closes_the_ol
         stored = _channel(postgres, schema, txid)["best_value"]
         record = await on_b.store.client_channel(txid)
         assert stored == record.value - record.client_change
-    finally:
-        for client in clients:
-            await client.close()
-        for server in (a, b):
-            if server.proc is not None:
-                await server.stop()
-        node.stop()
 
 
 @pytest_twisted.ensureDeferred
 async def test_a_node_killed_mid_stream_and_the_client_goes_on_at_the_other(tmp_path, postgres, words) -> None:
     """A dies (SIGKILL, between storing a payment and acknowledging it); the client resumes the
-    channel on B (by hand here: the client's own fail-over is another piece) and pays on; B
+    channel on B (by hand here; tests/e2e/test_kill_cluster_node.py lets the client fail over by itself) and pays on; B
     settles, and the settlement pays the server every payment the client counted as made:
     every acknowledged one, and the one A stored and never acknowledged (its c was stored
     before the payment left, and b is cumulative)."""
     from twisted_paychan.bitcoin.transactions import parse_transaction
 
-    schema, url = _schema_url(postgres)
-    node = Node(tmp_path)
-    await node.start()
-    a = ClusterServer(tmp_path / "a", node, url, "A", words,
-                      env={"PAYCHAN_CRASH_AT": "payment-stored", "PAYCHAN_CRASH_AFTER": "4"})
-    b = ClusterServer(tmp_path / "b", node, url, "B", words)
-    client = RemoteClient(tmp_path / "c", a)
-    (tmp_path / "c").mkdir()
-    try:
-        await defer.gatherResults([defer.ensureDeferred(a.start()), defer.ensureDeferred(b.start())])
+    async with two_nodes(tmp_path, postgres, words,
+                         a_env={"PAYCHAN_CRASH_AT": "payment-stored", "PAYCHAN_CRASH_AFTER": "4"}) as nodes:
+        schema, a, b = nodes.schema, nodes.a, nodes.b
+        client = nodes.client(tmp_path / "c", a)
         await client.open()
         settings = ClientSettings(channel_value=VALUE, fee_rate=1000, reply_timeout=20)
         conn = await client.connect(settings, SERVER_ID)
@@ -306,27 +306,15 @@ async def test_a_node_killed_mid_stream_and_the_client_goes_on_at_the_other(tmp_
         assert paid - 2000 < server_out < paid  # the server gets b less the fee
         await client.chain.connection.call("generatetoaddress", 1, await client.wallet.new_address())
         await _until(lambda: _channel(postgres, schema, txid)["state"] == "settled", 20, "the settlement confirms")
-    finally:
-        await client.close()
-        for server in (a, b):
-            if server.proc is not None:
-                await server.stop()
-        node.stop()
 
 
 @pytest_twisted.ensureDeferred
 async def test_a_dead_nodes_expiry_duty_is_taken_over_and_its_stored_settlement_confirms_once(
         tmp_path, postgres, words) -> None:
-    schema, url = _schema_url(postgres)
-    node = Node(tmp_path)
-    await node.start()
     window = ("--time-window-min", "7200", "--time-window-max", "7200")  # settle as soon as stored
-    a = ClusterServer(tmp_path / "a", node, url, "A", words, *window, env={"PAYCHAN_CRASH_AT": "settlement-stored"})
-    b = ClusterServer(tmp_path / "b", node, url, "B", words, *window)
-    client = RemoteClient(tmp_path / "c", a)
-    (tmp_path / "c").mkdir()
-    try:
-        await defer.gatherResults([defer.ensureDeferred(a.start()), defer.ensureDeferred(b.start())])
+    async with two_nodes(tmp_path, postgres, words, *window, a_env={"PAYCHAN_CRASH_AT": "settlement-stored"}) as nodes:
+        schema, a, b = nodes.schema, nodes.a, nodes.b
+        client = nodes.client(tmp_path / "c", a)
         await client.open()
         settings = ClientSettings(channel_value=VALUE, fee_rate=1000, time_window=7200)
         try:
@@ -360,29 +348,17 @@ async def test_a_dead_nodes_expiry_duty_is_taken_over_and_its_stored_settlement_
         info = await connection.call("getrawtransaction", settlement_txid, True)
         assert info["confirmations"] == 1
         assert "takes over channel" in b.log.read_text()
-    finally:
-        await client.close()
-        for server in (a, b):
-            if server.proc is not None:
-                await server.stop()
-        node.stop()
 
 
 @pytest_twisted.ensureDeferred
 async def test_the_database_restarts_under_two_nodes_and_nothing_acknowledged_is_lost(
         tmp_path, postgres, words) -> None:
-    schema, url = _schema_url(postgres)
-    node = Node(tmp_path)
-    await node.start()
-    a = ClusterServer(tmp_path / "a", node, url, "A", words)
-    b = ClusterServer(tmp_path / "b", node, url, "B", words)
-    clients = [RemoteClient(tmp_path / "ca", a), RemoteClient(tmp_path / "cb", b)]
-    try:
-        await defer.gatherResults([defer.ensureDeferred(a.start()), defer.ensureDeferred(b.start())])
+    async with two_nodes(tmp_path, postgres, words) as nodes:
+        schema, a, b = nodes.schema, nodes.a, nodes.b
+        clients = [nodes.client(tmp_path / "ca", a), nodes.client(tmp_path / "cb", b)]
         settings = ClientSettings(channel_value=VALUE, fee_rate=1000)
         conns, acked = [], []
         for client in clients:
-            client.tmp.mkdir()
             await client.open()
             conn = await client.connect(settings, SERVER_ID)
             conns.append(conn)
@@ -415,13 +391,6 @@ async def test_the_database_restarts_under_two_nodes_and_nothing_acknowledged_is
             record = await client.store.client_channel(txid)
             assert best_value == record.value - record.client_change and best_value >= acked[i]
         assert a.proc is not None and a.proc.poll() is None and b.proc is not None and b.proc.poll() is None
-    finally:
-        for client in clients:
-            await client.close()
-        for server in (a, b):
-            if server.proc is not None:
-                await server.stop()
-        node.stop()
     for server in (a, b):
         log = server.log.read_text()
         assert "payment refused by the store: PostgreSQL" in log
