@@ -269,8 +269,9 @@ async def test_a_resume_on_another_node_takes_the_channel_over_and_closes_the_ol
 @pytest_twisted.ensureDeferred
 async def test_a_node_killed_mid_stream_and_the_client_goes_on_at_the_other(tmp_path, postgres, words) -> None:
     """A dies (SIGKILL, between storing a payment and acknowledging it); the client resumes the
-    channel on B (by hand here; tests/e2e/test_kill_cluster_node.py lets the client fail over by itself) and pays on; B
-    settles, and the settlement pays the server every payment the client counted as made:
+    channel on B (by hand here; in tests/e2e/test_kill_cluster_node.py the client fails over by
+    itself) and pays on; B settles, and the settlement pays the server every payment the client
+    counted as made:
     every acknowledged one, and the one A stored and never acknowledged (its c was stored
     before the payment left, and b is cumulative)."""
     from twisted_paychan.bitcoin.transactions import parse_transaction
