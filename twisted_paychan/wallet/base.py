@@ -107,6 +107,10 @@ class BaseWallet:
         self._coins: dict[OutPoint, Utxo] = {}
         self._tip_height: Optional[int] = None
         self._funded: dict[bytes, FundedRecord] = {}
+        #: The txids of ``_funded`` not RELEASED: their unconfirmed change is ours to spend. Kept
+        #: as the records change, not rebuilt from every record on every ``fund`` (issue #21:
+        #: a wallet funds one contract per channel, for months).
+        self._trusted: set[bytes] = set()
         self._reserved: dict[OutPoint, bytes] = {}
         self._book = CoinBook(self.is_mine)
         self._sync = ChainSync(self, chain, self._book)
@@ -154,7 +158,7 @@ class BaseWallet:
         raise ValueError(f"a key path outside this wallet's tree: {path}")
 
     def _load_funded(self, record: FundedRecord, reserved: Iterable[OutPoint]) -> None:
-        self._funded[record.funded.txid] = record
+        self._set_funded(record)
         for outpoint in reserved:
             self._reserved[outpoint] = record.funded.txid
 
@@ -393,10 +397,18 @@ class BaseWallet:
         for op in outpoints:
             del self._reserved[op]
         for txid, state in states.items():
-            self._funded[txid] = FundedRecord(self._funded[txid].funded, state)
+            self._set_funded(FundedRecord(self._funded[txid].funded, state))
+
+    def _set_funded(self, record: FundedRecord) -> None:
+        txid = record.funded.txid
+        self._funded[txid] = record
+        if record.state is FundedState.RELEASED:
+            self._trusted.discard(txid)
+        else:
+            self._trusted.add(txid)
 
     def _trusted_txids(self) -> set[bytes]:
-        return {t for t, r in self._funded.items() if r.state is not FundedState.RELEASED}
+        return self._trusted
 
     def _mature(self, u: Utxo) -> bool:
         if not u.coinbase:
