@@ -451,13 +451,7 @@ class BaseWallet:
         """See IWallet. ``fee_rate`` is in sat per 1000 virtual bytes and is raised to the
         relay floor (1000) if below it. Raises ValueError at once for an amount that is not
         positive, above the money supply, or dust for ``script_pubkey``."""
-        script_pubkey = bytes(script_pubkey)
-        if not script_pubkey:
-            raise ValueError("empty output script")
-        if not 0 < amount <= MAX_MONEY:
-            raise ValueError(f"amount out of range: {amount}")
-        if amount < dust_threshold(script_pubkey):
-            raise ValueError(f"{amount} sat is dust for script {script_pubkey.hex()}")
+        script_pubkey = checked_payment(script_pubkey, amount)
         rate = max(int(fee_rate), FEE_RATE_FLOOR)
         self._ensure_payout_key()
         return self.refresh().addCallback(lambda _: self._fund_now(script_pubkey, amount, rate))
@@ -570,6 +564,20 @@ class BaseWallet:
         (again; broadcasting is idempotent) or released."""
         held = set(self._reserved.values())
         return [r.funded for t, r in self._funded.items() if t in held]
+
+
+def checked_payment(script_pubkey: bytes, amount: int) -> bytes:
+    """The checks of ``fund``'s arguments that need no coin (every backend's ``fund`` makes
+    them before anything else): ``script_pubkey`` as bytes, or ValueError for an empty script,
+    an amount that is not positive or above the money supply, or dust for that script."""
+    script_pubkey = bytes(script_pubkey)
+    if not script_pubkey:
+        raise ValueError("empty output script")
+    if not 0 < amount <= MAX_MONEY:
+        raise ValueError(f"amount out of range: {amount}")
+    if amount < dust_threshold(script_pubkey):
+        raise ValueError(f"{amount} sat is dust for script {script_pubkey.hex()}")
+    return script_pubkey
 
 
 def _coin_order(u: Utxo) -> tuple[int, OutPoint]:

@@ -44,12 +44,12 @@ from twisted_paychan.chain.interfaces import IPreparedSigner, ISigner, Insuffici
 from twisted_paychan.chain.types import FundedTransaction, OutPoint, display_hex
 from twisted_paychan.channel.errors import CloseReason, ErrorCode, RemoteProtocolError
 from twisted_paychan.channel.records import ServerChannelRecord
-from twisted_paychan.constants import FEE_RATE_FLOOR, MAX_MONEY, SIGHASH_NONE_ANYONECANPAY
+from twisted_paychan.constants import FEE_RATE_FLOOR, SIGHASH_NONE_ANYONECANPAY
 from twisted_paychan.signer import protocol as p
 from twisted_paychan.signer.protocol import Refused, SignerUnavailable
 from twisted_paychan.wallet.backends import IServedWallet
-from twisted_paychan.wallet.base import BaseWallet, FundedRecord, FundedState, _coin_order
-from twisted_paychan.wallet.coinselect import dust_threshold, fee_for_weight
+from twisted_paychan.wallet.base import BaseWallet, FundedRecord, FundedState, _coin_order, checked_payment
+from twisted_paychan.wallet.coinselect import fee_for_weight
 from twisted_paychan.wallet.keys import KeyPurpose, ScriptType, WalletKey
 
 __all__ = ["ISettlementSigner", "IPreparedSigner", "ISignerStatus", "RemoteKey", "SignerLink", "SignerWallet",
@@ -376,14 +376,7 @@ class SignerWallet(BaseWallet):
 
     def fund(self, script_pubkey: bytes, amount: int, fee_rate: int) -> "Deferred[FundedTransaction]":
         """See IWallet; the signer signs (within its daily limit) and may refuse (:class:`Refused`)."""
-        script_pubkey = bytes(script_pubkey)
-        if not script_pubkey:
-            raise ValueError("empty output script")
-        if not 0 < amount <= MAX_MONEY:
-            raise ValueError(f"amount out of range: {amount}")
-        if amount < dust_threshold(script_pubkey):
-            raise ValueError(f"{amount} sat is dust for script {script_pubkey.hex()}")
-        return self._remote_fund(script_pubkey, amount, max(int(fee_rate), FEE_RATE_FLOOR))
+        return self._remote_fund(checked_payment(script_pubkey, amount), amount, max(int(fee_rate), FEE_RATE_FLOOR))
 
     def sweep(self, script_pubkey: bytes, fee_rate: int) -> "Deferred[FundedTransaction]":
         script_pubkey = bytes(script_pubkey)
