@@ -142,3 +142,18 @@ def _embedded(datadir: Any, clock: Any) -> Any:
     from twisted_paychan.chain.embedded.chain import EmbeddedChain
 
     return EmbeddedChain.open(datadir, clock)
+
+
+def full_cycle(pair: Pair, settings: ClientSettings, payments: int = 3, amount: int = 1000) -> bytes:
+    """What a channel's life is in the months tests (issue #21): open, pay ``payments`` times,
+    close (the client asks, the server settles); the contract txid."""
+    client = pair.connect(settings)
+    txid: bytes = result_of(client.opened).contract_txid
+    for _ in range(payments):
+        d = client.pay(amount)
+        pair.pump()
+        result_of(d)
+    d = client.settle()
+    pair.pump()
+    result_of(d)
+    return txid

@@ -9,25 +9,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "channel"))
 
-from channel_pair import Pair, result_of  # noqa: E402
+from channel_pair import Pair, full_cycle, result_of  # noqa: E402
 
 from twisted_paychan.channel.records import ClientChannelState  # noqa: E402
 from twisted_paychan.channel.settings import ClientSettings, VersionSelector  # noqa: E402
 
 SETTINGS = ClientSettings(channel_value=1_000_000, versions=VersionSelector.VERSION_2, fee_rate=1000)
-
-
-def _cycle(pair: Pair) -> bytes:
-    client = pair.connect(SETTINGS)
-    txid: bytes = result_of(client.opened).contract_txid
-    for _ in range(3):
-        d = client.pay(1000)
-        pair.pump()
-        result_of(d)
-    d = client.settle()
-    pair.pump()
-    result_of(d)
-    return txid
 
 
 def _held(pair: Pair) -> tuple[int, int, int, int]:
@@ -40,7 +27,7 @@ def test_settled_client_channels_leave_the_manager():
     pair = Pair(funds=5_000_000_000)
     result_of(pair.channels.start())
     for _ in range(3):
-        txids = [_cycle(pair) for _ in range(5)]
+        txids = [full_cycle(pair, SETTINGS) for _ in range(5)]
         pair.mine(1)
         assert _held(pair) == (0, 0, 0, 0)
         for txid in txids:
@@ -54,7 +41,7 @@ def test_a_started_client_releases_a_channel_once_its_settlement_confirms():
     pair = Pair(funds=5_000_000_000)
     result_of(pair.channels.start())
     result_of(pair.client_manager.start())
-    settled = _cycle(pair)
+    settled = full_cycle(pair, SETTINGS)
     kept = pair.connect(SETTINGS)
     open_txid = result_of(kept.opened).contract_txid
     pair.mine(1)

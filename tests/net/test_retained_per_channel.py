@@ -25,7 +25,7 @@ from twisted.logger import LimitedHistoryLogObserver
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "channel"))
 
-from channel_pair import Pair, result_of  # noqa: E402
+from channel_pair import Pair, full_cycle, result_of  # noqa: E402
 
 from twisted_paychan.chain.watchlists import Watch  # noqa: E402
 from twisted_paychan.channel.client_lifecycle import ClientLifecycle  # noqa: E402
@@ -40,21 +40,9 @@ SETTINGS = ClientSettings(channel_value=1_000_000, versions=VersionSelector.VERS
 COUNTED = (ClientLifecycle, ServerLifecycle, ClientChannel, ServerChannel, Watch, DelayedCall, Deferred)
 
 
-def _cycle(pair: Pair) -> None:
-    client = pair.connect(SETTINGS)
-    result_of(client.opened)
-    for _ in range(3):
-        d = client.pay(1000)
-        pair.pump()
-        result_of(d)
-    d = client.settle()
-    pair.pump()
-    result_of(d)
-
-
 def _round(pair: Pair, channels: int) -> None:
     for _ in range(channels):
-        _cycle(pair)
+        full_cycle(pair, SETTINGS)
     pair.mine(6)
     # The last connection objects stay referenced by the pair until the next connect.
     pair.server = pair.client = None

@@ -9,7 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "channel"))
 
-from channel_pair import Pair, result_of  # noqa: E402
+from channel_pair import Pair, full_cycle, result_of  # noqa: E402
 
 from twisted_paychan.chain.types import ChainTip, OutPoint, SpendEvent, TxState, TxStatus  # noqa: E402
 from twisted_paychan.chain.embedded.watchers import Watchers  # noqa: E402
@@ -20,20 +20,6 @@ from twisted_paychan.net.rebroadcast import MAX_GAP, RebroadcastSchedule  # noqa
 SETTINGS = ClientSettings(channel_value=1_000_000, versions=VersionSelector.VERSION_2, fee_rate=1000)
 
 
-def _cycle(pair: Pair) -> bytes:
-    """Open, pay three times, close (the client asks, the server settles); the contract txid."""
-    client = pair.connect(SETTINGS)
-    txid: bytes = result_of(client.opened).contract_txid
-    for _ in range(3):
-        d = client.pay(1000)
-        pair.pump()
-        result_of(d)
-    d = client.settle()
-    pair.pump()
-    result_of(d)
-    return txid
-
-
 def _held(pair: Pair) -> tuple[int, int, int]:
     """(channels the manager holds, live spend watches, timers armed)."""
     return len(pair.channels._channels), pair.chain._watchers.watching, len(pair.clock.getDelayedCalls())
@@ -42,11 +28,11 @@ def _held(pair: Pair) -> tuple[int, int, int]:
 def test_settled_channels_release_everything_however_many_come_and_go():
     pair = Pair(funds=5_000_000_000)
     result_of(pair.channels.start())
-    _cycle(pair)
+    full_cycle(pair, SETTINGS)
     pair.mine(1)
     baseline = _held(pair)  # the manager's prune timer only
     for _ in range(4):
-        txids = [_cycle(pair) for _ in range(10)]
+        txids = [full_cycle(pair, SETTINGS) for _ in range(10)]
         # Settling: the contract's six-hour "never confirmed" timer is gone with OPEN.
         now = pair.clock.seconds()
         assert not [c for c in pair.clock.getDelayedCalls()
@@ -61,7 +47,7 @@ def test_settled_channels_release_everything_however_many_come_and_go():
 def test_a_released_channel_is_read_back_when_asked_about():
     pair = Pair(funds=5_000_000_000)
     result_of(pair.channels.start())
-    txid = _cycle(pair)
+    txid = full_cycle(pair, SETTINGS)
     pair.mine(1)
     assert txid not in pair.channels._channels
     settlement = result_of(pair.channels.settle(txid))  # already settled: its settlement
@@ -72,7 +58,7 @@ def test_a_released_channel_is_read_back_when_asked_about():
 def test_a_settlement_the_node_holds_is_not_offered_again_on_each_block():
     pair = Pair(funds=5_000_000_000)
     result_of(pair.channels.start())
-    _cycle(pair)
+    full_cycle(pair, SETTINGS)
     sent: list[bytes] = []
     broadcast = pair.chain.broadcast
     pair.chain.broadcast = lambda tx: (sent.append(tx), broadcast(tx))[1]  # type: ignore[method-assign]
