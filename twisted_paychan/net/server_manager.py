@@ -287,8 +287,7 @@ class ServerChannelManager:
                 and not any(held.watches.values()) and not held.waiters and not held._blocked and not held._queue):
             # Met here earlier but idle: the record it holds may be older than another node's
             # writes (a settlement stored there), so it is read again.
-            del self._channels[contract_txid]
-            self._settling.pop(contract_txid, None)
+            self._forget(contract_txid)
         return self._ensure(contract_txid).addCallback(load)
 
     def drop_duty(self, contract_txid: bytes) -> None:
@@ -389,7 +388,7 @@ class ServerChannelManager:
                 self.log.info("channel {txid} (peer {peer}): not pruned: {why}", txid=display_hex(txid),
                               peer=self._peer(txid), why=str(e))
                 continue
-            channel = self._channels.pop(txid, None)
+            channel = self._forget(txid)
             if channel is not None:
                 channel.feed(lc.Stopped())
             pruned += 1
@@ -423,9 +422,14 @@ class ServerChannelManager:
         a server that runs for months holds only the channels that still need it. Asked about
         again, it is read back from the store (``_ensure``)."""
         if channel.done() and self._channels.get(channel.txid) is channel:
-            del self._channels[channel.txid]
+            self._forget(channel.txid)
             self._logged_settlements.pop(channel.txid, None)
-            self._note_settling(channel)
+
+    def _forget(self, contract_txid: bytes) -> Optional[_Channel]:
+        """Drop the channel's machine, and with it its place among the SETTLING ones, so no
+        block looks at a machine the manager no longer holds; the one dropped, if any."""
+        self._settling.pop(contract_txid, None)
+        return self._channels.pop(contract_txid, None)
 
     def _ensure(self, contract_txid: bytes) -> defer.Deferred[Optional[_Channel]]:
         """The channel's machine, made from its stored record if this manager has not met it."""
