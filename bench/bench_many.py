@@ -14,7 +14,12 @@ Phase 1, opens: every generator opens its share of the channels as fast as it ca
 Phase 2, payments: with every channel still connected, each pays 1 sat once a second (its own
 phase within the second) for ``--duration`` seconds; printed: payments asked for, acknowledged,
 skipped (the previous one not yet acknowledged when the next was due), latency p50/p99/max,
-server CPU (scheduler) and RSS.
+server CPU (scheduler) and RSS. By default each generator signs every payment its channels can
+ask for before the clock starts (each its channel's own key over its own contract: the server
+checks them like any other) and then only writes those frames and counts the acknowledgements:
+ten thousand whole clients, each signing and storing its ``c``, cost two 2-core machines' worth
+of CPU in Python, and a run of them measures the generators more than the server.
+``--full-clients`` pays through the whole client (``pay()``) instead.
 
 Throughout both, a liveness probe in this process opens a fresh connection every 0.25 s, sends
 CLIENT_VERSION and times the server's answer up to its INITIATE (the whole handshake answer);
@@ -26,6 +31,7 @@ A small run finishes in well under a minute: ``--channels 200 --duration 5``.
 from __future__ import annotations
 
 import argparse
+import collections
 import hashlib
 import json
 import os
@@ -117,7 +123,7 @@ async def generator(reactor: Any, args: argparse.Namespace) -> None:
 
         proto = await endpoint.connect(Factory.forProtocol(lambda: ClientChannelProtocol(make, reactor, 600.0)))
         await proto.channel.opened
-        return proto.channel
+        return proto
 
     channels: list[Any] = []
     failed = 0
@@ -137,6 +143,11 @@ async def generator(reactor: Any, args: argparse.Namespace) -> None:
     await defer.gatherResults([defer.ensureDeferred(opener()) for _ in range(args.open_concurrency)])
     print("opened " + json.dumps({"opened": len(channels), "failed": failed,
                                   "seconds": time.perf_counter() - start}), flush=True)
+    if args.presigned:
+        # Before the go-ahead, so none of it is timed: every payment the run can ask for.
+        for proto in channels:
+            presign(proto, int(args.duration) + 5)
+    print("signed", flush=True)
     await _line(reactor)  # "pay"
 
     # Each channel pays once a second at its own offset; a tick every 10 ms pays those due.
@@ -148,8 +159,11 @@ async def generator(reactor: Any, args: argparse.Namespace) -> None:
     asked = acked = skipped = errors = 0
     busy: set[int] = set()
 
-    def pay(ch: Any) -> None:
+    def pay(proto: Any) -> None:
         nonlocal asked, skipped
+        if args.presigned:
+            return pay_presigned(proto)
+        ch = proto.channel
         if id(ch) in busy or ch.close_reason is not None:
             skipped += 1
             return
@@ -172,6 +186,43 @@ async def generator(reactor: Any, args: argparse.Namespace) -> None:
 
         d.addCallbacks(done, failed_)
 
+    def pay_presigned(proto: Any) -> None:
+        nonlocal asked, skipped
+        if proto.sent_at or proto.transport is None or proto.transport.disconnected:
+            skipped += 1
+            return
+        asked += 1
+        proto.sent_at.append(time.perf_counter())
+        proto.transport.write(next(proto.frames))
+
+    def read_acks(proto: Any) -> Any:
+        """Count PAYMENT_ACKs by their first two bytes (field 1, type 11) and time each against
+        the oldest payment sent: the least work a client can do with an answer."""
+        buf = bytearray()
+
+        def received(data: bytes) -> None:
+            nonlocal acked, errors
+            buf.extend(data)
+            while len(buf) >= 4:
+                size = int.from_bytes(buf[:4], "big")
+                if len(buf) < 4 + size:
+                    break
+                kind = bytes(buf[4:6])
+                del buf[:4 + size]
+                if not proto.sent_at:
+                    continue
+                sent = proto.sent_at.popleft()
+                if kind == b"\x08\x0b":
+                    acked += 1
+                    latencies.append(time.perf_counter() - sent)
+                else:
+                    errors += 1
+        return received
+
+    if args.presigned:
+        for proto in channels:
+            proto.dataReceived = read_acks(proto)
+
     began = reactor.seconds()
     ticks = [0]
 
@@ -188,20 +239,44 @@ async def generator(reactor: Any, args: argparse.Namespace) -> None:
     await task.deferLater(reactor, args.duration, lambda: None)
     loop.stop()
     deadline = reactor.seconds() + 30
-    while busy and reactor.seconds() < deadline:  # the last ones' acks
+    def waiting() -> int:
+        return sum(len(p.sent_at) for p in channels) if args.presigned else len(busy)
+
+    while waiting() and reactor.seconds() < deadline:  # the last ones' acks
         await task.deferLater(reactor, 0.05, lambda: None)
     # To a file: stdout is non-blocking under StandardIO, and a long line would be cut short.
     (tmp / "paid.json").write_text(json.dumps({"asked": asked, "acked": acked, "skipped": skipped, "errors": errors,
-                                               "unanswered": len(busy), "latencies": latencies,
+                                               "unanswered": waiting(), "latencies": latencies,
                                                "cpu_s": time.process_time()}))
     print("paid", flush=True)
     await _line(reactor)  # "exit"
-    for ch in channels:
-        ch.disconnect()
+    for proto in channels:
+        proto.channel.disconnect()
     manager.stop()
     await store.close()
     wallet.close()
     await chain.stop()
+
+
+def presign(proto: Any, count: int) -> None:
+    """``count`` UPDATE_PAYMENT frames of 1 sat each for this connection's channel, signed by
+    its own key over its own contract (the server checks them as any other), kept on the
+    protocol for ``pay_presigned``. The client's store is not told: this load stands for many
+    clients each paying at its own pace, and what it measures is the server."""
+    from twisted_paychan.channel.transactions import sign_payment
+    from twisted_paychan.wire import messages as m
+    from twisted_paychan.wire.framing import encode_frame
+
+    machine = proto.channel.machine
+    record = machine.record
+    change = record.client_change
+    frames = []
+    for _ in range(count):
+        payment = sign_payment(machine._channel, record.contract_txid, change, 1, machine.signer)
+        change = payment.client_change
+        frames.append(encode_frame(m.update_payment(change, payment.signature, None)))
+    proto.frames = iter(frames)
+    proto.sent_at = collections.deque()
 
 
 #: One coin per channel: the channel value, the contract's fee and a change above dust.
@@ -382,10 +457,13 @@ async def coordinator(reactor: Any, args: argparse.Namespace) -> None:
                     "--port", str(port), "--rpc-url", f"http://127.0.0.1:{rpc_port}", "--cookie", str(cookie),
                     "--count", str(count), "--duration", str(args.duration), "--seed", str(i),
                     "--open-concurrency", str(args.open_concurrency), "--funding-blocks", str(funding_blocks)]
+            if args.full_clients:
+                argv.append("--full-clients")
             reactor.spawnProcess(gen, sys.executable, argv, env={**os.environ, "PYTHONPATH": str(REPO)})
             gens.append(gen)
             await gen.expect("ready")  # one at a time: each mines its own coins on the shared chain
-        print(f"twisted-paychan, {args.channels} channels from {args.generators} load generators, "
+        how = "whole clients (sign, store c, pay())" if args.full_clients else "payments signed before the clock starts"
+        print(f"twisted-paychan, {args.channels} channels from {args.generators} load generators, {how}, "
               f"open-files limit {limit}; Python {sys.version.split()[0]}")
         probe.loop.start(0.25)
 
@@ -418,6 +496,8 @@ async def coordinator(reactor: Any, args: argparse.Namespace) -> None:
         sampler = task.LoopingCall(sample_rss)
         sampler.clock = reactor
         sampler.start(1.0)
+        for gen in gens:
+            await gen.expect("signed")
         for gen in gens:
             gen.say("pay")
         for gen in gens:
@@ -464,6 +544,9 @@ def main() -> None:
     p.add_argument("--generators", type=int, default=2, help="load-generator processes")
     p.add_argument("--open-concurrency", type=int, default=100, help="handshakes in flight per generator")
     # Internal: one load generator.
+    p.add_argument("--full-clients", action="store_true",
+                   help="pay through the whole client (sign, store c, pay()) instead of sending payments signed "
+                        "before the clock starts: measures the load generators as much as the server")
     p.add_argument("--generator", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--dir", help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -473,6 +556,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--funding-blocks", type=int, default=2, help=argparse.SUPPRESS)
     args = p.parse_args()
+    args.presigned = not args.full_clients
     run = generator if args.generator else coordinator
     task.react(lambda reactor: defer.ensureDeferred(run(reactor, args)))
 
