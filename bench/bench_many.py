@@ -17,8 +17,8 @@ skipped (the previous one not yet acknowledged when the next was due), latency p
 server CPU (scheduler) and RSS. By default each generator signs every payment its channels can
 ask for before the clock starts (each its channel's own key over its own contract: the server
 checks them like any other) and then only writes those frames and counts the acknowledgements:
-ten thousand whole clients, each signing and storing its ``c``, cost two 2-core machines' worth
-of CPU in Python, and a run of them measures the generators more than the server.
+ten thousand whole clients, each signing and storing its ``c`` once a second, cost about as
+much CPU as this 2-core machine has, and a run of them measures the generators more than the server.
 ``--full-clients`` pays through the whole client (``pay()``) instead.
 
 Throughout both, a liveness probe in this process opens a fresh connection every 0.25 s, sends
