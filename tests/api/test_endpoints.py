@@ -294,3 +294,55 @@ async def test_backup_answers_bad_requests(tmp_path):
         assert code == 409 and "no channel store or wallet" in body["error"]
     finally:
         await net.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_pages_of_channels_and_totals_without_reading_the_history(tmp_path):
+    """``?limit=&offset=`` pages the newest channels; ``/v1/info`` and ``/metrics`` (scraped
+    every few seconds for months) ask the store for its aggregate, never for every record."""
+    from twisted_paychan.channel.records import ServerChannelRecord, ServerChannelState
+
+    net = ApiLoopback(tmp_path)
+    await net.start()
+    try:
+        store = net.server_store
+        for n in range(1, 6):
+            await store.add_server_channel(ServerChannelRecord(
+                contract_txid=bytes([n]) * 32, version=2, contract=b"\x02\x00\x00\x00" + bytes([n]) * 60,
+                value=100_000 * n, expiry=2_000_000_000, server_key=b"\x02" + bytes([n]) * 32,
+                client_key=b"\x03" + bytes([n]) * 32, best_value=1_000 * n))
+        await store.transition_server(bytes([2]) * 32, ServerChannelState.OPEN, ServerChannelState.SETTLING,
+                                      settlement_tx=None)
+        listed = []
+
+        def counting(*args, **kw):
+            listed.append(args or kw)
+            return type(store).server_channels(store, *args, **kw)
+
+        store.server_channels = counting
+        code, info = await net.call("GET", "/v1/info")
+        assert code == 200 and info["channels"] == 5 and info["paid_to_us"] == 15_000
+        assert info["channels_by_state"]["settling"] == 1
+        assert info["value_locked"] == 1_500_000
+        code, scraped = await net.call("GET", "/metrics")
+        assert code == 200 and "paychan_channels" in scraped
+        assert listed == [], "the totals read every record"
+
+        def txids(page):
+            return [bytes.fromhex(r["contract_txid"])[0] for r in page["channels"]]
+
+        code, page = await net.call("GET", "/v1/channels?limit=2")
+        assert code == 200 and txids(page) == [4, 5] and page["counts"]["open"] == 4
+        code, page = await net.call("GET", "/v1/channels?limit=2&offset=2")
+        assert txids(page) == [2, 3]
+        code, page = await net.call("GET", "/v1/channels?state=open&limit=2&offset=2")
+        assert txids(page) == [1, 3]
+        code, page = await net.call("GET", "/v1/channels?state=open&limit=2&offset=3")
+        assert txids(page) == [1]
+        code, page = await net.call("GET", "/v1/channels")
+        assert txids(page) == [1, 2, 3, 4, 5]
+        for bad in ("limit=-1", "limit=two", "offset=-3"):
+            code, body = await net.call("GET", f"/v1/channels?{bad}")
+            assert code == 400 and "non-negative" in body["error"], bad
+    finally:
+        await net.stop()

@@ -108,3 +108,37 @@ def test_embedded_watchers_look_only_at_the_outpoints_a_change_spends():
         watch.cancel()
     assert watchers.watching == 0
     assert not watchers._spent  # a cancelled watch (its callback holds a channel) is let go at once
+
+
+def test_start_prune_and_settle_all_read_only_the_channels_they_need():
+    """A server that ran for months holds every channel it ever had; a restart loads the live
+    ones, the periodic prune the failed contracts, ``settle_all`` the settleable ones, each by
+    the store's listing of those states, never the whole history."""
+    from twisted_paychan.net.server_manager import SETTLEABLE, ServerChannelManager
+
+    pair = Pair(funds=5_000_000_000)
+    result_of(pair.channels.start())
+    for _ in range(3):
+        full_cycle(pair, SETTINGS)
+    pair.mine(1)
+    client = pair.connect(SETTINGS)  # one channel still open
+    open_txid = result_of(client.opened).contract_txid
+    store = pair.server_store
+    asked: list[tuple[object, int]] = []
+    real = store.server_channels
+
+    def spy(states=None, limit=None, offset=0):
+        return real(states, limit, offset).addCallback(
+            lambda records: asked.append((None if states is None else frozenset(states), len(records))) or records)
+
+    store.server_channels = spy
+    restarted = ServerChannelManager(pair.server_wallet, pair.chain, store, pair.server_settings, pair.clock)
+    result_of(restarted.start())
+    result_of(restarted.prune())
+    result_of(restarted.settle_all())
+    assert all(states is not None for states, _ in asked), asked
+    assert not any(ServerChannelState.SETTLED in states for states, _ in asked), asked
+    assert (frozenset({ServerChannelState.CONTRACT_FAILED}), 0) in asked
+    assert (frozenset(SETTLEABLE), 1) in asked
+    assert result_of(store.server_channel(open_txid)).state is not ServerChannelState.OPEN  # settle_all did
+    restarted.stop()

@@ -26,6 +26,7 @@ from twisted_paychan.store.interfaces import (
     StoreError,
     TransitionConflict,
     UnknownChannel,
+    totals_of,
 )
 from twisted_paychan.channel.records import (
     ClientChannelRecord,
@@ -108,6 +109,63 @@ async def check_server_listing_order(store: Any) -> None:
     for n in (5, 3, 4):
         await store.add_server_channel(server_record(n))
     assert [r.contract_txid[0] for r in await store.server_channels()] == [5, 3, 4]
+
+
+async def check_server_listing_by_state_and_page(store: Any) -> None:
+    """Asked for states, only those, oldest first; with a limit, the newest page of them (a
+    restart loads the live channels, the dashboard a page: neither reads a long history)."""
+    for n in (21, 22, 23, 24, 25):
+        await store.add_server_channel(server_record(n))
+    for n in (22, 24):
+        await store.transition_server(server_record(n).contract_txid, ServerChannelState.OPEN,
+                                      ServerChannelState.SETTLING, settlement_tx=b"tx")
+    await store.record_payment(server_record(23).contract_txid, 700, b"sig700")
+
+    def ids(records: list[ServerChannelRecord]) -> list[int]:
+        return [r.contract_txid[0] for r in records]
+
+    opened = await store.server_channels([ServerChannelState.OPEN])
+    assert ids(opened) == [21, 23, 25]
+    assert opened[1].best_value == 700
+    assert ids(await store.server_channels({ServerChannelState.SETTLING, ServerChannelState.OPEN})) == [21, 22, 23, 24, 25]
+    assert await store.server_channels([ServerChannelState.REFUNDED]) == []
+    assert await store.server_channels([]) == []
+    assert ids(await store.server_channels(limit=2)) == [24, 25]
+    assert ids(await store.server_channels(limit=2, offset=2)) == [22, 23]
+    assert ids(await store.server_channels(limit=2, offset=4)) == [21]
+    assert await store.server_channels(limit=2, offset=5) == []
+    assert await store.server_channels(limit=0) == []
+    assert ids(await store.server_channels([ServerChannelState.OPEN], limit=2)) == [23, 25]
+    assert (await store.server_channels([ServerChannelState.OPEN], limit=2))[0].best_value == 700
+    for bad in (dict(limit=-1), dict(offset=-1)):
+        with pytest.raises(ValueError):
+            await store.server_channels(**bad)
+
+
+async def check_server_totals(store: Any) -> None:
+    """The store's aggregate equals the sums over every record, payments just stored included."""
+    empty = await store.server_totals()
+    assert (sum(empty.by_state.values()), empty.value_locked, empty.paid_to_us, empty.next_open_expiry) == (0, 0, 0, None)
+    for n, expiry in ((31, 1_800_000_300), (32, 1_800_000_100), (33, 1_800_000_200), (34, 1_800_000_000)):
+        await store.add_server_channel(server_record(n, value=1_000_000 + n, expiry=expiry))
+    await store.record_payment(server_record(31).contract_txid, 5_000, b"sig5000")
+    await store.record_payment(server_record(32).contract_txid, 7_000, b"sig7000")
+    await store.transition_server(server_record(32).contract_txid, ServerChannelState.OPEN,
+                                  ServerChannelState.SETTLING, settlement_tx=b"tx")
+    await store.transition_server(server_record(32).contract_txid, ServerChannelState.SETTLING,
+                                  ServerChannelState.SETTLED)
+    await store.transition_server(server_record(34).contract_txid, ServerChannelState.OPEN,
+                                  ServerChannelState.SETTLING, settlement_tx=b"tx")
+    await store.transition_server(server_record(34).contract_txid, ServerChannelState.SETTLING,
+                                  ServerChannelState.STUCK, note="why")
+    await store.record_payment(server_record(31).contract_txid, 6_000, b"sig6000")
+    totals = await store.server_totals()
+    assert totals == totals_of(await store.server_channels())
+    assert totals.by_state[ServerChannelState.OPEN] == 2 and totals.by_state[ServerChannelState.SETTLED] == 1
+    assert totals.by_state[ServerChannelState.REFUNDED] == 0
+    assert totals.value_locked == 1_000_031 + 1_000_033 + 1_000_034
+    assert totals.paid_to_us == 13_000
+    assert totals.next_open_expiry == 1_800_000_200
 
 
 async def check_client_round_trip(store: Any) -> None:
@@ -492,6 +550,8 @@ CONFORMANCE = [
     check_transition_server_round_trip,
     check_server_listing_order,
     check_client_listing_by_state,
+    check_server_listing_by_state_and_page,
+    check_server_totals,
     check_client_round_trip,
     check_client_change,
     check_transition_client_round_trip,

@@ -208,3 +208,16 @@ def test_the_log_is_remade_only_after_its_records_are_in_the_tables(tmp_path, mo
     s = SqliteChannelStore(path, log_slots=16)
     assert result(s.server_channel(TXID)).best_value == 5
     s.close()
+
+
+def test_totals_count_the_payments_still_in_the_log(tmp_path):
+    """``server_totals`` sums b in SQL over the table; a payment only in the log is added to it."""
+    s = SqliteChannelStore(str(tmp_path / "c.sqlite"))
+    s.add_server_channel(server_record(1))
+    for b in (3, 9):
+        assert result(s.record_payment(TXID, b, b"sig%d" % b)) is None
+    assert s._overlay, "the payments should be in the log, not yet in the tables"
+    assert result(s.server_totals()).paid_to_us == 9
+    s._checkpoint()
+    assert not s._overlay
+    assert result(s.server_totals()).paid_to_us == 9

@@ -123,7 +123,7 @@ async def _tip(ctx: ApiContext) -> Optional[ChainTip]:
 
 
 async def info(ctx: ApiContext, request: Request, match: "re.Match[str]") -> JSON:
-    records = await ctx.manager.list_channels()
+    totals = await ctx.manager.totals()
     tip = await _tip(ctx)
     now = ctx.clock.seconds()
     return {
@@ -136,7 +136,7 @@ async def info(ctx: ApiContext, request: Request, match: "re.Match[str]") -> JSO
         "started_at": views.iso(ctx.started_at),
         "uptime": int(now - ctx.started_at),
         "connected_clients": ctx.metrics.connected_clients,
-        **views.totals(records),
+        **views.totals(totals),
     }
 
 
@@ -145,10 +145,26 @@ async def channels(ctx: ApiContext, request: Request, match: "re.Match[str]") ->
     for state in wanted:
         if state not in views.STATES:
             raise ApiError(400, f"unknown state {state!r}; one of {', '.join(views.STATES)}")
-    records = await ctx.manager.list_channels()
-    shown = [r for r in records if not wanted or r.state.value in wanted]
+    limit = _count(request, "limit")
+    offset = _count(request, "offset") or 0
+    states = [ServerChannelState(s) for s in wanted] or None
+    shown = await ctx.manager.list_channels(states, limit, offset)
     return {"channels": await views.channel_rows(shown, ctx.manager, ctx.clock.seconds()),
-            "counts": views.totals(records)["channels_by_state"]}
+            "counts": views.totals(await ctx.manager.totals())["channels_by_state"]}
+
+
+def _count(request: Request, name: str) -> Optional[int]:
+    """A non-negative integer query argument, or None when absent."""
+    given = _query(request, name)
+    if not given:
+        return None
+    try:
+        value = int(given[-1])
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ApiError(400, f"{name} must be a non-negative integer, not {given[-1]!r}")
+    return value
 
 
 async def one_channel(ctx: ApiContext, request: Request, match: "re.Match[str]") -> JSON:
@@ -261,14 +277,13 @@ async def health(ctx: ApiContext, request: Request, match: "re.Match[str]") -> J
 
 
 async def snapshot(ctx: ApiContext) -> Snapshot:
-    records = await ctx.manager.list_channels()
-    totals = views.totals(records)
+    stored = await ctx.manager.totals()
+    totals = views.totals(stored)
     tip = await _tip(ctx)
     now = ctx.clock.seconds()
-    open_expiries = [r.expiry for r in records if r.state is ServerChannelState.OPEN]
     return Snapshot(channels_by_state=totals["channels_by_state"], value_locked=totals["value_locked"],
                     paid_to_us=totals["paid_to_us"], tip_height=tip.height if tip is not None else None,
-                    next_expiry_in=min(open_expiries) - now if open_expiries else None)
+                    next_expiry_in=None if stored.next_open_expiry is None else stored.next_open_expiry - now)
 
 
 async def metrics(ctx: ApiContext, request: Request, match: "re.Match[str]") -> bytes:

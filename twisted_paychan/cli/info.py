@@ -29,10 +29,10 @@ async def _offline(data_dir: str) -> dict[str, Any]:
         raise UserError(f"the channel store in {data_dir} is in use by a paychan process without an API "
                         "(--api-listen none)") from None
     try:
-        records = await store.server_channels()
+        stored = await store.server_totals()
     finally:
         await store.close()
-    return {"running": False, **totals(records)}
+    return {"running": False, **totals(stored)}
 
 
 def _human(info: dict[str, Any]) -> str:

@@ -29,7 +29,7 @@ the previous one had in flight is stored: one writer of b per channel.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Collection, Optional
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -52,7 +52,7 @@ from twisted_paychan.net.observers import ServerObserver
 from twisted_paychan.net.rebroadcast import RebroadcastSchedule
 from twisted_paychan.net.subscribers import Subscribers
 from twisted_paychan.net.server_channel import ConnectionPorts, IServerHandler, NullServerHandler, ServerChannel
-from twisted_paychan.store.interfaces import ChannelNotOpen, IChannelStore, StoreError, TransitionConflict
+from twisted_paychan.store.interfaces import ChannelNotOpen, IChannelStore, ServerTotals, StoreError, TransitionConflict
 from twisted_paychan.store.ownership import IChannelOwnership, LocalOwnership, SettlementStoredElsewhere
 from twisted_paychan.wire.messages import TwoWayChannelMessage
 
@@ -63,6 +63,8 @@ SETTLEABLE = frozenset({S.OPEN, S.STUCK, S.SETTLING})
 
 #: States whose channels need no machine until someone asks about them.
 _DORMANT = frozenset({S.SETTLED, S.REFUNDED, S.CONTRACT_FAILED})
+#: The others: what a start loads (a long history of dormant ones is never read again).
+_LIVE = frozenset(S) - _DORMANT
 
 #: What a contract output's watch says when nothing needs to be offered to the node again.
 _SEEN_SPENT = frozenset({TxState.MEMPOOL, TxState.CONFIRMED})
@@ -267,10 +269,10 @@ class ServerChannelManager:
             await self.prune()
         except Exception:  # the chain unreachable, say: the channels start all the same
             self.log.failure("pruning failed contracts at start failed")
-        for record in await self.store.server_channels():
+        for record in await self.store.server_channels(_LIVE):
             channel = self._channels.get(record.contract_txid)
             if channel is None:
-                if record.state in _DORMANT or not self.has_duty(record):
+                if not self.has_duty(record):
                     continue
                 channel = self._add(record)
             channel.feed(lc.Loaded())
@@ -330,9 +332,16 @@ class ServerChannelManager:
         channel = self._channels.get(contract_txid)
         return channel.live() if channel is not None else None
 
-    def list_channels(self) -> defer.Deferred[list[ServerChannelRecord]]:
-        """Every stored server channel, oldest first, as stored now (b included)."""
-        return self.store.server_channels()
+    def list_channels(
+        self, states: Optional[Collection[S]] = None, limit: Optional[int] = None, offset: int = 0
+    ) -> defer.Deferred[list[ServerChannelRecord]]:
+        """The stored server channels in ``states`` (all when None), oldest first, as stored now
+        (b included); with ``limit``, the newest page (``IChannelStore.server_channels``)."""
+        return self.store.server_channels(states, limit, offset)
+
+    def totals(self) -> defer.Deferred[ServerTotals]:
+        """Counts and sums over every stored channel, from the store's aggregate query."""
+        return self.store.server_totals()
 
     def channel(self, contract_txid: bytes) -> defer.Deferred[Optional[ServerChannelRecord]]:
         return self.store.server_channel(contract_txid)
@@ -350,9 +359,7 @@ class ServerChannelManager:
 
     async def _settle_all(self) -> list[SettleResult]:
         results = []
-        for record in await self.store.server_channels():
-            if record.state not in SETTLEABLE:
-                continue
+        for record in await self.store.server_channels(SETTLEABLE):
             try:
                 tx = await self.settle(record.contract_txid)
             except Exception as e:  # reported to the operator; the channel is kept
@@ -374,7 +381,7 @@ class ServerChannelManager:
     async def _prune(self) -> int:
         now = self.clock.seconds()
         pruned = 0
-        for record in await self.store.server_channels():
+        for record in await self.store.server_channels([S.CONTRACT_FAILED]):
             if (not lc.never_accepted(record) or record.settlement_tx is not None
                     or now - max(record.updated_at, record.created_at) < self.policy.prune_after):
                 continue

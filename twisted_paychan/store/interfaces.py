@@ -5,7 +5,8 @@ conformance suite (``tests/store/store_conformance.py``).
 
 from __future__ import annotations
 
-from typing import Optional
+from dataclasses import dataclass, field
+from typing import Collection, Mapping, Optional
 
 from twisted.internet.defer import Deferred
 from zope.interface import Interface
@@ -16,6 +17,42 @@ from twisted_paychan.channel.records import (
     ServerChannelRecord,
     ServerChannelState,
 )
+
+
+@dataclass(frozen=True)
+class ServerTotals:
+    """What ``IChannelStore.server_totals`` answers."""
+
+    #: Channels in each state (every state present, 0 when none).
+    by_state: Mapping[ServerChannelState, int] = field(default_factory=dict)
+    #: Value of the channels not yet back on chain to us: open, settling or stuck.
+    value_locked: int = 0
+    #: b summed over every channel stored: what clients paid us.
+    paid_to_us: int = 0
+    #: The earliest expiry E of an open channel, or None without one.
+    next_open_expiry: Optional[int] = None
+
+
+#: The states whose value is still locked in a contract (``ServerTotals.value_locked``).
+LOCKED_STATES = frozenset({ServerChannelState.OPEN, ServerChannelState.SETTLING, ServerChannelState.STUCK})
+
+
+def totals_of(records: Collection[ServerChannelRecord]) -> ServerTotals:
+    """``ServerTotals`` computed from records in hand (the in-memory store; tests)."""
+    by_state = {s: 0 for s in ServerChannelState}
+    for r in records:
+        by_state[r.state] += 1
+    expiries = [r.expiry for r in records if r.state is ServerChannelState.OPEN]
+    return ServerTotals(by_state, sum(r.value for r in records if r.state in LOCKED_STATES),
+                        sum(r.best_value for r in records), min(expiries) if expiries else None)
+
+
+def check_page(limit: Optional[int], offset: int) -> None:
+    """Refuse a page no store could mean (every store answers the same)."""
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit must not be negative, not {limit}")
+    if offset < 0:
+        raise ValueError(f"offset must not be negative, not {offset}")
 
 
 class IChannelStore(Interface):
@@ -67,8 +104,18 @@ class IChannelStore(Interface):
     def server_channel(contract_txid: bytes) -> Deferred[Optional[ServerChannelRecord]]:
         """The record, or None."""
 
-    def server_channels() -> Deferred[list[ServerChannelRecord]]:
-        """Every server record, oldest first."""
+    def server_channels(
+        states: Optional[Collection[ServerChannelState]] = None, limit: Optional[int] = None, offset: int = 0
+    ) -> Deferred[list[ServerChannelRecord]]:
+        """The server records in ``states`` (every state when None), oldest first. With
+        ``limit``, only the newest ``limit`` of them after skipping the ``offset`` newest (a
+        page of a long history, still oldest first). A server that runs for months holds every
+        channel it ever had: whatever runs again and again asks for the states it needs."""
+
+    def server_totals() -> Deferred["ServerTotals"]:
+        """Counts and sums over every server record, computed by the store (an aggregate
+        query), so that a metrics scrape or a status page costs the same after a million
+        settled channels as after ten."""
 
     # -- client side ------------------------------------------------------------------------
 

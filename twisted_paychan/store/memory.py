@@ -8,7 +8,7 @@ a test that passes against it must not rely on a write SQLite would not make.
 
 from __future__ import annotations
 
-from typing import Callable, Optional, TypeVar
+from typing import Callable, Collection, Optional, TypeVar
 
 from twisted.internet import defer
 from zope.interface import implementer
@@ -21,7 +21,15 @@ from twisted_paychan.channel.records import (
     ServerChannelState,
 )
 from twisted_paychan.channel.states import IllegalTransition
-from twisted_paychan.store.interfaces import DuplicateChannel, IChannelStore, StoreError, UnknownChannel
+from twisted_paychan.store.interfaces import (
+    DuplicateChannel,
+    IChannelStore,
+    ServerTotals,
+    StoreError,
+    UnknownChannel,
+    check_page,
+    totals_of,
+)
 from twisted_paychan.store.rules import check_change, check_client_cas, check_payment, check_prune, check_server_cas
 
 _R = TypeVar("_R", ServerChannelRecord, ClientChannelRecord)
@@ -85,8 +93,17 @@ class MemoryChannelStore:
     def server_channel(self, contract_txid: bytes) -> defer.Deferred[Optional[ServerChannelRecord]]:
         return defer.succeed(self._server.get(contract_txid))
 
-    def server_channels(self) -> defer.Deferred[list[ServerChannelRecord]]:
-        return defer.succeed(list(self._server.values()))
+    def server_channels(
+        self, states: Optional[Collection[ServerChannelState]] = None, limit: Optional[int] = None, offset: int = 0
+    ) -> defer.Deferred[list[ServerChannelRecord]]:
+        check_page(limit, offset)
+        found = [r for r in self._server.values() if states is None or r.state in states]
+        if limit is not None:
+            found = found[max(0, len(found) - offset - limit):max(0, len(found) - offset)]
+        return defer.succeed(found)
+
+    def server_totals(self) -> defer.Deferred[ServerTotals]:
+        return defer.succeed(totals_of(list(self._server.values())))
 
     def add_client_channel(self, record: ClientChannelRecord) -> defer.Deferred[None]:
         if record.contract_txid in self._client:

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import re
 from importlib import resources
-from typing import Any, Callable, Optional, TypeVar, cast
+from typing import Any, Callable, Collection, Optional, TypeVar, cast
 
 import psycopg
 from twisted.internet import defer
@@ -63,7 +63,7 @@ from twisted_paychan.channel.records import (
 )
 from twisted_paychan.channel.states import IllegalTransition
 from twisted_paychan.store import rules
-from twisted_paychan.store.interfaces import DuplicateChannel, IChannelStore, StoreError
+from twisted_paychan.store.interfaces import DuplicateChannel, IChannelStore, ServerTotals, StoreError, check_page
 from twisted_paychan.store.rules import (
     CLIENT_PAYABLE,
     SERVER_PAYABLE,
@@ -337,10 +337,21 @@ class PostgresChannelStore:
 
         return self._submit(op, write=False)
 
-    def server_channels(self) -> defer.Deferred[list[ServerChannelRecord]]:
+    def server_channels(
+        self, states: Optional[Collection[ServerChannelState]] = None, limit: Optional[int] = None, offset: int = 0
+    ) -> defer.Deferred[list[ServerChannelRecord]]:
+        check_page(limit, offset)
+        sql, args = rules.server_listing(_SERVER_COLUMNS, "%s", states, limit, offset)
+
         def op(conn: _Conn) -> list[ServerChannelRecord]:
-            rows = conn.execute(cast(Any, f"SELECT {_SERVER_COLUMNS} FROM server_channels ORDER BY seq")).fetchall()
-            return [_server_record(r) for r in rows]
+            return [_server_record(r) for r in conn.execute(cast(Any, sql), args).fetchall()]
+
+        return self._submit(op, write=False)
+
+    def server_totals(self) -> defer.Deferred[ServerTotals]:
+        def op(conn: _Conn) -> ServerTotals:
+            (next_expiry,) = cast(tuple[Any], conn.execute(cast(Any, rules.NEXT_OPEN_EXPIRY_SQL)).fetchone())
+            return rules.server_totals(conn.execute(cast(Any, rules.SERVER_TOTALS_SQL)).fetchall(), next_expiry)
 
         return self._submit(op, write=False)
 

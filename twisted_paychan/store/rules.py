@@ -19,13 +19,20 @@ both read.
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Any, Callable, Collection, Mapping, NoReturn, Optional, Sequence
 
 from twisted_paychan.channel.records import ClientChannelState, ServerChannelState
 from twisted_paychan.channel.states import IllegalTransition, check_client_transition, check_server_transition
-from typing import Any, Callable, NoReturn, Optional, Sequence
 
-from twisted_paychan.store.interfaces import ChannelNotOpen, NotPrunable, StoreError, TransitionConflict, UnknownChannel
+from twisted_paychan.store.interfaces import (
+    LOCKED_STATES,
+    ChannelNotOpen,
+    NotPrunable,
+    ServerTotals,
+    StoreError,
+    TransitionConflict,
+    UnknownChannel,
+)
 
 #: The only server state that takes a payment: settlement starts by leaving it, so every
 #: payment stored is in the record the settlement is built from.
@@ -119,3 +126,43 @@ def explain_refused(contract_txid: bytes, row: Optional[Sequence[Any]], explain:
         raise UnknownChannel(contract_txid.hex())
     explain(row)
     raise AssertionError(f"{refused} that passes every check")
+
+
+# -- listings and totals (the SQL stores share the statements) ------------------------------------
+
+#: Counts and sums by state; ``server_totals`` makes ``ServerTotals`` of them.
+SERVER_TOTALS_SQL = ("SELECT state, COUNT(*), COALESCE(SUM(value), 0), COALESCE(SUM(best_value), 0) "
+                     "FROM server_channels GROUP BY state")
+NEXT_OPEN_EXPIRY_SQL = f"SELECT MIN(expiry) FROM server_channels WHERE state = '{SERVER_PAYABLE.value}'"
+
+
+def server_totals(rows: Sequence[Sequence[Any]], next_open_expiry: Optional[int]) -> ServerTotals:
+    """``ServerTotals`` from the rows of ``SERVER_TOTALS_SQL`` (state, count, sum of V, sum of b)."""
+    by_state = {s: 0 for s in ServerChannelState}
+    locked = paid = 0
+    for state, count, value, best in rows:
+        s = ServerChannelState(state)
+        by_state[s] = int(count)
+        paid += int(best)
+        if s in LOCKED_STATES:
+            locked += int(value)
+    return ServerTotals(by_state, locked, paid, None if next_open_expiry is None else int(next_open_expiry))
+
+
+def server_listing(columns: str, placeholder: str, states: Optional[Collection[ServerChannelState]],
+                   limit: Optional[int], offset: int) -> tuple[str, list[Any]]:
+    """The SELECT of ``IChannelStore.server_channels`` and its arguments: the states asked for,
+    oldest first; with ``limit``, the newest page of them (still oldest first)."""
+    args: list[Any] = []
+    where = ""
+    if states is not None:
+        wanted = sorted({s.value for s in states})
+        if not wanted:
+            return f"SELECT {columns} FROM server_channels WHERE 0 = 1", []
+        where = f" WHERE state IN ({', '.join([placeholder] * len(wanted))})"
+        args.extend(wanted)
+    if limit is None:
+        return f"SELECT {columns} FROM server_channels{where} ORDER BY seq", args
+    args.extend([limit, offset])
+    return (f"SELECT {columns} FROM (SELECT {columns}, seq FROM server_channels{where} "
+            f"ORDER BY seq DESC LIMIT {placeholder} OFFSET {placeholder}) AS page ORDER BY seq", args)

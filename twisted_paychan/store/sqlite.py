@@ -34,7 +34,7 @@ import fcntl
 import os
 import sqlite3
 import time
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, Callable, Collection, Optional, TypeVar
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -45,7 +45,14 @@ from zope.interface import implementer
 from twisted_paychan.bursts import burst
 from twisted_paychan.store import paylog, rules
 from twisted_paychan.channel.record_copy import replace_fields
-from twisted_paychan.store.interfaces import DuplicateChannel, IChannelStore, StoreError, UnknownChannel
+from twisted_paychan.store.interfaces import (
+    DuplicateChannel,
+    IChannelStore,
+    ServerTotals,
+    StoreError,
+    UnknownChannel,
+    check_page,
+)
 from twisted_paychan.store.rules import (
     CLIENT_PAYABLE,
     SERVER_PAYABLE,
@@ -112,6 +119,7 @@ CREATE TABLE IF NOT EXISTS client_channels (
     seq             INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS client_channels_server ON client_channels (server_id);
+CREATE INDEX IF NOT EXISTS server_channels_state ON server_channels (state);
 CREATE TABLE IF NOT EXISTS meta (
     key             TEXT PRIMARY KEY,
     value           INTEGER NOT NULL
@@ -546,10 +554,34 @@ class SqliteChannelStore:
 
         return self._submit(op, False)
 
-    def server_channels(self) -> defer.Deferred[list[ServerChannelRecord]]:
+    def server_channels(
+        self, states: Optional[Collection[ServerChannelState]] = None, limit: Optional[int] = None, offset: int = 0
+    ) -> defer.Deferred[list[ServerChannelRecord]]:
+        check_page(limit, offset)
+        sql, args = rules.server_listing(_SERVER_COLUMNS, "?", states, limit, offset)
+
         def op(db: sqlite3.Connection) -> list[ServerChannelRecord]:
-            rows = db.execute(f"SELECT {_SERVER_COLUMNS} FROM server_channels ORDER BY seq").fetchall()
-            return [self._server_logged(_server_record(r)) for r in rows]
+            return [self._server_logged(_server_record(r)) for r in db.execute(sql, args).fetchall()]
+
+        return self._submit(op, False)
+
+    def server_totals(self) -> defer.Deferred[ServerTotals]:
+        def op(db: sqlite3.Connection) -> ServerTotals:
+            totals = rules.server_totals(db.execute(rules.SERVER_TOTALS_SQL).fetchall(),
+                                         db.execute(rules.NEXT_OPEN_EXPIRY_SQL).fetchone()[0])
+            # Payments still in the log, not yet in the table's b: what they add to it.
+            logged = {txid: value for (kind, txid), (value, _) in self._overlay.items()
+                      if kind == paylog.SERVER_PAYMENT}
+            if not logged:
+                return totals
+            txids = list(logged)
+            added = 0
+            for i in range(0, len(txids), 500):
+                chunk = txids[i:i + 500]
+                rows = db.execute("SELECT contract_txid, best_value FROM server_channels WHERE contract_txid IN ("
+                                  + ",".join("?" * len(chunk)) + ")", chunk).fetchall()
+                added += sum(logged[bytes(txid)] - value for txid, value in rows)
+            return replace_fields(totals, paid_to_us=totals.paid_to_us + added)
 
         return self._submit(op, False)
 

@@ -5,6 +5,7 @@
 const TOKEN_KEY = "paychan-api-token";
 const WINDOW = 60; // seconds shown by the payments-per-second chart
 const SVG_NS = "http://www.w3.org/2000/svg";
+const RECENT_CHANNELS = 200; // finished channels shown beside every live one
 
 const state = {
   token: sessionStorage.getItem(TOKEN_KEY),
@@ -87,10 +88,19 @@ function showBoard() {
 // -- what the API says -------------------------------------------------------------------------
 
 async function refresh() {
-  const [info, listing] = await Promise.all([api("/v1/info"), api("/v1/channels")]);
+  // Every channel still in play, and the newest of the finished ones: a server that ran for
+  // months holds more settled channels than a page should carry, and this runs on every event.
+  const [info, live, recent] = await Promise.all([
+    api("/v1/info"),
+    api("/v1/channels?state=open&state=settling&state=stuck"),
+    api(`/v1/channels?limit=${RECENT_CHANNELS}`),
+  ]);
   const now = Date.now();
   state.info = info;
-  state.channels = new Map(listing.channels.map((row) => [row.contract_txid, { ...row, expiresAt: now + row.expires_in * 1000 }]));
+  // Oldest first, as the API lists them: a live channel outside the newest page is older than it.
+  const inRecent = new Set(recent.channels.map((row) => row.contract_txid));
+  const rows = [...live.channels.filter((row) => !inRecent.has(row.contract_txid)), ...recent.channels];
+  state.channels = new Map(rows.map((row) => [row.contract_txid, { ...row, expiresAt: now + row.expires_in * 1000 }]));
   $("error").textContent = "";
   render();
 }
