@@ -119,7 +119,10 @@ CREATE TABLE IF NOT EXISTS client_channels (
     seq             INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS client_channels_server ON client_channels (server_id);
-CREATE INDEX IF NOT EXISTS server_channels_state ON server_channels (state);
+CREATE INDEX IF NOT EXISTS server_channels_seq ON server_channels (seq);
+CREATE INDEX IF NOT EXISTS server_channels_state ON server_channels (state, seq);
+CREATE INDEX IF NOT EXISTS client_channels_seq ON client_channels (seq);
+CREATE INDEX IF NOT EXISTS client_channels_state ON client_channels (state, seq);
 CREATE TABLE IF NOT EXISTS meta (
     key             TEXT PRIMARY KEY,
     value           INTEGER NOT NULL
