@@ -165,7 +165,22 @@ async def test_pay_checks_stops_and_closes(tmp_path):
             assert gone.returncode == 1, gone.stdout + gone.stderr
             assert "cannot be reached" in gone.stdout and "becomes valid at" in gone.stdout
             assert "paychan watch --data-dir" in gone.stdout and "Traceback" not in gone.stderr
+            dead = [f"tcp:127.0.0.1:{free_port()}" for _ in range(2)]
+            both = run("close", "--server", ",".join(dead), "--server-id", server.endpoint, *chain,
+                       "--data-dir", client_dir)
+            assert both.returncode == 1 and "no server can be reached: " in both.stdout, both.stdout + both.stderr
+            assert all(f"{d} (" in both.stdout for d in dead) and "becomes valid at" in both.stdout
 
         await threads.deferToThread(server_gone)
+
+        def second_server_answers() -> None:
+            # Servers that share one database: the first does not answer, the channel is settled
+            # through the second.
+            dead = f"tcp:127.0.0.1:{free_port()}"
+            closed = ok("close", "--server", dead, "--server", server.endpoint, "--server-id", server.endpoint,
+                        *chain, "--data-dir", client_dir)
+            assert " settled by " in closed.stdout, closed.stdout + closed.stderr
+
+        await threads.deferToThread(second_server_answers)
     finally:
         await server.stop()

@@ -41,9 +41,12 @@ _NO_NEW_CHANNEL = "closing opens no new channel"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--server", required=True, metavar="ENDPOINT",
-                   help="the server the channels were opened with, as given to paychan pay (e.g. tcp:127.0.0.1:4242)")
-    p.add_argument("--server-id", default=None, help="string naming the server, if paychan pay was given one")
+    p.add_argument("--server", required=True, metavar="ENDPOINT", action="append",
+                   help="the server the channels were opened with, as given to paychan pay (e.g. tcp:127.0.0.1:4242); "
+                        "repeated (or a comma list) for servers that share one database: each channel is settled "
+                        "through the first that answers")
+    p.add_argument("--server-id", default=None,
+                   help="string naming the server, if paychan pay was given one (default: the first endpoint)")
 
 
 def iso(ts: int) -> str:
@@ -58,8 +61,9 @@ def refund_note(record: ClientChannelRecord, data_dir: str) -> str:
 
 
 async def close_channels(reactor: Any, args: argparse.Namespace, out: Output, wallet: IWallet,
-                         manager: ClientChannelManager, server_id: bytes, endpoint: Any) -> int:
-    """Settle every open channel to ``server_id``; the exit status (1 when one is left open)."""
+                         manager: ClientChannelManager, server_id: bytes, endpoints: list[Any]) -> int:
+    """Settle every open channel to ``server_id`` through the first of ``endpoints`` (those of
+    ``args.servers``) that answers; the exit status (1 when one is left open)."""
     from twisted_paychan.cli.pay_checks import settled_while_away
     from twisted_paychan.net.client import connect
 
@@ -91,17 +95,27 @@ async def close_channels(reactor: Any, args: argparse.Namespace, out: Output, wa
             versions = VersionSelector.VERSION_2 if record.version == 2 else VersionSelector.VERSION_1
             settings = ClientSettings(channel_value=record.value, versions=versions)
             why = None
-            try:
-                conn = await connect(reactor, endpoint, wallet, manager.chain, manager.store, settings, server_id,
-                                     None, manager=closing)
-            except (ConnectError, ConnectionError, DNSLookupError) as e:
-                why = f"the server at {args.server} cannot be reached ({e})"
-            except ChannelClosed as e:
-                if _NO_NEW_CHANNEL in e.detail:
-                    why = f"the server at {args.server} refused to resume it (it no longer knows the channel)"
+            unreachable: list[tuple[str, Exception]] = []
+            conn = None
+            for name, endpoint in zip(args.servers, endpoints):
+                try:
+                    conn = await connect(reactor, endpoint, wallet, manager.chain, manager.store, settings, server_id,
+                                         None, manager=closing)
+                    break
+                except (ConnectError, ConnectionError, DNSLookupError) as e:
+                    unreachable.append((name, e))
+                except ChannelClosed as e:  # an answer: the servers share one database, the others say the same
+                    if _NO_NEW_CHANNEL in e.detail:
+                        why = f"the server at {name} refused to resume it (it no longer knows the channel)"
+                    else:
+                        why = f"the server at {name} closed the connection ({e})"
+                    break
+            if conn is None and why is None:
+                if len(unreachable) == 1:
+                    why = f"the server at {unreachable[0][0]} cannot be reached ({unreachable[0][1]})"
                 else:
-                    why = f"the server at {args.server} closed the connection ({e})"
-            if why is not None:
+                    why = "no server can be reached: " + "; ".join(f"{n} ({problem})" for n, problem in unreachable)
+            if why is not None or conn is None:
                 lines.append(f"channel {txid} left open: {why}; {refund_note(record, args.data_dir)}")
                 left.append({"contract_txid": txid, "reason": why, "refund_valid_at": record.expiry})
                 continue
@@ -131,7 +145,7 @@ async def close_channels(reactor: Any, args: argparse.Namespace, out: Output, wa
 
 async def run_close(reactor: Any, args: argparse.Namespace, out: Output) -> int:
     from twisted_paychan.cli.chains import open_chain, rpc_login
-    from twisted_paychan.cli.pay import _server_endpoint
+    from twisted_paychan.cli.pay import _server_endpoint, server_list
     from twisted_paychan.cli.wallet import WALLET_FILE, open_wallet
     from twisted_paychan.store.sqlite import StoreLocked, open_store
 
@@ -139,8 +153,10 @@ async def run_close(reactor: Any, args: argparse.Namespace, out: Output) -> int:
         raise UserError("paychan close needs --data-dir (the client's wallet and channels)")
     if not (Path(args.data_dir) / "channels.sqlite").exists():
         raise UserError(f"no channel store in {args.data_dir}: no channel was ever opened from it")
-    endpoint = _server_endpoint(reactor, args.server)
-    server_id = hashlib.sha256((args.server_id or args.server).encode()).digest()
+    args.servers = server_list(args.server)
+    args.server = ",".join(args.servers)
+    endpoints = [_server_endpoint(reactor, name) for name in args.servers]  # a malformed one fails first
+    server_id = hashlib.sha256((args.server_id or args.servers[0]).encode()).digest()
     access = await open_chain(reactor, args.chain, args.data_dir, args.rpc_cookie, rpc_login(args))
     try:
         wallet = open_wallet(Path(args.data_dir) / WALLET_FILE, access.chain, access.network, args.passphrase_file)
@@ -151,7 +167,7 @@ async def run_close(reactor: Any, args: argparse.Namespace, out: Output) -> int:
                 raise UserError(f"the channel store in {args.data_dir} is in use by another paychan process") from None
             manager = ClientChannelManager(wallet, access.chain, store, reactor)
             try:
-                return await close_channels(reactor, args, out, wallet, manager, server_id, endpoint)
+                return await close_channels(reactor, args, out, wallet, manager, server_id, endpoints)
             finally:
                 manager.stop()
                 await store.close()

@@ -208,7 +208,8 @@ async def _pay_with(reactor: Any, args: Any, out: Output, manager: ClientChannel
     if args.count == 0 and args.settle:  # settle only: never open a channel for it
         from twisted_paychan.cli.close import close_channels
 
-        return await close_channels(reactor, args, out, manager.wallet, manager, server_id, endpoint)
+        return await close_channels(reactor, args, out, manager.wallet, manager, server_id,
+                                    [_server_endpoint(reactor, server) for server in args.servers])
     await pay_checks.settled_while_away(reactor, manager, server_id, out)
     await pay_checks.check_funds(manager, server_id, settings.versions.requested_major, args.value,
                                  int(reactor.seconds()))
