@@ -210,6 +210,26 @@ def test_the_first_opening_goes_round_robin_past_a_node_that_is_down():
     assert len(net.nodes["a"].attempts) == 1
 
 
+def test_endpoints_that_are_down_cost_no_channel_key():
+    """A new channel's key taken for an endpoint that never connected is the next attempt's key
+    (it reached no server): one key for the channel, however many endpoints were down."""
+    net = Net()
+    taken = []
+    real = net.client_wallet.new_channel_key
+
+    def counting():
+        return real().addCallback(lambda signer: taken.append(signer.public_key) or signer)
+
+    net.client_wallet.new_channel_key = counting
+    for node in net.nodes.values():
+        node.up = False
+    net.failure(net.connect(net.endpoints("a", "b")), seconds=30)  # 8 attempts, all refused
+    net.nodes["b"].up = True
+    conn = net.result(net.connect(net.endpoints("a", "b")))
+    assert conn.endpoint == "b"
+    assert len(taken) == 1 and conn.record.client_key == taken[0]
+
+
 def test_every_endpoint_down_gives_one_clear_error_after_bounded_rounds():
     net = Net()
     for node in net.nodes.values():

@@ -16,6 +16,7 @@ process. [Recommended] a channel whose resume the server refused is free again a
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Optional, Sequence, Union, cast, overload
 
@@ -43,6 +44,12 @@ if TYPE_CHECKING:
 
 #: Contract txids of channels in use by a connection of this process (bitcoinj's "active").
 _ACTIVE: set[bytes] = set()
+
+#: Channel keys taken for a new channel whose connection was never made (no byte reached a
+#: server, so the key was never shown), by wallet: the next new channel of that wallet takes one
+#: of these before asking for a fresh key. A fail-over tries endpoint after endpoint, and each
+#: dead one would otherwise cost a key the wallet stores and follows for ever.
+_UNUSED_KEYS: "weakref.WeakKeyDictionary[IWallet, list[ISigner]]" = weakref.WeakKeyDictionary()
 
 
 class ClientChannelProtocol(ChannelStreamProtocol):
@@ -137,10 +144,13 @@ async def _attempt(
         raise NotResumable(only)
     if resume is not None:
         _ACTIVE.add(resume.contract_txid)
+    fresh: Optional[ISigner] = None
     if resume is not None and (signer is None or signer.public_key != resume.client_key):
         signer = wallet.signer_for(resume.client_key)  # the key the stored channel was made with
     elif signer is None:
-        signer = await wallet.new_channel_key()
+        unused = _UNUSED_KEYS.get(wallet)
+        signer = unused.pop() if unused else await wallet.new_channel_key()
+        fresh = signer
 
     def make_channel(send: Any, close: Any) -> ClientChannel:
         channel = manager.new_connection(settings, server_id, signer, send, close, resume)
@@ -156,6 +166,8 @@ async def _attempt(
     except Exception:
         if resume is not None:
             _ACTIVE.discard(resume.contract_txid)
+        if fresh is not None:
+            _UNUSED_KEYS.setdefault(wallet, []).append(fresh)
         raise
     assert protocol.channel is not None
     channel = protocol.channel
